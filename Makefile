@@ -1,0 +1,61 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP_APT := $(VENV)/.apt-done
+STAMP_PIP := $(VENV)/.pip-done
+PROTOS := $(wildcard proto/weightgate/v1/*.proto)
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev build-essential pkg-config gnutls-bin
+
+.PHONY: setup demo test lint typecheck contracts protos check-protos bench fuzz clean
+
+setup: $(STAMP_PIP)
+
+$(STAMP_APT):
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@test -d $(VENV) || python3 -m venv $(VENV)
+	@touch $@
+
+$(STAMP_PIP): $(STAMP_APT) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+protos: $(STAMP_PIP)
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto \
+	  --mypy_out=proto --mypy_grpc_out=proto $(PROTOS)
+
+# Fails when the committed generated code differs from what the pinned generator makes.
+check-protos: $(STAMP_PIP)
+	@tmp=$$(mktemp -d); \
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --grpc_python_out=$$tmp \
+	  --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTOS) && \
+	diff -r -x '__init__.py' -x 'py.typed' -x '*.proto' -x '__pycache__' $$tmp/weightgate/v1 proto/weightgate/v1 \
+	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
+
+lint: $(STAMP_PIP)
+	$(VENV)/bin/ruff check agent verifier tests bench
+	$(VENV)/bin/ruff format --check agent verifier tests bench
+
+typecheck: $(STAMP_PIP)
+	$(VENV)/bin/mypy agent verifier
+
+contracts: $(STAMP_PIP)
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP_PIP) check-protos lint typecheck contracts
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP_PIP)
+	$(VENV)/bin/weightgate demo
+
+bench: $(STAMP_PIP)
+	$(PY) bench/bench_quote.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
