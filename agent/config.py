@@ -1,0 +1,237 @@
+"""Agent configuration: one TOML file, loaded once, validated, frozen.
+
+Example::
+
+    [agent]
+    host_id = "gpu-node-17"            # default: the host name
+    verifier = "verifier.example:8443"
+    tcti = "device:/dev/tpmrm0"
+    state_dir = "/var/lib/weightgate-agent"
+    ak_handle = 0x81010002             # default
+    reconnect_initial_seconds = 1.0    # default
+    reconnect_max_seconds = 60.0       # default
+    # insecure = true                  # plaintext gRPC, tests and demos only
+
+    [agent.tls]
+    ca_certificate = "/etc/weightgate/ca.pem"
+    certificate = "/etc/weightgate/agent.pem"
+    private_key = "/etc/weightgate/agent.key"   # must not be group/world readable
+    # server_name = "verifier.example"          # override the name checked in the cert
+
+Relative paths are relative to the directory of the configuration file.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+_PERSISTENT_MIN, _PERSISTENT_MAX = 0x81000000, 0x81FFFFFF
+_AGENT_KEYS = frozenset(
+    {
+        "host_id",
+        "verifier",
+        "tcti",
+        "state_dir",
+        "ak_handle",
+        "insecure",
+        "reconnect_initial_seconds",
+        "reconnect_max_seconds",
+        "tls",
+    }
+)
+_TLS_KEYS = frozenset({"ca_certificate", "certificate", "private_key", "server_name"})
+_VERIFIER_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names file, line and key."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca_certificate: Path
+    certificate: Path
+    private_key: Path
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host_id: str
+    verifier: str  # "host:port"
+    tcti: str
+    state_dir: Path
+    ak_handle: int = 0x81010002
+    insecure: bool = False
+    tls: TlsConfig | None = None  # None only when insecure
+    reconnect_initial_seconds: float = 1.0
+    reconnect_max_seconds: float = 60.0
+
+
+def load_config(path: Path | str) -> AgentConfig:
+    """Read and validate ``path``; raises ConfigError with a located message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    return parse_config(text, path=path)
+
+
+def parse_config(text: str, *, path: Path) -> AgentConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return _Validator(text, path).validate(doc)
+
+
+class _Validator:
+    def __init__(self, text: str, path: Path) -> None:
+        self._lines = text.splitlines()
+        self._path = path
+        self._base = path.resolve().parent
+
+    def validate(self, doc: dict[str, Any]) -> AgentConfig:
+        unknown_top = sorted(set(doc) - {"agent"})
+        if unknown_top:
+            self._fail("", unknown_top[0], "unknown key (expected only the [agent] table)")
+        agent = doc.get("agent")
+        if not isinstance(agent, dict):
+            raise ConfigError(f"{self._path}: missing [agent] table")
+        self._reject_unknown("agent", agent, _AGENT_KEYS)
+
+        host_id = self._string("agent", agent, "host_id", default=socket.gethostname())
+        verifier = self._string(
+            "agent", agent, "verifier", example='"verifier.example:8443"'
+        )
+        match = _VERIFIER_RE.match(verifier)
+        if match is None or not 0 < int(match.group(1)) < 65536:
+            self._fail("agent", "verifier", 'expected "host:port", like "verifier.example:8443"')
+        tcti = self._string("agent", agent, "tcti", example='"swtpm:host=127.0.0.1,port=2321"')
+        state_dir = self._path_value(self._string("agent", agent, "state_dir"))
+        ak_handle = agent.get("ak_handle", 0x81010002)
+        if (
+            not isinstance(ak_handle, int)
+            or isinstance(ak_handle, bool)
+            or not _PERSISTENT_MIN <= ak_handle <= _PERSISTENT_MAX
+        ):
+            self._fail("agent", "ak_handle", "expected a persistent handle like 0x81010002")
+        insecure = agent.get("insecure", False)
+        if not isinstance(insecure, bool):
+            self._fail("agent", "insecure", "expected true or false")
+        initial = self._seconds(agent, "reconnect_initial_seconds", 1.0)
+        maximum = self._seconds(agent, "reconnect_max_seconds", 60.0)
+        if maximum < initial:
+            self._fail(
+                "agent", "reconnect_max_seconds", "must not be less than reconnect_initial_seconds"
+            )
+
+        tls_doc = agent.get("tls")
+        tls: TlsConfig | None = None
+        if insecure:
+            if tls_doc is not None:
+                self._fail("agent", "insecure", "insecure = true conflicts with [agent.tls]")
+        elif not isinstance(tls_doc, dict):
+            self._fail(
+                "agent",
+                "tls",
+                "required unless insecure = true: add an [agent.tls] table with"
+                " ca_certificate, certificate and private_key",
+            )
+        else:
+            tls = self._tls(tls_doc)
+        return AgentConfig(
+            host_id=host_id,
+            verifier=verifier,
+            tcti=tcti,
+            state_dir=state_dir,
+            ak_handle=ak_handle,
+            insecure=insecure,
+            tls=tls,
+            reconnect_initial_seconds=initial,
+            reconnect_max_seconds=maximum,
+        )
+
+    def _tls(self, doc: dict[str, Any]) -> TlsConfig:
+        self._reject_unknown("agent.tls", doc, _TLS_KEYS)
+        files = {}
+        for key in ("ca_certificate", "certificate", "private_key"):
+            file = self._path_value(self._string("agent.tls", doc, key))
+            if not file.is_file():
+                self._fail("agent.tls", key, f"{file}: no such file")
+            files[key] = file
+        mode = files["private_key"].stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            self._fail(
+                "agent.tls",
+                "private_key",
+                f"{files['private_key']} is accessible by group or others"
+                f" (mode {stat.S_IMODE(mode):04o}); chmod 600 it",
+            )
+        server_name = None
+        if "server_name" in doc:
+            server_name = self._string("agent.tls", doc, "server_name")
+        return TlsConfig(server_name=server_name, **files)
+
+    def _string(
+        self, table: str, doc: dict[str, Any], key: str, *, default: str | None = None,
+        example: str = '"..."',
+    ) -> str:
+        if key not in doc:
+            if default is not None:
+                return default
+            self._fail(table, key, f"required key missing (e.g. {key} = {example})")
+        value = doc[key]
+        if not isinstance(value, str) or not value.strip():
+            self._fail(table, key, f"expected a string like {example}")
+        return value.strip()
+
+    def _seconds(self, doc: dict[str, Any], key: str, default: float) -> float:
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            self._fail("agent", key, "expected a positive number of seconds")
+        return float(value)
+
+    def _path_value(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self._base / p
+
+    def _reject_unknown(self, table: str, doc: dict[str, Any], known: frozenset[str]) -> None:
+        for key in doc:
+            if key not in known:
+                self._fail(table, key, f"unknown key (known: {', '.join(sorted(known))})")
+
+    def _fail(self, table: str, key: str, message: str) -> NoReturn:
+        line = self._line_of(table, key)
+        where = f"{self._path}:{line}" if line else str(self._path)
+        label = f"[{table}] {key}" if table else key
+        raise ConfigError(f"{where}: {label}: {message}")
+
+    def _line_of(self, table: str, key: str) -> int | None:
+        """Line of ``key`` in ``[table]``, else of the table header, else None."""
+        current = ""
+        header_line: int | None = None
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        dotted_re = re.compile(rf"^\s*{re.escape(table)}\.{re.escape(key)}\s*=")
+        header_re = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
+        for number, line in enumerate(self._lines, start=1):
+            header = header_re.match(line)
+            if header:
+                current = header.group(1).replace(" ", "").replace('"', "")
+                if current == table:
+                    header_line = number
+                elif current == f"{table}.{key}":
+                    return number
+                continue
+            if (current == table and key_re.match(line)) or (
+                current == "" and table and dotted_re.match(line)
+            ):
+                return number
+        return header_line

@@ -1,0 +1,125 @@
+"""One round of continuous attestation: evidence for a challenge → a verdict.
+
+Order: the challenge is redeemed (single use, not expired, this host's); the
+evidence is converted; the quote is authenticated against the enrolled AK and
+the challenge's nonce; only then are the quoted PCRs appraised against the
+host group's reference values. Every failure is a contraindicated verdict with
+a named reason; nothing here returns a bool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from weightgate.v1 import attestation_pb2
+
+from verifier.challenges import IssuedChallenge
+from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
+from verifier.evidence.tpm.authenticate import authenticate_quote
+from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
+from verifier.store import ClockState, HostRecord, ReferenceSet
+from verifier.verdict import Reason, Verdict, VerificationError
+
+DIGEST_SIZES: Mapping[str, int] = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict
+    clock: ClockState | None  # set only when the quote authenticated
+    boot_event: str | None
+
+
+class MalformedEvidenceError(Exception):
+    pass
+
+
+def _fail(code: str, detail: str, checks: frozenset[str] = frozenset()) -> Outcome:
+    return Outcome(Verdict.contraindicated((Reason(code, detail),), checks), None, None)
+
+
+def reported_pcrs(quote: attestation_pb2.TpmQuote) -> dict[str, dict[int, bytes]]:
+    """PCR values as the agent reported them; shapes checked, values not trusted."""
+    banks: dict[str, dict[int, bytes]] = {}
+    for bank in quote.pcrs:
+        size = DIGEST_SIZES.get(bank.hash_algorithm)
+        if size is None:
+            raise MalformedEvidenceError(f"unknown PCR bank {bank.hash_algorithm!r}")
+        if bank.hash_algorithm in banks:
+            raise MalformedEvidenceError(f"PCR bank {bank.hash_algorithm} reported twice")
+        for index, value in bank.values.items():
+            if index > 23 or len(value) != size:
+                raise MalformedEvidenceError(
+                    f"{bank.hash_algorithm} PCR{index}: bad index or length"
+                )
+        banks[bank.hash_algorithm] = dict(bank.values)
+    return banks
+
+
+def challenge_selection(
+    configured: Mapping[str, tuple[int, ...]], reference: ReferenceSet | None
+) -> dict[str, tuple[int, ...]]:
+    """What to ask for: the configured selection plus everything the reference needs."""
+    selection = {bank: set(pcrs) for bank, pcrs in configured.items()}
+    if reference is not None:
+        for bank, values in reference.pcrs.items():
+            selection.setdefault(bank, set()).update(values)
+    return {bank: tuple(sorted(pcrs)) for bank, pcrs in sorted(selection.items())}
+
+
+def evaluate(
+    *,
+    host: HostRecord,
+    challenge: IssuedChallenge,
+    evidence: attestation_pb2.Evidence,
+    reference: ReferenceSet | None,
+    consumed_qualifying_data: tuple[bytes, ...],
+    allow_sha1_signatures: bool,
+) -> Outcome:
+    """Verify the TPM evidence answering `challenge`; see the module docstring."""
+    if host.ak_public is None:
+        return _fail("attestation.not_enrolled", "host has no enrolled attestation key")
+    if not evidence.HasField("tpm"):
+        return _fail("tpm.quote.missing", "the challenge asked for a TPM quote")
+    if reference is None:
+        # No reference means nothing to compare with: never "accept all".
+        return _fail("tpm.reference.missing", f"no reference values for group {host.group!r}")
+    try:
+        pcrs = reported_pcrs(evidence.tpm)
+    except MalformedEvidenceError as exc:
+        return _fail("tpm.quote.malformed", str(exc))
+    try:
+        ak = parse_tpm2b_public(host.ak_public)
+    except ParseError as exc:  # stored at enrollment after parsing; cannot happen unless corrupted
+        return _fail("attestation.not_enrolled", f"stored AK unreadable: {exc}")
+    reference_pcrs = ReferencePcrs(reference.pcrs)
+    previous = host.last_clock
+    try:
+        quote = authenticate_quote(
+            attest=evidence.tpm.attest,
+            signature=evidence.tpm.signature,
+            ak=ak,
+            expected_qualifying_data=challenge.tpm_qualifying_data,
+            required_pcrs=reference_pcrs.required(),
+            reported_pcrs=pcrs,
+            previous_clock=None
+            if previous is None
+            else ClockInfo(
+                clock=previous.clock,
+                reset_count=previous.reset_count,
+                restart_count=previous.restart_count,
+                safe=True,
+            ),
+            consumed_qualifying_data=consumed_qualifying_data,
+            allow_sha1_signatures=allow_sha1_signatures,
+        )
+    except VerificationError as exc:
+        return Outcome(exc.to_verdict(), None, None)
+    clock = quote.info.clock_info
+    return Outcome(
+        appraise_pcrs(quote, reference_pcrs),
+        ClockState(clock.clock, clock.reset_count, clock.restart_count),
+        quote.boot_event,
+    )

@@ -1,0 +1,106 @@
+"""The `weightgate` command: run the verifier, operate it, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from verifier.config import ConfigError, load_config
+from verifier.operator_cli import add_connection_arguments, run_operator_command
+
+DESCRIPTION = """\
+weightgate decides which hosts may receive model weights, from hardware evidence.
+
+  weightgate verifier serve --config verifier.toml   run the verifier service
+  weightgate hosts list                              trust status of every host
+  weightgate hosts show HOST                         one host's history, with reasons
+  weightgate hosts add HOST --group GROUP            register a host before it enrolls
+  weightgate reference set --group G --pcrs F.json   set a group's reference PCR values
+  weightgate demo                                    swtpm + verifier + agent, end to end
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weightgate",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    verifier = commands.add_parser("verifier", help="run the verifier service")
+    verifier_commands = verifier.add_subparsers(dest="subcommand", required=True)
+    serve = verifier_commands.add_parser("serve", help="serve the gRPC API until SIGTERM")
+    serve.add_argument("--config", type=Path, required=True, help="verifier TOML config file")
+    serve.add_argument("--database", help="SQLAlchemy URL overriding the config's database")
+
+    hosts = commands.add_parser("hosts", help="see and register hosts")
+    hosts_commands = hosts.add_subparsers(dest="subcommand", required=True)
+    hosts_list = hosts_commands.add_parser("list", help="a table: host, status, last attestation")
+    hosts_list.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_arguments(hosts_list)
+    hosts_show = hosts_commands.add_parser("show", help="one host's attestation history")
+    hosts_show.add_argument("host")
+    hosts_show.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_arguments(hosts_show)
+    hosts_add = hosts_commands.add_parser("add", help="register a host so it may enroll")
+    hosts_add.add_argument("host")
+    hosts_add.add_argument("--group", required=True, help="host group (selects reference values)")
+    add_connection_arguments(hosts_add)
+
+    reference = commands.add_parser("reference", help="reference (golden) PCR values")
+    reference_commands = reference.add_subparsers(dest="subcommand", required=True)
+    reference_set = reference_commands.add_parser(
+        "set", help="replace a group's reference PCR values from a PCRS.json file"
+    )
+    reference_set.add_argument("--group", required=True)
+    reference_set.add_argument(
+        "--pcrs",
+        type=Path,
+        required=True,
+        help='JSON {"pcrs": {"sha256": {"0": "<hex>", ...}}}, as weightgate-agent read-pcrs writes',
+    )
+    reference_set.add_argument("--only", help="take only these PCRs, e.g. 0-7 (default: all)")
+    add_connection_arguments(reference_set)
+    reference_show = reference_commands.add_parser("show", help="print a group's reference")
+    reference_show.add_argument("--group", required=True)
+    reference_show.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_arguments(reference_show)
+
+    demo = commands.add_parser("demo", help="run the end-to-end demo on a private swtpm")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from verifier.server.app import serve  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"weightgate: {exc}", file=sys.stderr)
+        return 2
+    if args.database:
+        config = replace(config, database_url=args.database)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(config))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "verifier":
+        return _serve(args)
+    if args.command == "demo":
+        from verifier.demo.runner import run_demo  # noqa: PLC0415
+
+        return run_demo(keep=args.keep)
+    return run_operator_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Verifier configuration: loaded once from TOML, validated, frozen, passed explicitly.
+
+Errors name the file, the line and the key, because an operator editing a
+config on a partner host has nothing else to go on.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
+
+
+class ConfigError(Exception):
+    """A configuration problem, with enough context to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    certificate: Path
+    private_key: Path
+    client_ca: Path  # agents and operators must present a certificate issued by this CA
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierConfig:
+    listen: str
+    database_url: str
+    state_dir: Path
+    insecure: bool  # plaintext gRPC; only ever set explicitly (demo, tests)
+    tls: TlsConfig | None
+    attestation_interval_seconds: float
+    challenge_timeout_seconds: float
+    enrollment_timeout_seconds: float
+    pcr_selection: Mapping[str, tuple[int, ...]]
+    ek_ca_certificates: tuple[Path, ...]
+    require_ek_certificate: bool
+    allow_sha1_signatures: bool
+
+
+def _key_line(text: str, table: str, key: str) -> int | None:
+    """Best-effort line number of `key` inside `[table]` (tomllib keeps no positions)."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.fullmatch(r"\[([^\[\]]+)\]", stripped)
+        if header:
+            current = header.group(1).strip()
+            continue
+        if current == table and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+class _Reader:
+    """Typed access to one TOML table that reports errors by file, line and key."""
+
+    def __init__(self, path: Path, text: str, table: str, data: Mapping[str, Any]) -> None:
+        self._path, self._text, self._table, self._data = path, text, table, data
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        line = _key_line(self._text, self._table, key)
+        where = f"{self._path}:{line}" if line else str(self._path)
+        return ConfigError(f"{where}: [{self._table}] {key}: {message}")
+
+    def get(self, key: str, kind: type[Any], default: Any, expected: str) -> Any:
+        value = self._data.get(key, default)
+        if value is None:
+            raise self.fail(key, f"missing; expected {expected}")
+        # bool is an int in Python; never accept true where a number is meant
+        if kind in (int, float) and isinstance(value, bool):
+            raise self.fail(key, f"expected {expected}, got {value!r}")
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind):
+            raise self.fail(key, f"expected {expected}, got {value!r}")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value: float = self.get(key, float, default, "a positive number of seconds")
+        if value <= 0:
+            raise self.fail(key, f"expected a positive number of seconds, got {value!r}")
+        return value
+
+    def unknown_keys(self, known: set[str]) -> None:
+        for key in self._data:
+            if key not in known:
+                raise self.fail(key, "unknown key")
+
+
+def _pcr_selection(reader: _Reader, raw: Any) -> dict[str, tuple[int, ...]]:
+    if raw is None:
+        return dict(DEFAULT_PCR_SELECTION)
+    if not isinstance(raw, dict) or not raw:
+        raise reader.fail("pcr_selection", "expected a table like { sha256 = [0, 1, 2, 7] }")
+    selection: dict[str, tuple[int, ...]] = {}
+    for bank, pcrs in raw.items():
+        if bank not in ("sha1", "sha256", "sha384", "sha512"):
+            raise reader.fail("pcr_selection", f"unknown PCR bank {bank!r}")
+        if (
+            not isinstance(pcrs, list)
+            or not pcrs
+            or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 23 for p in pcrs
+            )
+        ):
+            raise reader.fail("pcr_selection", f"{bank}: expected a list of PCR indices 0-23")
+        selection[bank] = tuple(sorted(set(pcrs)))
+    return selection
+
+
+def _check_private_key_file(reader: _Reader, key: str, path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise reader.fail(key, f"cannot read {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise reader.fail(key, f"{path} is accessible by group or others; chmod 600 it")
+
+
+def load_config(path: Path) -> VerifierConfig:
+    """Read and validate a verifier config file; raise ConfigError naming line and key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(document) - {"verifier"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s): {', '.join(sorted(unknown))}")
+    raw = document.get("verifier", {})
+    reader = _Reader(path, text, "verifier", raw)
+    reader.unknown_keys(
+        {
+            "listen", "database", "state_dir", "insecure", "tls", "attestation_interval_seconds",
+            "challenge_timeout_seconds", "enrollment_timeout_seconds", "pcr_selection",
+            "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
+        }
+    )  # fmt: skip
+    base = path.parent
+    state_dir = base / reader.get("state_dir", str, "/var/lib/weightgate", "a directory path")
+    database = reader.get(
+        "database", str, f"sqlite:///{state_dir / 'verifier.db'}", "a SQLAlchemy URL"
+    )
+    insecure = reader.get("insecure", bool, False, "true or false")
+    tls = _tls(path, text, raw.get("tls"), base, insecure=insecure)
+    ek_cas = reader.get("ek_ca_certificates", list, [], "a list of PEM file paths")
+    if not all(isinstance(p, str) for p in ek_cas):
+        raise reader.fail("ek_ca_certificates", "expected a list of PEM file paths")
+    require_ek_cert = reader.get("require_ek_certificate", bool, True, "true or false")
+    if require_ek_cert and not ek_cas:
+        raise reader.fail(
+            "ek_ca_certificates",
+            "require_ek_certificate is true but no EK CA certificates are configured",
+        )
+    return VerifierConfig(
+        listen=reader.get("listen", str, DEFAULT_LISTEN, '"host:port"'),
+        database_url=database,
+        state_dir=state_dir,
+        insecure=insecure,
+        tls=tls,
+        attestation_interval_seconds=reader.positive("attestation_interval_seconds", 30.0),
+        challenge_timeout_seconds=reader.positive("challenge_timeout_seconds", 30.0),
+        enrollment_timeout_seconds=reader.positive("enrollment_timeout_seconds", 300.0),
+        pcr_selection=_pcr_selection(reader, raw.get("pcr_selection")),
+        ek_ca_certificates=tuple(base / p for p in ek_cas),
+        require_ek_certificate=require_ek_cert,
+        allow_sha1_signatures=reader.get("allow_sha1_signatures", bool, False, "true or false"),
+    )
+
+
+def _tls(path: Path, text: str, raw: Any, base: Path, *, insecure: bool) -> TlsConfig | None:
+    if insecure:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: [verifier.tls] is required (certificate, private_key, client_ca) "
+            "unless insecure = true"
+        )
+    reader = _Reader(path, text, "verifier.tls", raw)
+    reader.unknown_keys({"certificate", "private_key", "client_ca"})
+    tls = TlsConfig(
+        certificate=base / reader.get("certificate", str, None, "a PEM file path"),
+        private_key=base / reader.get("private_key", str, None, "a PEM file path"),
+        client_ca=base / reader.get("client_ca", str, None, "a PEM file path"),
+    )
+    _check_private_key_file(reader, "private_key", tls.private_key)
+    return tls
+
+
+def config_for_demo(state_dir: Path, *, ek_ca_certificates: tuple[Path, ...]) -> VerifierConfig:
+    """The demo's config: plaintext on loopback, SQLite in a temporary state dir."""
+    return VerifierConfig(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{state_dir / 'verifier.db'}",
+        state_dir=state_dir,
+        insecure=True,
+        tls=None,
+        attestation_interval_seconds=2.0,
+        challenge_timeout_seconds=20.0,
+        enrollment_timeout_seconds=60.0,
+        pcr_selection=dict(DEFAULT_PCR_SELECTION),
+        ek_ca_certificates=ek_ca_certificates,
+        require_ek_certificate=True,
+        allow_sha1_signatures=False,
+    )
+
+
+__all__ = ["ConfigError", "TlsConfig", "VerifierConfig", "config_for_demo", "load_config"]

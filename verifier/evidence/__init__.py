@@ -1,0 +1,1 @@
+"""Evidence handling, one subpackage per kind: parse -> authenticate -> appraise."""

@@ -1,0 +1,291 @@
+"""Authenticate a TPM 2.0 quote: the only way to obtain an :class:`AuthenticatedQuote`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NoReturn
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.keys import check_attestation_key, public_key
+from verifier.evidence.tpm.parse import (
+    HASH_SIZES,
+    ClockInfo,
+    QuoteInfo,
+    TpmPublic,
+    TpmSignature,
+    parse_quote_attest,
+    parse_signature,
+)
+from verifier.verdict import Reason, VerificationError
+
+__all__ = [
+    "CHECK_CLOCK",
+    "CHECK_NONCE",
+    "CHECK_PARSE",
+    "CHECK_PCR_DIGEST",
+    "CHECK_PCR_SELECTION",
+    "CHECK_SIGNATURE",
+    "AuthenticatedQuote",
+    "authenticate_quote",
+]
+
+CHECK_PARSE = "tpm.quote.parse"
+CHECK_SIGNATURE = "tpm.quote.signature"
+CHECK_NONCE = "tpm.quote.nonce"
+CHECK_PCR_SELECTION = "tpm.quote.pcr_selection"
+CHECK_PCR_DIGEST = "tpm.quote.pcr_digest"
+CHECK_CLOCK = "tpm.quote.clock"
+
+_PARSE_CODES = {"bad_magic": "tpm.quote.bad_magic", "not_a_quote": "tpm.quote.not_a_quote"}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+_SCHEMES_FOR_KEY = {"rsa": frozenset({"rsassa", "rsapss"}), "ecc": frozenset({"ecdsa"})}
+
+# Proof of origin for AuthenticatedQuote; never exported.
+_MINTED_HERE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedQuote:
+    """A quote whose signature, nonce, PCR digest and clock have been verified.
+
+    ``pcrs`` holds only the PCR values covered by the verified pcrDigest. Built only
+    by :func:`authenticate_quote`; direct construction raises TypeError so that
+    unverified values cannot reach appraisal by mistake.
+    """
+
+    info: QuoteInfo
+    pcrs: Mapping[str, Mapping[int, bytes]]
+    boot_event: str
+    checks_run: frozenset[str]
+    _origin: object = field(default=None, repr=False, compare=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self._origin is not _MINTED_HERE:
+            raise TypeError("AuthenticatedQuote is built only by authenticate_quote()")
+
+
+def _fail(code: str, detail: str, done: list[str]) -> NoReturn:
+    raise VerificationError(Reason(code, detail), done)
+
+
+def _verify_signature(
+    attest: bytes, sig: TpmSignature, ak: TpmPublic, *, allow_sha1: bool, done: list[str]
+) -> None:
+    if sig.scheme not in _SCHEMES_FOR_KEY.get(ak.key_type, frozenset()):
+        _fail(
+            "tpm.quote.signature_scheme_mismatch",
+            f"{sig.scheme} signature from a {ak.key_type} AK",
+            done,
+        )
+    if ak.scheme is not None and ak.scheme != sig.scheme:
+        _fail(
+            "tpm.quote.signature_scheme_mismatch",
+            f"AK is fixed to {ak.scheme}, signature is {sig.scheme}",
+            done,
+        )
+    if ak.scheme_hash is not None and ak.scheme_hash != sig.hash_algorithm:
+        _fail(
+            "tpm.quote.signature_scheme_mismatch",
+            f"AK is fixed to {ak.scheme_hash}, signature uses {sig.hash_algorithm}",
+            done,
+        )
+    if sig.hash_algorithm == "sha1" and not allow_sha1:
+        # SHA-1 collisions are practical; the TPM signs a digest it computed itself,
+        # but we do not accept the weaker hash unless the caller opts in.
+        _fail("tpm.quote.weak_hash", "quote signed with SHA-1", done)
+    algorithm = _HASHES[sig.hash_algorithm]()
+    key = public_key(ak)  # valid: check_attestation_key has built it already
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            pad: padding.AsymmetricPadding = (
+                padding.PKCS1v15()
+                if sig.scheme == "rsassa"
+                # TPMs choose the salt length (the largest, or the digest size since
+                # spec 1.16), so the verifier must accept any: AUTO.
+                else padding.PSS(padding.MGF1(algorithm), padding.PSS.AUTO)
+            )
+            key.verify(sig.signature, attest, pad, algorithm)
+        else:
+            key.verify(sig.signature, attest, ec.ECDSA(algorithm))
+    except InvalidSignature:
+        # InvalidSignature carries no message; it is the failure, never a flag.
+        _fail("tpm.quote.signature_invalid", "signature does not verify under the AK", done)
+
+
+def _covered_pcrs(
+    info: QuoteInfo,
+    reported: Mapping[str, Mapping[int, bytes]],
+    digest_alg: str,
+    done: list[str],
+) -> Mapping[str, Mapping[int, bytes]]:
+    """Check the reported values against pcrDigest; return only the covered ones."""
+    covered: dict[str, dict[int, bytes]] = {}
+    missing: list[str] = []
+    malformed: list[str] = []
+    for selection in info.pcr_selection:
+        bank = selection.hash_algorithm
+        values = reported.get(bank, {})
+        covered[bank] = {}
+        for index in selection.pcrs:
+            value = values.get(index)
+            if value is None:
+                missing.append(f"{bank}:{index}")
+                continue
+            value = bytes(value)
+            # Lengths must be exact: otherwise values could be shifted between PCRs
+            # and still concatenate to the quoted digest.
+            if len(value) != HASH_SIZES[bank]:
+                malformed.append(f"{bank}:{index} ({len(value)} bytes)")
+            covered[bank][index] = value
+    if missing:
+        _fail("tpm.quote.pcr_values_missing", "no value for " + ", ".join(missing), done)
+    if malformed:
+        _fail("tpm.quote.pcr_value_malformed", "wrong length: " + ", ".join(malformed), done)
+    # TPM 2.0 Part 3, 18.4: banks in TPML order, PCRs ascending, hashed with the
+    # signing scheme's hash.
+    hasher = hashlib.new(digest_alg)
+    for selection in info.pcr_selection:
+        for index in selection.pcrs:
+            hasher.update(covered[selection.hash_algorithm][index])
+    if not hmac.compare_digest(hasher.digest(), info.pcr_digest):
+        _fail(
+            "tpm.quote.pcr_digest_mismatch",
+            f"{digest_alg} of the reported PCR values != quoted pcrDigest",
+            done,
+        )
+    return MappingProxyType({b: MappingProxyType(v) for b, v in covered.items()})
+
+
+def _boot_event(current: ClockInfo, previous: ClockInfo | None, done: list[str]) -> str:
+    if previous is None:
+        return "first"
+    if current.reset_count < previous.reset_count:
+        _fail(
+            "tpm.quote.reset_count_rollback",
+            f"resetCount {current.reset_count} < {previous.reset_count}",
+            done,
+        )
+    if current.reset_count > previous.reset_count:
+        return "reboot"  # TPM Reset: clock and restartCount may start over
+    if current.restart_count < previous.restart_count:
+        _fail(
+            "tpm.quote.restart_count_rollback",
+            f"restartCount {current.restart_count} < {previous.restart_count}",
+            done,
+        )
+    if current.restart_count > previous.restart_count:
+        return "restart"
+    if current.clock < previous.clock:
+        _fail("tpm.quote.clock_rollback", f"clock {current.clock} < {previous.clock}", done)
+    return "none"
+
+
+def authenticate_quote(
+    *,
+    attest: bytes,
+    signature: bytes,
+    ak: TpmPublic,
+    expected_qualifying_data: bytes,
+    required_pcrs: Mapping[str, Collection[int]],
+    reported_pcrs: Mapping[str, Mapping[int, bytes]],
+    previous_clock: ClockInfo | None,
+    consumed_qualifying_data: Collection[bytes] = (),
+    allow_sha1_signatures: bool = False,
+) -> AuthenticatedQuote:
+    """Authenticate a TPM quote; raise VerificationError at the first failure.
+
+    ``ak`` must be the enrolled attestation key (a trusted input, not evidence).
+    The error carries the reason and the checks that had passed before it. Checks,
+    in order:
+
+    1. ``tpm.quote.parse``: ``attest`` is a TPMS_ATTEST quote
+       (tpm.quote.malformed / tpm.quote.bad_magic / tpm.quote.not_a_quote);
+    2. ``tpm.quote.signature``: the AK passes ``check_attestation_key`` (its
+       ``enrollment.*`` reason otherwise, since only a restricted key's quotes are
+       unforgeable); ``signature`` parses (tpm.quote.signature_malformed); its
+       scheme suits the AK's key type and fixed scheme/hash
+       (tpm.quote.signature_scheme_mismatch); it is not SHA-1 unless
+       ``allow_sha1_signatures`` (tpm.quote.weak_hash); it verifies over the exact
+       ``attest`` bytes (tpm.quote.signature_invalid);
+    3. ``tpm.quote.nonce``: extraData is not a consumed nonce
+       (tpm.quote.nonce_replayed) and equals ``expected_qualifying_data``
+       (tpm.quote.nonce_mismatch);
+    4. ``tpm.quote.pcr_selection``: the quote selects every required (bank, PCR)
+       (tpm.quote.pcr_selection_incomplete);
+    5. ``tpm.quote.pcr_digest``: every selected PCR has a reported value
+       (tpm.quote.pcr_values_missing) of the bank's digest size
+       (tpm.quote.pcr_value_malformed), and their hash with the signature's hash
+       equals pcrDigest (tpm.quote.pcr_digest_mismatch). Reported values that the
+       quote does not cover are dropped;
+    6. ``tpm.quote.clock``: resetCount, restartCount and clock do not go back
+       relative to ``previous_clock`` (tpm.quote.reset_count_rollback /
+       restart_count_rollback / clock_rollback); sets ``boot_event``.
+
+    Raises ValueError (a programming error, not evidence) if
+    ``expected_qualifying_data`` is empty.
+    """
+    if not expected_qualifying_data:
+        raise ValueError("expected_qualifying_data must be a non-empty verifier nonce")
+    done: list[str] = []
+
+    try:
+        info = parse_quote_attest(attest)
+    except ParseError as exc:
+        _fail(_PARSE_CODES.get(exc.code, "tpm.quote.malformed"), str(exc), done)
+    done.append(CHECK_PARSE)
+
+    try:
+        check_attestation_key(ak)
+    except VerificationError as exc:
+        raise VerificationError(exc.reason, done) from exc
+    try:
+        sig = parse_signature(signature)
+    except ParseError as exc:
+        _fail("tpm.quote.signature_malformed", str(exc), done)
+    _verify_signature(bytes(attest), sig, ak, allow_sha1=allow_sha1_signatures, done=done)
+    done.append(CHECK_SIGNATURE)
+
+    if any(hmac.compare_digest(info.extra_data, bytes(c)) for c in consumed_qualifying_data):
+        _fail("tpm.quote.nonce_replayed", "extraData is a nonce already consumed", done)
+    if not hmac.compare_digest(info.extra_data, bytes(expected_qualifying_data)):
+        _fail("tpm.quote.nonce_mismatch", "extraData != the nonce issued for this quote", done)
+    done.append(CHECK_NONCE)
+
+    selected = {s.hash_algorithm: frozenset(s.pcrs) for s in info.pcr_selection}
+    not_selected = sorted(
+        (bank, index)
+        for bank, indices in required_pcrs.items()
+        for index in indices
+        if index not in selected.get(bank, frozenset())
+    )
+    if not_selected:
+        detail = "not quoted: " + ", ".join(f"{bank}:{index}" for bank, index in not_selected)
+        _fail("tpm.quote.pcr_selection_incomplete", detail, done)
+    done.append(CHECK_PCR_SELECTION)
+
+    pcrs = _covered_pcrs(info, reported_pcrs, sig.hash_algorithm, done)
+    done.append(CHECK_PCR_DIGEST)
+
+    boot_event = _boot_event(info.clock_info, previous_clock, done)
+    done.append(CHECK_CLOCK)
+
+    return AuthenticatedQuote(
+        info=info,
+        pcrs=pcrs,
+        boot_event=boot_event,
+        checks_run=frozenset(done),
+        _origin=_MINTED_HERE,
+    )

@@ -1,0 +1,273 @@
+"""`weightgate hosts …` and `weightgate reference …`: operator commands.
+
+They talk to the verifier's Operator API (never to its database), print a
+table for people or JSON for scripts, and exit non-zero with one clear line on
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from weightgate.v1 import common_pb2, operator_pb2, operator_pb2_grpc
+
+RPC_TIMEOUT_SECONDS = 15.0
+HOST_STATUS_NAMES = {
+    operator_pb2.HOST_STATUS_REGISTERED: "registered",
+    operator_pb2.HOST_STATUS_ENROLLED: "enrolled",
+    operator_pb2.HOST_STATUS_TRUSTED: "trusted",
+    operator_pb2.HOST_STATUS_UNTRUSTED: "untrusted",
+}
+TIER_NAMES = {
+    common_pb2.TIER_NONE: "none",
+    common_pb2.TIER_AFFIRMING: "affirming",
+    common_pb2.TIER_WARNING: "warning",
+    common_pb2.TIER_CONTRAINDICATED: "contraindicated",
+}
+
+
+class CliError(Exception):
+    pass
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection to the verifier")
+    group.add_argument(
+        "--verifier",
+        default=os.environ.get("WEIGHTGATE_VERIFIER", "127.0.0.1:50051"),
+        help="verifier address host:port (env WEIGHTGATE_VERIFIER; default %(default)s)",
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get("WEIGHTGATE_INSECURE") == "1",
+        help="plaintext gRPC, for the demo and tests only (env WEIGHTGATE_INSECURE=1)",
+    )
+    group.add_argument("--ca", type=Path, help="CA certificate that issued the verifier's cert")
+    group.add_argument("--cert", type=Path, help="your operator certificate (PEM)")
+    group.add_argument("--key", type=Path, help="your operator private key (PEM)")
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if args.insecure:
+        return grpc.insecure_channel(args.verifier)
+    if not (args.ca and args.cert and args.key):
+        raise CliError("mutual TLS needs --ca, --cert and --key (or --insecure for the demo)")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=args.ca.read_bytes(),
+        private_key=args.key.read_bytes(),
+        certificate_chain=args.cert.read_bytes(),
+    )
+    return grpc.secure_channel(args.verifier, credentials)
+
+
+def _when(stamp: Any, *, present: bool) -> str | None:
+    if not present:
+        return None
+    moment: datetime = stamp.ToDatetime()
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reasons(reasons: Any) -> list[dict[str, str]]:
+    return [{"code": r.code, "detail": r.detail} for r in reasons]
+
+
+def _summary(host: operator_pb2.HostSummary) -> dict[str, Any]:
+    return {
+        "host": host.host_id,
+        "group": host.group,
+        "status": HOST_STATUS_NAMES.get(host.status, "unknown"),
+        "last_attestation": _when(host.last_attestation, present=host.HasField("last_attestation")),
+        "reasons": _reasons(host.reasons),
+    }
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _first_reason(reasons: list[dict[str, str]]) -> str:
+    if not reasons:
+        return "-"
+    first = reasons[0]
+    more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    return f"{first['code']}: {first['detail']}{more}" if first["detail"] else first["code"]
+
+
+def hosts_list(stub: operator_pb2_grpc.OperatorStub, *, as_json: bool) -> str:
+    response = stub.ListHosts(operator_pb2.ListHostsRequest(), timeout=RPC_TIMEOUT_SECONDS)
+    hosts = [_summary(h) for h in response.hosts]
+    if as_json:
+        return json.dumps({"hosts": hosts}, indent=2)
+    if not hosts:
+        return "no hosts registered (add one with: weightgate hosts add HOST --group GROUP)"
+    rows = [["HOST", "GROUP", "STATUS", "LAST ATTESTATION", "REASON"]]
+    rows += [
+        [h["host"], h["group"], h["status"], h["last_attestation"] or "never",
+         _first_reason(h["reasons"])]
+        for h in hosts
+    ]  # fmt: skip
+    return _table(rows)
+
+
+def hosts_show(stub: operator_pb2_grpc.OperatorStub, host_id: str, *, as_json: bool) -> str:
+    detail = stub.GetHost(operator_pb2.GetHostRequest(host_id=host_id), timeout=RPC_TIMEOUT_SECONDS)
+    history = [
+        {
+            "at": _when(v.appraised_at, present=True),
+            "tier": TIER_NAMES.get(v.tier, "unknown"),
+            "reasons": _reasons(v.reasons),
+            "checks_run": list(v.checks_run),
+            "result_id": v.result_id,
+        }
+        for v in detail.history
+    ]
+    events = [
+        {"at": _when(e.at, present=True), "kind": e.kind, "detail": e.detail} for e in detail.events
+    ]
+    document = _summary(detail.summary) | {
+        "ak_name": detail.ak_name.hex(),
+        "history": history,
+        "events": events,
+    }
+    if as_json:
+        return json.dumps(document, indent=2)
+    lines = [
+        f"host:    {document['host']}  (group {document['group']})",
+        f"status:  {document['status']}",
+        f"AK name: {document['ak_name'] or '-'}",
+        "",
+        "attestation history (newest first):",
+    ]
+    for entry in history:
+        lines.append(f"  {entry['at']}  {entry['tier']}")
+        lines += [f"      {r['code']}: {r['detail']}" for r in entry["reasons"]]
+    if not history:
+        lines.append("  (none yet)")
+    lines += ["", "events (newest first):"]
+    lines += [f"  {e['at']}  {e['kind']}  {e['detail']}" for e in events] or ["  (none)"]
+    return "\n".join(lines)
+
+
+def hosts_add(stub: operator_pb2_grpc.OperatorStub, host_id: str, group: str) -> str:
+    summary = stub.RegisterHost(
+        operator_pb2.RegisterHostRequest(host_id=host_id, group=group),
+        timeout=RPC_TIMEOUT_SECONDS,
+    )
+    return f"registered {summary.host_id} in group {summary.group}"
+
+
+def parse_pcrs_json(path: Path) -> dict[str, dict[int, bytes]]:
+    """Read `{"pcrs": {"sha256": {"0": "hex", …}}}` (the test-vector and read-pcrs format)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{path}: cannot read PCR values: {exc}") from None
+    banks = document.get("pcrs") if isinstance(document, dict) else None
+    if not isinstance(banks, dict) or not banks:
+        raise CliError(f'{path}: expected {{"pcrs": {{"sha256": {{"0": "<hex>", ...}}}}}}')
+    pcrs: dict[str, dict[int, bytes]] = {}
+    for bank, values in banks.items():
+        if not isinstance(values, dict):
+            raise CliError(f"{path}: pcrs.{bank}: expected an object of index -> hex")
+        try:
+            pcrs[bank] = {int(index): bytes.fromhex(value) for index, value in values.items()}
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"{path}: pcrs.{bank}: {exc}") from None
+    return pcrs
+
+
+def _pcr_document(banks: Any) -> dict[str, dict[str, str]]:
+    return {b.hash_algorithm: {str(i): v.hex() for i, v in sorted(b.values.items())} for b in banks}
+
+
+def reference_set(
+    stub: operator_pb2_grpc.OperatorStub,
+    group: str,
+    pcrs: Mapping[str, Mapping[int, bytes]],
+    only: Mapping[str, set[int]] | None = None,
+) -> str:
+    selected = {
+        bank: {i: v for i, v in values.items() if only is None or i in only.get(bank, set())}
+        for bank, values in pcrs.items()
+    }
+    request = operator_pb2.SetReferenceValuesRequest(
+        group=group,
+        pcrs=[common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in selected.items() if v],
+    )
+    reference = stub.SetReferenceValues(request, timeout=RPC_TIMEOUT_SECONDS)
+    count = sum(len(b.values) for b in reference.pcrs)
+    return f"reference for group {group}: {count} PCR values set"
+
+
+def reference_show(stub: operator_pb2_grpc.OperatorStub, group: str, *, as_json: bool) -> str:
+    reference = stub.GetReferenceValues(
+        operator_pb2.GetReferenceValuesRequest(group=group), timeout=RPC_TIMEOUT_SECONDS
+    )
+    document = {"group": reference.group, "pcrs": _pcr_document(reference.pcrs)}
+    if as_json:
+        return json.dumps(document, indent=2)
+    lines = [f"group {reference.group}:"]
+    for bank, values in document["pcrs"].items():
+        lines += [f"  {bank} PCR{index:>2}: {value}" for index, value in values.items()]
+    return "\n".join(lines)
+
+
+def parse_pcr_list(text: str) -> set[int]:
+    """'0-7,10' -> {0..7, 10}."""
+    indices: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise CliError(f"--pcrs: {part!r} is not a PCR index or range like 0-7") from None
+        if not 0 <= first <= last <= 23:
+            raise CliError(f"--pcrs: {part!r} is outside 0-23")
+        indices.update(range(first, last + 1))
+    return indices
+
+
+def run_operator_command(args: argparse.Namespace) -> int:
+    """Dispatch a parsed `hosts`/`reference` command; print the result or the error."""
+    try:
+        with _channel(args) as channel:
+            stub = operator_pb2_grpc.OperatorStub(channel)
+            output = _dispatch(stub, args)
+    except CliError as exc:
+        print(f"weightgate: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"weightgate: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+def _dispatch(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
+    command = (args.command, args.subcommand)
+    if command == ("hosts", "list"):
+        return hosts_list(stub, as_json=args.json)
+    if command == ("hosts", "show"):
+        return hosts_show(stub, args.host, as_json=args.json)
+    if command == ("hosts", "add"):
+        return hosts_add(stub, args.host, args.group)
+    if command == ("reference", "set"):
+        only = None if args.only is None else {b: parse_pcr_list(args.only) for b in ("sha1",
+                                               "sha256", "sha384", "sha512")}  # fmt: skip
+        return reference_set(stub, args.group, parse_pcrs_json(args.pcrs), only)
+    if command == ("reference", "show"):
+        return reference_show(stub, args.group, as_json=args.json)
+    raise CliError(f"unknown command {' '.join(command)}")

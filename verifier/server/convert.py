@@ -1,0 +1,88 @@
+"""Conversions between domain records and API messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from weightgate.v1 import common_pb2, operator_pb2
+
+from verifier.store import AttestationRecord, HostEvent, HostRecord, HostStatus, ReferenceSet
+from verifier.verdict import Tier, Verdict
+
+# Host and group ids end up in logs, file names and certificates: keep them tame.
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+TIERS: Mapping[Tier, common_pb2.Tier.ValueType] = {
+    Tier.NONE: common_pb2.TIER_NONE,
+    Tier.AFFIRMING: common_pb2.TIER_AFFIRMING,
+    Tier.WARNING: common_pb2.TIER_WARNING,
+    Tier.CONTRAINDICATED: common_pb2.TIER_CONTRAINDICATED,
+}
+STATUSES: Mapping[HostStatus, operator_pb2.HostStatus.ValueType] = {
+    HostStatus.REGISTERED: operator_pb2.HOST_STATUS_REGISTERED,
+    HostStatus.ENROLLED: operator_pb2.HOST_STATUS_ENROLLED,
+    HostStatus.TRUSTED: operator_pb2.HOST_STATUS_TRUSTED,
+    HostStatus.UNTRUSTED: operator_pb2.HOST_STATUS_UNTRUSTED,
+}
+
+
+def timestamp(at: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def verdict_message(
+    verdict: Verdict, *, host_id: str, appraised_at: datetime, result_id: str
+) -> common_pb2.Verdict:
+    return common_pb2.Verdict(
+        tier=TIERS[verdict.tier],
+        reasons=[common_pb2.Reason(code=r.code, detail=r.detail) for r in verdict.reasons],
+        checks_run=sorted(verdict.checks_run),
+        appraised_at=timestamp(appraised_at),
+        host_id=host_id,
+        result_id=result_id,
+    )
+
+
+def record_message(record: AttestationRecord) -> common_pb2.Verdict:
+    return verdict_message(
+        record.verdict,
+        host_id=record.host_id,
+        appraised_at=record.appraised_at,
+        result_id=record.result_id,
+    )
+
+
+def host_summary(host: HostRecord) -> operator_pb2.HostSummary:
+    summary = operator_pb2.HostSummary(
+        host_id=host.host_id,
+        group=host.group,
+        status=STATUSES[host.status],
+        reasons=[common_pb2.Reason(code=r.code, detail=r.detail) for r in host.last_reasons],
+    )
+    if host.last_attestation_at is not None:
+        summary.last_attestation.CopyFrom(timestamp(host.last_attestation_at))
+    return summary
+
+
+def event_message(event: HostEvent) -> operator_pb2.HostEvent:
+    return operator_pb2.HostEvent(at=timestamp(event.at), kind=event.kind, detail=event.detail)
+
+
+def pcr_banks(pcrs: Mapping[str, Mapping[int, bytes]]) -> list[common_pb2.PcrBank]:
+    return [
+        common_pb2.PcrBank(hash_algorithm=bank, values=dict(values))
+        for bank, values in sorted(pcrs.items())
+    ]
+
+
+def reference_message(reference: ReferenceSet) -> operator_pb2.ReferenceValues:
+    return operator_pb2.ReferenceValues(
+        group=reference.group,
+        pcrs=pcr_banks(reference.pcrs),
+        updated_at=timestamp(reference.updated_at),
+    )

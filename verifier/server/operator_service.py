@@ -1,0 +1,111 @@
+"""Operator servicer: host status, history and reference values for the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+from weightgate.v1 import operator_pb2, operator_pb2_grpc
+
+from verifier.attestation import DIGEST_SIZES
+from verifier.server.convert import (
+    IDENTIFIER,
+    event_message,
+    host_summary,
+    record_message,
+    reference_message,
+)
+from verifier.store import HostAlreadyRegistered, Store
+
+DEFAULT_HISTORY = 20
+MAX_HISTORY = 1000
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+class OperatorService(operator_pb2_grpc.OperatorServicer):
+    def __init__(self, store: Store, *, now: Callable[[], datetime]) -> None:
+        self._store = store
+        self._now = now
+
+    async def RegisterHost(
+        self, request: operator_pb2.RegisterHostRequest, context: Context
+    ) -> operator_pb2.HostSummary:
+        for field, value in (("host_id", request.host_id), ("group", request.group)):
+            if not IDENTIFIER.fullmatch(value):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{field}: expected letters, digits, '.', '_' or '-' (at most 128)",
+                )
+        try:
+            host = await asyncio.to_thread(
+                self._store.register_host, request.host_id, request.group
+            )
+        except HostAlreadyRegistered:
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, f"host {request.host_id!r} is already registered"
+            )
+        return host_summary(host)
+
+    async def ListHosts(
+        self, request: operator_pb2.ListHostsRequest, context: Context
+    ) -> operator_pb2.ListHostsResponse:
+        hosts = await asyncio.to_thread(self._store.list_hosts)
+        return operator_pb2.ListHostsResponse(hosts=[host_summary(h) for h in hosts])
+
+    async def GetHost(
+        self, request: operator_pb2.GetHostRequest, context: Context
+    ) -> operator_pb2.HostDetail:
+        host = await asyncio.to_thread(self._store.get_host, request.host_id)
+        if host is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host_id!r}")
+        limit = min(request.history_limit or DEFAULT_HISTORY, MAX_HISTORY)
+        history = await asyncio.to_thread(self._store.history, host.host_id, limit=limit)
+        events = await asyncio.to_thread(self._store.events, host.host_id, limit=limit)
+        return operator_pb2.HostDetail(
+            summary=host_summary(host),
+            ak_name=host.ak_name or b"",
+            history=[record_message(r) for r in history],
+            events=[event_message(e) for e in events],
+        )
+
+    async def SetReferenceValues(
+        self, request: operator_pb2.SetReferenceValuesRequest, context: Context
+    ) -> operator_pb2.ReferenceValues:
+        if not IDENTIFIER.fullmatch(request.group):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "group: not a valid group name")
+        pcrs: dict[str, dict[int, bytes]] = {}
+        for bank in request.pcrs:
+            size = DIGEST_SIZES.get(bank.hash_algorithm)
+            if size is None or bank.hash_algorithm in pcrs:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"pcrs: unknown or repeated bank {bank.hash_algorithm!r}",
+                )
+            for index, value in bank.values.items():
+                if index > 23 or len(value) != size:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"pcrs: {bank.hash_algorithm} PCR{index} needs index 0-23 "
+                        f"and a {size}-byte value",
+                    )
+            pcrs[bank.hash_algorithm] = dict(bank.values)
+        if not any(pcrs.values()):
+            # An empty reference would mean "accept anything": refused.
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pcrs: at least one PCR value")
+        reference = await asyncio.to_thread(
+            self._store.set_reference, request.group, pcrs, now=self._now()
+        )
+        return reference_message(reference)
+
+    async def GetReferenceValues(
+        self, request: operator_pb2.GetReferenceValuesRequest, context: Context
+    ) -> operator_pb2.ReferenceValues:
+        reference = await asyncio.to_thread(self._store.get_reference, request.group)
+        if reference is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no reference values for group {request.group!r}"
+            )
+        return reference_message(reference)

@@ -1,0 +1,205 @@
+"""ORM tables of the verifier store (SQLAlchemy 2 typed mappings).
+
+The schema itself is owned by the Alembic migrations in ``migrations/``; these
+classes must describe the same tables (a test compares them on both backends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from verifier.store.records import EnrollmentState, HostStatus
+
+# Deterministic constraint names, so later migrations can refer to them on
+# both backends (SQLite would otherwise leave them unnamed).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_SIGNED_OFFSET = 2**64
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no time zones: SQLAlchemy stores a naive ISO string and reads a
+    naive datetime back. Normalising to UTC before binding keeps the stored
+    strings in chronological lexical order (so ``expires_at > :now`` compares
+    correctly in SQL), and reattaching UTC on the way out keeps the API aware.
+    Naive input is refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: the store only accepts timezone-aware values")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class UInt64(TypeDecorator[int]):
+    """An unsigned 64-bit integer kept exactly in a signed BIGINT.
+
+    The TPM clock is a UINT64 that an owner can set close to 2**64
+    (TPM2_ClockSet), and neither backend has an unsigned 64-bit column: SQLite
+    would silently turn such a value into a lossy REAL. Storing the two's
+    complement bit pattern is exact; the column is never compared in SQL.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if not 0 <= value < _SIGNED_OFFSET:
+            raise ValueError(f"not a UINT64: {value}")
+        return value - _SIGNED_OFFSET if value >= 2**63 else value
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return value + _SIGNED_OFFSET if value < 0 else value
+
+
+def _one_of(column: str, values: Iterable[str]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 - SQLAlchemy's documented hook
+        datetime: UTCDateTime(),
+        bytes: LargeBinary(),
+    }
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", (s.value for s in HostStatus)), name="status"),
+    )
+
+    host_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    group: Mapped[str] = mapped_column("group", String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    ek_public: Mapped[bytes | None]
+    ek_certificate: Mapped[bytes | None]
+    ak_public: Mapped[bytes | None]
+    ak_name: Mapped[bytes | None]
+    registered_at: Mapped[datetime]
+    enrolled_at: Mapped[datetime | None]
+    last_attestation_at: Mapped[datetime | None]
+    # The three clock columns are all NULL or all set: NULL means "no
+    # authenticated quote since enrollment", so no rollback baseline yet.
+    last_clock: Mapped[int | None] = mapped_column(UInt64())
+    last_reset_count: Mapped[int | None] = mapped_column(BigInteger)
+    last_restart_count: Mapped[int | None] = mapped_column(BigInteger)
+    # Denormalised from the newest attestation result so that list_hosts is one
+    # query; written in the same transaction as that result.
+    last_reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", (s.value for s in EnrollmentState)), name="state"),
+        Index("ix_enrollments_host_id_state", "host_id", "state"),
+    )
+
+    enrollment_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.host_id"))
+    ek_public: Mapped[bytes]
+    ek_certificate: Mapped[bytes]
+    ak_public: Mapped[bytes]
+    ak_name: Mapped[bytes]
+    # SHA-256 of the credential secret: enough to check the host's answer, and
+    # a database leak does not hand out answers.
+    secret_digest: Mapped[bytes]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))
+
+
+class ReferenceSetRow(Base):
+    __tablename__ = "reference_sets"
+
+    group: Mapped[str] = mapped_column("group", String(255), primary_key=True)
+    updated_at: Mapped[datetime]
+
+
+class ReferenceValue(Base):
+    __tablename__ = "reference_values"
+    __table_args__ = (UniqueConstraint("group", "bank", "pcr"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    group: Mapped[str] = mapped_column("group", ForeignKey("reference_sets.group"))
+    bank: Mapped[str] = mapped_column(String(16))
+    pcr: Mapped[int] = mapped_column(Integer)
+    value: Mapped[bytes]
+
+
+class AttestationResult(Base):
+    """One appraisal; rows are history and are only ever inserted."""
+
+    __tablename__ = "attestation_results"
+    __table_args__ = (Index("ix_attestation_results_host_id_appraised_at", "host_id", "appraised_at"),)
+
+    result_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.host_id"))
+    challenge_id: Mapped[str] = mapped_column(String(255))
+    appraised_at: Mapped[datetime]
+    tier: Mapped[str] = mapped_column(String(32))
+    reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    checks_run: Mapped[list[str]] = mapped_column(JSON)
+
+
+class HostEventRow(Base):
+    __tablename__ = "host_events"
+    __table_args__ = (Index("ix_host_events_host_id_at", "host_id", "at"),)
+
+    # The id orders events that share a timestamp; SQLite only autoincrements
+    # an INTEGER primary key, PostgreSQL gets a 64-bit one.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.host_id"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)

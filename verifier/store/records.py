@@ -1,0 +1,110 @@
+"""Plain, frozen values the store hands to callers.
+
+Callers never see ORM objects or sessions: a record is a snapshot that stays
+valid after the session is gone and cannot write back to the database by
+accident.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from verifier.verdict import Reason, Verdict
+
+# TPM2B clock fields: TPMS_CLOCK_INFO.clock is a UINT64, resetCount and
+# restartCount are UINT32 (TPM 2.0 Part 2, 10.11.1).
+_UINT64_MAX = 2**64 - 1
+_UINT32_MAX = 2**32 - 1
+
+
+class HostStatus(enum.Enum):
+    REGISTERED = "registered"
+    ENROLLED = "enrolled"
+    TRUSTED = "trusted"
+    UNTRUSTED = "untrusted"
+
+
+class EnrollmentState(enum.StrEnum):
+    """Life cycle of one enrollment: it leaves PENDING exactly once."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """The TPM clock of the last authenticated quote, for rollback detection."""
+
+    clock: int
+    reset_count: int
+    restart_count: int
+
+    def __post_init__(self) -> None:
+        # Bounded here so a bad value fails at the caller, not as a driver
+        # overflow in the middle of a transaction.
+        if not 0 <= self.clock <= _UINT64_MAX:
+            raise ValueError(f"clock out of UINT64 range: {self.clock}")
+        for name in ("reset_count", "restart_count"):
+            value = getattr(self, name)
+            if not 0 <= value <= _UINT32_MAX:
+                raise ValueError(f"{name} out of UINT32 range: {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    host_id: str
+    group: str
+    status: HostStatus
+    ek_public: bytes | None
+    ek_certificate: bytes | None
+    ak_public: bytes | None
+    ak_name: bytes | None
+    registered_at: datetime
+    enrolled_at: datetime | None
+    last_attestation_at: datetime | None
+    last_clock: ClockState | None
+    last_reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEnrollment:
+    """An enrollment as stored; ``state`` is one of :class:`EnrollmentState`'s values."""
+
+    enrollment_id: str
+    host_id: str
+    ek_public: bytes
+    ek_certificate: bytes
+    ak_public: bytes
+    ak_name: bytes
+    secret_digest: bytes
+    expires_at: datetime
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRecord:
+    result_id: str
+    host_id: str
+    challenge_id: str
+    appraised_at: datetime
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class HostEvent:
+    at: datetime
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceSet:
+    """Reference PCR values of one host group: ``pcrs[bank][index] = digest``."""
+
+    group: str
+    pcrs: dict[str, dict[int, bytes]]
+    updated_at: datetime

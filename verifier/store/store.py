@@ -1,0 +1,399 @@
+"""The verifier's persistent store: one class, same behaviour on SQLite and PostgreSQL.
+
+Every write is a single transaction. Rows a decision depends on are locked
+first (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
+always host before enrollment, so concurrent calls from the gRPC server's
+worker threads serialise instead of interleaving or deadlocking.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, delete, event, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from verifier.store.models import (
+    AttestationResult,
+    Enrollment,
+    Host,
+    HostEventRow,
+    ReferenceSetRow,
+    ReferenceValue,
+)
+from verifier.store.records import (
+    AttestationRecord,
+    ClockState,
+    EnrollmentState,
+    HostEvent,
+    HostRecord,
+    HostStatus,
+    PendingEnrollment,
+    ReferenceSet,
+)
+from verifier.verdict import Reason, Tier, Verdict
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+# Execution option marking write transactions, which SQLite must start with
+# BEGIN IMMEDIATE: a deferred transaction that reads and then writes fails at
+# once with SQLITE_BUSY when another writer got in between, instead of waiting.
+_WRITE = "weightgate_write"
+# Serialises concurrent `Store.open` calls on one PostgreSQL database, so two
+# verifier processes starting together do not both run the same migration.
+_MIGRATION_LOCK_KEY = 0x7765696768747761  # "weightwa"
+# Unquoted PostgreSQL identifier: it ends up in a libpq options string.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_SQLITE_BUSY_TIMEOUT_MS = 15_000  # longer than any of our transactions takes
+_BOOT_EVENTS = frozenset({"reboot", "restart"})
+# PCR banks we accept and their digest sizes; anything else is a typo that would
+# otherwise match nothing and fail open or closed silently.
+_BANK_DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64, "sm3_256": 32}
+_PCR_COUNT = 24  # TCG PC Client platform: PCRs 0-23
+_SHA256_SIZE = 32
+_MAX_ID_LENGTH = 255  # the width of the id columns
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class HostNotFound(StoreError):
+    pass
+
+
+class HostAlreadyRegistered(StoreError):
+    pass
+
+
+class EnrollmentNotFound(StoreError):
+    """No pending, unexpired enrollment has this id (unknown, used, or expired)."""
+
+
+class Store:
+    """Persistent verifier state. Build with :meth:`open`; safe to share between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        # expire_on_commit=False: records are built after commit from the loaded rows.
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            engine.execution_options(**{_WRITE: True}), expire_on_commit=False
+        )
+
+    @classmethod
+    def open(cls, url: str, *, schema: str | None = None) -> Self:
+        """Connect, migrate to the newest schema, and return the store.
+
+        ``schema`` (PostgreSQL only) puts every table in that schema, creating it
+        if needed; tests use it to isolate themselves.
+        """
+        engine = _create_engine(url, schema)
+        try:
+            _migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._writer.begin() as session:  # commits, or rolls back on any exception
+            yield session
+
+    # -- hosts ---------------------------------------------------------------
+
+    def register_host(self, host_id: str, group: str) -> HostRecord:
+        _check_id("host_id", host_id)
+        _check_id("group", group)
+        now = _utcnow()
+        try:
+            with self._writing() as s:
+                if s.get(Host, host_id) is not None:
+                    raise HostAlreadyRegistered(host_id)
+                host = Host(
+                    host_id=host_id,
+                    group=group,
+                    status=HostStatus.REGISTERED.value,
+                    registered_at=now,
+                    last_reasons=[],
+                )
+                s.add(host)
+                # A concurrent registration on PostgreSQL surfaces here.
+                s.flush()
+                _add_event(s, host_id, now, "registered", f"group {group}")
+        except IntegrityError as exc:
+            raise HostAlreadyRegistered(host_id) from exc
+        return _host_record(host)
+
+    def get_host(self, host_id: str) -> HostRecord | None:
+        with self._reader() as s:
+            host = s.get(Host, host_id)
+            return None if host is None else _host_record(host)
+
+    def list_hosts(self) -> list[HostRecord]:
+        with self._reader() as s:
+            return [_host_record(h) for h in s.scalars(select(Host).order_by(Host.host_id))]
+
+    # -- enrollment ----------------------------------------------------------
+
+    def create_enrollment(
+        self,
+        *,
+        host_id: str,
+        ek_public: bytes,
+        ek_certificate: bytes,
+        ak_public: bytes,
+        ak_name: bytes,
+        secret_digest: bytes,
+        expires_at: datetime,
+    ) -> str:
+        """Store a pending enrollment and return its id.
+
+        Earlier pending enrollments of the host are marked expired: only the
+        newest challenge may bind keys, so an abandoned one cannot be finished
+        later with a different AK.
+        """
+        _require_aware("expires_at", expires_at)
+        if len(secret_digest) != _SHA256_SIZE:
+            raise ValueError("secret_digest must be a SHA-256 digest of the credential secret")
+        enrollment_id = uuid.uuid4().hex
+        with self._writing() as s:
+            if s.get(Host, host_id, with_for_update=True) is None:
+                raise HostNotFound(host_id)
+            s.execute(
+                update(Enrollment)
+                .where(Enrollment.host_id == host_id)
+                .where(Enrollment.state == EnrollmentState.PENDING)
+                .values(state=EnrollmentState.EXPIRED.value)
+            )
+            s.add(
+                Enrollment(
+                    enrollment_id=enrollment_id,
+                    host_id=host_id,
+                    ek_public=ek_public,
+                    ek_certificate=ek_certificate,
+                    ak_public=ak_public,
+                    ak_name=ak_name,
+                    secret_digest=secret_digest,
+                    created_at=_utcnow(),
+                    expires_at=expires_at,
+                    state=EnrollmentState.PENDING.value,
+                )
+            )
+        return enrollment_id
+
+    def get_enrollment(self, enrollment_id: str) -> PendingEnrollment | None:
+        with self._reader() as s:
+            row = s.get(Enrollment, enrollment_id)
+            return None if row is None else _enrollment_record(row)
+
+    def finish_enrollment(self, enrollment_id: str, *, succeeded: bool, now: datetime) -> HostRecord:
+        """Close a pending enrollment; there is exactly one attempt per enrollment.
+
+        Raises EnrollmentNotFound unless the enrollment exists, is pending and
+        has not expired at ``now``; a pending one found expired is marked so.
+        """
+        _require_aware("now", now)
+        with self._writing() as s:
+            host_id = s.scalar(
+                select(Enrollment.host_id).where(Enrollment.enrollment_id == enrollment_id)
+            )
+            host = None if host_id is None else s.get(Host, host_id, with_for_update=True)
+            enrollment = s.get(Enrollment, enrollment_id, with_for_update=True)
+            if host is None or enrollment is None or enrollment.state != EnrollmentState.PENDING:
+                raise EnrollmentNotFound(enrollment_id)
+            expired = enrollment.expires_at <= now
+            if expired:
+                enrollment.state = EnrollmentState.EXPIRED.value
+            elif succeeded:
+                enrollment.state = EnrollmentState.SUCCEEDED.value
+                host.ek_public = enrollment.ek_public
+                host.ek_certificate = enrollment.ek_certificate
+                host.ak_public = enrollment.ak_public
+                host.ak_name = enrollment.ak_name
+                host.status = HostStatus.ENROLLED.value
+                host.enrolled_at = now
+                # New AK, new TPM perhaps: the old clock is no rollback baseline.
+                host.last_clock = host.last_reset_count = host.last_restart_count = None
+                _add_event(s, host.host_id, now, "enrolled", f"enrollment {enrollment_id}")
+            else:
+                enrollment.state = EnrollmentState.FAILED.value
+                _add_event(
+                    s, host.host_id, now, "enrollment_failed", f"enrollment {enrollment_id}"
+                )
+        # Outside the transaction, so that marking it expired is committed.
+        if expired:
+            raise EnrollmentNotFound(f"{enrollment_id} (expired)")
+        return _host_record(host)
+
+    # -- attestation ---------------------------------------------------------
+
+    def record_attestation(
+        self,
+        *,
+        host_id: str,
+        challenge_id: str,
+        verdict: Verdict,
+        appraised_at: datetime,
+        clock: ClockState | None,
+        boot_event: str | None,
+    ) -> AttestationRecord:
+        """Append a result and move the host's status, clock and events with it.
+
+        ``clock`` is given only when the quote was authenticated; an
+        unauthenticated clock must never become the rollback baseline.
+        """
+        _require_aware("appraised_at", appraised_at)
+        _check_id("challenge_id", challenge_id)
+        if boot_event is not None and boot_event not in _BOOT_EVENTS:
+            raise ValueError(f"boot_event must be one of {sorted(_BOOT_EVENTS)} or None")
+        reasons = [{"code": r.code, "detail": r.detail} for r in verdict.reasons]
+        result_id = uuid.uuid4().hex
+        with self._writing() as s:
+            host = s.get(Host, host_id, with_for_update=True)
+            if host is None:
+                raise HostNotFound(host_id)
+            s.add(
+                AttestationResult(
+                    result_id=result_id,
+                    host_id=host_id,
+                    challenge_id=challenge_id,
+                    appraised_at=appraised_at,
+                    tier=verdict.tier.value,
+                    reasons=reasons,
+                    checks_run=sorted(verdict.checks_run),
+                )
+            )
+            old = HostStatus(host.status)
+            new = HostStatus.TRUSTED if verdict.affirms else HostStatus.UNTRUSTED
+            host.status = new.value
+            host.last_attestation_at = appraised_at
+            host.last_reasons = reasons
+            if clock is not None:
+                host.last_clock = clock.clock
+                host.last_reset_count = clock.reset_count
+                host.last_restart_count = clock.restart_count
+            if boot_event is not None:
+                detail = "" if clock is None else _clock_detail(clock)
+                _add_event(s, host_id, appraised_at, boot_event, detail)
+            if new is not old:
+                detail = f"{old.value} -> {new.value}"
+                if verdict.reasons:
+                    detail += f": {verdict.reasons[0]}"
+                _add_event(s, host_id, appraised_at, "status_changed", detail)
+        return AttestationRecord(result_id, host_id, challenge_id, appraised_at, verdict)
+
+    def history(self, host_id: str, *, limit: int = 50) -> list[AttestationRecord]:
+        """The host's results, newest first."""
+        _check_limit(limit)
+        query = (
+            select(AttestationResult)
+            .where(AttestationResult.host_id == host_id)
+            .order_by(AttestationResult.appraised_at.desc(), AttestationResult.result_id.desc())
+            .limit(limit)
+        )
+        with self._reader() as s:
+            return [_attestation_record(r) for r in s.scalars(query)]
+
+    def events(self, host_id: str, *, limit: int = 50) -> list[HostEvent]:
+        """The host's events, newest first."""
+        _check_limit(limit)
+        query = (
+            select(HostEventRow)
+            .where(HostEventRow.host_id == host_id)
+            .order_by(HostEventRow.at.desc(), HostEventRow.id.desc())
+            .limit(limit)
+        )
+        with self._reader() as s:
+            return [HostEvent(e.at, e.kind, e.detail) for e in s.scalars(query)]
+
+    # -- reference values ----------------------------------------------------
+
+    def set_reference(
+        self, group: str, pcrs: Mapping[str, Mapping[int, bytes]], *, now: datetime
+    ) -> ReferenceSet:
+        """Replace the group's whole reference set; an empty set is refused."""
+        _check_id("group", group)
+        _require_aware("now", now)
+        values = _validated_pcrs(pcrs)
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(ReferenceSetRow).values(group=group, updated_at=now)
+        # The upsert also locks the set's row, serialising concurrent replacements.
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[ReferenceSetRow.group],
+            set_={"updated_at": upsert.excluded.updated_at},
+        )
+        with self._writing() as s:
+            s.execute(upsert)
+            s.execute(delete(ReferenceValue).where(ReferenceValue.group == group))
+            s.add_all(
+                ReferenceValue(group=group, bank=bank, pcr=pcr, value=value)
+                for bank, by_index in values.items()
+                for pcr, value in by_index.items()
+            )
+        return ReferenceSet(group, _copy_pcrs(values), now.astimezone(UTC))
+
+    def get_reference(self, group: str) -> ReferenceSet | None:
+        with self._reader() as s:
+            row = s.get(ReferenceSetRow, group)
+            if row is None:
+                return None
+            pcrs: dict[str, dict[int, bytes]] = {}
+            query = select(ReferenceValue).where(ReferenceValue.group == group)
+            for v in s.scalars(query.order_by(ReferenceValue.bank, ReferenceValue.pcr)):
+                pcrs.setdefault(v.bank, {})[v.pcr] = v.value
+            return ReferenceSet(group, pcrs, row.updated_at)
+
+
+# -- conversions and checks ----------------------------------------------------
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+
+
+def _check_id(name: str, value: str) -> None:
+    if not value or len(value) > _MAX_ID_LENGTH:
+        raise ValueError(f"{name} must be 1 to {_MAX_ID_LENGTH} characters")
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError("limit must be positive")
+
+
+def _copy_pcrs(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[int, bytes]]:
+    return {bank: dict(by_index) for bank, by_index in pcrs.items()}
+
+
+def _clock_detail(clock: ClockState) -> str:
+    return f"reset_count={clock.reset_count} restart_count={clock.restart_count}"
+
+
+def _add_event(s: Session, host_id: str, at: datetime, kind: str, detail: str) -> None:
+    s.add(HostEventRow(host_id=host_id, at=at, kind=kind, detail=detail))
