@@ -108,9 +108,7 @@ class _Validator:
         self._reject_unknown("agent", agent, _AGENT_KEYS)
 
         host_id = self._string("agent", agent, "host_id", default=socket.gethostname())
-        verifier = self._string(
-            "agent", agent, "verifier", example='"verifier.example:8443"'
-        )
+        verifier = self._string("agent", agent, "verifier", example='"verifier.example:8443"')
         match = _VERIFIER_RE.match(verifier)
         if match is None or not 0 < int(match.group(1)) < 65536:
             self._fail("agent", "verifier", 'expected "host:port", like "verifier.example:8443"')
@@ -181,7 +179,12 @@ class _Validator:
         return TlsConfig(server_name=server_name, **files)
 
     def _string(
-        self, table: str, doc: dict[str, Any], key: str, *, default: str | None = None,
+        self,
+        table: str,
+        doc: dict[str, Any],
+        key: str,
+        *,
+        default: str | None = None,
         example: str = '"..."',
     ) -> str:
         if key not in doc:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,54 @@ def read_pcrs_json(path: Path) -> dict[str, dict[int, bytes]]:
         bank: {int(index): bytes.fromhex(value) for index, value in values.items()}
         for bank, values in doc["pcrs"].items()
     }
+
+
+# --- TPM quote vectors ------------------------------------------------------------
+
+TPM_SWTPM_SETS = (
+    "swtpm-rsa-sha1sha256-loc0",
+    "swtpm-ecc-sha256-loc3",
+    "swtpm-rsa-sha256sha384-hcrtm-sboff",
+)
+
+
+@dataclass(frozen=True)
+class QuoteCase:
+    """One TPM quote with everything needed to authenticate it, as raw bytes."""
+
+    attest: bytes
+    signature: bytes
+    ak_public: bytes  # TPM2B_PUBLIC when ak_is_tpm2b, else TPMT_PUBLIC
+    ak_is_tpm2b: bool
+    nonce: bytes
+    pcrs: dict[str, dict[int, bytes]]
+    expected: dict[str, Any]
+
+
+def swtpm_quote_case(name: str, variant: str | None = None) -> QuoteCase:
+    """A ``tpm/swtpm-*`` set (or one of its variants) as a QuoteCase."""
+    base = vectors_dir("tpm", name)
+    expected_file = variant_file(base, "expected.json", variant)
+    return QuoteCase(
+        attest=variant_file(base, "quote.attest", variant).read_bytes(),
+        signature=variant_file(base, "quote.sig", variant).read_bytes(),
+        ak_public=(base / "ak.tpm2b_public").read_bytes(),
+        ak_is_tpm2b=True,
+        nonce=variant_file(base, "nonce.bin", variant).read_bytes(),
+        pcrs=read_pcrs_json(variant_file(base, "pcrs.json", variant)),
+        expected=json.loads(expected_file.read_text()),
+    )
+
+
+def go_quote_case(directory: str, quote: str = "quote") -> QuoteCase:
+    """A go-tpm-tools / go-attestation attestation directory (``ak_pub.tpmt``)."""
+    base = vectors_dir("tpm", *directory.split("/"))
+    return QuoteCase(
+        attest=(base / f"{quote}.attest").read_bytes(),
+        signature=(base / f"{quote}.sig").read_bytes(),
+        ak_public=(base / "ak_pub.tpmt").read_bytes(),
+        ak_is_tpm2b=False,
+        nonce=(base / "nonce.bin").read_bytes(),
+        pcrs=read_pcrs_json(base / "pcrs.json"),
+        expected={},
+    )

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from weightgate.v1 import attestation_pb2
-
 from verifier.challenges import IssuedChallenge
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
@@ -21,6 +19,7 @@ from verifier.evidence.tpm.authenticate import authenticate_quote
 from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
 from verifier.store import ClockState, HostRecord, ReferenceSet
 from verifier.verdict import Reason, Verdict, VerificationError
+from weightgate.v1 import attestation_pb2
 
 DIGEST_SIZES: Mapping[str, int] = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 

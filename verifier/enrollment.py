@@ -138,7 +138,7 @@ class Enroller:
         """Single attempt: a wrong secret fails the enrollment for good."""
         pending = self._store.get_enrollment(enrollment_id)
         now = self._now()
-        if pending is None or pending.state != "pending" or now > pending.expires_at:
+        if pending is None or pending.state != "pending" or now >= pending.expires_at:
             raise _reject(
                 "enrollment.unknown_or_expired",
                 "no pending enrollment with that id",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from weightgate.v1 import common_pb2, operator_pb2, operator_pb2_grpc
 
 RPC_TIMEOUT_SECONDS = 15.0
@@ -124,7 +125,7 @@ def hosts_list(stub: operator_pb2_grpc.OperatorStub, *, as_json: bool) -> str:
 
 def hosts_show(stub: operator_pb2_grpc.OperatorStub, host_id: str, *, as_json: bool) -> str:
     detail = stub.GetHost(operator_pb2.GetHostRequest(host_id=host_id), timeout=RPC_TIMEOUT_SECONDS)
-    history = [
+    history: list[dict[str, Any]] = [
         {
             "at": _when(v.appraised_at, present=True),
             "tier": TIER_NAMES.get(v.tier, "unknown"),
@@ -216,11 +217,11 @@ def reference_show(stub: operator_pb2_grpc.OperatorStub, group: str, *, as_json:
     reference = stub.GetReferenceValues(
         operator_pb2.GetReferenceValuesRequest(group=group), timeout=RPC_TIMEOUT_SECONDS
     )
-    document = {"group": reference.group, "pcrs": _pcr_document(reference.pcrs)}
+    pcrs = _pcr_document(reference.pcrs)
     if as_json:
-        return json.dumps(document, indent=2)
+        return json.dumps({"group": reference.group, "pcrs": pcrs}, indent=2)
     lines = [f"group {reference.group}:"]
-    for bank, values in document["pcrs"].items():
+    for bank, values in pcrs.items():
         lines += [f"  {bank} PCR{index:>2}: {value}" for index, value in values.items()]
     return "\n".join(lines)
 

@@ -198,9 +198,7 @@ class Tpm:
                 attest_bytes = bytes(attest)
                 if _quoted_digest(attest_bytes) != _pcr_digest(values):
                     continue
-                return Quote(
-                    attest=attest_bytes, signature=bytes(signature.marshal()), pcrs=values
-                )
+                return Quote(attest=attest_bytes, signature=bytes(signature.marshal()), pcrs=values)
         raise TpmError(f"PCRs kept changing during {_QUOTE_ATTEMPTS} quote attempts")
 
     def read_pcrs(self, selection: Mapping[str, Sequence[int]]) -> dict[str, dict[int, bytes]]:
@@ -296,9 +294,7 @@ def _ak_template() -> Any:
                     symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
                     scheme=TPMT_RSA_SCHEME(
                         scheme=TPM2_ALG.RSASSA,
-                        details=TPMU_ASYM_SCHEME(
-                            rsassa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)
-                        ),
+                        details=TPMU_ASYM_SCHEME(rsassa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)),
                     ),
                     keyBits=2048,
                     exponent=0,
@@ -387,7 +383,6 @@ def _read_pcrs_once(
         if position == 0:
             missing = {b: sorted(i) for b, i in remaining.items() if i}
             raise TpmError(f"the TPM does not report PCRs {missing} (bank not active?)")
-    assert counter is not None or not wanted
     return counter or 0, {bank: dict(sorted(v.items())) for bank, v in values.items()}
 
 

@@ -53,10 +53,8 @@ class SwtpmProcess:
 
     def stop(self) -> None:
         """Terminate the process (SIGTERM, then SIGKILL) and wait for it to exit."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         if self._popen is not None:
             try:
                 self._popen.wait(timeout=_STOP_TIMEOUT_S)
@@ -92,7 +90,9 @@ def start_swtpm(work_dir: Path, *, with_ek_certificate: bool = True) -> SwtpmPro
     """
     for tool in ("swtpm", "swtpm_setup") + (("swtpm_localca",) if with_ek_certificate else ()):
         if shutil.which(tool) is None:
-            raise SwtpmError(f"{tool} not found on PATH (install the swtpm and swtpm-tools packages)")
+            raise SwtpmError(
+                f"{tool} not found on PATH (install the swtpm and swtpm-tools packages)"
+            )
     work_dir = Path(work_dir).resolve()
     state_dir = work_dir / "state"
     ca_dir = work_dir / "localca"

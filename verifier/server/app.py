@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from weightgate.v1 import attestation_pb2_grpc, enrollment_pb2_grpc, operator_pb2_grpc
 
 from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
@@ -21,6 +20,7 @@ from verifier.server.enrollment_service import EnrollmentService
 from verifier.server.operator_service import OperatorService
 from verifier.store import Store
 from verifier.x509chain import load_pem_certificates
+from weightgate.v1 import attestation_pb2_grpc, enrollment_pb2_grpc, operator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ async def start_verifier(
     now: Callable[[], datetime] = utc_now,
 ) -> RunningVerifier:
     """Open the store, bind the port and start serving; returns once listening."""
-    store = store or await asyncio.to_thread(Store.open, config.database_url)
+    if store is None:
+        store = await asyncio.to_thread(Store.open, config.database_url)
     enroller = Enroller(
         store,
         ek_roots=load_pem_certificates(config.ek_ca_certificates),

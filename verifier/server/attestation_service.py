@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import grpc
-from weightgate.v1 import attestation_pb2, attestation_pb2_grpc, common_pb2
 
 from verifier.attestation import Outcome, challenge_selection, evaluate
 from verifier.challenges import ChallengeError, ChallengeRegistry, IssuedChallenge
@@ -17,6 +16,7 @@ from verifier.config import VerifierConfig
 from verifier.server.convert import IDENTIFIER, verdict_message
 from verifier.store import HostRecord, ReferenceSet, Store
 from verifier.verdict import Verdict
+from weightgate.v1 import attestation_pb2, attestation_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,11 @@ class AttestationService(attestation_pb2_grpc.AttestationServicer):
         host = await self._hello(request_iterator, context)
         log.info("attestation stream open host=%s peer=%s", host.host_id, context.peer())
         while True:
-            host = await asyncio.to_thread(self._store.get_host, host.host_id) or host
+            # Re-read each round: enrollment or reboots recorded elsewhere change it.
+            current = await asyncio.to_thread(self._store.get_host, host.host_id)
+            if current is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "attestation.unknown_host: removed")
+            host = current
             reference = await asyncio.to_thread(self._store.get_reference, host.group)
             challenge = self._registry.issue(
                 host.host_id,

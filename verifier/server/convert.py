@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from weightgate.v1 import common_pb2, operator_pb2
 
 from verifier.store import AttestationRecord, HostEvent, HostRecord, HostStatus, ReferenceSet
 from verifier.verdict import Tier, Verdict
+from weightgate.v1 import common_pb2, operator_pb2
 
 # Host and group ids end up in logs, file names and certificates: keep them tame.
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

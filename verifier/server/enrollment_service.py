@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 import grpc
-from weightgate.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 from verifier.enrollment import Enroller, EnrollmentRejectedError
 from verifier.server.convert import IDENTIFIER
+from weightgate.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 import grpc
-from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
 from verifier.attestation import DIGEST_SIZES
 from verifier.server.convert import (
@@ -18,6 +17,7 @@ from verifier.server.convert import (
     reference_message,
 )
 from verifier.store import HostAlreadyRegistered, Store
+from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
 DEFAULT_HISTORY = 20
 MAX_HISTORY = 1000

@@ -28,7 +28,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from verifier.store.records import EnrollmentState, HostStatus
+from verifier.store.records import (
+    AttestationRecord,
+    ClockState,
+    EnrollmentState,
+    HostRecord,
+    HostStatus,
+    PendingEnrollment,
+)
+from verifier.verdict import Reason, Tier, Verdict
 
 # Deterministic constraint names, so later migrations can refer to them on
 # both backends (SQLite would otherwise leave them unnamed).
@@ -102,6 +110,13 @@ def _one_of(column: str, values: Iterable[str]) -> str:
     return f"{column} IN ({quoted})"
 
 
+_CLOCK_ALL_OR_NONE = (
+    "(last_clock IS NULL AND last_reset_count IS NULL AND last_restart_count IS NULL)"
+    " OR (last_clock IS NOT NULL AND last_reset_count IS NOT NULL"
+    " AND last_restart_count IS NOT NULL)"
+)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 - SQLAlchemy's documented hook
@@ -114,6 +129,7 @@ class Host(Base):
     __tablename__ = "hosts"
     __table_args__ = (
         CheckConstraint(_one_of("status", (s.value for s in HostStatus)), name="status"),
+        CheckConstraint(_CLOCK_ALL_OR_NONE, name="clock"),
     )
 
     host_id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -135,6 +151,28 @@ class Host(Base):
     # query; written in the same transaction as that result.
     last_reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON)
 
+    def to_record(self) -> HostRecord:
+        clock = None
+        if self.last_clock is not None:
+            # ck_hosts_clock keeps the three columns all set or all NULL.
+            assert self.last_reset_count is not None
+            assert self.last_restart_count is not None
+            clock = ClockState(self.last_clock, self.last_reset_count, self.last_restart_count)
+        return HostRecord(
+            host_id=self.host_id,
+            group=self.group,
+            status=HostStatus(self.status),
+            ek_public=self.ek_public,
+            ek_certificate=self.ek_certificate,
+            ak_public=self.ak_public,
+            ak_name=self.ak_name,
+            registered_at=self.registered_at,
+            enrolled_at=self.enrolled_at,
+            last_attestation_at=self.last_attestation_at,
+            last_clock=clock,
+            last_reasons=tuple(Reason(r["code"], r["detail"]) for r in self.last_reasons),
+        )
+
 
 class Enrollment(Base):
     __tablename__ = "enrollments"
@@ -155,6 +193,19 @@ class Enrollment(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(String(16))
+
+    def to_record(self) -> PendingEnrollment:
+        return PendingEnrollment(
+            enrollment_id=self.enrollment_id,
+            host_id=self.host_id,
+            ek_public=self.ek_public,
+            ek_certificate=self.ek_certificate,
+            ak_public=self.ak_public,
+            ak_name=self.ak_name,
+            secret_digest=self.secret_digest,
+            expires_at=self.expires_at,
+            state=self.state,
+        )
 
 
 class ReferenceSetRow(Base):
@@ -179,7 +230,9 @@ class AttestationResult(Base):
     """One appraisal; rows are history and are only ever inserted."""
 
     __tablename__ = "attestation_results"
-    __table_args__ = (Index("ix_attestation_results_host_id_appraised_at", "host_id", "appraised_at"),)
+    __table_args__ = (
+        Index("ix_attestation_results_host_id_appraised_at", "host_id", "appraised_at"),
+    )
 
     result_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.host_id"))
@@ -188,6 +241,16 @@ class AttestationResult(Base):
     tier: Mapped[str] = mapped_column(String(32))
     reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     checks_run: Mapped[list[str]] = mapped_column(JSON)
+
+    def to_record(self) -> AttestationRecord:
+        verdict = Verdict(
+            Tier(self.tier),
+            tuple(Reason(x["code"], x["detail"]) for x in self.reasons),
+            frozenset(self.checks_run),
+        )
+        return AttestationRecord(
+            self.result_id, self.host_id, self.challenge_id, self.appraised_at, verdict
+        )
 
 
 class HostEventRow(Base):

@@ -8,6 +8,7 @@ accident.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,10 @@ from verifier.verdict import Reason, Verdict
 # restartCount are UINT32 (TPM 2.0 Part 2, 10.11.1).
 _UINT64_MAX = 2**64 - 1
 _UINT32_MAX = 2**32 - 1
+# PCR banks we accept and their digest sizes (tpm2-tools algorithm names); any
+# other name is a typo that would silently match nothing during appraisal.
+_BANK_DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64, "sm3_256": 32}
+_PCR_COUNT = 24  # TCG PC Client platform: PCRs 0-23
 
 
 class HostStatus(enum.Enum):
@@ -108,3 +113,30 @@ class ReferenceSet:
     group: str
     pcrs: dict[str, dict[int, bytes]]
     updated_at: datetime
+
+
+def validated_pcrs(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[int, bytes]]:
+    """A copy of ``pcrs`` after checking it is usable as a reference set.
+
+    Raises ValueError for an empty set or bank (appraisal against it would pass
+    vacuously), an unknown bank, a PCR index outside 0-23, or a digest of the
+    wrong size for its bank.
+    """
+    if not pcrs:
+        raise ValueError("refusing an empty reference set")
+    out: dict[str, dict[int, bytes]] = {}
+    for bank, by_index in pcrs.items():
+        size = _BANK_DIGEST_SIZES.get(bank)
+        if size is None:
+            raise ValueError(
+                f"unknown PCR bank {bank!r}; expected one of {list(_BANK_DIGEST_SIZES)}"
+            )
+        if not by_index:
+            raise ValueError(f"refusing an empty {bank} bank")
+        for pcr, value in by_index.items():
+            if isinstance(pcr, bool) or not isinstance(pcr, int) or not 0 <= pcr < _PCR_COUNT:
+                raise ValueError(f"PCR index out of range: {pcr!r}")
+            if not isinstance(value, bytes) or len(value) != size:
+                raise ValueError(f"{bank} PCR {pcr}: expected a {size}-byte digest")
+        out[bank] = dict(by_index)
+    return out

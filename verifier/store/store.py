@@ -8,22 +8,18 @@ worker threads serialise instead of interleaving or deadlocking.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, select, text, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from verifier.store.migrations import WRITE_OPTION, open_engine
 from verifier.store.models import (
     AttestationResult,
     Enrollment,
@@ -41,25 +37,11 @@ from verifier.store.records import (
     HostStatus,
     PendingEnrollment,
     ReferenceSet,
+    validated_pcrs,
 )
-from verifier.verdict import Reason, Tier, Verdict
+from verifier.verdict import Verdict
 
-_MIGRATIONS = Path(__file__).with_name("migrations")
-# Execution option marking write transactions, which SQLite must start with
-# BEGIN IMMEDIATE: a deferred transaction that reads and then writes fails at
-# once with SQLITE_BUSY when another writer got in between, instead of waiting.
-_WRITE = "weightgate_write"
-# Serialises concurrent `Store.open` calls on one PostgreSQL database, so two
-# verifier processes starting together do not both run the same migration.
-_MIGRATION_LOCK_KEY = 0x7765696768747761  # "weightwa"
-# Unquoted PostgreSQL identifier: it ends up in a libpq options string.
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_SQLITE_BUSY_TIMEOUT_MS = 15_000  # longer than any of our transactions takes
-_BOOT_EVENTS = frozenset({"reboot", "restart"})
-# PCR banks we accept and their digest sizes; anything else is a typo that would
-# otherwise match nothing and fail open or closed silently.
-_BANK_DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64, "sm3_256": 32}
-_PCR_COUNT = 24  # TCG PC Client platform: PCRs 0-23
+_BOOT_EVENTS = frozenset({"reboot", "restart"})  # the kinds worth an event
 _SHA256_SIZE = 32
 _MAX_ID_LENGTH = 255  # the width of the id columns
 
@@ -68,15 +50,16 @@ class StoreError(Exception):
     """Base of the store's own errors."""
 
 
-class HostNotFound(StoreError):
+# The names are the API the server and CLI code against; hence no Error suffix.
+class HostNotFound(StoreError):  # noqa: N818
     pass
 
 
-class HostAlreadyRegistered(StoreError):
+class HostAlreadyRegistered(StoreError):  # noqa: N818
     pass
 
 
-class EnrollmentNotFound(StoreError):
+class EnrollmentNotFound(StoreError):  # noqa: N818
     """No pending, unexpired enrollment has this id (unknown, used, or expired)."""
 
 
@@ -88,7 +71,7 @@ class Store:
         # expire_on_commit=False: records are built after commit from the loaded rows.
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(
-            engine.execution_options(**{_WRITE: True}), expire_on_commit=False
+            engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
 
     @classmethod
@@ -98,13 +81,7 @@ class Store:
         ``schema`` (PostgreSQL only) puts every table in that schema, creating it
         if needed; tests use it to isolate themselves.
         """
-        engine = _create_engine(url, schema)
-        try:
-            _migrate(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-        return cls(engine)
+        return cls(open_engine(url, schema=schema))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -143,16 +120,16 @@ class Store:
                 _add_event(s, host_id, now, "registered", f"group {group}")
         except IntegrityError as exc:
             raise HostAlreadyRegistered(host_id) from exc
-        return _host_record(host)
+        return host.to_record()
 
     def get_host(self, host_id: str) -> HostRecord | None:
         with self._reader() as s:
             host = s.get(Host, host_id)
-            return None if host is None else _host_record(host)
+            return None if host is None else host.to_record()
 
     def list_hosts(self) -> list[HostRecord]:
         with self._reader() as s:
-            return [_host_record(h) for h in s.scalars(select(Host).order_by(Host.host_id))]
+            return [h.to_record() for h in s.scalars(select(Host).order_by(Host.host_id))]
 
     # -- enrollment ----------------------------------------------------------
 
@@ -205,9 +182,11 @@ class Store:
     def get_enrollment(self, enrollment_id: str) -> PendingEnrollment | None:
         with self._reader() as s:
             row = s.get(Enrollment, enrollment_id)
-            return None if row is None else _enrollment_record(row)
+            return None if row is None else row.to_record()
 
-    def finish_enrollment(self, enrollment_id: str, *, succeeded: bool, now: datetime) -> HostRecord:
+    def finish_enrollment(
+        self, enrollment_id: str, *, succeeded: bool, now: datetime
+    ) -> HostRecord:
         """Close a pending enrollment; there is exactly one attempt per enrollment.
 
         Raises EnrollmentNotFound unless the enrollment exists, is pending and
@@ -238,13 +217,11 @@ class Store:
                 _add_event(s, host.host_id, now, "enrolled", f"enrollment {enrollment_id}")
             else:
                 enrollment.state = EnrollmentState.FAILED.value
-                _add_event(
-                    s, host.host_id, now, "enrollment_failed", f"enrollment {enrollment_id}"
-                )
+                _add_event(s, host.host_id, now, "enrollment_failed", f"enrollment {enrollment_id}")
         # Outside the transaction, so that marking it expired is committed.
         if expired:
             raise EnrollmentNotFound(f"{enrollment_id} (expired)")
-        return _host_record(host)
+        return host.to_record()
 
     # -- attestation ---------------------------------------------------------
 
@@ -262,11 +239,11 @@ class Store:
 
         ``clock`` is given only when the quote was authenticated; an
         unauthenticated clock must never become the rollback baseline.
+        ``boot_event`` "reboot" or "restart" is logged as an event of that
+        kind; any other value (authenticate's "none", or None) logs nothing.
         """
         _require_aware("appraised_at", appraised_at)
         _check_id("challenge_id", challenge_id)
-        if boot_event is not None and boot_event not in _BOOT_EVENTS:
-            raise ValueError(f"boot_event must be one of {sorted(_BOOT_EVENTS)} or None")
         reasons = [{"code": r.code, "detail": r.detail} for r in verdict.reasons]
         result_id = uuid.uuid4().hex
         with self._writing() as s:
@@ -293,7 +270,7 @@ class Store:
                 host.last_clock = clock.clock
                 host.last_reset_count = clock.reset_count
                 host.last_restart_count = clock.restart_count
-            if boot_event is not None:
+            if boot_event in _BOOT_EVENTS:
                 detail = "" if clock is None else _clock_detail(clock)
                 _add_event(s, host_id, appraised_at, boot_event, detail)
             if new is not old:
@@ -313,7 +290,7 @@ class Store:
             .limit(limit)
         )
         with self._reader() as s:
-            return [_attestation_record(r) for r in s.scalars(query)]
+            return [r.to_record() for r in s.scalars(query)]
 
     def events(self, host_id: str, *, limit: int = 50) -> list[HostEvent]:
         """The host's events, newest first."""
@@ -335,7 +312,7 @@ class Store:
         """Replace the group's whole reference set; an empty set is refused."""
         _check_id("group", group)
         _require_aware("now", now)
-        values = _validated_pcrs(pcrs)
+        values = validated_pcrs(pcrs)
         dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
         upsert = dialect.insert(ReferenceSetRow).values(group=group, updated_at=now)
         # The upsert also locks the set's row, serialising concurrent replacements.

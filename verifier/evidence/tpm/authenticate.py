@@ -53,8 +53,28 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 _SCHEMES_FOR_KEY = {"rsa": frozenset({"rsassa", "rsapss"}), "ecc": frozenset({"ecdsa"})}
 
-# Proof of origin for AuthenticatedQuote; never exported.
-_MINTED_HERE = object()
+
+class _Seal:
+    """Proof that authenticate_quote built an AuthenticatedQuote, bound to its content.
+
+    Binding to the content (not just a sentinel) means ``dataclasses.replace(quote,
+    pcrs=...)``, which copies the seal, fails instead of yielding a doctored quote.
+    """
+
+    __slots__ = ("content",)
+
+    def __init__(self, content: object) -> None:
+        self.content = content
+
+
+def _content(
+    info: QuoteInfo,
+    pcrs: Mapping[str, Mapping[int, bytes]],
+    boot_event: str,
+    checks_run: frozenset[str],
+) -> object:
+    frozen_pcrs = tuple((bank, tuple(sorted(values.items()))) for bank, values in pcrs.items())
+    return (info, frozen_pcrs, boot_event, checks_run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +82,20 @@ class AuthenticatedQuote:
     """A quote whose signature, nonce, PCR digest and clock have been verified.
 
     ``pcrs`` holds only the PCR values covered by the verified pcrDigest. Built only
-    by :func:`authenticate_quote`; direct construction raises TypeError so that
-    unverified values cannot reach appraisal by mistake.
+    by :func:`authenticate_quote`; direct construction (or ``dataclasses.replace``
+    with other values) raises TypeError so that unverified values cannot reach
+    appraisal by mistake.
     """
 
     info: QuoteInfo
     pcrs: Mapping[str, Mapping[int, bytes]]
     boot_event: str
     checks_run: frozenset[str]
-    _origin: object = field(default=None, repr=False, compare=False, kw_only=True)
+    _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
-        if self._origin is not _MINTED_HERE:
+        content = _content(self.info, self.pcrs, self.boot_event, self.checks_run)
+        if not isinstance(self._seal, _Seal) or self._seal.content != content:
             raise TypeError("AuthenticatedQuote is built only by authenticate_quote()")
 
 
@@ -258,9 +280,10 @@ def authenticate_quote(
     _verify_signature(bytes(attest), sig, ak, allow_sha1=allow_sha1_signatures, done=done)
     done.append(CHECK_SIGNATURE)
 
-    if any(hmac.compare_digest(info.extra_data, bytes(c)) for c in consumed_qualifying_data):
-        _fail("tpm.quote.nonce_replayed", "extraData is a nonce already consumed", done)
     if not hmac.compare_digest(info.extra_data, bytes(expected_qualifying_data)):
+        # Tell a replayed old quote from a merely wrong one: the former is an attack signal.
+        if any(hmac.compare_digest(info.extra_data, bytes(c)) for c in consumed_qualifying_data):
+            _fail("tpm.quote.nonce_replayed", "extraData is a nonce already consumed", done)
         _fail("tpm.quote.nonce_mismatch", "extraData != the nonce issued for this quote", done)
     done.append(CHECK_NONCE)
 
@@ -282,10 +305,11 @@ def authenticate_quote(
     boot_event = _boot_event(info.clock_info, previous_clock, done)
     done.append(CHECK_CLOCK)
 
+    checks_run = frozenset(done)
     return AuthenticatedQuote(
         info=info,
         pcrs=pcrs,
         boot_event=boot_event,
-        checks_run=frozenset(done),
-        _origin=_MINTED_HERE,
+        checks_run=checks_run,
+        _seal=_Seal(_content(info, pcrs, boot_event, checks_run)),
     )

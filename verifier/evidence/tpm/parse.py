@@ -49,6 +49,7 @@ TPM_ST_ATTEST_QUOTE = 0x8018
 
 # TPM_ALG_ID -> hashlib name, for the hashes this verifier can recompute.
 _HASH_ALGS = {0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
+_HASH_IDS = {name: alg_id for alg_id, name in _HASH_ALGS.items()}
 HASH_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 _ALG_NULL = 0x0010
@@ -138,7 +139,7 @@ class TpmPublic:
     @property
     def name(self) -> bytes:
         """TPM name: nameAlg (2 bytes, big-endian) || H_nameAlg(public_area)."""
-        alg_id = next(k for k, v in _HASH_ALGS.items() if v == self.name_algorithm)
+        alg_id = _HASH_IDS[self.name_algorithm]
         digest = hashlib.new(self.name_algorithm, self.public_area).digest()
         return alg_id.to_bytes(2, "big") + digest
 

@@ -43,6 +43,12 @@ def upgrade() -> None:
             "status IN ('registered', 'enrolled', 'trusted', 'untrusted')",
             name="ck_hosts_status",
         ),
+        sa.CheckConstraint(
+            "(last_clock IS NULL AND last_reset_count IS NULL AND last_restart_count IS NULL)"
+            " OR (last_clock IS NOT NULL AND last_reset_count IS NOT NULL"
+            " AND last_restart_count IS NOT NULL)",
+            name="ck_hosts_clock",
+        ),
     )
     op.create_table(
         "enrollments",
@@ -127,9 +133,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_host_events_host_id_at", table_name="host_events")
     op.drop_table("host_events")
-    op.drop_index(
-        "ix_attestation_results_host_id_appraised_at", table_name="attestation_results"
-    )
+    op.drop_index("ix_attestation_results_host_id_appraised_at", table_name="attestation_results")
     op.drop_table("attestation_results")
     op.drop_table("reference_values")
     op.drop_table("reference_sets")

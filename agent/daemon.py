@@ -1,0 +1,327 @@
+"""The agent daemon: enroll the AK once, then hold the attestation stream open.
+
+The verifier drives the stream: it sends challenges, the agent answers each with
+a TPM quote, the verifier sends a verdict. TPM work runs in worker threads
+(``asyncio.to_thread``) so the event loop serving gRPC never blocks on the TPM.
+Any failure closes the channel and retries after an exponential backoff with full
+jitter, reset by a verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from dataclasses import dataclass
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from agent.backoff import Backoff
+from agent.collectors.tpm import Tpm, TpmError, ak_name
+from agent.config import AgentConfig
+from agent.logs import EventLog
+from weightgate.v1 import (
+    attestation_pb2,
+    attestation_pb2_grpc,
+    common_pb2,
+    enrollment_pb2,
+    enrollment_pb2_grpc,
+)
+
+STATE_FILE = "enrollment.json"
+_RPC_TIMEOUT_S = 30.0  # unary enrollment calls; the stream itself has no deadline
+# The verifier's gRPC server refuses pings more often than every 5 minutes by default.
+_KEEPALIVE_MS = 300_000
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("weightgate")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class EnrollmentError(Exception):
+    """The verifier answered enrollment with something we cannot accept."""
+
+
+class EnrollmentUnknownError(Exception):
+    """The verifier does not know our enrollment (FAILED_PRECONDITION on Hello)."""
+
+
+@dataclass(frozen=True)
+class EnrollmentState:
+    host_id: str
+    verifier: str
+    ak_name: bytes
+    ak_handle: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "host_id": self.host_id,
+                "verifier": self.verifier,
+                "ak_name": self.ak_name.hex(),
+                "ak_handle": self.ak_handle,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> EnrollmentState:
+        doc = json.loads(text)
+        return cls(
+            host_id=str(doc["host_id"]),
+            verifier=str(doc["verifier"]),
+            ak_name=bytes.fromhex(doc["ak_name"]),
+            ak_handle=int(doc["ak_handle"]),
+        )
+
+
+def load_state(state_dir: Path) -> EnrollmentState | None:
+    """The saved enrollment, or None when there is none or it is unreadable."""
+    try:
+        return EnrollmentState.from_json((state_dir / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a corrupt file is as good as none: enroll again
+
+
+def save_state(state_dir: Path, state: EnrollmentState) -> None:
+    """Write atomically: temp file, fsync, rename, fsync the directory."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    final = state_dir / STATE_FILE
+    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, state.to_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    dir_fd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def delete_state(state_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / STATE_FILE).unlink()
+
+
+def open_channel(config: AgentConfig) -> grpc.aio.Channel:
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", _KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+    if config.insecure:
+        return grpc.aio.insecure_channel(config.verifier, options=options)
+    tls = config.tls
+    if tls is None:  # load_config guarantees this; keep mypy and a future caller honest
+        raise ValueError("TLS settings are required unless insecure")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_certificate.read_bytes(),
+        private_key=tls.private_key.read_bytes(),
+        certificate_chain=tls.certificate.read_bytes(),
+    )
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(config.verifier, credentials, options=options)
+
+
+class Agent:
+    """Runs until ``stop`` is set: ``await Agent(config).run(stop)``."""
+
+    def __init__(self, config: AgentConfig, *, tpm: Tpm | None = None) -> None:
+        self._config = config
+        self._tpm = tpm or Tpm(config.tcti)
+        self._log = EventLog(config.host_id)
+        self._backoff = Backoff(
+            initial_seconds=config.reconnect_initial_seconds,
+            max_seconds=config.reconnect_max_seconds,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._log.info("agent.started", verifier=self._config.verifier, version=agent_version())
+        serve = asyncio.create_task(self._serve_forever())
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({serve, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (serve, stopped):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serve
+            self._log.info("agent.stopped")
+
+    async def enroll_once(self) -> EnrollmentState:
+        """Enroll now (even if already enrolled); one attempt, errors propagate."""
+        async with open_channel(self._config) as channel:
+            ak_public = await asyncio.to_thread(self._tpm.ensure_ak, self._config.ak_handle)
+            return await self._enroll(channel, ak_public)
+
+    async def _serve_forever(self) -> None:
+        while True:
+            try:
+                async with open_channel(self._config) as channel:
+                    state = await self._ensure_enrolled(channel)
+                    await self._attest(channel, state)
+                self._log.warning("attest.stream_closed")
+            except EnrollmentUnknownError as e:
+                self._log.warning("enrollment.rejected", detail=str(e))
+                delete_state(self._config.state_dir)
+            except grpc.aio.AioRpcError as e:
+                self._log.warning("rpc.failed", code=e.code().name, detail=e.details() or "")
+            except (TpmError, EnrollmentError, asyncio.InvalidStateError) as e:
+                self._log.error("agent.error", kind=type(e).__name__, detail=str(e))
+            delay = self._backoff.next_delay()
+            self._log.info("agent.retry", delay_seconds=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    async def _ensure_enrolled(self, channel: grpc.aio.Channel) -> EnrollmentState:
+        cfg = self._config
+        ak_public = await asyncio.to_thread(self._tpm.ensure_ak, cfg.ak_handle)
+        state = load_state(cfg.state_dir)
+        expected = EnrollmentState(
+            host_id=cfg.host_id,
+            verifier=cfg.verifier,
+            ak_name=ak_name(ak_public),
+            ak_handle=cfg.ak_handle,
+        )
+        if state == expected:
+            return state
+        if state is not None:
+            self._log.info("enrollment.stale", saved_ak_name=state.ak_name.hex())
+        return await self._enroll(channel, ak_public)
+
+    async def _enroll(self, channel: grpc.aio.Channel, ak_public: bytes) -> EnrollmentState:
+        cfg = self._config
+        name = ak_name(ak_public)
+        self._log.info("enrollment.begin", ak_name=name.hex())
+        endorsement = await asyncio.to_thread(self._tpm.read_endorsement)
+        stub = enrollment_pb2_grpc.EnrollmentStub(channel)
+        begin = await stub.BeginEnrollment(
+            enrollment_pb2.BeginEnrollmentRequest(
+                host_id=cfg.host_id,
+                ek_public=endorsement.ek_public,
+                ek_certificate=endorsement.ek_certificate,
+                ak_public=ak_public,
+            ),
+            timeout=_RPC_TIMEOUT_S,
+        )
+        secret = await asyncio.to_thread(
+            partial(
+                self._tpm.activate_credential,
+                ak_handle=cfg.ak_handle,
+                credential_blob=begin.credential_blob,
+                encrypted_secret=begin.encrypted_secret,
+            )
+        )
+        done = await stub.CompleteEnrollment(
+            enrollment_pb2.CompleteEnrollmentRequest(
+                enrollment_id=begin.enrollment_id, activated_secret=secret
+            ),
+            timeout=_RPC_TIMEOUT_S,
+        )
+        if done.ak_name != name:
+            raise EnrollmentError(
+                f"verifier enrolled AK {done.ak_name.hex()}, ours is {name.hex()}"
+            )
+        state = EnrollmentState(
+            host_id=cfg.host_id, verifier=cfg.verifier, ak_name=name, ak_handle=cfg.ak_handle
+        )
+        save_state(cfg.state_dir, state)
+        self._log.info("enrollment.completed", ak_name=name.hex())
+        return state
+
+    async def _attest(self, channel: grpc.aio.Channel, state: EnrollmentState) -> None:
+        stub = attestation_pb2_grpc.AttestationStub(channel)
+        call = stub.Attest()
+        try:
+            await call.write(
+                attestation_pb2.AgentMessage(
+                    hello=attestation_pb2.Hello(
+                        host_id=state.host_id,
+                        ak_name=state.ak_name,
+                        agent_version=agent_version(),
+                    )
+                )
+            )
+            self._log.info("attest.hello_sent", ak_name=state.ak_name.hex())
+            while True:
+                message = await call.read()
+                if not isinstance(message, attestation_pb2.VerifierMessage):
+                    return  # grpc.aio.EOF: the verifier closed the stream
+                body = message.WhichOneof("body")
+                if body == "challenge":
+                    evidence = await self._evidence(message.challenge)
+                    await call.write(attestation_pb2.AgentMessage(evidence=evidence))
+                    self._log.info("attest.evidence_sent", challenge_id=evidence.challenge_id)
+                elif body == "verdict":
+                    verdict = message.verdict
+                    self._log.info(
+                        "attest.verdict",
+                        tier=common_pb2.Tier.Name(verdict.tier),
+                        reasons=[r.code for r in verdict.reasons],
+                        result_id=verdict.result_id,
+                    )
+                    self._backoff.reset()
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise EnrollmentUnknownError(e.details() or "") from e
+            raise
+        finally:
+            call.cancel()
+
+    async def _evidence(self, challenge: attestation_pb2.Challenge) -> attestation_pb2.Evidence:
+        evidence = attestation_pb2.Evidence(challenge_id=challenge.challenge_id)
+        if not challenge.HasField("tpm"):
+            return evidence
+        selection: dict[str, list[int]] = {}
+        for sel in challenge.tpm.pcr_selection:
+            selection.setdefault(sel.hash_algorithm, []).extend(sel.pcrs)
+        # One quote covers every requested bank; the verifier reads the banks and their
+        # order from the quote's own pcrSelect.
+        quote = await asyncio.to_thread(
+            partial(
+                self._tpm.quote,
+                ak_handle=self._config.ak_handle,
+                qualifying_data=bytes(challenge.tpm.qualifying_data),
+                selection=selection,
+            )
+        )
+        evidence.tpm.CopyFrom(
+            attestation_pb2.TpmQuote(
+                attest=quote.attest,
+                signature=quote.signature,
+                pcrs=[
+                    common_pb2.PcrBank(hash_algorithm=bank, values=values)
+                    for bank, values in quote.pcrs.items()
+                ],
+            )
+        )
+        return evidence
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Blocking entry point: run until SIGTERM or SIGINT, then return 0."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(config).run(stop)
+
+    asyncio.run(main())
+    return 0
