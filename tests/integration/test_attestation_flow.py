@@ -62,17 +62,18 @@ def register(verifier: VerifierHarness, host_id: str) -> None:
     verifier.operator.RegisterHost(operator_pb2.RegisterHostRequest(host_id=host_id, group=GROUP))
 
 
-def enroll(verifier: VerifierHarness, tpm: Tpm, host_id: str) -> bytes:
+def begin_request(tpm: Tpm, host_id: str) -> enrollment_pb2.BeginEnrollmentRequest:
     endorsement = tpm.read_endorsement()
-    ak_public = tpm.ensure_ak(AK_HANDLE)
-    begun = verifier.enrollment.BeginEnrollment(
-        enrollment_pb2.BeginEnrollmentRequest(
-            host_id=host_id,
-            ek_public=endorsement.ek_public,
-            ek_certificate=endorsement.ek_certificate,
-            ak_public=ak_public,
-        )
+    return enrollment_pb2.BeginEnrollmentRequest(
+        host_id=host_id,
+        ek_public=endorsement.ek_public,
+        ek_certificate=endorsement.ek_certificate,
+        ak_public=tpm.ensure_ak(AK_HANDLE),
     )
+
+
+def enroll(verifier: VerifierHarness, tpm: Tpm, host_id: str) -> bytes:
+    begun = verifier.enrollment.BeginEnrollment(begin_request(tpm, host_id))
     secret = tpm.activate_credential(
         ak_handle=AK_HANDLE,
         credential_blob=begun.credential_blob,
@@ -251,16 +252,8 @@ def test_evidence_for_an_unknown_challenge_is_rejected(tpm: Tpm, stream: Stream)
 
 
 def test_unknown_host_cannot_enroll_or_attest(verifier: VerifierHarness, tpm: Tpm) -> None:
-    endorsement = tpm.read_endorsement()
     with pytest.raises(grpc.RpcError) as enroll_error:
-        verifier.enrollment.BeginEnrollment(
-            enrollment_pb2.BeginEnrollmentRequest(
-                host_id="stranger",
-                ek_public=endorsement.ek_public,
-                ek_certificate=endorsement.ek_certificate,
-                ak_public=tpm.ensure_ak(AK_HANDLE),
-            )
-        )
+        verifier.enrollment.BeginEnrollment(begin_request(tpm, "stranger"))
     assert enroll_error.value.code() == grpc.StatusCode.NOT_FOUND
     assert "enrollment.unknown_host" in (enroll_error.value.details() or "")
     stream = Stream(verifier, "stranger", b"\x00\x0b" + bytes(32))
@@ -274,15 +267,7 @@ def test_activation_with_the_wrong_secret_fails_for_good(
     verifier: VerifierHarness, tpm: Tpm
 ) -> None:
     register(verifier, "node-wrong-secret")
-    endorsement = tpm.read_endorsement()
-    begun = verifier.enrollment.BeginEnrollment(
-        enrollment_pb2.BeginEnrollmentRequest(
-            host_id="node-wrong-secret",
-            ek_public=endorsement.ek_public,
-            ek_certificate=endorsement.ek_certificate,
-            ak_public=tpm.ensure_ak(AK_HANDLE),
-        )
-    )
+    begun = verifier.enrollment.BeginEnrollment(begin_request(tpm, "node-wrong-secret"))
     request = enrollment_pb2.CompleteEnrollmentRequest(
         enrollment_id=begun.enrollment_id, activated_secret=secrets.token_bytes(32)
     )
@@ -313,16 +298,8 @@ def test_ek_certificate_from_an_untrusted_ca_is_refused(
     stranger_ca = swtpm_factory_module().ek_ca_certificates
     with running_verifier(tmp_path, ek_ca_certificates=stranger_ca) as other_verifier:
         register(other_verifier, "node-x")
-        endorsement = tpm.read_endorsement()
         with pytest.raises(grpc.RpcError) as refused:
-            other_verifier.enrollment.BeginEnrollment(
-                enrollment_pb2.BeginEnrollmentRequest(
-                    host_id="node-x",
-                    ek_public=endorsement.ek_public,
-                    ek_certificate=endorsement.ek_certificate,
-                    ak_public=tpm.ensure_ak(AK_HANDLE),
-                )
-            )
+            other_verifier.enrollment.BeginEnrollment(begin_request(tpm, "node-x"))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "enrollment.ek_certificate_untrusted" in (refused.value.details() or "")
 
