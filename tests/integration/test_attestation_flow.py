@@ -312,3 +312,19 @@ def test_malformed_operator_request_gets_invalid_argument(verifier: VerifierHarn
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     hosts = verifier.operator.ListHosts(operator_pb2.ListHostsRequest()).hosts
     assert "../etc/passwd" not in [h.host_id for h in hosts]
+
+
+def test_a_host_cannot_switch_to_another_tpm(
+    tmp_path: Path, tpm_process: Any, tpm: Tpm, swtpm_factory_module: Any
+) -> None:
+    other_process = swtpm_factory_module()
+    both_cas = tpm_process.ek_ca_certificates + other_process.ek_ca_certificates
+    with running_verifier(tmp_path, ek_ca_certificates=both_cas) as other_verifier:
+        register(other_verifier, "node-pinned")
+        enroll(other_verifier, tpm, "node-pinned")
+        with pytest.raises(grpc.RpcError) as refused:
+            other_verifier.enrollment.BeginEnrollment(
+                begin_request(Tpm(other_process.tcti), "node-pinned")
+            )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "enrollment.ek_changed" in (refused.value.details() or "")
