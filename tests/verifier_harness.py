@@ -51,7 +51,8 @@ def running_verifier(
     state_dir: Path, *, ek_ca_certificates: tuple[Path, ...], **overrides: object
 ) -> Iterator[VerifierHarness]:
     config = config_for_demo(state_dir, ek_ca_certificates=ek_ca_certificates)
-    config = replace(config, attestation_interval_seconds=0.05, **overrides)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"attestation_interval_seconds": 0.05, **overrides}
+    config = replace(config, **settings)  # type: ignore[arg-type]
     harness = VerifierHarness(config)
     try:
         yield harness

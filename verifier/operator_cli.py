@@ -27,6 +27,9 @@ HOST_STATUS_NAMES = {
     operator_pb2.HOST_STATUS_TRUSTED: "trusted",
     operator_pb2.HOST_STATUS_UNTRUSTED: "untrusted",
 }
+# Digest size of each PCR bank the verifier accepts (as verifier.attestation.DIGEST_SIZES,
+# not imported: it would pull the evidence code into every CLI start).
+_DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 TIER_NAMES = {
     common_pb2.TIER_NONE: "none",
     common_pb2.TIER_AFFIRMING: "affirming",
@@ -62,11 +65,14 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
         return grpc.insecure_channel(args.verifier)
     if not (args.ca and args.cert and args.key):
         raise CliError("mutual TLS needs --ca, --cert and --key (or --insecure for the demo)")
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=args.ca.read_bytes(),
-        private_key=args.key.read_bytes(),
-        certificate_chain=args.cert.read_bytes(),
-    )
+    try:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=args.ca.read_bytes(),
+            private_key=args.key.read_bytes(),
+            certificate_chain=args.cert.read_bytes(),
+        )
+    except OSError as exc:
+        raise CliError(f"{exc.filename}: cannot read: {exc.strerror}") from None
     return grpc.secure_channel(args.verifier, credentials)
 
 
@@ -181,12 +187,22 @@ def parse_pcrs_json(path: Path) -> dict[str, dict[int, bytes]]:
         raise CliError(f'{path}: expected {{"pcrs": {{"sha256": {{"0": "<hex>", ...}}}}}}')
     pcrs: dict[str, dict[int, bytes]] = {}
     for bank, values in banks.items():
+        size = _DIGEST_SIZES.get(bank)
+        if size is None:
+            raise CliError(f"{path}: pcrs.{bank}: unknown bank (known: {', '.join(_DIGEST_SIZES)})")
         if not isinstance(values, dict):
             raise CliError(f"{path}: pcrs.{bank}: expected an object of index -> hex")
         try:
             pcrs[bank] = {int(index): bytes.fromhex(value) for index, value in values.items()}
         except (ValueError, TypeError) as exc:
             raise CliError(f"{path}: pcrs.{bank}: {exc}") from None
+        # Checked here, not only by the verifier: a malformed file is a usage error (exit 2),
+        # and a negative index would not even fit the request message.
+        for index, value in pcrs[bank].items():
+            if not 0 <= index <= 23 or len(value) != size:
+                raise CliError(
+                    f"{path}: pcrs.{bank}.{index}: expected an index 0-23 and a {size}-byte value"
+                )
     return pcrs
 
 
@@ -234,9 +250,9 @@ def parse_pcr_list(text: str) -> set[int]:
         try:
             first, last = int(low), int(high or low)
         except ValueError:
-            raise CliError(f"--pcrs: {part!r} is not a PCR index or range like 0-7") from None
+            raise CliError(f"--only: {part!r} is not a PCR index or range like 0-7") from None
         if not 0 <= first <= last <= 23:
-            raise CliError(f"--pcrs: {part!r} is outside 0-23")
+            raise CliError(f"--only: {part!r} is outside 0-23")
         indices.update(range(first, last + 1))
     return indices
 

@@ -69,6 +69,29 @@ class SwtpmProcess:
                     os.kill(self.pid, signal.SIGKILL)
             time.sleep(0.05)
 
+    def restart(self) -> None:
+        """Power-cycle the TPM: stop it, then serve the same state on the same ports.
+
+        swtpm sends itself TPM2_Startup(CLEAR) (``--flags startup-clear``), which is
+        a TPM Reset: resetCount goes up and the PCRs start over, as after a reboot.
+        Persistent objects and NV indices survive.
+        """
+        self.stop()
+        work_dir = self.state_dir.parent
+        log = work_dir / "swtpm.log"
+        error: str | None = None
+        # The ports were ours a moment ago; retry briefly in case the kernel is slow
+        # to release them.
+        for _ in range(_START_ATTEMPTS):
+            proc = _launch(work_dir, self.state_dir, self.server_port, self.ctrl_port)
+            error = _wait_listening(proc, self.server_port, log)
+            if error is None:
+                self.pid = proc.pid
+                self._popen = proc
+                return
+            time.sleep(0.2)
+        raise SwtpmError(f"swtpm did not restart on port {self.server_port}: {error}")
+
     def __enter__(self) -> SwtpmProcess:
         return self
 
