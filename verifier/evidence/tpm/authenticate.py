@@ -9,12 +9,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NoReturn
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm.keys import check_attestation_key, public_key
+from verifier.evidence.tpm.keys import check_attestation_key
 from verifier.evidence.tpm.parse import (
     HASH_SIZES,
     ClockInfo,
@@ -24,6 +20,7 @@ from verifier.evidence.tpm.parse import (
     parse_quote_attest,
     parse_signature,
 )
+from verifier.evidence.tpm.signature import SignatureCheckError, verify_tpm_signature
 from verifier.verdict import Reason, VerificationError
 
 __all__ = [
@@ -45,13 +42,6 @@ CHECK_PCR_DIGEST = "tpm.quote.pcr_digest"
 CHECK_CLOCK = "tpm.quote.clock"
 
 _PARSE_CODES = {"bad_magic": "tpm.quote.bad_magic", "not_a_quote": "tpm.quote.not_a_quote"}
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
-_SCHEMES_FOR_KEY = {"rsa": frozenset({"rsassa", "rsapss"}), "ecc": frozenset({"ecdsa"})}
 
 
 class _Seal:
@@ -106,45 +96,11 @@ def _fail(code: str, detail: str, done: list[str]) -> NoReturn:
 def _verify_signature(
     attest: bytes, sig: TpmSignature, ak: TpmPublic, *, allow_sha1: bool, done: list[str]
 ) -> None:
-    if sig.scheme not in _SCHEMES_FOR_KEY.get(ak.key_type, frozenset()):
-        _fail(
-            "tpm.quote.signature_scheme_mismatch",
-            f"{sig.scheme} signature from a {ak.key_type} AK",
-            done,
-        )
-    if ak.scheme is not None and ak.scheme != sig.scheme:
-        _fail(
-            "tpm.quote.signature_scheme_mismatch",
-            f"AK is fixed to {ak.scheme}, signature is {sig.scheme}",
-            done,
-        )
-    if ak.scheme_hash is not None and ak.scheme_hash != sig.hash_algorithm:
-        _fail(
-            "tpm.quote.signature_scheme_mismatch",
-            f"AK is fixed to {ak.scheme_hash}, signature uses {sig.hash_algorithm}",
-            done,
-        )
-    if sig.hash_algorithm == "sha1" and not allow_sha1:
-        # SHA-1 collisions are practical; the TPM signs a digest it computed itself,
-        # but we do not accept the weaker hash unless the caller opts in.
-        _fail("tpm.quote.weak_hash", "quote signed with SHA-1", done)
-    algorithm = _HASHES[sig.hash_algorithm]()
-    key = public_key(ak)  # valid: check_attestation_key has built it already
     try:
-        if isinstance(key, rsa.RSAPublicKey):
-            pad: padding.AsymmetricPadding = (
-                padding.PKCS1v15()
-                if sig.scheme == "rsassa"
-                # TPMs choose the salt length (the largest, or the digest size since
-                # spec 1.16), so the verifier must accept any: AUTO.
-                else padding.PSS(padding.MGF1(algorithm), padding.PSS.AUTO)
-            )
-            key.verify(sig.signature, attest, pad, algorithm)
-        else:
-            key.verify(sig.signature, attest, ec.ECDSA(algorithm))
-    except InvalidSignature:
-        # InvalidSignature carries no message; it is the failure, never a flag.
-        _fail("tpm.quote.signature_invalid", "signature does not verify under the AK", done)
+        verify_tpm_signature(attest, sig, ak, allow_sha1=allow_sha1)
+    except SignatureCheckError as exc:
+        # The kinds are named after the quote codes: tpm.quote.signature_invalid etc.
+        _fail(f"tpm.quote.{exc.kind}", exc.detail, done)
 
 
 def _covered_pcrs(
