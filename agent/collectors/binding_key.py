@@ -56,11 +56,11 @@ from agent.collectors.tpm import (
     BANKS,
     Tpm,
     TpmError,
-    _check_persistent,
-    _flush,
-    _normalize,
-    _pcr_selection,
-    _persistent_exists,
+    check_persistent_handle,
+    flush_handle,
+    normalize_selection,
+    pcr_selection_list,
+    persistent_handle_exists,
 )
 
 __all__ = [
@@ -129,7 +129,7 @@ def _esapi(tpm: Tpm) -> Iterator[tuple[Any, ExitStack]]:
 
 
 def _transient(ectx: Any, transients: ExitStack, handle: Any) -> Any:
-    transients.callback(_flush, ectx, handle)
+    transients.callback(flush_handle, ectx, handle)
     return handle
 
 
@@ -216,7 +216,7 @@ def _load(ectx: Any, transients: ExitStack, key: BindingKey) -> Any:
 def create_binding_key(tpm: Tpm, *, pcr_selection: Mapping[str, Sequence[int]]) -> BindingKey:
     """TPM2_Create a binding key under the SRK, bound to the current values of
     ``pcr_selection`` (e.g. ``{"sha256": range(8)}``)."""
-    wanted = _normalize(pcr_selection)
+    wanted = normalize_selection(pcr_selection)
     if not wanted:
         raise TpmError("a binding key needs at least one PCR in its policy")
     values = tpm.read_pcrs(wanted)
@@ -225,7 +225,7 @@ def create_binding_key(tpm: Tpm, *, pcr_selection: Mapping[str, Sequence[int]]) 
     pcr_digest = hashlib.sha256(
         b"".join(values[bank][index] for bank, indices in wanted.items() for index in indices)
     ).digest()
-    selection = _pcr_selection(wanted)
+    selection = pcr_selection_list(wanted)
     with _esapi(tpm) as (ectx, transients):
         policy = _policy_digest(ectx, _branches(ectx, selection, pcr_digest))
         parent = _srk(ectx, transients)
@@ -244,10 +244,10 @@ def certify_binding_key(
     tpm: Tpm, key: BindingKey, *, ak_handle: int, qualifying_data: bytes
 ) -> Certification:
     """TPM2_Certify the binding key with the AK at ``ak_handle`` over ``qualifying_data``."""
-    _check_persistent(ak_handle)
+    check_persistent_handle(ak_handle)
     selection = _selection_of(key)
     with _esapi(tpm) as (ectx, transients):
-        if not _persistent_exists(ectx, ak_handle):
+        if not persistent_handle_exists(ectx, ak_handle):
             raise TpmError(f"no AK at persistent handle 0x{ak_handle:08x}")
         ak = ectx.tr_from_tpmpublic(ak_handle)
         branches = _branches(ectx, selection, key.pcr_digest)
@@ -305,4 +305,4 @@ def _selection_of(key: BindingKey) -> Any:
     for bank in key.pcr_selection:
         if bank not in BANKS:
             raise TpmError(f"binding key names unknown PCR bank {bank!r}")
-    return _pcr_selection(key.pcr_selection)
+    return pcr_selection_list(key.pcr_selection)

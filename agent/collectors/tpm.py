@@ -107,14 +107,14 @@ class Tpm:
     def read_endorsement(self) -> Endorsement:
         with self._open() as ectx:
             cert, ek, public = _create_ek(ectx)
-            _flush(ectx, ek)
+            flush_handle(ectx, ek)
             return Endorsement(ek_public=public, ek_certificate=_trim_der(cert or b""))
 
     def ensure_ak(self, handle: int) -> bytes:
         """Return the AK at persistent ``handle``, creating and persisting it if absent."""
-        _check_persistent(handle)
+        check_persistent_handle(handle)
         with self._open() as ectx:
-            if _persistent_exists(ectx, handle):
+            if persistent_handle_exists(ectx, handle):
                 key = ectx.tr_from_tpmpublic(handle)
                 public, _, _ = ectx.read_public(key)
                 if not _is_our_ak(public.publicArea):
@@ -131,25 +131,25 @@ class Tpm:
             try:
                 ectx.evict_control(ESYS_TR.OWNER, transient, handle)
             finally:
-                _flush(ectx, transient)
+                flush_handle(ectx, transient)
             return bytes(public.marshal())
 
     def remove_ak(self, handle: int) -> None:
         """Evict the persistent key at ``handle``; no-op when the handle is empty."""
-        _check_persistent(handle)
+        check_persistent_handle(handle)
         with self._open() as ectx:
-            if _persistent_exists(ectx, handle):
+            if persistent_handle_exists(ectx, handle):
                 ectx.evict_control(ESYS_TR.OWNER, ectx.tr_from_tpmpublic(handle), handle)
 
     def activate_credential(
         self, *, ak_handle: int, credential_blob: bytes, encrypted_secret: bytes
     ) -> bytes:
         """Recover the secret a verifier bound to the EK and this AK's name."""
-        _check_persistent(ak_handle)
+        check_persistent_handle(ak_handle)
         blob = _unmarshal_exact(TPM2B_ID_OBJECT, credential_blob, "credential_blob")
         secret = _unmarshal_exact(TPM2B_ENCRYPTED_SECRET, encrypted_secret, "encrypted_secret")
         with self._open() as ectx:
-            if not _persistent_exists(ectx, ak_handle):
+            if not persistent_handle_exists(ectx, ak_handle):
                 raise TpmError(f"no AK at persistent handle 0x{ak_handle:08x}")
             ak = ectx.tr_from_tpmpublic(ak_handle)
             _, ek, _ = _create_ek(ectx)
@@ -169,8 +169,8 @@ class Tpm:
                 )
             finally:
                 if session is not None:
-                    _flush(ectx, session)
-                _flush(ectx, ek)
+                    flush_handle(ectx, session)
+                flush_handle(ectx, ek)
             return bytes(cred)
 
     def quote(
@@ -181,11 +181,11 @@ class Tpm:
         PCRs are read before and after the quote; if the PCR update counter moved in
         between, the quote is taken again so that the values match its pcrDigest.
         """
-        _check_persistent(ak_handle)
-        wanted = _normalize(selection)
-        pcr_select = _pcr_selection(wanted)
+        check_persistent_handle(ak_handle)
+        wanted = normalize_selection(selection)
+        pcr_select = pcr_selection_list(wanted)
         with self._open() as ectx:
-            if not _persistent_exists(ectx, ak_handle):
+            if not persistent_handle_exists(ectx, ak_handle):
                 raise TpmError(f"no AK at persistent handle 0x{ak_handle:08x}")
             ak = ectx.tr_from_tpmpublic(ak_handle)
             for _ in range(_QUOTE_ATTEMPTS):
@@ -202,7 +202,7 @@ class Tpm:
         raise TpmError(f"PCRs kept changing during {_QUOTE_ATTEMPTS} quote attempts")
 
     def read_pcrs(self, selection: Mapping[str, Sequence[int]]) -> dict[str, dict[int, bytes]]:
-        wanted = _normalize(selection)
+        wanted = normalize_selection(selection)
         with self._open() as ectx:
             for _ in range(_QUOTE_ATTEMPTS):
                 result = _read_pcrs_once(ectx, wanted)
@@ -267,16 +267,16 @@ def _handle_exists(ectx: Any, handle: int, capability_range: int) -> bool:
     )
 
 
-def _persistent_exists(ectx: Any, handle: int) -> bool:
+def persistent_handle_exists(ectx: Any, handle: int) -> bool:
     return _handle_exists(ectx, handle, _PERSISTENT_RANGE)
 
 
-def _check_persistent(handle: int) -> None:
+def check_persistent_handle(handle: int) -> None:
     if handle & 0xFF000000 != _PERSISTENT_RANGE:
         raise TpmError(f"0x{handle:08x} is not a persistent handle (0x81xxxxxx)")
 
 
-def _flush(ectx: Any, handle: Any) -> None:
+def flush_handle(ectx: Any, handle: Any) -> None:
     # Best effort: the connection is closed right after, and a failed flush must
     # not hide the error that got us here.
     with suppress(TSS2_Exception):
@@ -326,7 +326,7 @@ def _unmarshal_exact(cls: Any, data: bytes, what: str) -> Any:
     return value
 
 
-def _normalize(selection: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+def normalize_selection(selection: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
     wanted: dict[str, list[int]] = {}
     for bank, indices in selection.items():
         if bank not in BANKS:
@@ -339,7 +339,7 @@ def _normalize(selection: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
     return wanted
 
 
-def _pcr_selection(wanted: Mapping[str, Sequence[int]]) -> Any:
+def pcr_selection_list(wanted: Mapping[str, Sequence[int]]) -> Any:
     selections = []
     for bank, indices in wanted.items():
         bitmap = bytearray(3)
@@ -363,7 +363,7 @@ def _read_pcrs_once(
     counter: int | None = None
     while any(remaining.values()):
         update_counter, selected, digests = ectx.pcr_read(
-            _pcr_selection({b: sorted(i) for b, i in remaining.items() if i})
+            pcr_selection_list({b: sorted(i) for b, i in remaining.items() if i})
         )
         if counter is not None and update_counter != counter:
             return None

@@ -25,7 +25,7 @@ from agent.collectors.binding_key import (
     create_binding_key,
     unwrap_transport_key,
 )
-from agent.collectors.tpm import Tpm, TpmError, _pcr_selection
+from agent.collectors.tpm import Tpm, TpmError, pcr_selection_list
 from agent.keyunwrap import KeyUnwrapError, unwrap_data_keys
 from verifier.evidence.tpm.certify import (
     AuthenticatedBindingKey,
@@ -174,7 +174,7 @@ def test_policy_pcr_digest_matches_the_tpm_reading_its_pcrs(host: Host) -> None:
                     TPM2_ALG.SHA384 if alg == "sha384" else TPM2_ALG.SHA256,
                 )
                 # An empty pcrDigest: the TPM hashes its current PCR values itself.
-                ectx.policy_pcr(trial, TPM2B_DIGEST(), _pcr_selection(selection))
+                ectx.policy_pcr(trial, TPM2B_DIGEST(), pcr_selection_list(selection))
                 from_tpm = bytes(ectx.policy_get_digest(trial))
                 ectx.flush_context(trial)
             ours = policy_pcr_digest(name_algorithm=alg, selection=selection, pcr_values=values)
@@ -202,7 +202,7 @@ def test_key_with_user_with_auth_is_refused(host: Host) -> None:
     values = host.tpm.read_pcrs(BOOT_PCRS)
     pcr_digest = hashlib.sha256(b"".join(values["sha256"][i] for i in range(8))).digest()
     with _esapi(host.tpm) as (ectx, transients):
-        policy = _policy_digest(ectx, _branches(ectx, _pcr_selection(BOOT_PCRS), pcr_digest))
+        policy = _policy_digest(ectx, _branches(ectx, pcr_selection_list(BOOT_PCRS), pcr_digest))
         private, public, _, _, _ = ectx.create(
             _srk(ectx, transients),
             None,

@@ -364,7 +364,7 @@ _AK_ATTRIBUTES = (
     | TPMA_OBJECT.SENSITIVEDATAORIGIN
     | TPMA_OBJECT.USERWITHAUTH
 )
-_HASH_IDS = {"sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384}
+HASH_IDS = {"sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384}
 _HASHES = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384()}
 
 
@@ -391,7 +391,7 @@ def _resign(key: rsa.RSAPrivateKey, attest: bytes, scheme: str, hash_name: str) 
     )
     sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.RSASSA if scheme == "rsassa" else TPM2_ALG.RSAPSS)
     body = sig.signature.rsassa if scheme == "rsassa" else sig.signature.rsapss
-    body.hash = _HASH_IDS[hash_name]
+    body.hash = HASH_IDS[hash_name]
     body.sig = key.sign(attest, pad, _HASHES[hash_name])
     return bytes(sig.marshal())
 

@@ -40,17 +40,17 @@ from verifier.evidence.tpm.keys import (
     tpm_name,
 )
 from verifier.evidence.tpm.parse import (
-    _HASH_IDS,
+    HASH_IDS,
     HASH_SIZES,
     MAX_ATTEST_SIZE,
     TPM_GENERATED_VALUE,
     ClockInfo,
     TpmPublic,
-    _as_bytes,
-    _field,
-    _unmarshal,
+    as_bytes,
     parse_signature,
     parse_tpm2b_public,
+    read_field,
+    unmarshal_exact,
 )
 from verifier.evidence.tpm.signature import SignatureCheckError, verify_tpm_signature
 from verifier.verdict import Reason, VerificationError
@@ -125,7 +125,7 @@ def parse_certify_attest(data: bytes) -> CertifyInfo:
     (another attestation type), ``malformed`` otherwise (including trailing bytes
     and non-canonical encodings, as for quotes).
     """
-    raw = _as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
+    raw = as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
     if len(raw) < 6:
         raise ParseError("TPMS_ATTEST: truncated header")
     magic = int.from_bytes(raw[0:4], "big")
@@ -136,7 +136,7 @@ def parse_certify_attest(data: bytes) -> CertifyInfo:
         raise ParseError(
             f"TPMS_ATTEST: type 0x{st:04x} is not a certification", code="not_a_certification"
         )
-    attest = _unmarshal(TPMS_ATTEST, raw, what="TPMS_ATTEST")
+    attest = unmarshal_exact(TPMS_ATTEST, raw, what="TPMS_ATTEST")
 
     def build() -> CertifyInfo:
         clock = attest.clockInfo
@@ -161,7 +161,7 @@ def parse_certify_attest(data: bytes) -> CertifyInfo:
             qualified_name=bytes(certify.qualifiedName),
         )
 
-    return _field("TPMS_ATTEST", build)
+    return read_field("TPMS_ATTEST", build)
 
 
 # --- policy digests (TPM 2.0 Part 3, 23) -----------------------------------------
@@ -169,7 +169,7 @@ def parse_certify_attest(data: bytes) -> CertifyInfo:
 
 def _zero(name_algorithm: str) -> bytes:
     """The digest a policy session starts from."""
-    if name_algorithm not in _HASH_IDS:
+    if name_algorithm not in HASH_IDS:
         raise ValueError(f"unsupported policy hash {name_algorithm!r}")
     return bytes(HASH_SIZES[name_algorithm])
 
@@ -194,7 +194,7 @@ def _policy_pcr(
         wanted = sorted(set(indices))
         if not wanted:
             continue  # the agent drops empty banks too
-        if bank not in HASH_SIZES or bank not in _HASH_IDS:
+        if bank not in HASH_SIZES or bank not in HASH_IDS:
             raise ValueError(f"unsupported PCR bank {bank!r}")
         bitmap = bytearray(_PCR_SELECT_BYTES)
         for index in wanted:
@@ -205,7 +205,7 @@ def _policy_pcr(
             if value is None or len(value) != HASH_SIZES[bank]:
                 raise ValueError(f"no {HASH_SIZES[bank]}-byte value for {bank} PCR{index}")
             values.update(value)
-        marshalled += _HASH_IDS[bank].to_bytes(2, "big") + bytes([_PCR_SELECT_BYTES]) + bitmap
+        marshalled += HASH_IDS[bank].to_bytes(2, "big") + bytes([_PCR_SELECT_BYTES]) + bitmap
         banks += 1
     if not banks:
         raise ValueError("a PCR policy needs at least one PCR")

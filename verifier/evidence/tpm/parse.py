@@ -49,7 +49,7 @@ TPM_ST_ATTEST_QUOTE = 0x8018
 
 # TPM_ALG_ID -> hashlib name, for the hashes this verifier can recompute.
 _HASH_ALGS = {0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
-_HASH_IDS = {name: alg_id for alg_id, name in _HASH_ALGS.items()}
+HASH_IDS = {name: alg_id for alg_id, name in _HASH_ALGS.items()}
 HASH_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 _ALG_NULL = 0x0010
@@ -139,7 +139,7 @@ class TpmPublic:
     @property
     def name(self) -> bytes:
         """TPM name: nameAlg (2 bytes, big-endian) || H_nameAlg(public_area)."""
-        alg_id = _HASH_IDS[self.name_algorithm]
+        alg_id = HASH_IDS[self.name_algorithm]
         digest = hashlib.new(self.name_algorithm, self.public_area).digest()
         return alg_id.to_bytes(2, "big") + digest
 
@@ -147,7 +147,7 @@ class TpmPublic:
 _T = TypeVar("_T")
 
 
-def _as_bytes(data: bytes, *, what: str, limit: int) -> bytes:
+def as_bytes(data: bytes, *, what: str, limit: int) -> bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
     raw = bytes(data)
@@ -156,7 +156,7 @@ def _as_bytes(data: bytes, *, what: str, limit: int) -> bytes:
     return raw
 
 
-def _unmarshal(cls: Any, raw: bytes, *, what: str) -> Any:
+def unmarshal_exact(cls: Any, raw: bytes, *, what: str) -> Any:
     """Unmarshal exactly ``raw`` into a pytss ``cls`` and prove the encoding canonical."""
     try:
         obj, offset = cls.unmarshal(raw)
@@ -177,7 +177,7 @@ def _unmarshal(cls: Any, raw: bytes, *, what: str) -> Any:
     return obj
 
 
-def _field(what: str, getter: Callable[[], _T]) -> _T:
+def read_field(what: str, getter: Callable[[], _T]) -> _T:
     """Read a field off a pytss object, turning any error into a ParseError."""
     try:
         return getter()
@@ -223,7 +223,7 @@ def parse_quote_attest(data: bytes) -> QuoteInfo:
     ParseError codes: ``bad_magic`` (not TPM_GENERATED_VALUE: not produced by a
     TPM), ``not_a_quote`` (another attestation type), ``malformed`` otherwise.
     """
-    raw = _as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
+    raw = as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
     # Magic and type are checked on the raw header, before the TSS, because the
     # TSS does not check the magic and fails on unknown types with a generic error.
     if len(raw) < 6:
@@ -234,7 +234,7 @@ def parse_quote_attest(data: bytes) -> QuoteInfo:
     st = int.from_bytes(raw[4:6], "big")
     if st != TPM_ST_ATTEST_QUOTE:
         raise ParseError(f"TPMS_ATTEST: type 0x{st:04x} is not a quote", code="not_a_quote")
-    attest = _unmarshal(TPMS_ATTEST, raw, what="TPMS_ATTEST")
+    attest = unmarshal_exact(TPMS_ATTEST, raw, what="TPMS_ATTEST")
 
     def build() -> QuoteInfo:
         clock = attest.clockInfo
@@ -256,13 +256,13 @@ def parse_quote_attest(data: bytes) -> QuoteInfo:
             pcr_digest=bytes(quote.pcrDigest),
         )
 
-    return _field("TPMS_ATTEST", build)
+    return read_field("TPMS_ATTEST", build)
 
 
 def parse_signature(data: bytes) -> TpmSignature:
     """Parse a marshalled TPMT_SIGNATURE (RSASSA, RSAPSS or ECDSA)."""
-    raw = _as_bytes(data, what="TPMT_SIGNATURE", limit=MAX_SIGNATURE_SIZE)
-    sig = _unmarshal(TPMT_SIGNATURE, raw, what="TPMT_SIGNATURE")
+    raw = as_bytes(data, what="TPMT_SIGNATURE", limit=MAX_SIGNATURE_SIZE)
+    sig = unmarshal_exact(TPMT_SIGNATURE, raw, what="TPMT_SIGNATURE")
 
     def build() -> TpmSignature:
         alg = int(sig.sigAlg)
@@ -282,12 +282,12 @@ def parse_signature(data: bytes) -> TpmSignature:
             raise ParseError("TPMT_SIGNATURE: empty RSA signature")
         return TpmSignature(scheme, _hash_name(int(rsa.hash), what=scheme), value)
 
-    return _field("TPMT_SIGNATURE", build)
+    return read_field("TPMT_SIGNATURE", build)
 
 
 def parse_tpm2b_public(data: bytes) -> TpmPublic:
     """Parse a TPM2B_PUBLIC: a 2-byte big-endian size, then exactly that TPMT_PUBLIC."""
-    raw = _as_bytes(data, what="TPM2B_PUBLIC", limit=MAX_PUBLIC_SIZE + 2)
+    raw = as_bytes(data, what="TPM2B_PUBLIC", limit=MAX_PUBLIC_SIZE + 2)
     if len(raw) < 2:
         raise ParseError("TPM2B_PUBLIC: truncated size")
     size = int.from_bytes(raw[:2], "big")
@@ -311,8 +311,8 @@ def _scheme(detail: Any) -> tuple[str | None, str | None]:
 
 def parse_tpmt_public(data: bytes) -> TpmPublic:
     """Parse a marshalled TPMT_PUBLIC of an RSA or ECC key."""
-    raw = _as_bytes(data, what="TPMT_PUBLIC", limit=MAX_PUBLIC_SIZE)
-    pub = _unmarshal(TPMT_PUBLIC, raw, what="TPMT_PUBLIC")
+    raw = as_bytes(data, what="TPMT_PUBLIC", limit=MAX_PUBLIC_SIZE)
+    pub = unmarshal_exact(TPMT_PUBLIC, raw, what="TPMT_PUBLIC")
 
     def build() -> TpmPublic:
         name_alg = int(pub.nameAlg)
@@ -364,4 +364,4 @@ def parse_tpmt_public(data: bytes) -> TpmPublic:
             )
         raise ParseError(f"TPMT_PUBLIC: unsupported key type 0x{key_type:04x}")
 
-    return _field("TPMT_PUBLIC", build)
+    return read_field("TPMT_PUBLIC", build)
