@@ -39,11 +39,11 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
-	$(VENV)/bin/ruff check agent verifier tests bench
-	$(VENV)/bin/ruff format --check agent verifier tests bench
+	$(VENV)/bin/ruff check agent verifier tests bench proto/weightgate/checkpoint
+	$(VENV)/bin/ruff format --check agent verifier tests bench proto/weightgate/checkpoint
 
 typecheck: $(STAMP_PIP)
-	$(VENV)/bin/mypy agent verifier
+	$(VENV)/bin/mypy agent verifier proto/weightgate/checkpoint
 
 contracts: $(STAMP_PIP)
 	$(VENV)/bin/lint-imports
@@ -56,6 +56,7 @@ demo: $(STAMP_PIP)
 
 bench: $(STAMP_PIP)
 	$(PY) bench/bench_quote.py
+	$(PY) bench/weights.py --size 1GiB
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Model weights on the verifier side: encrypting checkpoints for gated release."""
