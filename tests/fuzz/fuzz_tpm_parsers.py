@@ -16,14 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm import parse
+from verifier.evidence.tpm import certify, parse
 
-# The first input byte picks the parser, so one corpus covers all four.
+# The first input byte picks the parser, so one corpus covers them all.
 PARSERS: tuple[Callable[[bytes], object], ...] = (
     parse.parse_quote_attest,
     parse.parse_signature,
     parse.parse_tpm2b_public,
     parse.parse_tpmt_public,
+    certify.parse_certify_attest,
 )
 
 
