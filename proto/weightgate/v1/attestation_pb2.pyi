@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from weightgate.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -25,21 +26,29 @@ class AgentMessage(_message.Message):
 
     HELLO_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    RELEASE_REQUEST_FIELD_NUMBER: _builtins.int
+    ERASE_RECEIPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
     def evidence(self) -> Global___Evidence: ...
+    @_builtins.property
+    def release_request(self) -> Global___ReleaseRequest: ...
+    @_builtins.property
+    def erase_receipt(self) -> Global___EraseReceipt: ...
     def __init__(
         self,
         *,
         hello: Global___Hello | None = ...,
         evidence: Global___Evidence | None = ...,
+        release_request: Global___ReleaseRequest | None = ...,
+        erase_receipt: Global___EraseReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "evidence", b"evidence", "hello", b"hello"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "erase_receipt", b"erase_receipt", "evidence", b"evidence", "hello", b"hello", "release_request", b"release_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "evidence", b"evidence", "hello", b"hello"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "erase_receipt", b"erase_receipt", "evidence", b"evidence", "hello", b"hello", "release_request", b"release_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "evidence"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "evidence", "release_request", "erase_receipt"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -51,21 +60,37 @@ class VerifierMessage(_message.Message):
 
     CHALLENGE_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
+    KEY_RELEASE_FIELD_NUMBER: _builtins.int
+    RELEASE_DENIED_FIELD_NUMBER: _builtins.int
+    LEASE_RENEWAL_FIELD_NUMBER: _builtins.int
+    REVOCATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def challenge(self) -> Global___Challenge: ...
     @_builtins.property
     def verdict(self) -> _common_pb2.Verdict: ...
+    @_builtins.property
+    def key_release(self) -> Global___KeyRelease: ...
+    @_builtins.property
+    def release_denied(self) -> Global___ReleaseDenied: ...
+    @_builtins.property
+    def lease_renewal(self) -> Global___LeaseRenewal: ...
+    @_builtins.property
+    def revocation(self) -> Global___Revocation: ...
     def __init__(
         self,
         *,
         challenge: Global___Challenge | None = ...,
         verdict: _common_pb2.Verdict | None = ...,
+        key_release: Global___KeyRelease | None = ...,
+        release_denied: Global___ReleaseDenied | None = ...,
+        lease_renewal: Global___LeaseRenewal | None = ...,
+        revocation: Global___Revocation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "challenge", b"challenge", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "challenge", b"challenge", "key_release", b"key_release", "lease_renewal", b"lease_renewal", "release_denied", b"release_denied", "revocation", b"revocation", "verdict", b"verdict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "challenge", b"challenge", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "challenge", b"challenge", "key_release", b"key_release", "lease_renewal", b"lease_renewal", "release_denied", b"release_denied", "revocation", b"revocation", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["challenge", "verdict"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["challenge", "verdict", "key_release", "release_denied", "lease_renewal", "revocation"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -105,6 +130,7 @@ class Challenge(_message.Message):
     NONCE_FIELD_NUMBER: _builtins.int
     TPM_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    BINDING_KEY_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     nonce: _builtins.bytes
     """>= 32 fresh random bytes, single use"""
@@ -114,6 +140,13 @@ class Challenge(_message.Message):
     def tpm(self) -> Global___TpmQuoteRequest:
         """absent: no TPM evidence wanted"""
 
+    @_builtins.property
+    def binding_key(self) -> Global___BindingKeyRequest:
+        """Present when the verifier has no certified binding key for this host (or the
+        boot state it was bound to changed): certify (creating it if needed) the
+        host binding key and send the certification with the evidence.
+        """
+
     def __init__(
         self,
         *,
@@ -121,14 +154,41 @@ class Challenge(_message.Message):
         nonce: _builtins.bytes = ...,
         tpm: Global___TpmQuoteRequest | None = ...,
         expires_in_seconds: _builtins.int = ...,
+        binding_key: Global___BindingKeyRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "nonce", b"nonce", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "nonce", b"nonce", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Challenge: _TypeAlias = Challenge  # noqa: Y015
+
+@_typing.final
+class BindingKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUALIFYING_DATA_FIELD_NUMBER: _builtins.int
+    PCR_SELECTION_FIELD_NUMBER: _builtins.int
+    qualifying_data: _builtins.bytes
+    """Exact bytes the TPM must use as TPM2_Certify qualifyingData."""
+    @_builtins.property
+    def pcr_selection(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PcrSelection]:
+        """The boot-state PCRs the key's PolicyPCR must cover (the host group's reference)."""
+
+    def __init__(
+        self,
+        *,
+        qualifying_data: _builtins.bytes = ...,
+        pcr_selection: _abc.Iterable[_common_pb2.PcrSelection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pcr_selection", b"pcr_selection", "qualifying_data", b"qualifying_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BindingKeyRequest: _TypeAlias = BindingKeyRequest  # noqa: Y015
 
 @_typing.final
 class TpmQuoteRequest(_message.Message):
@@ -162,22 +222,247 @@ class Evidence(_message.Message):
 
     CHALLENGE_ID_FIELD_NUMBER: _builtins.int
     TPM_FIELD_NUMBER: _builtins.int
+    BINDING_KEY_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     @_builtins.property
     def tpm(self) -> Global___TpmQuote: ...
+    @_builtins.property
+    def binding_key(self) -> Global___BindingKeyCertification:
+        """answers Challenge.binding_key"""
+
     def __init__(
         self,
         *,
         challenge_id: _builtins.str = ...,
         tpm: Global___TpmQuote | None = ...,
+        binding_key: Global___BindingKeyCertification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_id", b"challenge_id", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class BindingKeyCertification(_message.Message):
+    """A TPM-resident RSA decryption key whose use is bound by policy to the boot
+    state, certified by the AK (TPM2_Certify).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_FIELD_NUMBER: _builtins.int
+    ATTEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    public: _builtins.bytes
+    """marshalled TPM2B_PUBLIC of the binding key"""
+    attest: _builtins.bytes
+    """TPMS_ATTEST (TPM_ST_ATTEST_CERTIFY) exactly as signed"""
+    signature: _builtins.bytes
+    """marshalled TPMT_SIGNATURE by the AK"""
+    def __init__(
+        self,
+        *,
+        public: _builtins.bytes = ...,
+        attest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attest", b"attest", "public", b"public", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BindingKeyCertification: _TypeAlias = BindingKeyCertification  # noqa: Y015
+
+@_typing.final
+class ReleaseRequest(_message.Message):
+    """The agent asks for the keys of one model version (by manifest digest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """agent-chosen, echoed in the answer"""
+    manifest_digest: _builtins.bytes
+    """SHA-256 of the exact signed manifest bytes"""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_digest", b"manifest_digest", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class KeyRelease(_message.Message):
+    """Keys for one model version, wrapped to this host's binding key, on a lease.
+    The data keys are in `wrapped_data_keys`, AES-256-GCM under a transport key
+    that only the host's TPM, in the attested boot state, can decrypt. The AAD
+    context both sides compute is
+      "weightgate/v1/release" 0x00 host_id 0x00 release_id 0x00 manifest_digest
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    MANIFEST_SIGNATURE_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_TRANSPORT_KEY_FIELD_NUMBER: _builtins.int
+    WRAPPED_DATA_KEYS_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    release_id: _builtins.str
+    manifest: _builtins.bytes
+    """exact manifest bytes the verifier signed"""
+    manifest_signature: _builtins.bytes
+    """Ed25519 by the verifier's signing key"""
+    encrypted_transport_key: _builtins.bytes
+    """RSA-OAEP-SHA256 to the binding key"""
+    wrapped_data_keys: _builtins.bytes
+    """file id (hex) -> data key, see above"""
+    @_builtins.property
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        release_id: _builtins.str = ...,
+        manifest: _builtins.bytes = ...,
+        manifest_signature: _builtins.bytes = ...,
+        encrypted_transport_key: _builtins.bytes = ...,
+        wrapped_data_keys: _builtins.bytes = ...,
+        lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encrypted_transport_key", b"encrypted_transport_key", "lease_expires_at", b"lease_expires_at", "manifest", b"manifest", "manifest_signature", b"manifest_signature", "release_id", b"release_id", "request_id", b"request_id", "wrapped_data_keys", b"wrapped_data_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRelease: _TypeAlias = KeyRelease  # noqa: Y015
+
+@_typing.final
+class ReleaseDenied(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    manifest_digest: _builtins.bytes
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Reason]:
+        """every reason, not just the first"""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+        reasons: _abc.Iterable[_common_pb2.Reason] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_digest", b"manifest_digest", "reasons", b"reasons", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseDenied: _TypeAlias = ReleaseDenied  # noqa: Y015
+
+@_typing.final
+class LeaseRenewal(_message.Message):
+    """Sent after each affirming verdict for every live release of the host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    @_builtins.property
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at", "release_id", b"release_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseRenewal: _TypeAlias = LeaseRenewal  # noqa: Y015
+
+@_typing.final
+class Revocation(_message.Message):
+    """Trust was withdrawn (failed evidence, reboot, quarantine, lease expiry): the
+    agent must erase the decrypted weights and its keys, then prove it with an
+    EraseReceipt: a TPM quote by its AK whose qualifyingData is
+    `qualifying_data` (the verifier's derivation of a fresh nonce and release id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    QUALIFYING_DATA_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    qualifying_data: _builtins.bytes
+    @_builtins.property
+    def reason(self) -> _common_pb2.Reason: ...
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        reason: _common_pb2.Reason | None = ...,
+        qualifying_data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["qualifying_data", b"qualifying_data", "reason", b"reason", "release_id", b"release_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revocation: _TypeAlias = Revocation  # noqa: Y015
+
+@_typing.final
+class EraseReceipt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    ATTEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    attest: _builtins.bytes
+    """TPMS_ATTEST of a quote (any PCR selection) with extraData = Revocation.qualifying_data"""
+    signature: _builtins.bytes
+    """marshalled TPMT_SIGNATURE by the AK"""
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        attest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attest", b"attest", "release_id", b"release_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseReceipt: _TypeAlias = EraseReceipt  # noqa: Y015
 
 @_typing.final
 class TpmQuote(_message.Message):

@@ -28,7 +28,9 @@ if _version_not_supported:
 class AttestationStub:
     """Continuous attestation. The agent opens the stream and says hello; from then
     on the verifier drives it: challenge -> evidence -> verdict, then the next
-    challenge after the configured interval.
+    challenge after the configured interval. On the same stream the agent asks for
+    model keys (ReleaseRequest) and the verifier releases, renews, denies or
+    revokes them; a revoked release is answered with an EraseReceipt.
     """
 
     def __init__(self, channel):
@@ -47,7 +49,9 @@ class AttestationStub:
 class AttestationServicer:
     """Continuous attestation. The agent opens the stream and says hello; from then
     on the verifier drives it: challenge -> evidence -> verdict, then the next
-    challenge after the configured interval.
+    challenge after the configured interval. On the same stream the agent asks for
+    model keys (ReleaseRequest) and the verifier releases, renews, denies or
+    revokes them; a revoked release is answered with an EraseReceipt.
     """
 
     def Attest(self, request_iterator, context):
@@ -75,7 +79,9 @@ def add_AttestationServicer_to_server(servicer, server):
 class Attestation:
     """Continuous attestation. The agent opens the stream and says hello; from then
     on the verifier drives it: challenge -> evidence -> verdict, then the next
-    challenge after the configured interval.
+    challenge after the configured interval. On the same stream the agent asks for
+    model keys (ReleaseRequest) and the verifier releases, renews, denies or
+    revokes them; a revoked release is answered with an EraseReceipt.
     """
 
     @staticmethod

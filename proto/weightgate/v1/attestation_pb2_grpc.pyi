@@ -29,7 +29,9 @@ GRPC_VERSION: str
 class AttestationStub:
     """Continuous attestation. The agent opens the stream and says hello; from then
     on the verifier drives it: challenge -> evidence -> verdict, then the next
-    challenge after the configured interval.
+    challenge after the configured interval. On the same stream the agent asks for
+    model keys (ReleaseRequest) and the verifier releases, renews, denies or
+    revokes them; a revoked release is answered with an EraseReceipt.
     """
 
     @_typing.overload
@@ -42,7 +44,9 @@ class AttestationStub:
 class AttestationAsyncStub(AttestationStub):
     """Continuous attestation. The agent opens the stream and says hello; from then
     on the verifier drives it: challenge -> evidence -> verdict, then the next
-    challenge after the configured interval.
+    challenge after the configured interval. On the same stream the agent asks for
+    model keys (ReleaseRequest) and the verifier releases, renews, denies or
+    revokes them; a revoked release is answered with an EraseReceipt.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -51,7 +55,9 @@ class AttestationAsyncStub(AttestationStub):
 class AttestationServicer(metaclass=_abc_1.ABCMeta):
     """Continuous attestation. The agent opens the stream and says hello; from then
     on the verifier drives it: challenge -> evidence -> verdict, then the next
-    challenge after the configured interval.
+    challenge after the configured interval. On the same stream the agent asks for
+    model keys (ReleaseRequest) and the verifier releases, renews, denies or
+    revokes them; a revoked release is answered with an EraseReceipt.
     """
 
     @_abc_1.abstractmethod

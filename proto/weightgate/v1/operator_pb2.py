@@ -26,35 +26,69 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from weightgate.v1 import common_pb2 as weightgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cweightgate/v1/operator.proto\x12\rweightgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aweightgate/v1/common.proto\"5\n\x13RegisterHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\"\xb6\x01\n\x0bHostSummary\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.weightgate.v1.HostStatus\x12\x34\n\x10last_attestation\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07reasons\x18\x05 \x03(\x0b\x32\x15.weightgate.v1.Reason\"\x12\n\x10ListHostsRequest\">\n\x11ListHostsResponse\x12)\n\x05hosts\x18\x01 \x03(\x0b\x32\x1a.weightgate.v1.HostSummary\"8\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x15\n\rhistory_limit\x18\x02 \x01(\r\"Q\n\tHostEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x9d\x01\n\nHostDetail\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.weightgate.v1.HostSummary\x12\x0f\n\x07\x61k_name\x18\x02 \x01(\x0c\x12\'\n\x07history\x18\x03 \x03(\x0b\x32\x16.weightgate.v1.Verdict\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.weightgate.v1.HostEvent\"P\n\x19SetReferenceValuesRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x04pcrs\x18\x02 \x03(\x0b\x32\x16.weightgate.v1.PcrBank\"*\n\x19GetReferenceValuesRequest\x12\r\n\x05group\x18\x01 \x01(\t\"v\n\x0fReferenceValues\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x04pcrs\x18\x02 \x03(\x0b\x32\x16.weightgate.v1.PcrBank\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x93\x01\n\nHostStatus\x12\x1b\n\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16HOST_STATUS_REGISTERED\x10\x01\x12\x18\n\x14HOST_STATUS_ENROLLED\x10\x02\x12\x17\n\x13HOST_STATUS_TRUSTED\x10\x03\x12\x19\n\x15HOST_STATUS_UNTRUSTED\x10\x04\x32\xaf\x03\n\x08Operator\x12N\n\x0cRegisterHost\x12\".weightgate.v1.RegisterHostRequest\x1a\x1a.weightgate.v1.HostSummary\x12N\n\tListHosts\x12\x1f.weightgate.v1.ListHostsRequest\x1a .weightgate.v1.ListHostsResponse\x12\x43\n\x07GetHost\x12\x1d.weightgate.v1.GetHostRequest\x1a\x19.weightgate.v1.HostDetail\x12^\n\x12SetReferenceValues\x12(.weightgate.v1.SetReferenceValuesRequest\x1a\x1e.weightgate.v1.ReferenceValues\x12^\n\x12GetReferenceValues\x12(.weightgate.v1.GetReferenceValuesRequest\x1a\x1e.weightgate.v1.ReferenceValuesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cweightgate/v1/operator.proto\x12\rweightgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aweightgate/v1/common.proto\"5\n\x13RegisterHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\"\xc4\x01\n\x0bHostSummary\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.weightgate.v1.HostStatus\x12\x34\n\x10last_attestation\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07reasons\x18\x05 \x03(\x0b\x32\x15.weightgate.v1.Reason\x12\x0c\n\x04site\x18\x06 \x01(\t\"\x12\n\x10ListHostsRequest\">\n\x11ListHostsResponse\x12)\n\x05hosts\x18\x01 \x03(\x0b\x32\x1a.weightgate.v1.HostSummary\"8\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x15\n\rhistory_limit\x18\x02 \x01(\r\"Q\n\tHostEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x9d\x01\n\nHostDetail\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.weightgate.v1.HostSummary\x12\x0f\n\x07\x61k_name\x18\x02 \x01(\x0c\x12\'\n\x07history\x18\x03 \x03(\x0b\x32\x16.weightgate.v1.Verdict\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.weightgate.v1.HostEvent\"P\n\x19SetReferenceValuesRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x04pcrs\x18\x02 \x03(\x0b\x32\x16.weightgate.v1.PcrBank\"*\n\x19GetReferenceValuesRequest\x12\r\n\x05group\x18\x01 \x01(\t\"v\n\x0fReferenceValues\x12\r\n\x05group\x18\x01 \x01(\t\x12$\n\x04pcrs\x18\x02 \x03(\x0b\x32\x16.weightgate.v1.PcrBank\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb4\x01\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\trisk_tier\x18\x03 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x04 \x01(\x0c\x12\x12\n\nfile_count\x18\x05 \x01(\r\x12\x17\n\x0fplaintext_bytes\x18\x06 \x01(\x04\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x01\n\x16\x41\x64\x64ModelVersionRequest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\x02 \x01(\x0c\x12U\n\x11wrapped_data_keys\x18\x03 \x03(\x0b\x32:.weightgate.v1.AddModelVersionRequest.WrappedDataKeysEntry\x1a\x36\n\x14WrappedDataKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x1a\n\x18ListModelVersionsRequest\"H\n\x19ListModelVersionsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.weightgate.v1.ModelVersion\"1\n\x16GetModelVersionRequest\x12\x17\n\x0fmanifest_digest\x18\x01 \x01(\x0c\"H\n\x04Site\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63leared_risk_tiers\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"3\n\x0eSetSiteRequest\x12!\n\x04site\x18\x01 \x01(\x0b\x32\x13.weightgate.v1.Site\";\n\x17\x41ssignHostToSiteRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"\xdc\x01\n\x06Review\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\x0c\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x11\n\trisk_tier\x18\x04 \x01(\t\x12\x10\n\x08reviewer\x18\x05 \x01(\t\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x13RecordReviewRequest\x12\x17\n\x0fmanifest_digest\x18\x01 \x01(\x0c\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x10\n\x08reviewer\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x12\n\nvalid_days\x18\x05 \x01(\r\"\x93\x03\n\x07Release\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\x0c\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.weightgate.v1.ReleaseState\x12/\n\x0breleased_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10lease_expires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrenewed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\terased_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11revocation_reason\x18\x0b \x01(\t\"?\n\x13ListReleasesRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\x0c\"@\n\x14ListReleasesResponse\x12(\n\x08releases\x18\x01 \x03(\x0b\x32\x16.weightgate.v1.Release\"8\n\x15QuarantineHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xb0\x01\n\nHostStatus\x12\x1b\n\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16HOST_STATUS_REGISTERED\x10\x01\x12\x18\n\x14HOST_STATUS_ENROLLED\x10\x02\x12\x17\n\x13HOST_STATUS_TRUSTED\x10\x03\x12\x19\n\x15HOST_STATUS_UNTRUSTED\x10\x04\x12\x1b\n\x17HOST_STATUS_QUARANTINED\x10\x05*\x99\x01\n\x0cReleaseState\x12\x1d\n\x19RELEASE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RELEASE_STATE_RELEASED\x10\x01\x12\x19\n\x15RELEASE_STATE_REVOKED\x10\x02\x12\x18\n\x14RELEASE_STATE_ERASED\x10\x03\x12\x19\n\x15RELEASE_STATE_EXPIRED\x10\x04\x32\xd4\x08\n\x08Operator\x12N\n\x0cRegisterHost\x12\".weightgate.v1.RegisterHostRequest\x1a\x1a.weightgate.v1.HostSummary\x12N\n\tListHosts\x12\x1f.weightgate.v1.ListHostsRequest\x1a .weightgate.v1.ListHostsResponse\x12\x43\n\x07GetHost\x12\x1d.weightgate.v1.GetHostRequest\x1a\x19.weightgate.v1.HostDetail\x12^\n\x12SetReferenceValues\x12(.weightgate.v1.SetReferenceValuesRequest\x1a\x1e.weightgate.v1.ReferenceValues\x12^\n\x12GetReferenceValues\x12(.weightgate.v1.GetReferenceValuesRequest\x1a\x1e.weightgate.v1.ReferenceValues\x12U\n\x0f\x41\x64\x64ModelVersion\x12%.weightgate.v1.AddModelVersionRequest\x1a\x1b.weightgate.v1.ModelVersion\x12\x66\n\x11ListModelVersions\x12\'.weightgate.v1.ListModelVersionsRequest\x1a(.weightgate.v1.ListModelVersionsResponse\x12U\n\x0fGetModelVersion\x12%.weightgate.v1.GetModelVersionRequest\x1a\x1b.weightgate.v1.ModelVersion\x12=\n\x07SetSite\x12\x1d.weightgate.v1.SetSiteRequest\x1a\x13.weightgate.v1.Site\x12V\n\x10\x41ssignHostToSite\x12&.weightgate.v1.AssignHostToSiteRequest\x1a\x1a.weightgate.v1.HostSummary\x12I\n\x0cRecordReview\x12\".weightgate.v1.RecordReviewRequest\x1a\x15.weightgate.v1.Review\x12W\n\x0cListReleases\x12\".weightgate.v1.ListReleasesRequest\x1a#.weightgate.v1.ListReleasesResponse\x12R\n\x0eQuarantineHost\x12$.weightgate.v1.QuarantineHostRequest\x1a\x1a.weightgate.v1.HostSummaryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'weightgate.v1.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HOSTSTATUS']._serialized_start=980
-  _globals['_HOSTSTATUS']._serialized_end=1127
+  _globals['_ADDMODELVERSIONREQUEST_WRAPPEDDATAKEYSENTRY']._loaded_options = None
+  _globals['_ADDMODELVERSIONREQUEST_WRAPPEDDATAKEYSENTRY']._serialized_options = b'8\001'
+  _globals['_HOSTSTATUS']._serialized_start=2672
+  _globals['_HOSTSTATUS']._serialized_end=2848
+  _globals['_RELEASESTATE']._serialized_start=2851
+  _globals['_RELEASESTATE']._serialized_end=3004
   _globals['_REGISTERHOSTREQUEST']._serialized_start=108
   _globals['_REGISTERHOSTREQUEST']._serialized_end=161
   _globals['_HOSTSUMMARY']._serialized_start=164
-  _globals['_HOSTSUMMARY']._serialized_end=346
-  _globals['_LISTHOSTSREQUEST']._serialized_start=348
-  _globals['_LISTHOSTSREQUEST']._serialized_end=366
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=368
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=430
-  _globals['_GETHOSTREQUEST']._serialized_start=432
-  _globals['_GETHOSTREQUEST']._serialized_end=488
-  _globals['_HOSTEVENT']._serialized_start=490
-  _globals['_HOSTEVENT']._serialized_end=571
-  _globals['_HOSTDETAIL']._serialized_start=574
-  _globals['_HOSTDETAIL']._serialized_end=731
-  _globals['_SETREFERENCEVALUESREQUEST']._serialized_start=733
-  _globals['_SETREFERENCEVALUESREQUEST']._serialized_end=813
-  _globals['_GETREFERENCEVALUESREQUEST']._serialized_start=815
-  _globals['_GETREFERENCEVALUESREQUEST']._serialized_end=857
-  _globals['_REFERENCEVALUES']._serialized_start=859
-  _globals['_REFERENCEVALUES']._serialized_end=977
-  _globals['_OPERATOR']._serialized_start=1130
-  _globals['_OPERATOR']._serialized_end=1561
+  _globals['_HOSTSUMMARY']._serialized_end=360
+  _globals['_LISTHOSTSREQUEST']._serialized_start=362
+  _globals['_LISTHOSTSREQUEST']._serialized_end=380
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=382
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=444
+  _globals['_GETHOSTREQUEST']._serialized_start=446
+  _globals['_GETHOSTREQUEST']._serialized_end=502
+  _globals['_HOSTEVENT']._serialized_start=504
+  _globals['_HOSTEVENT']._serialized_end=585
+  _globals['_HOSTDETAIL']._serialized_start=588
+  _globals['_HOSTDETAIL']._serialized_end=745
+  _globals['_SETREFERENCEVALUESREQUEST']._serialized_start=747
+  _globals['_SETREFERENCEVALUESREQUEST']._serialized_end=827
+  _globals['_GETREFERENCEVALUESREQUEST']._serialized_start=829
+  _globals['_GETREFERENCEVALUESREQUEST']._serialized_end=871
+  _globals['_REFERENCEVALUES']._serialized_start=873
+  _globals['_REFERENCEVALUES']._serialized_end=991
+  _globals['_MODELVERSION']._serialized_start=994
+  _globals['_MODELVERSION']._serialized_end=1174
+  _globals['_ADDMODELVERSIONREQUEST']._serialized_start=1177
+  _globals['_ADDMODELVERSIONREQUEST']._serialized_end=1390
+  _globals['_ADDMODELVERSIONREQUEST_WRAPPEDDATAKEYSENTRY']._serialized_start=1336
+  _globals['_ADDMODELVERSIONREQUEST_WRAPPEDDATAKEYSENTRY']._serialized_end=1390
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1392
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1418
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1420
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1492
+  _globals['_GETMODELVERSIONREQUEST']._serialized_start=1494
+  _globals['_GETMODELVERSIONREQUEST']._serialized_end=1543
+  _globals['_SITE']._serialized_start=1545
+  _globals['_SITE']._serialized_end=1617
+  _globals['_SETSITEREQUEST']._serialized_start=1619
+  _globals['_SETSITEREQUEST']._serialized_end=1670
+  _globals['_ASSIGNHOSTTOSITEREQUEST']._serialized_start=1672
+  _globals['_ASSIGNHOSTTOSITEREQUEST']._serialized_end=1731
+  _globals['_REVIEW']._serialized_start=1734
+  _globals['_REVIEW']._serialized_end=1954
+  _globals['_RECORDREVIEWREQUEST']._serialized_start=1956
+  _globals['_RECORDREVIEWREQUEST']._serialized_end=2074
+  _globals['_RELEASE']._serialized_start=2077
+  _globals['_RELEASE']._serialized_end=2480
+  _globals['_LISTRELEASESREQUEST']._serialized_start=2482
+  _globals['_LISTRELEASESREQUEST']._serialized_end=2545
+  _globals['_LISTRELEASESRESPONSE']._serialized_start=2547
+  _globals['_LISTRELEASESRESPONSE']._serialized_end=2611
+  _globals['_QUARANTINEHOSTREQUEST']._serialized_start=2613
+  _globals['_QUARANTINEHOSTREQUEST']._serialized_end=2669
+  _globals['_OPERATOR']._serialized_start=3007
+  _globals['_OPERATOR']._serialized_end=4115
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,8 @@ class _HostStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HostStatus
     """latest verdict affirms"""
     HOST_STATUS_UNTRUSTED: _HostStatus.ValueType  # 4
     """latest verdict does not affirm"""
+    HOST_STATUS_QUARANTINED: _HostStatus.ValueType  # 5
+    """an operator withdrew trust; no releases until cleared"""
 
 class HostStatus(_HostStatus, metaclass=_HostStatusEnumTypeWrapper): ...
 
@@ -48,7 +50,38 @@ HOST_STATUS_TRUSTED: HostStatus.ValueType  # 3
 """latest verdict affirms"""
 HOST_STATUS_UNTRUSTED: HostStatus.ValueType  # 4
 """latest verdict does not affirm"""
+HOST_STATUS_QUARANTINED: HostStatus.ValueType  # 5
+"""an operator withdrew trust; no releases until cleared"""
 Global___HostStatus: _TypeAlias = HostStatus  # noqa: Y015
+
+class _ReleaseState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReleaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReleaseState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RELEASE_STATE_UNSPECIFIED: _ReleaseState.ValueType  # 0
+    RELEASE_STATE_RELEASED: _ReleaseState.ValueType  # 1
+    """keys sent, lease running"""
+    RELEASE_STATE_REVOKED: _ReleaseState.ValueType  # 2
+    """trust withdrawn, erase receipt awaited"""
+    RELEASE_STATE_ERASED: _ReleaseState.ValueType  # 3
+    """erase receipt verified"""
+    RELEASE_STATE_EXPIRED: _ReleaseState.ValueType  # 4
+    """lease ran out without renewal, erase receipt awaited"""
+
+class ReleaseState(_ReleaseState, metaclass=_ReleaseStateEnumTypeWrapper): ...
+
+RELEASE_STATE_UNSPECIFIED: ReleaseState.ValueType  # 0
+RELEASE_STATE_RELEASED: ReleaseState.ValueType  # 1
+"""keys sent, lease running"""
+RELEASE_STATE_REVOKED: ReleaseState.ValueType  # 2
+"""trust withdrawn, erase receipt awaited"""
+RELEASE_STATE_ERASED: ReleaseState.ValueType  # 3
+"""erase receipt verified"""
+RELEASE_STATE_EXPIRED: ReleaseState.ValueType  # 4
+"""lease ran out without renewal, erase receipt awaited"""
+Global___ReleaseState: _TypeAlias = ReleaseState  # noqa: Y015
 
 @_typing.final
 class RegisterHostRequest(_message.Message):
@@ -82,9 +115,12 @@ class HostSummary(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     LAST_ATTESTATION_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     group: _builtins.str
     status: Global___HostStatus.ValueType
+    site: _builtins.str
+    """empty: not assigned"""
     @_builtins.property
     def last_attestation(self) -> _timestamp_pb2.Timestamp:
         """unset: never attested"""
@@ -101,10 +137,11 @@ class HostSummary(_message.Message):
         status: Global___HostStatus.ValueType = ...,
         last_attestation: _timestamp_pb2.Timestamp | None = ...,
         reasons: _abc.Iterable[_common_pb2.Reason] | None = ...,
+        site: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_attestation", b"last_attestation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "host_id", b"host_id", "last_attestation", b"last_attestation", "reasons", b"reasons", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "host_id", b"host_id", "last_attestation", b"last_attestation", "reasons", b"reasons", "site", b"site", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -298,3 +335,409 @@ class ReferenceValues(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReferenceValues: _TypeAlias = ReferenceValues  # noqa: Y015
+
+@_typing.final
+class ModelVersion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    RISK_TIER_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    FILE_COUNT_FIELD_NUMBER: _builtins.int
+    PLAINTEXT_BYTES_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    risk_tier: _builtins.str
+    manifest_digest: _builtins.bytes
+    file_count: _builtins.int
+    plaintext_bytes: _builtins.int
+    @_builtins.property
+    def added_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        risk_tier: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+        file_count: _builtins.int = ...,
+        plaintext_bytes: _builtins.int = ...,
+        added_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "file_count", b"file_count", "manifest_digest", b"manifest_digest", "name", b"name", "plaintext_bytes", b"plaintext_bytes", "risk_tier", b"risk_tier", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelVersion: _TypeAlias = ModelVersion  # noqa: Y015
+
+@_typing.final
+class AddModelVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class WrappedDataKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    MANIFEST_SIGNATURE_FIELD_NUMBER: _builtins.int
+    WRAPPED_DATA_KEYS_FIELD_NUMBER: _builtins.int
+    manifest: _builtins.bytes
+    """exact manifest bytes"""
+    manifest_signature: _builtins.bytes
+    """must verify under the verifier's signing key"""
+    @_builtins.property
+    def wrapped_data_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """file id (hex) -> data key wrapped by the verifier's key store"""
+
+    def __init__(
+        self,
+        *,
+        manifest: _builtins.bytes = ...,
+        manifest_signature: _builtins.bytes = ...,
+        wrapped_data_keys: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest", "manifest_signature", b"manifest_signature", "wrapped_data_keys", b"wrapped_data_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddModelVersionRequest: _TypeAlias = AddModelVersionRequest  # noqa: Y015
+
+@_typing.final
+class ListModelVersionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelVersionsRequest: _TypeAlias = ListModelVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListModelVersionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelVersionsResponse: _TypeAlias = ListModelVersionsResponse  # noqa: Y015
+
+@_typing.final
+class GetModelVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    manifest_digest: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        manifest_digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_digest", b"manifest_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelVersionRequest: _TypeAlias = GetModelVersionRequest  # noqa: Y015
+
+@_typing.final
+class Site(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    CLEARED_RISK_TIERS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    site_id: _builtins.str
+    description: _builtins.str
+    """datacenter, country, operating organisation"""
+    @_builtins.property
+    def cleared_risk_tiers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        site_id: _builtins.str = ...,
+        cleared_risk_tiers: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleared_risk_tiers", b"cleared_risk_tiers", "description", b"description", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Site: _TypeAlias = Site  # noqa: Y015
+
+@_typing.final
+class SetSiteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def site(self) -> Global___Site: ...
+    def __init__(
+        self,
+        *,
+        site: Global___Site | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["site", b"site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSiteRequest: _TypeAlias = SetSiteRequest  # noqa: Y015
+
+@_typing.final
+class AssignHostToSiteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    site_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignHostToSiteRequest: _TypeAlias = AssignHostToSiteRequest  # noqa: Y015
+
+@_typing.final
+class Review(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    RISK_TIER_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    manifest_digest: _builtins.bytes
+    site_id: _builtins.str
+    risk_tier: _builtins.str
+    reviewer: _builtins.str
+    summary: _builtins.str
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+        site_id: _builtins.str = ...,
+        risk_tier: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "manifest_digest", b"manifest_digest", "recorded_at", b"recorded_at", "review_id", b"review_id", "reviewer", b"reviewer", "risk_tier", b"risk_tier", "site_id", b"site_id", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Review: _TypeAlias = Review  # noqa: Y015
+
+@_typing.final
+class RecordReviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    VALID_DAYS_FIELD_NUMBER: _builtins.int
+    manifest_digest: _builtins.bytes
+    site_id: _builtins.str
+    reviewer: _builtins.str
+    summary: _builtins.str
+    valid_days: _builtins.int
+    """0: the verifier's default"""
+    def __init__(
+        self,
+        *,
+        manifest_digest: _builtins.bytes = ...,
+        site_id: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        valid_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_digest", b"manifest_digest", "reviewer", b"reviewer", "site_id", b"site_id", "summary", b"summary", "valid_days", b"valid_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReviewRequest: _TypeAlias = RecordReviewRequest  # noqa: Y015
+
+@_typing.final
+class Release(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RELEASED_AT_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    RENEWED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    REVOCATION_REASON_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    host_id: _builtins.str
+    manifest_digest: _builtins.bytes
+    model: _builtins.str
+    """name:version"""
+    state: Global___ReleaseState.ValueType
+    revocation_reason: _builtins.str
+    @_builtins.property
+    def released_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def renewed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def erased_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        host_id: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+        model: _builtins.str = ...,
+        state: Global___ReleaseState.ValueType = ...,
+        released_at: _timestamp_pb2.Timestamp | None = ...,
+        lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        renewed_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        erased_at: _timestamp_pb2.Timestamp | None = ...,
+        revocation_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at", "lease_expires_at", b"lease_expires_at", "released_at", b"released_at", "renewed_at", b"renewed_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at", "host_id", b"host_id", "lease_expires_at", b"lease_expires_at", "manifest_digest", b"manifest_digest", "model", b"model", "release_id", b"release_id", "released_at", b"released_at", "renewed_at", b"renewed_at", "revocation_reason", b"revocation_reason", "revoked_at", b"revoked_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Release: _TypeAlias = Release  # noqa: Y015
+
+@_typing.final
+class ListReleasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    """empty: all hosts"""
+    manifest_digest: _builtins.bytes
+    """empty: all models"""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "manifest_digest", b"manifest_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesRequest: _TypeAlias = ListReleasesRequest  # noqa: Y015
+
+@_typing.final
+class ListReleasesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Release]: ...
+    def __init__(
+        self,
+        *,
+        releases: _abc.Iterable[Global___Release] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["releases", b"releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesResponse: _TypeAlias = ListReleasesResponse  # noqa: Y015
+
+@_typing.final
+class QuarantineHostRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantineHostRequest: _TypeAlias = QuarantineHostRequest  # noqa: Y015

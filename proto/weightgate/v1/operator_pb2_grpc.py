@@ -60,6 +60,46 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
                 _registered_method=True)
+        self.AddModelVersion = channel.unary_unary(
+                '/weightgate.v1.Operator/AddModelVersion',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.AddModelVersionRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.ListModelVersions = channel.unary_unary(
+                '/weightgate.v1.Operator/ListModelVersions',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListModelVersionsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetModelVersion = channel.unary_unary(
+                '/weightgate.v1.Operator/GetModelVersion',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetModelVersionRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.SetSite = channel.unary_unary(
+                '/weightgate.v1.Operator/SetSite',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.SetSiteRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Site.FromString,
+                _registered_method=True)
+        self.AssignHostToSite = channel.unary_unary(
+                '/weightgate.v1.Operator/AssignHostToSite',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.AssignHostToSiteRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
+                _registered_method=True)
+        self.RecordReview = channel.unary_unary(
+                '/weightgate.v1.Operator/RecordReview',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.RecordReviewRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Review.FromString,
+                _registered_method=True)
+        self.ListReleases = channel.unary_unary(
+                '/weightgate.v1.Operator/ListReleases',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListReleasesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListReleasesResponse.FromString,
+                _registered_method=True)
+        self.QuarantineHost = channel.unary_unary(
+                '/weightgate.v1.Operator/QuarantineHost',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.QuarantineHostRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -96,6 +136,58 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddModelVersion(self, request, context):
+        """Models: an encrypted checkpoint is registered by its signed manifest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSite(self, request, context):
+        """Sites, clearances and pre-deployment reviews (minimal records; the
+        two-person approval workflow wraps these later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignHostToSite(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordReview(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReleases(self, request, context):
+        """Key releases and their leases; quarantine revokes them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuarantineHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +215,46 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.GetReferenceValues,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.SerializeToString,
+            ),
+            'AddModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddModelVersion,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.AddModelVersionRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ModelVersion.SerializeToString,
+            ),
+            'ListModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelVersions,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListModelVersionsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'GetModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelVersion,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetModelVersionRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ModelVersion.SerializeToString,
+            ),
+            'SetSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSite,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.SetSiteRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Site.SerializeToString,
+            ),
+            'AssignHostToSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignHostToSite,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.AssignHostToSiteRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.SerializeToString,
+            ),
+            'RecordReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordReview,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.RecordReviewRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Review.SerializeToString,
+            ),
+            'ListReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReleases,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListReleasesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'QuarantineHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuarantineHost,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.QuarantineHostRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +393,222 @@ class Operator:
             '/weightgate.v1.Operator/GetReferenceValues',
             weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/AddModelVersion',
+            weightgate_dot_v1_dot_operator__pb2.AddModelVersionRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListModelVersions',
+            weightgate_dot_v1_dot_operator__pb2.ListModelVersionsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/GetModelVersion',
+            weightgate_dot_v1_dot_operator__pb2.GetModelVersionRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/SetSite',
+            weightgate_dot_v1_dot_operator__pb2.SetSiteRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.Site.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignHostToSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/AssignHostToSite',
+            weightgate_dot_v1_dot_operator__pb2.AssignHostToSiteRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/RecordReview',
+            weightgate_dot_v1_dot_operator__pb2.RecordReviewRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.Review.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListReleases',
+            weightgate_dot_v1_dot_operator__pb2.ListReleasesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuarantineHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/QuarantineHost',
+            weightgate_dot_v1_dot_operator__pb2.QuarantineHostRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,19 @@ class OperatorStub:
     GetHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]
     SetReferenceValues: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetReferenceValuesRequest, _operator_pb2.ReferenceValues]
     GetReferenceValues: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]
+    AddModelVersion: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AddModelVersionRequest, _operator_pb2.ModelVersion]
+    """Models: an encrypted checkpoint is registered by its signed manifest."""
+    ListModelVersions: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListModelVersionsRequest, _operator_pb2.ListModelVersionsResponse]
+    GetModelVersion: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetModelVersionRequest, _operator_pb2.ModelVersion]
+    SetSite: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetSiteRequest, _operator_pb2.Site]
+    """Sites, clearances and pre-deployment reviews (minimal records; the
+    two-person approval workflow wraps these later).
+    """
+    AssignHostToSite: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AssignHostToSiteRequest, _operator_pb2.HostSummary]
+    RecordReview: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RecordReviewRequest, _operator_pb2.Review]
+    ListReleases: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]
+    """Key releases and their leases; quarantine revokes them."""
+    QuarantineHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -49,6 +62,19 @@ class OperatorAsyncStub(OperatorStub):
     GetHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]  # type: ignore[assignment]
     SetReferenceValues: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetReferenceValuesRequest, _operator_pb2.ReferenceValues]  # type: ignore[assignment]
     GetReferenceValues: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]  # type: ignore[assignment]
+    AddModelVersion: _aio.UnaryUnaryMultiCallable[_operator_pb2.AddModelVersionRequest, _operator_pb2.ModelVersion]  # type: ignore[assignment]
+    """Models: an encrypted checkpoint is registered by its signed manifest."""
+    ListModelVersions: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListModelVersionsRequest, _operator_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
+    GetModelVersion: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetModelVersionRequest, _operator_pb2.ModelVersion]  # type: ignore[assignment]
+    SetSite: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetSiteRequest, _operator_pb2.Site]  # type: ignore[assignment]
+    """Sites, clearances and pre-deployment reviews (minimal records; the
+    two-person approval workflow wraps these later).
+    """
+    AssignHostToSite: _aio.UnaryUnaryMultiCallable[_operator_pb2.AssignHostToSiteRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
+    RecordReview: _aio.UnaryUnaryMultiCallable[_operator_pb2.RecordReviewRequest, _operator_pb2.Review]  # type: ignore[assignment]
+    ListReleases: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]  # type: ignore[assignment]
+    """Key releases and their leases; quarantine revokes them."""
+    QuarantineHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """Operator API: what the `weightgate` command line talks to."""
@@ -87,5 +113,66 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.GetReferenceValuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ReferenceValues, _abc.Awaitable[_operator_pb2.ReferenceValues]]: ...
+
+    @_abc_1.abstractmethod
+    def AddModelVersion(
+        self,
+        request: _operator_pb2.AddModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ModelVersion, _abc.Awaitable[_operator_pb2.ModelVersion]]:
+        """Models: an encrypted checkpoint is registered by its signed manifest."""
+
+    @_abc_1.abstractmethod
+    def ListModelVersions(
+        self,
+        request: _operator_pb2.ListModelVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListModelVersionsResponse, _abc.Awaitable[_operator_pb2.ListModelVersionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetModelVersion(
+        self,
+        request: _operator_pb2.GetModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ModelVersion, _abc.Awaitable[_operator_pb2.ModelVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def SetSite(
+        self,
+        request: _operator_pb2.SetSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.Site, _abc.Awaitable[_operator_pb2.Site]]:
+        """Sites, clearances and pre-deployment reviews (minimal records; the
+        two-person approval workflow wraps these later).
+        """
+
+    @_abc_1.abstractmethod
+    def AssignHostToSite(
+        self,
+        request: _operator_pb2.AssignHostToSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.HostSummary, _abc.Awaitable[_operator_pb2.HostSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordReview(
+        self,
+        request: _operator_pb2.RecordReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.Review, _abc.Awaitable[_operator_pb2.Review]]: ...
+
+    @_abc_1.abstractmethod
+    def ListReleases(
+        self,
+        request: _operator_pb2.ListReleasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListReleasesResponse, _abc.Awaitable[_operator_pb2.ListReleasesResponse]]:
+        """Key releases and their leases; quarantine revokes them."""
+
+    @_abc_1.abstractmethod
+    def QuarantineHost(
+        self,
+        request: _operator_pb2.QuarantineHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.HostSummary, _abc.Awaitable[_operator_pb2.HostSummary]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
