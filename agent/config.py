@@ -11,6 +11,13 @@ Example::
     reconnect_initial_seconds = 1.0    # default
     reconnect_max_seconds = 60.0       # default
     # insecure = true                  # plaintext gRPC, tests and demos only
+    # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
+    # as soon as a model is configured.
+    verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
+
+    [[agent.models]]                   # one table per model version this host serves
+    manifest_digest = "<SHA-256 of the signed manifest, 64 hex digits>"
+    target_dir = "/srv/models/frontier-x"
 
     [agent.tls]
     ca_certificate = "/etc/weightgate/ca.pem"
@@ -31,6 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 _PERSISTENT_MIN, _PERSISTENT_MAX = 0x81000000, 0x81FFFFFF
 _AGENT_KEYS = frozenset(
     {
@@ -43,8 +53,12 @@ _AGENT_KEYS = frozenset(
         "reconnect_initial_seconds",
         "reconnect_max_seconds",
         "tls",
+        "verifier_signing_key",
+        "models",
     }
 )
+_MODEL_KEYS = frozenset({"manifest_digest", "target_dir"})
+_DIGEST_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 _TLS_KEYS = frozenset({"ca_certificate", "certificate", "private_key", "server_name"})
 _VERIFIER_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
@@ -62,6 +76,15 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """A model version this host should hold: its keys are asked for after each
+    affirming verdict and its plaintext is written to ``target_dir``."""
+
+    manifest_digest: bytes  # SHA-256 of the exact signed manifest bytes
+    target_dir: Path
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     host_id: str
     verifier: str  # "host:port"
@@ -72,6 +95,20 @@ class AgentConfig:
     tls: TlsConfig | None = None  # None only when insecure
     reconnect_initial_seconds: float = 1.0
     reconnect_max_seconds: float = 60.0
+    # PEM Ed25519 public key that manifests must verify under; set when models are.
+    verifier_signing_key: Path | None = None
+    models: tuple[ModelConfig, ...] = ()
+
+
+def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:
+    """The pinned manifest-signing key; ValueError unless ``path`` holds an Ed25519 PEM."""
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a PEM public key ({e})") from e
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
+    return key
 
 
 def load_config(path: Path | str) -> AgentConfig:
@@ -145,6 +182,21 @@ class _Validator:
             )
         else:
             tls = self._tls(tls_doc)
+        models = self._models(agent.get("models", []))
+        signing_key: Path | None = None
+        if "verifier_signing_key" in agent:
+            signing_key = self._path_value(self._string("agent", agent, "verifier_signing_key"))
+            try:
+                load_verifier_signing_key(signing_key)
+            except ValueError as e:
+                self._fail("agent", "verifier_signing_key", str(e))
+        elif models:
+            self._fail(
+                "agent",
+                "verifier_signing_key",
+                "required when [[agent.models]] are configured: the PEM Ed25519 public key"
+                " that manifests are verified against",
+            )
         return AgentConfig(
             host_id=host_id,
             verifier=verifier,
@@ -155,7 +207,33 @@ class _Validator:
             tls=tls,
             reconnect_initial_seconds=initial,
             reconnect_max_seconds=maximum,
+            verifier_signing_key=signing_key,
+            models=models,
         )
+
+    def _models(self, docs: object) -> tuple[ModelConfig, ...]:
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            self._fail("agent", "models", "expected [[agent.models]] tables")
+        models: list[ModelConfig] = []
+        for number, doc in enumerate(docs):
+            table = f"agent.models#{number}"
+            self._reject_unknown(table, doc, _MODEL_KEYS)
+            digest = self._string(table, doc, "manifest_digest", example='"<64 hex digits>"')
+            if not _DIGEST_RE.match(digest):
+                self._fail(table, "manifest_digest", "expected 64 hex digits (SHA-256)")
+            target = self._path_value(self._string(table, doc, "target_dir"))
+            model = ModelConfig(manifest_digest=bytes.fromhex(digest), target_dir=target)
+            for other in models:
+                if other.manifest_digest == model.manifest_digest:
+                    self._fail(table, "manifest_digest", "configured twice")
+                if other.target_dir == target or {other.target_dir, target} & {
+                    *other.target_dir.parents,
+                    *target.parents,
+                }:
+                    # Erasing one release must never delete another's files.
+                    self._fail(table, "target_dir", "overlaps another model's target_dir")
+            models.append(model)
+        return tuple(models)
 
     def _tls(self, doc: dict[str, Any]) -> TlsConfig:
         self._reject_unknown("agent.tls", doc, _TLS_KEYS)
@@ -212,10 +290,33 @@ class _Validator:
                 self._fail(table, key, f"unknown key (known: {', '.join(sorted(known))})")
 
     def _fail(self, table: str, key: str, message: str) -> NoReturn:
-        line = self._line_of(table, key)
+        base, _, number = table.partition("#")
+        if number:
+            line = self._line_in_array(base, int(number), key)
+            label = f"[[{base}]] #{int(number) + 1} {key}"
+        else:
+            line = self._line_of(table, key)
+            label = f"[{table}] {key}" if table else key
         where = f"{self._path}:{line}" if line else str(self._path)
-        label = f"[{table}] {key}" if table else key
         raise ConfigError(f"{where}: {label}: {message}")
+
+    def _line_in_array(self, table: str, number: int, key: str) -> int | None:
+        """Line of ``key`` in the ``number``-th ``[[table]]``, else of that header."""
+        array_re = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+        any_header_re = re.compile(r"^\s*\[")
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        seen, header_line = -1, None
+        for line_number, line in enumerate(self._lines, start=1):
+            if array_re.match(line):
+                seen += 1
+                if seen == number:
+                    header_line = line_number
+                continue
+            if any_header_re.match(line) and seen >= number:
+                seen = number + 1  # past our table: stop matching keys
+            if seen == number and key_re.match(line):
+                return line_number
+        return header_line
 
     def _line_of(self, table: str, key: str) -> int | None:
         """Line of ``key`` in ``[table]``, else of the table header, else None."""

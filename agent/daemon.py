@@ -1,10 +1,13 @@
 """The agent daemon: enroll the AK once, then hold the attestation stream open.
 
 The verifier drives the stream: it sends challenges, the agent answers each with
-a TPM quote, the verifier sends a verdict. TPM work runs in worker threads
-(``asyncio.to_thread``) so the event loop serving gRPC never blocks on the TPM.
-Any failure closes the channel and retries after an exponential backoff with full
-jitter, reset by a verdict.
+a TPM quote (and, when asked, a certification of its binding key), the verifier
+sends a verdict. Key release messages on the same stream are handed to
+``agent.release_manager``, whose slow work runs in background tasks. TPM work runs
+in worker threads, one operation at a time (``agent.tpmwork``), so the event loop
+serving gRPC never blocks on the TPM. Writes to the stream are serialized by one
+lock per stream. Any failure closes the channel and retries after an exponential
+backoff with full jitter, reset by a verdict.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from dataclasses import dataclass
 from functools import partial
@@ -24,9 +26,13 @@ import grpc
 import grpc.aio
 
 from agent.backoff import Backoff
+from agent.binding import ensure_certified_binding_key
 from agent.collectors.tpm import Tpm, TpmError, ak_name
-from agent.config import AgentConfig
+from agent.config import AgentConfig, load_verifier_signing_key
 from agent.logs import EventLog
+from agent.release_manager import ReleaseManager
+from agent.statefile import write_atomically
+from agent.tpmwork import TpmWorker
 from weightgate.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
@@ -97,21 +103,7 @@ def load_state(state_dir: Path) -> EnrollmentState | None:
 
 def save_state(state_dir: Path, state: EnrollmentState) -> None:
     """Write atomically: temp file, fsync, rename, fsync the directory."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    final = state_dir / STATE_FILE
-    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, state.to_json().encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dir_fd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(state_dir, STATE_FILE, state.to_json().encode())
 
 
 def delete_state(state_dir: Path) -> None:
@@ -139,20 +131,46 @@ def open_channel(config: AgentConfig) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(config.verifier, credentials, options=options)
 
 
+class StreamSender:
+    """Serializes writes to one attestation stream: the stream loop and background
+    release tasks both write to it, and grpc.aio allows one write at a time."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: attestation_pb2.AgentMessage) -> None:
+        async with self._lock:
+            await self._call.write(message)
+
+
 class Agent:
     """Runs until ``stop`` is set: ``await Agent(config).run(stop)``."""
 
     def __init__(self, config: AgentConfig, *, tpm: Tpm | None = None) -> None:
         self._config = config
         self._tpm = tpm or Tpm(config.tcti)
+        self._worker = TpmWorker(self._tpm)
         self._log = EventLog(config.host_id)
         self._backoff = Backoff(
             initial_seconds=config.reconnect_initial_seconds,
             max_seconds=config.reconnect_max_seconds,
         )
+        signing_key = None
+        if config.verifier_signing_key is not None:
+            signing_key = load_verifier_signing_key(config.verifier_signing_key)
+        self._releases = ReleaseManager(
+            config,
+            tpm=self._worker,
+            log=self._log,
+            channels=partial(open_channel, config),
+            signing_key=signing_key,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         self._log.info("agent.started", verifier=self._config.verifier, version=agent_version())
+        # Expired leases are erased before anything else, even with no verifier in reach.
+        await self._releases.start()
         serve = asyncio.create_task(self._serve_forever())
         stopped = asyncio.create_task(stop.wait())
         try:
@@ -162,12 +180,13 @@ class Agent:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await serve
+            await self._releases.close()
             self._log.info("agent.stopped")
 
     async def enroll_once(self) -> EnrollmentState:
         """Enroll now (even if already enrolled); one attempt, errors propagate."""
         async with open_channel(self._config) as channel:
-            ak_public = await asyncio.to_thread(self._tpm.ensure_ak, self._config.ak_handle)
+            ak_public = await self._worker.call(self._tpm.ensure_ak, self._config.ak_handle)
             return await self._enroll(channel, ak_public)
 
     async def _serve_forever(self) -> None:
@@ -190,7 +209,7 @@ class Agent:
 
     async def _ensure_enrolled(self, channel: grpc.aio.Channel) -> EnrollmentState:
         cfg = self._config
-        ak_public = await asyncio.to_thread(self._tpm.ensure_ak, cfg.ak_handle)
+        ak_public = await self._worker.call(self._tpm.ensure_ak, cfg.ak_handle)
         state = load_state(cfg.state_dir)
         expected = EnrollmentState(
             host_id=cfg.host_id,
@@ -208,7 +227,7 @@ class Agent:
         cfg = self._config
         name = ak_name(ak_public)
         self._log.info("enrollment.begin", ak_name=name.hex())
-        endorsement = await asyncio.to_thread(self._tpm.read_endorsement)
+        endorsement = await self._worker.call(self._tpm.read_endorsement)
         stub = enrollment_pb2_grpc.EnrollmentStub(channel)
         begin = await stub.BeginEnrollment(
             enrollment_pb2.BeginEnrollmentRequest(
@@ -219,7 +238,7 @@ class Agent:
             ),
             timeout=_RPC_TIMEOUT_S,
         )
-        secret = await asyncio.to_thread(
+        secret = await self._worker.call(
             partial(
                 self._tpm.activate_credential,
                 ak_handle=cfg.ak_handle,
@@ -247,8 +266,10 @@ class Agent:
     async def _attest(self, channel: grpc.aio.Channel, state: EnrollmentState) -> None:
         stub = attestation_pb2_grpc.AttestationStub(channel)
         call = stub.Attest()
+        sender = StreamSender(call)
+        self._releases.stream_opened()
         try:
-            await call.write(
+            await sender.send(
                 attestation_pb2.AgentMessage(
                     hello=attestation_pb2.Hello(
                         host_id=state.host_id,
@@ -265,7 +286,7 @@ class Agent:
                 body = message.WhichOneof("body")
                 if body == "challenge":
                     evidence = await self._evidence(message.challenge)
-                    await call.write(attestation_pb2.AgentMessage(evidence=evidence))
+                    await sender.send(attestation_pb2.AgentMessage(evidence=evidence))
                     self._log.info("attest.evidence_sent", challenge_id=evidence.challenge_id)
                 elif body == "verdict":
                     verdict = message.verdict
@@ -276,6 +297,15 @@ class Agent:
                         result_id=verdict.result_id,
                     )
                     self._backoff.reset()
+                    await self._releases.on_verdict(verdict.tier, sender)
+                elif body == "key_release":
+                    self._releases.on_key_release(message.key_release)
+                elif body == "release_denied":
+                    self._releases.on_denied(message.release_denied)
+                elif body == "lease_renewal":
+                    self._releases.on_renewal(message.lease_renewal)
+                elif body == "revocation":
+                    self._releases.on_revocation(message.revocation, sender)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise EnrollmentUnknownError(e.details() or "") from e
@@ -285,6 +315,8 @@ class Agent:
 
     async def _evidence(self, challenge: attestation_pb2.Challenge) -> attestation_pb2.Evidence:
         evidence = attestation_pb2.Evidence(challenge_id=challenge.challenge_id)
+        if challenge.HasField("binding_key"):
+            await self._certify_binding_key(challenge.binding_key, evidence)
         if not challenge.HasField("tpm"):
             return evidence
         selection: dict[str, list[int]] = {}
@@ -292,7 +324,7 @@ class Agent:
             selection.setdefault(sel.hash_algorithm, []).extend(sel.pcrs)
         # One quote covers every requested bank; the verifier reads the banks and their
         # order from the quote's own pcrSelect.
-        quote = await asyncio.to_thread(
+        quote = await self._worker.call(
             partial(
                 self._tpm.quote,
                 ak_handle=self._config.ak_handle,
@@ -311,6 +343,36 @@ class Agent:
             )
         )
         return evidence
+
+    async def _certify_binding_key(
+        self, request: attestation_pb2.BindingKeyRequest, evidence: attestation_pb2.Evidence
+    ) -> None:
+        selection: dict[str, list[int]] = {}
+        for sel in request.pcr_selection:
+            selection.setdefault(sel.hash_algorithm, []).extend(sel.pcrs)
+        certified = await self._worker.call(
+            partial(
+                ensure_certified_binding_key,
+                self._tpm,
+                self._config.state_dir,
+                pcr_selection=selection,
+                ak_handle=self._config.ak_handle,
+                qualifying_data=bytes(request.qualifying_data),
+            )
+        )
+        evidence.binding_key.CopyFrom(
+            attestation_pb2.BindingKeyCertification(
+                public=certified.key.public,
+                attest=certified.certification.attest,
+                signature=certified.certification.signature,
+            )
+        )
+        self._releases.binding_key_certified()
+        self._log.info(
+            "binding_key.certified",
+            created=certified.created,
+            pcr_selection={b: list(i) for b, i in certified.key.pcr_selection.items()},
+        )
 
 
 def run_agent(config: AgentConfig) -> int:

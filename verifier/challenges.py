@@ -24,11 +24,17 @@ NONCE_BYTES = 32
 # bounded window: older replays still fail, as a plain nonce mismatch.
 CONSUMED_WINDOW = 256
 _TPM_QUOTE_DOMAIN = b"weightgate/v1/tpm-quote\x00"
+_BINDING_KEY_DOMAIN = b"weightgate/v1/binding-key\x00"
 
 
 def tpm_qualifying_data(nonce: bytes) -> bytes:
     """The bytes a TPM must sign as qualifyingData for a challenge with this nonce."""
     return hashlib.sha256(_TPM_QUOTE_DOMAIN + nonce).digest()
+
+
+def binding_key_qualifying_data(nonce: bytes) -> bytes:
+    """The qualifyingData of the binding key's TPM2_Certify for this challenge."""
+    return hashlib.sha256(_BINDING_KEY_DOMAIN + nonce).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from verifier.config import ConfigError, load_config
+from verifier.gate_cli import add_gate_commands
+from verifier.keystore import KeyStoreError
 from verifier.operator_cli import add_connection_arguments, run_operator_command
 
 DESCRIPTION = """\
@@ -20,6 +24,13 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate hosts show HOST                         one host's history, with reasons
   weightgate hosts add HOST --group GROUP            register a host before it enrolls
   weightgate reference set --group G --pcrs F.json   set a group's reference PCR values
+  weightgate models add NAME --version V --path DIR --risk-tier T --config verifier.toml
+                                                     encrypt and register a checkpoint
+  weightgate sites set SITE --cleared T1,T2          a site and the risk tiers it may hold
+  weightgate hosts assign HOST --site SITE           put a host in a site
+  weightgate reviews record DIGEST --site S --reviewer R   approve a model version for a site
+  weightgate releases list [--host H]                released / renewed / revoked / erased
+  weightgate hosts quarantine HOST --reason TEXT     withdraw trust now; forces erasure
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -37,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = verifier_commands.add_parser("serve", help="serve the gRPC API until SIGTERM")
     serve.add_argument("--config", type=Path, required=True, help="verifier TOML config file")
     serve.add_argument("--database", help="SQLAlchemy URL overriding the config's database")
+    public_key = verifier_commands.add_parser(
+        "public-key", help="print the manifest-signing public key (PEM) that agents pin"
+    )
+    public_key.add_argument("--config", type=Path, required=True, help="verifier TOML config")
 
     hosts = commands.add_parser("hosts", help="see and register hosts")
     hosts_commands = hosts.add_subparsers(dest="subcommand", required=True)
@@ -71,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     reference_show.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_arguments(reference_show)
 
+    add_gate_commands(commands, hosts_commands)
+
     demo = commands.add_parser("demo", help="run the end-to-end demo on a private swtpm")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
     return parser
@@ -87,14 +104,33 @@ def _serve(args: argparse.Namespace) -> int:
     if args.database:
         config = replace(config, database_url=args.database)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except (KeyStoreError, OSError) as exc:
+        print(f"weightgate: cannot start the verifier: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _public_key(args: argparse.Namespace) -> int:
+    from verifier.server.app import open_keystore  # noqa: PLC0415
+
+    try:
+        keystore = open_keystore(load_config(args.config))
+    except (ConfigError, KeyStoreError, OSError) as exc:
+        print(f"weightgate: {exc}", file=sys.stderr)
+        return 2
+    pem = keystore.signing_public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    print(pem.decode(), end="")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "verifier":
-        return _serve(args)
+        return _public_key(args) if args.subcommand == "public-key" else _serve(args)
     if args.command == "demo":
         from verifier.demo.runner import run_demo  # noqa: PLC0415
 

@@ -43,6 +43,11 @@ class VerifierConfig:
     ek_ca_certificates: tuple[Path, ...]
     require_ek_certificate: bool
     allow_sha1_signatures: bool
+    keystore: Path  # KEK and manifest-signing key (verifier.keystore.FileKeyStore)
+    blob_dir: Path  # encrypted checkpoints, one directory per manifest digest
+    lease_seconds: float  # how long released keys stay valid without renewal
+    release_freshness_seconds: float  # max age of the affirming verdict behind a release
+    review_valid_days: int
 
 
 def _key_line(text: str, table: str, key: str) -> int | None:
@@ -145,6 +150,8 @@ def load_config(path: Path) -> VerifierConfig:
             "listen", "database", "state_dir", "insecure", "tls", "attestation_interval_seconds",
             "challenge_timeout_seconds", "enrollment_timeout_seconds", "pcr_selection",
             "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
+            "keystore", "blob_dir", "lease_seconds", "release_freshness_seconds",
+            "review_valid_days",
         }
     )  # fmt: skip
     base = path.parent
@@ -163,19 +170,32 @@ def load_config(path: Path) -> VerifierConfig:
             "ek_ca_certificates",
             "require_ek_certificate is true but no EK CA certificates are configured",
         )
+    interval = reader.positive("attestation_interval_seconds", 30.0)
+    challenge_timeout = reader.positive("challenge_timeout_seconds", 30.0)
+    review_days = reader.get("review_valid_days", int, 90, "a whole number of days")
+    if review_days <= 0:
+        raise reader.fail("review_valid_days", "expected a positive number of days")
     return VerifierConfig(
         listen=reader.get("listen", str, DEFAULT_LISTEN, '"host:port"'),
         database_url=database,
         state_dir=state_dir,
         insecure=insecure,
         tls=tls,
-        attestation_interval_seconds=reader.positive("attestation_interval_seconds", 30.0),
-        challenge_timeout_seconds=reader.positive("challenge_timeout_seconds", 30.0),
+        attestation_interval_seconds=interval,
+        challenge_timeout_seconds=challenge_timeout,
         enrollment_timeout_seconds=reader.positive("enrollment_timeout_seconds", 300.0),
         pcr_selection=_pcr_selection(reader, raw.get("pcr_selection")),
         ek_ca_certificates=tuple(base / p for p in ek_cas),
         require_ek_certificate=require_ek_cert,
         allow_sha1_signatures=reader.get("allow_sha1_signatures", bool, False, "true or false"),
+        keystore=base / reader.get("keystore", str, str(state_dir / "keystore"), "a file path"),
+        blob_dir=base / reader.get("blob_dir", str, str(state_dir / "blobs"), "a directory path"),
+        lease_seconds=reader.positive("lease_seconds", 300.0),
+        # An affirming verdict must be at most about two rounds old to release keys.
+        release_freshness_seconds=reader.positive(
+            "release_freshness_seconds", 2 * interval + challenge_timeout
+        ),
+        review_valid_days=review_days,
     )
 
 
@@ -213,6 +233,11 @@ def config_for_demo(state_dir: Path, *, ek_ca_certificates: tuple[Path, ...]) ->
         ek_ca_certificates=ek_ca_certificates,
         require_ek_certificate=True,
         allow_sha1_signatures=False,
+        keystore=state_dir / "keystore",
+        blob_dir=state_dir / "blobs",
+        lease_seconds=60.0,
+        release_freshness_seconds=30.0,
+        review_valid_days=90,
     )
 
 

@@ -274,6 +274,11 @@ def run_operator_command(args: argparse.Namespace) -> int:
 
 
 def _dispatch(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
+    from verifier.gate_cli import run_gate_command  # noqa: PLC0415 - gate_cli imports this module
+
+    gate_output = run_gate_command(stub, args)
+    if gate_output is not None:
+        return gate_output
     command = (args.command, args.subcommand)
     if command == ("hosts", "list"):
         return hosts_list(stub, as_json=args.json)

@@ -89,31 +89,58 @@ def enroll(verifier: VerifierHarness, tpm: Tpm, host_id: str) -> bytes:
 
 
 class Stream:
-    """A hand-driven agent side of the Attest stream."""
+    """A hand-driven agent side of the Attest stream.
+
+    Messages of other kinds than the one awaited are kept for later, because
+    the verifier's timer may send the next challenge at any moment.
+    """
 
     def __init__(self, verifier: VerifierHarness, host_id: str, ak_name: bytes) -> None:
         self._outbox: queue.Queue[attestation_pb2.AgentMessage | None] = queue.Queue()
-        self._outbox.put(
+        self._pending: list[attestation_pb2.VerifierMessage] = []
+        self.send(
             attestation_pb2.AgentMessage(
                 hello=attestation_pb2.Hello(host_id=host_id, ak_name=ak_name)
             )
         )
-        self._responses = verifier.attestation.Attest(self._requests(), timeout=60)
+        self._responses = verifier.attestation.Attest(self._requests(), timeout=120)
 
     def _requests(self) -> Iterator[attestation_pb2.AgentMessage]:
         while (message := self._outbox.get()) is not None:
             yield message
 
+    def send(self, message: attestation_pb2.AgentMessage) -> None:
+        self._outbox.put(message)
+
+    def receive(self, *kinds: str) -> attestation_pb2.VerifierMessage:
+        for index, message in enumerate(self._pending):
+            if message.WhichOneof("body") in kinds:
+                return self._pending.pop(index)
+        while True:
+            message = next(self._responses)
+            if message.WhichOneof("body") in kinds:
+                return message
+            self._pending.append(message)
+
     def next_challenge(self) -> attestation_pb2.Challenge:
-        message = next(self._responses)
-        assert message.WhichOneof("body") == "challenge"
-        return message.challenge
+        return self.receive("challenge").challenge
 
     def answer(self, evidence: attestation_pb2.Evidence) -> common_pb2.Verdict:
-        self._outbox.put(attestation_pb2.AgentMessage(evidence=evidence))
-        message = next(self._responses)
-        assert message.WhichOneof("body") == "verdict"
-        return message.verdict
+        self.send(attestation_pb2.AgentMessage(evidence=evidence))
+        return self.receive("verdict").verdict
+
+    def answer_with_extra(
+        self, evidence: attestation_pb2.Evidence
+    ) -> tuple[common_pb2.Verdict, attestation_pb2.VerifierMessage]:
+        """The verdict, then the lease renewal or revocation that follows it."""
+        verdict = self.answer(evidence)
+        return verdict, self.receive("lease_renewal", "revocation")
+
+    def send_and_receive(
+        self, message: attestation_pb2.AgentMessage
+    ) -> attestation_pb2.VerifierMessage:
+        self.send(message)
+        return self.receive("key_release", "release_denied")
 
     def close(self) -> None:
         self._outbox.put(None)

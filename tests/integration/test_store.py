@@ -2,24 +2,36 @@
 
 Set WEIGHTGATE_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)
 to run every test on PostgreSQL too; each test gets its own throwaway schema.
+Releases, models, sites and the 0001 -> 0002 upgrade: test_store_releases.py.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from tests.store_fixtures import (
+    BACKEND_PARAMS,
+    DIGEST,
+    NONCE_MISMATCH,
+    PCR_MISMATCH,
+    T0,
+    Backend,
+    affirming,
+    attest,
+    backend_for,
+    contraindicated,
+    enroll_kwargs,
+    enrolled,
+    is_utc,
+)
 from verifier.store import (
     ClockState,
     EnrollmentNotFound,
@@ -31,42 +43,12 @@ from verifier.store import (
 )
 from verifier.store import store as store_module
 from verifier.store.models import Base
-from verifier.verdict import Reason, Tier, Verdict
-
-POSTGRES_ENV = "WEIGHTGATE_TEST_POSTGRES_URL"
-# Ahead of the wall clock that stamps registrations, so that events sort as in life.
-T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
-DIGEST = bytes(range(32))
-NONCE_MISMATCH = Reason("tpm.quote.nonce_mismatch", "extraData differs")
-PCR_MISMATCH = Reason("tpm.pcr.mismatch", "PCR 7")
+from verifier.verdict import Tier, Verdict
 
 
-@dataclass(frozen=True)
-class Backend:
-    url: str
-    schema: str | None
-
-    def open(self) -> Store:
-        return Store.open(self.url, schema=self.schema)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKEND_PARAMS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        # A missing parent directory: Store.open must create it.
-        yield Backend(f"sqlite:///{tmp_path}/state/verifier.db", None)
-        return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_ENV} not set")
-    schema = f"wg_test_{secrets.token_hex(6)}"
-    yield Backend(url, schema)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        engine.dispose()
+    yield from backend_for(request.param, tmp_path)
 
 
 @pytest.fixture
@@ -74,45 +56,6 @@ def store(backend: Backend) -> Iterator[Store]:
     s = backend.open()
     yield s
     s.close()
-
-
-def _affirming() -> Verdict:
-    return Verdict.affirming({"tpm.quote.signature", "tpm.pcr.policy"})
-
-
-def _contraindicated(*reasons: Reason) -> Verdict:
-    return Verdict.contraindicated(reasons, {"tpm.quote.signature"})
-
-
-def _enroll_kwargs(
-    host_id: str, *, expires_at: datetime = T0 + timedelta(minutes=5)
-) -> dict[str, Any]:
-    return {
-        "host_id": host_id,
-        "ek_public": b"ek-pub-" + host_id.encode(),
-        "ek_certificate": b"ek-cert",
-        "ak_public": b"ak-pub-" + host_id.encode(),
-        "ak_name": b"\x00\x0b" + DIGEST,
-        "secret_digest": DIGEST,
-        "expires_at": expires_at,
-    }
-
-
-def _enrolled(store: Store, host_id: str = "h1") -> None:
-    store.register_host(host_id, "gpu-a")
-    eid = store.create_enrollment(**_enroll_kwargs(host_id))
-    store.finish_enrollment(eid, succeeded=True, now=T0)
-
-
-def _attest(store: Store, at: datetime, verdict: Verdict, **kw: object) -> None:
-    kwargs: dict[str, Any] = {"clock": None, "boot_event": None, **kw}
-    store.record_attestation(
-        host_id="h1", challenge_id=f"c-{at.isoformat()}", verdict=verdict, appraised_at=at, **kwargs
-    )
-
-
-def _is_utc(value: datetime | None) -> bool:
-    return value is not None and value.tzinfo is not None and value.utcoffset() == timedelta(0)
 
 
 # -- hosts ---------------------------------------------------------------------
@@ -135,7 +78,7 @@ def test_register_list_get(store: Store) -> None:
         None,
         (),
     )
-    assert _is_utc(b.registered_at) and b.registered_at >= before
+    assert is_utc(b.registered_at) and b.registered_at >= before
     assert [e.kind for e in store.events("host-b")] == ["registered"]
 
 
@@ -160,7 +103,7 @@ def test_bad_ids_refused(store: Store) -> None:
 
 def test_enrollment_happy_path(store: Store) -> None:
     store.register_host("h1", "gpu-a")
-    eid = store.create_enrollment(**_enroll_kwargs("h1"))
+    eid = store.create_enrollment(**enroll_kwargs("h1"))
     pending = store.get_enrollment(eid)
     assert pending is not None
     assert pending.state == EnrollmentState.PENDING.value == "pending"
@@ -169,12 +112,12 @@ def test_enrollment_happy_path(store: Store) -> None:
         DIGEST,
         b"ak-pub-h1",
     )
-    assert pending.expires_at == T0 + timedelta(minutes=5) and _is_utc(pending.expires_at)
+    assert pending.expires_at == T0 + timedelta(minutes=5) and is_utc(pending.expires_at)
 
     host = store.finish_enrollment(eid, succeeded=True, now=T0)
 
     assert host.status is HostStatus.ENROLLED
-    assert host.enrolled_at == T0 and _is_utc(host.enrolled_at)
+    assert host.enrolled_at == T0 and is_utc(host.enrolled_at)
     assert (host.ek_public, host.ek_certificate) == (b"ek-pub-h1", b"ek-cert")
     assert (host.ak_public, host.ak_name) == (b"ak-pub-h1", b"\x00\x0b" + DIGEST)
     assert store.get_host("h1") == host
@@ -185,7 +128,7 @@ def test_enrollment_happy_path(store: Store) -> None:
 @pytest.mark.parametrize("first_succeeds", [True, False])
 def test_enrollment_single_attempt(store: Store, first_succeeds: bool) -> None:
     store.register_host("h1", "gpu-a")
-    eid = store.create_enrollment(**_enroll_kwargs("h1"))
+    eid = store.create_enrollment(**enroll_kwargs("h1"))
     host = store.finish_enrollment(eid, succeeded=first_succeeds, now=T0)
     with pytest.raises(EnrollmentNotFound):
         store.finish_enrollment(eid, succeeded=True, now=T0)
@@ -200,7 +143,7 @@ def test_enrollment_single_attempt(store: Store, first_succeeds: bool) -> None:
 
 def test_enrollment_expiry(store: Store) -> None:
     store.register_host("h1", "gpu-a")
-    eid = store.create_enrollment(**_enroll_kwargs("h1", expires_at=T0))
+    eid = store.create_enrollment(**enroll_kwargs("h1", expires_at=T0))
     with pytest.raises(EnrollmentNotFound, match="expired"):
         store.finish_enrollment(eid, succeeded=True, now=T0)  # expires_at is exclusive
     assert store.get_enrollment(eid).state == "expired"  # type: ignore[union-attr]
@@ -211,14 +154,14 @@ def test_enrollment_expiry(store: Store) -> None:
 
 def test_enrollment_unknown_and_newer_supersedes(store: Store) -> None:
     with pytest.raises(HostNotFound):
-        store.create_enrollment(**_enroll_kwargs("ghost"))
+        store.create_enrollment(**enroll_kwargs("ghost"))
     with pytest.raises(EnrollmentNotFound):
         store.finish_enrollment("0" * 32, succeeded=True, now=T0)
     assert store.get_enrollment("0" * 32) is None
 
     store.register_host("h1", "gpu-a")
-    old = store.create_enrollment(**_enroll_kwargs("h1"))
-    new = store.create_enrollment(**_enroll_kwargs("h1"))
+    old = store.create_enrollment(**enroll_kwargs("h1"))
+    new = store.create_enrollment(**enroll_kwargs("h1"))
     assert old != new
     with pytest.raises(EnrollmentNotFound):
         store.finish_enrollment(old, succeeded=True, now=T0)
@@ -228,14 +171,14 @@ def test_enrollment_unknown_and_newer_supersedes(store: Store) -> None:
 def test_enrollment_refuses_bad_input(store: Store) -> None:
     store.register_host("h1", "gpu-a")
     with pytest.raises(ValueError):
-        store.create_enrollment(**{**_enroll_kwargs("h1"), "secret_digest": b"short"})
+        store.create_enrollment(**{**enroll_kwargs("h1"), "secret_digest": b"short"})
     with pytest.raises(ValueError):
-        store.create_enrollment(**_enroll_kwargs("h1", expires_at=datetime(2025, 1, 1)))
+        store.create_enrollment(**enroll_kwargs("h1", expires_at=datetime(2025, 1, 1)))
 
 
 def test_concurrent_finish_has_one_winner(store: Store) -> None:
     store.register_host("h1", "gpu-a")
-    eid = store.create_enrollment(**_enroll_kwargs("h1"))
+    eid = store.create_enrollment(**enroll_kwargs("h1"))
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -260,29 +203,29 @@ def test_concurrent_finish_has_one_winner(store: Store) -> None:
 
 
 def test_record_attestation_history_status_and_events(store: Store) -> None:
-    _enrolled(store)
+    enrolled(store)
     t1, t2, t3, t4 = (T0 + timedelta(minutes=m) for m in (1, 2, 3, 4))
 
     rec = store.record_attestation(
         host_id="h1",
         challenge_id="c1",
-        verdict=_affirming(),
+        verdict=affirming(),
         appraised_at=t1,
         clock=None,
         boot_event=None,
     )
     assert (rec.host_id, rec.challenge_id, rec.appraised_at) == ("h1", "c1", t1)
     assert store.get_host("h1").status is HostStatus.TRUSTED  # type: ignore[union-attr]
-    _attest(store, t2, _contraindicated(NONCE_MISMATCH, PCR_MISMATCH))
-    _attest(store, t3, _contraindicated(PCR_MISMATCH))  # no status change: no event
-    _attest(store, t4, _affirming())
+    attest(store, t2, contraindicated(NONCE_MISMATCH, PCR_MISMATCH))
+    attest(store, t3, contraindicated(PCR_MISMATCH))  # no status change: no event
+    attest(store, t4, affirming())
 
     history = store.history("h1")
     assert [r.appraised_at for r in history] == [t4, t3, t2, t1]
     assert history[-1] == rec
-    assert history[2].verdict == _contraindicated(NONCE_MISMATCH, PCR_MISMATCH)
+    assert history[2].verdict == contraindicated(NONCE_MISMATCH, PCR_MISMATCH)
     assert history[2].verdict.tier is Tier.CONTRAINDICATED
-    assert all(_is_utc(r.appraised_at) for r in history)
+    assert all(is_utc(r.appraised_at) for r in history)
     assert [r.appraised_at for r in store.history("h1", limit=2)] == [t4, t3]
 
     host = store.get_host("h1")
@@ -299,24 +242,24 @@ def test_record_attestation_history_status_and_events(store: Store) -> None:
 
 
 def test_last_reasons_follow_latest_result(store: Store) -> None:
-    _enrolled(store)
-    _attest(store, T0, _contraindicated(NONCE_MISMATCH, PCR_MISMATCH))
+    enrolled(store)
+    attest(store, T0, contraindicated(NONCE_MISMATCH, PCR_MISMATCH))
     host = store.get_host("h1")
     assert host is not None
     assert host.status is HostStatus.UNTRUSTED
     assert host.last_reasons == (NONCE_MISMATCH, PCR_MISMATCH)
     assert store.list_hosts()[0].last_reasons == (NONCE_MISMATCH, PCR_MISMATCH)
     # Tiers other than affirming never make a host trusted.
-    _attest(store, T0 + timedelta(seconds=1), Verdict(Tier.WARNING, (PCR_MISMATCH,)))
+    attest(store, T0 + timedelta(seconds=1), Verdict(Tier.WARNING, (PCR_MISMATCH,)))
     assert store.get_host("h1").status is HostStatus.UNTRUSTED  # type: ignore[union-attr]
 
 
 def test_boot_events(store: Store) -> None:
-    _enrolled(store)
+    enrolled(store)
     clock = ClockState(clock=5000, reset_count=3, restart_count=0)
-    _attest(store, T0, _affirming(), clock=clock, boot_event="reboot")
-    _attest(store, T0 + timedelta(seconds=1), _affirming(), boot_event="restart")
-    _attest(store, T0 + timedelta(seconds=2), _affirming(), boot_event="none")  # no event
+    attest(store, T0, affirming(), clock=clock, boot_event="reboot")
+    attest(store, T0 + timedelta(seconds=1), affirming(), boot_event="restart")
+    attest(store, T0 + timedelta(seconds=2), affirming(), boot_event="none")  # no event
     kinds = [e.kind for e in store.events("h1")]
     assert kinds == ["restart", "status_changed", "reboot", "enrolled", "registered"]
     assert store.events("h1")[2].detail == "reset_count=3 restart_count=0"
@@ -324,31 +267,31 @@ def test_boot_events(store: Store) -> None:
 
 
 def test_last_clock_only_updated_with_a_clock(store: Store) -> None:
-    _enrolled(store)
+    enrolled(store)
     top = ClockState(clock=2**64 - 1, reset_count=2**32 - 1, restart_count=7)
-    _attest(store, T0, _affirming(), clock=top)
+    attest(store, T0, affirming(), clock=top)
     assert store.get_host("h1").last_clock == top  # type: ignore[union-attr]
 
     # An unauthenticated quote (no clock) keeps the old baseline.
-    _attest(store, T0 + timedelta(seconds=1), _contraindicated(NONCE_MISMATCH), clock=None)
+    attest(store, T0 + timedelta(seconds=1), contraindicated(NONCE_MISMATCH), clock=None)
     assert store.get_host("h1").last_clock == top  # type: ignore[union-attr]
 
     newer = ClockState(clock=1, reset_count=0, restart_count=0)
-    _attest(store, T0 + timedelta(seconds=2), _affirming(), clock=newer)
+    attest(store, T0 + timedelta(seconds=2), affirming(), clock=newer)
     assert store.get_host("h1").last_clock == newer  # type: ignore[union-attr]
 
     # Re-enrollment (perhaps a new TPM) drops the baseline.
-    eid = store.create_enrollment(**_enroll_kwargs("h1"))
+    eid = store.create_enrollment(**enroll_kwargs("h1"))
     assert store.finish_enrollment(eid, succeeded=True, now=T0).last_clock is None
 
 
 def test_record_attestation_refusals_write_nothing(store: Store) -> None:
     with pytest.raises(HostNotFound):
-        _attest(store, T0, _affirming())
-    _enrolled(store)
+        attest(store, T0, affirming())
+    enrolled(store)
     before = (store.get_host("h1"), store.events("h1"))
     with pytest.raises(ValueError):
-        _attest(store, datetime(2025, 1, 1), _affirming())  # naive on purpose
+        attest(store, datetime(2025, 1, 1), affirming())  # naive on purpose
     with pytest.raises(ValueError):
         ClockState(clock=-1, reset_count=0, restart_count=0)
     assert (store.get_host("h1"), store.events("h1")) == before
@@ -356,29 +299,29 @@ def test_record_attestation_refusals_write_nothing(store: Store) -> None:
 
 
 def test_failed_write_leaves_nothing_behind(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    _enrolled(store)
+    enrolled(store)
     before = (store.get_host("h1"), store.events("h1"))
 
     def explode(*_args: object) -> None:
         raise RuntimeError("disk full")
 
     # Fails after the result row and the host update are already in the session.
-    monkeypatch.setattr(store_module, "_add_event", explode)
+    monkeypatch.setattr(store_module, "add_event", explode)
     with pytest.raises(RuntimeError):
-        _attest(store, T0, _affirming(), clock=ClockState(1, 1, 1), boot_event="reboot")
+        attest(store, T0, affirming(), clock=ClockState(1, 1, 1), boot_event="reboot")
     assert store.history("h1") == []
     assert (store.get_host("h1"), store.events("h1")) == before
 
 
 def test_concurrent_attestations(store: Store) -> None:
-    _enrolled(store)
+    enrolled(store)
     n = 16
 
-    def attest(i: int) -> None:
-        verdict = _affirming() if i % 2 else _contraindicated(PCR_MISMATCH)
-        _attest(store, T0 + timedelta(seconds=i), verdict, clock=ClockState(i, 0, 0))
+    def attest_one(i: int) -> None:
+        verdict = affirming() if i % 2 else contraindicated(PCR_MISMATCH)
+        attest(store, T0 + timedelta(seconds=i), verdict, clock=ClockState(i, 0, 0))
 
-    threads = [threading.Thread(target=attest, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=attest_one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -403,7 +346,7 @@ def test_reference_set_replace_and_refusals(store: Store) -> None:
     assert got == second
     assert got is not None
     assert got.pcrs == {"sha384": {4: b"\x04" * 48}}  # the old banks are gone
-    assert got.updated_at == later and _is_utc(got.updated_at)
+    assert got.updated_at == later and is_utc(got.updated_at)
 
     refused: list[dict[str, dict[int, bytes]]] = [
         {},
@@ -425,8 +368,8 @@ def test_reference_set_replace_and_refusals(store: Store) -> None:
 
 def test_restart_keeps_data_and_migrations_are_idempotent(backend: Backend) -> None:
     with backend.open() as first:
-        _enrolled(first)
-        _attest(first, T0, _affirming(), clock=ClockState(9, 1, 0))
+        enrolled(first)
+        attest(first, T0, affirming(), clock=ClockState(9, 1, 0))
         host = first.get_host("h1")
     for _ in range(2):
         with backend.open() as again:
@@ -435,22 +378,22 @@ def test_restart_keeps_data_and_migrations_are_idempotent(backend: Backend) -> N
             engine = again._engine
             with engine.connect() as conn:
                 versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-                assert [v[0] for v in versions] == ["0001"]
+                assert [v[0] for v in versions] == ["0002"]
                 assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_timestamps_are_utc_aware(store: Store) -> None:
-    _enrolled(store)
+    enrolled(store)
     plus_two = timezone(timedelta(hours=2))
     local = T0.astimezone(plus_two)
-    _attest(store, local, _affirming())
+    attest(store, local, affirming())
     (rec,) = store.history("h1")
     assert rec.appraised_at == T0 and rec.appraised_at.tzinfo is UTC
     host = store.get_host("h1")
     assert host is not None
     for value in (host.registered_at, host.enrolled_at, host.last_attestation_at):
-        assert _is_utc(value)
-    assert all(_is_utc(e.at) for e in store.events("h1"))
+        assert is_utc(value)
+    assert all(is_utc(e.at) for e in store.events("h1"))
     ref = store.set_reference("gpu-a", {"sha256": {0: DIGEST}}, now=local)
     assert ref.updated_at.tzinfo is UTC
     assert store.get_reference("gpu-a").updated_at.tzinfo is UTC  # type: ignore[union-attr]

@@ -25,6 +25,13 @@ from verifier.demo.swtpm import start_swtpm
 
 HOST_ID = "demo-host"
 GROUP = "demo"
+SITE = "demo-dc"
+RISK_TIER = "high"
+SAMPLE_FILES = {  # a tiny stand-in for a checkpoint: name -> size in bytes
+    "config.json": 0,
+    "model-00001-of-00002.safetensors": 5 * 1024 * 1024 + 123,
+    "model-00002-of-00002.safetensors": 3 * 1024 * 1024,
+}
 REFERENCE_PCRS = "0-7"
 WAIT_SECONDS = 40.0
 # What a tiny "boot" measures into the fresh TPM so the reference is not all zeros.
@@ -111,97 +118,169 @@ def run_demo(*, keep: bool) -> int:
             shutil.rmtree(state, ignore_errors=True)
 
 
-def _demo(state: Path, stack: ExitStack) -> None:
-    _say("starting a private software TPM (swtpm) with an EK certificate from a local CA")
-    tpm = start_swtpm(state / "swtpm")
-    stack.callback(tpm.stop)
-    print(f"    swtpm pid {tpm.pid}, {tpm.tcti}")
-    tools_env = os.environ | {"TPM2TOOLS_TCTI": tpm.tcti}
-    for pcr, measurement in BOOT_MEASUREMENTS:
-        event = state / "event.bin"
-        event.write_text(measurement)
-        _run(["tpm2_pcrevent", str(pcr), str(event)], env=tools_env)
-        print(f"    measured into PCR{pcr}: {measurement}")
+class _Demo:
+    """The demo's steps, sharing what they started (stopped by `stack` at the end)."""
 
-    port = _free_port()
-    verifier_address = f"127.0.0.1:{port}"
-    ca_list = ", ".join(json.dumps(str(p)) for p in tpm.ek_ca_certificates)
-    verifier_config = state / "verifier.toml"
-    verifier_config.write_text(
-        "[verifier]\n"
-        f'listen = "{verifier_address}"\n'
-        f'state_dir = "{state / "verifier"}"\n'
-        "insecure = true  # demo only: plaintext on loopback\n"
-        "attestation_interval_seconds = 2\n"
-        f"ek_ca_certificates = [{ca_list}]\n"
-    )
-    _say(f"starting the verifier on {verifier_address} (SQLite in {state / 'verifier'})")
-    verifier = _start(
-        [_bin("weightgate"), "verifier", "serve", "--config", str(verifier_config)],
-        state / "verifier.log",
-        stack,
-    )
-    operator = [f"--verifier={verifier_address}", "--insecure"]
+    def __init__(self, state: Path, stack: ExitStack) -> None:
+        self.state = state
+        self.stack = stack
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.target = state / "agent-weights"
+        self.verifier_config = state / "verifier.toml"
+        self.agent_config = state / "agent.toml"
+        self.address = f"127.0.0.1:{_free_port()}"
 
-    def weightgate(*argv: str) -> str:
-        return _run([_bin("weightgate"), *argv, *operator])
+    def weightgate(self, *argv: str) -> str:
+        return _run([_bin("weightgate"), *argv, f"--verifier={self.address}", "--insecure"])
 
-    def reachable() -> bool:
-        try:
-            weightgate("hosts", "list")
-        except RuntimeError:
-            return False
-        return True
+    def wait(self, what: str, check: Callable[[], bool]) -> None:
+        _wait_for(what, check, self.processes)
 
-    _wait_for("the verifier to listen", reachable, [verifier])
-    print(f"    verifier pid {verifier.pid}")
-
-    _say(f"operator registers {HOST_ID} in group {GROUP!r}")
-    print("    " + weightgate("hosts", "add", HOST_ID, "--group", GROUP).strip())
-
-    agent_config = state / "agent.toml"
-    agent_config.write_text(
-        "[agent]\n"
-        f'host_id = "{HOST_ID}"\n'
-        f'verifier = "{verifier_address}"\n'
-        f'tcti = "{tpm.tcti}"\n'
-        f'state_dir = "{state / "agent"}"\n'
-        "insecure = true  # demo only\n"
-        "reconnect_initial_seconds = 0.5\n"
-    )
-    _say("operator takes reference PCRs 0-7 from the known-good host (weightgate-agent read-pcrs)")
-    pcrs_file = state / "reference-pcrs.json"
-    pcrs_file.write_text(
-        _run(
-            [_bin("weightgate-agent"), "read-pcrs", "--config", str(agent_config),
-             "--bank", "sha256", "--pcrs", REFERENCE_PCRS]
-        )
-    )  # fmt: skip
-    print(
-        "    " + weightgate("reference", "set", "--group", GROUP, "--pcrs", str(pcrs_file)).strip()
-    )
-
-    _say("starting the agent: it enrolls its TPM (EK cert, AK, credential activation)")
-    agent = _start(
-        [_bin("weightgate-agent"), "run", "--config", str(agent_config)], state / "agent.log", stack
-    )
-    print(f"    agent pid {agent.pid}")
-
-    def status() -> str:
-        hosts = json.loads(weightgate("hosts", "list", "--json"))["hosts"]
+    def status(self) -> str:
+        hosts = json.loads(self.weightgate("hosts", "list", "--json"))["hosts"]
         return str(hosts[0]["status"]) if hosts else "missing"
 
-    _wait_for("the host to become trusted", lambda: status() == "trusted", [verifier, agent])
-    _say("the host is attested and TRUSTED")
-    print(weightgate("hosts", "list"))
+    def start_tpm(self) -> None:
+        _say("starting a private software TPM (swtpm) with an EK certificate from a local CA")
+        self.tpm = start_swtpm(self.state / "swtpm")
+        self.stack.callback(self.tpm.stop)
+        print(f"    swtpm pid {self.tpm.pid}, {self.tpm.tcti}")
+        for pcr, measurement in BOOT_MEASUREMENTS:
+            self.measure(pcr, measurement)
+            print(f"    measured into PCR{pcr}: {measurement}")
 
-    _say("an unapproved boot component is measured into PCR4 (tpm2_pcrevent)")
-    event = state / "rootkit.bin"
-    event.write_text("bootloader: evil-grubx64.efi")
-    _run(["tpm2_pcrevent", "4", str(event)], env=tools_env)
-    _wait_for("the host to become untrusted", lambda: status() == "untrusted", [verifier, agent])
-    _say("the next quote shows it: the host is UNTRUSTED, with the reason")
-    print(weightgate("hosts", "list"))
-    print()
-    print("\n".join(weightgate("hosts", "show", HOST_ID).splitlines()[:12]))
+    def measure(self, pcr: int, measurement: str) -> None:
+        event = self.state / "event.bin"
+        event.write_text(measurement)
+        tools_env = os.environ | {"TPM2TOOLS_TCTI": self.tpm.tcti}
+        _run(["tpm2_pcrevent", str(pcr), str(event)], env=tools_env)
+
+    def start_verifier(self) -> None:
+        ca_list = ", ".join(json.dumps(str(p)) for p in self.tpm.ek_ca_certificates)
+        self.verifier_config.write_text(
+            "[verifier]\n"
+            f'listen = "{self.address}"\n'
+            f'state_dir = "{self.state / "verifier"}"\n'
+            "insecure = true  # demo only: plaintext on loopback\n"
+            "attestation_interval_seconds = 2\n"
+            f"ek_ca_certificates = [{ca_list}]\n"
+        )
+        _say(f"starting the verifier on {self.address} (SQLite in {self.state / 'verifier'})")
+        argv = [_bin("weightgate"), "verifier", "serve", "--config", str(self.verifier_config)]
+        verifier = _start(argv, self.state / "verifier.log", self.stack)
+        self.processes.append(verifier)
+
+        def reachable() -> bool:
+            try:
+                self.weightgate("hosts", "list")
+            except RuntimeError:
+                return False
+            return True
+
+        self.wait("the verifier to listen", reachable)
+        print(f"    verifier pid {verifier.pid}")
+
+    def register_host(self) -> None:
+        _say(f"operator registers {HOST_ID} in group {GROUP!r}")
+        print("    " + self.weightgate("hosts", "add", HOST_ID, "--group", GROUP).strip())
+        self.agent_config.write_text(
+            "[agent]\n"
+            f'host_id = "{HOST_ID}"\n'
+            f'verifier = "{self.address}"\n'
+            f'tcti = "{self.tpm.tcti}"\n'
+            f'state_dir = "{self.state / "agent"}"\n'
+            "insecure = true  # demo only\n"
+            "reconnect_initial_seconds = 0.5\n"
+        )
+        _say("operator takes reference PCRs 0-7 from the known-good host (read-pcrs on the host)")
+        pcrs_file = self.state / "reference-pcrs.json"
+        pcrs_file.write_text(
+            _run([_bin("weightgate-agent"), "read-pcrs", "--config", str(self.agent_config),
+                  "--bank", "sha256", "--pcrs", REFERENCE_PCRS])
+        )  # fmt: skip
+        reference = self.weightgate("reference", "set", "--group", GROUP, "--pcrs", str(pcrs_file))
+        print("    " + reference.strip())
+
+    def publish_sample_model(self) -> None:
+        _say("operator encrypts a sample checkpoint and clears the host's site for it")
+        source = self.state / "sample-model"
+        source.mkdir()
+        for name, size in SAMPLE_FILES.items():
+            (source / name).write_bytes(b"{}" if size == 0 else os.urandom(size))
+        added = self.weightgate(
+            "models", "add", "sample-model", "--version", "1", "--path", str(source),
+            "--risk-tier", RISK_TIER, "--config", str(self.verifier_config),
+        )  # fmt: skip
+        print("    " + added.strip())
+        digest = added.split()[-1]
+        print("    " + self.weightgate("sites", "set", SITE, "--cleared", RISK_TIER).strip())
+        print("    " + self.weightgate("hosts", "assign", HOST_ID, "--site", SITE).strip())
+        print("    " + self.weightgate("reviews", "record", digest, "--site", SITE,
+                                       "--reviewer", "demo-risk-board").strip())  # fmt: skip
+        public_key = self.state / "verifier-signing.pub"
+        public_key.write_text(
+            _run([_bin("weightgate"), "verifier", "public-key", "--config",
+                  str(self.verifier_config)])
+        )  # fmt: skip
+        with self.agent_config.open("a") as config:
+            config.write(
+                f'verifier_signing_key = "{public_key}"\n\n'
+                "[[agent.models]]\n"
+                f'manifest_digest = "{digest}"\n'
+                f'target_dir = "{self.target}"\n'
+            )
+
+    def start_agent(self) -> None:
+        _say("starting the agent: it enrolls its TPM (EK cert, AK, credential activation)")
+        argv = [_bin("weightgate-agent"), "run", "--config", str(self.agent_config)]
+        agent = _start(argv, self.state / "agent.log", self.stack)
+        self.processes.append(agent)
+        print(f"    agent pid {agent.pid}")
+        self.wait("the host to become trusted", lambda: self.status() == "trusted")
+        _say("the host is attested and TRUSTED")
+        print(self.weightgate("hosts", "list"))
+
+    def receive_weights(self) -> None:
+        def holds_weights() -> bool:
+            return all((self.target / name).is_file() for name in SAMPLE_FILES)
+
+        self.wait("the weights to be released and decrypted", holds_weights)
+        _say("keys released to the host's TPM binding key; the agent decrypted the weights")
+        print(self.weightgate("releases", "list"))
+        for name in sorted(SAMPLE_FILES):
+            copy, original = self.target / name, self.state / "sample-model" / name
+            same = copy.read_bytes() == original.read_bytes()
+            print(f"    {copy}: {copy.stat().st_size} bytes, bit-exact={same}")
+
+    def tamper_and_erase(self) -> None:
+        _say("an unapproved boot component is measured into PCR4 (tpm2_pcrevent)")
+        self.measure(4, "bootloader: evil-grubx64.efi")
+        self.wait("the host to become untrusted", lambda: self.status() == "untrusted")
+        _say("the next quote shows it: the host is UNTRUSTED, with the reason")
+        print(self.weightgate("hosts", "list"))
+
+        def erased() -> bool:
+            releases = json.loads(self.weightgate("releases", "list", "--json"))["releases"]
+            return bool(releases) and all(r["state"] == "erased" for r in releases)
+
+        self.wait("the weights to be erased", erased)
+        _say("the release was revoked; the agent erased the weights and sent an AK-signed receipt")
+        print(self.weightgate("releases", "list"))
+        files = (
+            sorted(p for p in self.target.rglob("*") if p.is_file()) if self.target.exists() else []
+        )
+        print(f"    files left in {self.target}: {[p.name for p in files] or 'none'}")
+        print()
+        print("\n".join(self.weightgate("hosts", "show", HOST_ID).splitlines()[:8]))
+
+
+def _demo(state: Path, stack: ExitStack) -> None:
+    demo = _Demo(state, stack)
+    demo.start_tpm()
+    demo.start_verifier()
+    demo.register_host()
+    demo.publish_sample_model()
+    demo.start_agent()
+    demo.receive_weights()
+    demo.tamper_and_erase()
     _say("stopping the agent, the verifier and the TPM")

@@ -15,12 +15,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
-from verifier.server.attestation_service import AttestationService
+from verifier.keystore import FileKeyStore, KeyStoreError
+from verifier.server.attestation_service import AttestationService, OpenStreams
 from verifier.server.enrollment_service import EnrollmentService
+from verifier.server.host_stream import StreamDeps
 from verifier.server.operator_service import OperatorService
+from verifier.server.release_desk import ReleaseDesk
+from verifier.server.weights_service import WeightsService
 from verifier.store import Store
 from verifier.x509chain import load_pem_certificates
-from weightgate.v1 import attestation_pb2_grpc, enrollment_pb2_grpc, operator_pb2_grpc
+from weightgate.v1 import (
+    attestation_pb2_grpc,
+    enrollment_pb2_grpc,
+    operator_pb2_grpc,
+    weights_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,19 @@ class RunningVerifier:
     async def stop(self) -> None:
         await self.server.stop(SHUTDOWN_GRACE_SECONDS)
         self.store.close()
+
+
+def open_keystore(config: VerifierConfig) -> FileKeyStore:
+    """Open the key store, creating it (0600, never overwriting) on first start."""
+    if config.keystore.exists():
+        return FileKeyStore.open(config.keystore)
+    config.keystore.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log.info("creating a new key store at %s", config.keystore)
+    try:
+        return FileKeyStore.create(config.keystore)
+    except KeyStoreError:
+        # Another process created it between our check and our create.
+        return FileKeyStore.open(config.keystore)
 
 
 def _credentials(config: VerifierConfig) -> grpc.ServerCredentials | None:
@@ -76,11 +98,32 @@ async def start_verifier(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )
+    keystore = await asyncio.to_thread(open_keystore, config)
+    config.blob_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    open_streams = OpenStreams()
+    deps = StreamDeps(
+        store=store,
+        challenges=ChallengeRegistry(),
+        config=config,
+        desk=ReleaseDesk(store=store, keystore=keystore, config=config, now=now),
+        now=now,
+    )
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(EnrollmentService(enroller), server)
     attestation_pb2_grpc.add_AttestationServicer_to_server(
-        AttestationService(store, ChallengeRegistry(), config, now=now), server
+        AttestationService(deps, open_streams), server
     )
-    operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(store, now=now), server)
+    operator_pb2_grpc.add_OperatorServicer_to_server(
+        OperatorService(
+            store,
+            now=now,
+            keystore=keystore,
+            blob_dir=config.blob_dir,
+            open_streams=open_streams,
+            review_valid_days=config.review_valid_days,
+        ),
+        server,
+    )
+    weights_pb2_grpc.add_WeightsServicer_to_server(WeightsService(store, config.blob_dir), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     credentials = _credentials(config)

@@ -8,7 +8,18 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from verifier.store import AttestationRecord, HostEvent, HostRecord, HostStatus, ReferenceSet
+from verifier.store import (
+    AttestationRecord,
+    HostEvent,
+    HostRecord,
+    HostStatus,
+    ModelVersionRecord,
+    ReferenceSet,
+    ReleaseRecord,
+    ReleaseState,
+    ReviewRecord,
+    SiteRecord,
+)
 from verifier.verdict import Tier, Verdict
 from weightgate.v1 import common_pb2, operator_pb2
 
@@ -26,6 +37,7 @@ STATUSES: Mapping[HostStatus, operator_pb2.HostStatus.ValueType] = {
     HostStatus.ENROLLED: operator_pb2.HOST_STATUS_ENROLLED,
     HostStatus.TRUSTED: operator_pb2.HOST_STATUS_TRUSTED,
     HostStatus.UNTRUSTED: operator_pb2.HOST_STATUS_UNTRUSTED,
+    HostStatus.QUARANTINED: operator_pb2.HOST_STATUS_QUARANTINED,
 }
 
 
@@ -63,6 +75,7 @@ def host_summary(host: HostRecord) -> operator_pb2.HostSummary:
         group=host.group,
         status=STATUSES[host.status],
         reasons=[common_pb2.Reason(code=r.code, detail=r.detail) for r in host.last_reasons],
+        site=host.site or "",
     )
     if host.last_attestation_at is not None:
         summary.last_attestation.CopyFrom(timestamp(host.last_attestation_at))
@@ -86,3 +99,65 @@ def reference_message(reference: ReferenceSet) -> operator_pb2.ReferenceValues:
         pcrs=pcr_banks(reference.pcrs),
         updated_at=timestamp(reference.updated_at),
     )
+
+
+def model_message(model: ModelVersionRecord) -> operator_pb2.ModelVersion:
+    return operator_pb2.ModelVersion(
+        name=model.name,
+        version=model.version,
+        risk_tier=model.risk_tier,
+        manifest_digest=model.manifest_digest,
+        file_count=model.file_count,
+        plaintext_bytes=model.plaintext_bytes,
+        added_at=timestamp(model.added_at),
+    )
+
+
+def site_message(site: SiteRecord) -> operator_pb2.Site:
+    return operator_pb2.Site(
+        site_id=site.site_id,
+        cleared_risk_tiers=sorted(site.cleared_risk_tiers),
+        description=site.description,
+    )
+
+
+def review_message(review: ReviewRecord) -> operator_pb2.Review:
+    return operator_pb2.Review(
+        review_id=review.review_id,
+        manifest_digest=review.manifest_digest,
+        site_id=review.site_id,
+        risk_tier=review.risk_tier,
+        reviewer=review.reviewer,
+        summary=review.summary,
+        recorded_at=timestamp(review.recorded_at),
+        expires_at=timestamp(review.expires_at),
+    )
+
+
+RELEASE_STATES: Mapping[ReleaseState, operator_pb2.ReleaseState.ValueType] = {
+    ReleaseState.RELEASED: operator_pb2.RELEASE_STATE_RELEASED,
+    ReleaseState.REVOKED: operator_pb2.RELEASE_STATE_REVOKED,
+    ReleaseState.ERASED: operator_pb2.RELEASE_STATE_ERASED,
+    ReleaseState.EXPIRED: operator_pb2.RELEASE_STATE_EXPIRED,
+}
+
+
+def release_message(release: ReleaseRecord) -> operator_pb2.Release:
+    message = operator_pb2.Release(
+        release_id=release.release_id,
+        host_id=release.host_id,
+        manifest_digest=release.manifest_digest,
+        model=release.model,
+        state=RELEASE_STATES[release.state],
+        released_at=timestamp(release.released_at),
+        lease_expires_at=timestamp(release.lease_expires_at),
+        revocation_reason=release.revocation_reason,
+    )
+    for field, value in (
+        ("renewed_at", release.renewed_at),
+        ("revoked_at", release.revoked_at),
+        ("erased_at", release.erased_at),
+    ):
+        if value is not None:
+            getattr(message, field).CopyFrom(timestamp(value))
+    return message

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import grpc
 
 from verifier.attestation import DIGEST_SIZES
+from verifier.keystore import KeyStore
+from verifier.server.attestation_service import OpenStreams
 from verifier.server.convert import (
     IDENTIFIER,
     event_message,
@@ -16,6 +19,7 @@ from verifier.server.convert import (
     record_message,
     reference_message,
 )
+from verifier.server.operator_gate_rpcs import GateRpcs
 from verifier.store import HostAlreadyRegistered, Store
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
@@ -25,10 +29,23 @@ MAX_HISTORY = 1000
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class OperatorService(operator_pb2_grpc.OperatorServicer):
-    def __init__(self, store: Store, *, now: Callable[[], datetime]) -> None:
+class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        now: Callable[[], datetime],
+        keystore: KeyStore,
+        blob_dir: Path,
+        open_streams: OpenStreams,
+        review_valid_days: int,
+    ) -> None:
         self._store = store
         self._now = now
+        self._keystore = keystore
+        self._blob_dir = blob_dir
+        self._open_streams = open_streams
+        self._review_valid_days = review_valid_days
 
     async def RegisterHost(
         self, request: operator_pb2.RegisterHostRequest, context: Context

@@ -1,35 +1,61 @@
 """The verifier's persistent store (SQLAlchemy 2 + Alembic, SQLite or PostgreSQL)."""
 
+from verifier.store.errors import (
+    EnrollmentNotFound,
+    HostAlreadyRegistered,
+    HostNotFound,
+    HostQuarantined,
+    ModelVersionExists,
+    ModelVersionNotFound,
+    ReleaseNotFound,
+    ReleaseStateError,
+    SiteNotFound,
+    StoreError,
+)
 from verifier.store.records import (
     AttestationRecord,
+    BindingKeyRecord,
     ClockState,
     EnrollmentState,
     HostEvent,
     HostRecord,
     HostStatus,
+    ModelVersionRecord,
     PendingEnrollment,
     ReferenceSet,
+    ReleaseDenialRecord,
+    ReleaseRecord,
+    ReleaseState,
+    ReviewRecord,
+    SiteRecord,
 )
-from verifier.store.store import (
-    EnrollmentNotFound,
-    HostAlreadyRegistered,
-    HostNotFound,
-    Store,
-    StoreError,
-)
+from verifier.store.store import Store
 
 __all__ = [
     "AttestationRecord",
+    "BindingKeyRecord",
     "ClockState",
     "EnrollmentNotFound",
     "EnrollmentState",
     "HostAlreadyRegistered",
     "HostEvent",
     "HostNotFound",
+    "HostQuarantined",
     "HostRecord",
     "HostStatus",
+    "ModelVersionExists",
+    "ModelVersionNotFound",
+    "ModelVersionRecord",
     "PendingEnrollment",
     "ReferenceSet",
+    "ReleaseDenialRecord",
+    "ReleaseNotFound",
+    "ReleaseRecord",
+    "ReleaseState",
+    "ReleaseStateError",
+    "ReviewRecord",
+    "SiteNotFound",
+    "SiteRecord",
     "Store",
     "StoreError",
 ]

@@ -6,28 +6,31 @@ classes must describe the same tables (a test compares them on both backends).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
-    DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
-    MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from verifier.store.base import NAMING_CONVENTION, Base, UInt64, UTCDateTime, one_of
+from verifier.store.models_releases import (
+    BindingKey,
+    ModelDataKey,
+    ModelVersion,
+    Release,
+    ReleaseDenial,
+    Review,
+    Site,
+)
 from verifier.store.records import (
     AttestationRecord,
     ClockState,
@@ -38,77 +41,26 @@ from verifier.store.records import (
 )
 from verifier.verdict import Reason, Tier, Verdict
 
-# Deterministic constraint names, so later migrations can refer to them on
-# both backends (SQLite would otherwise leave them unnamed).
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-_SIGNED_OFFSET = 2**64
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend.
-
-    SQLite has no time zones: SQLAlchemy stores a naive ISO string and reads a
-    naive datetime back. Normalising to UTC before binding keeps the stored
-    strings in chronological lexical order (so ``expires_at > :now`` compares
-    correctly in SQL), and reattaching UTC on the way out keeps the API aware.
-    Naive input is refused rather than guessed.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime: the store only accepts timezone-aware values")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-class UInt64(TypeDecorator[int]):
-    """An unsigned 64-bit integer kept exactly in a signed BIGINT.
-
-    The TPM clock is a UINT64 that an owner can set close to 2**64
-    (TPM2_ClockSet), and neither backend has an unsigned 64-bit column: SQLite
-    would silently turn such a value into a lossy REAL. Storing the two's
-    complement bit pattern is exact; the column is never compared in SQL.
-    """
-
-    impl = BigInteger
-    cache_ok = True
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        if not 0 <= value < _SIGNED_OFFSET:
-            raise ValueError(f"not a UINT64: {value}")
-        return value - _SIGNED_OFFSET if value >= 2**63 else value
-
-    def process_result_value(self, value: int | None, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        return value + _SIGNED_OFFSET if value < 0 else value
-
-
-def _one_of(column: str, values: Iterable[str]) -> str:
-    quoted = ", ".join(f"'{v}'" for v in values)
-    return f"{column} IN ({quoted})"
-
+# Every table, so that ``Base.metadata`` imported from here describes the whole schema.
+__all__ = [
+    "NAMING_CONVENTION",
+    "AttestationResult",
+    "Base",
+    "BindingKey",
+    "Enrollment",
+    "Host",
+    "HostEventRow",
+    "ModelDataKey",
+    "ModelVersion",
+    "ReferenceSetRow",
+    "ReferenceValue",
+    "Release",
+    "ReleaseDenial",
+    "Review",
+    "Site",
+    "UInt64",
+    "UTCDateTime",
+]
 
 _CLOCK_ALL_OR_NONE = (
     "(last_clock IS NULL AND last_reset_count IS NULL AND last_restart_count IS NULL)"
@@ -117,18 +69,10 @@ _CLOCK_ALL_OR_NONE = (
 )
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 - SQLAlchemy's documented hook
-        datetime: UTCDateTime(),
-        bytes: LargeBinary(),
-    }
-
-
 class Host(Base):
     __tablename__ = "hosts"
     __table_args__ = (
-        CheckConstraint(_one_of("status", (s.value for s in HostStatus)), name="status"),
+        CheckConstraint(one_of("status", (s.value for s in HostStatus)), name="status"),
         CheckConstraint(_CLOCK_ALL_OR_NONE, name="clock"),
     )
 
@@ -150,6 +94,7 @@ class Host(Base):
     # Denormalised from the newest attestation result so that list_hosts is one
     # query; written in the same transaction as that result.
     last_reasons: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    site: Mapped[str | None] = mapped_column(ForeignKey("sites.site_id"))
 
     def to_record(self) -> HostRecord:
         clock = None
@@ -171,13 +116,14 @@ class Host(Base):
             last_attestation_at=self.last_attestation_at,
             last_clock=clock,
             last_reasons=tuple(Reason(r["code"], r["detail"]) for r in self.last_reasons),
+            site=self.site,
         )
 
 
 class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
-        CheckConstraint(_one_of("state", (s.value for s in EnrollmentState)), name="state"),
+        CheckConstraint(one_of("state", (s.value for s in EnrollmentState)), name="state"),
         Index("ix_enrollments_host_id_state", "host_id", "state"),
     )
 

@@ -8,7 +8,7 @@ accident.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +29,8 @@ class HostStatus(enum.Enum):
     ENROLLED = "enrolled"
     TRUSTED = "trusted"
     UNTRUSTED = "untrusted"
+    # An operator withdrew trust: attestation results no longer move the status.
+    QUARANTINED = "quarantined"
 
 
 class EnrollmentState(enum.StrEnum):
@@ -73,6 +75,7 @@ class HostRecord:
     last_attestation_at: datetime | None
     last_clock: ClockState | None
     last_reasons: tuple[Reason, ...]
+    site: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,91 @@ class ReferenceSet:
     updated_at: datetime
 
 
+class ReleaseState(enum.StrEnum):
+    """Life cycle of one key release.
+
+    RELEASED -> REVOKED | EXPIRED -> ERASED; ERASED is final. REVOKED and
+    EXPIRED both await an erase receipt.
+    """
+
+    RELEASED = "released"
+    REVOKED = "revoked"
+    ERASED = "erased"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionRecord:
+    """A registered checkpoint, identified by the SHA-256 of its exact manifest bytes."""
+
+    manifest_digest: bytes
+    name: str
+    version: str
+    risk_tier: str
+    manifest: bytes
+    manifest_signature: bytes
+    file_count: int
+    plaintext_bytes: int
+    added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRecord:
+    site_id: str
+    cleared_risk_tiers: frozenset[str]
+    description: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRecord:
+    """A pre-deployment review of one model version for one site, valid until ``expires_at``."""
+
+    review_id: str
+    manifest_digest: bytes
+    site_id: str
+    risk_tier: str
+    reviewer: str
+    summary: str
+    recorded_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BindingKeyRecord:
+    """The host's certified binding key: ``pcr_selection[bank]`` is sorted and unique."""
+
+    host_id: str
+    public: bytes
+    policy_digest: bytes
+    pcr_selection: dict[str, tuple[int, ...]]
+    certified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    release_id: str
+    host_id: str
+    manifest_digest: bytes
+    model: str  # "name:version"
+    state: ReleaseState
+    released_at: datetime
+    lease_expires_at: datetime
+    renewed_at: datetime | None
+    revoked_at: datetime | None  # also set when the lease expired
+    erased_at: datetime | None
+    revocation_reason: str  # "" while released; "lease_expired" for an expired lease
+    erase_qualifying_data: bytes | None  # the nonce the erase receipt must carry
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseDenialRecord:
+    host_id: str
+    manifest_digest: bytes
+    at: datetime
+    reasons: tuple[Reason, ...]
+
+
 def validated_pcrs(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[int, bytes]]:
     """A copy of ``pcrs`` after checking it is usable as a reference set.
 
@@ -139,4 +227,28 @@ def validated_pcrs(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[in
             if not isinstance(value, bytes) or len(value) != size:
                 raise ValueError(f"{bank} PCR {pcr}: expected a {size}-byte digest")
         out[bank] = dict(by_index)
+    return out
+
+
+def validated_selection(selection: Mapping[str, Iterable[int]]) -> dict[str, list[int]]:
+    """``selection`` as sorted, duplicate-free PCR lists per bank, after checking it.
+
+    Raises ValueError for an empty selection or bank, an unknown bank, or a PCR
+    index outside 0-23.
+    """
+    if not selection:
+        raise ValueError("refusing an empty PCR selection")
+    out: dict[str, list[int]] = {}
+    for bank in sorted(selection):
+        if bank not in _BANK_DIGEST_SIZES:
+            raise ValueError(
+                f"unknown PCR bank {bank!r}; expected one of {list(_BANK_DIGEST_SIZES)}"
+            )
+        pcrs = list(selection[bank])
+        if not pcrs:
+            raise ValueError(f"refusing an empty {bank} selection")
+        for pcr in pcrs:
+            if isinstance(pcr, bool) or not isinstance(pcr, int) or not 0 <= pcr < _PCR_COUNT:
+                raise ValueError(f"PCR index out of range: {pcr!r}")
+        out[bank] = sorted(set(pcrs))
     return out

@@ -2,24 +2,45 @@
 
 Every write is a single transaction. Rows a decision depends on are locked
 first (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
-always host before enrollment, so concurrent calls from the gRPC server's
-worker threads serialise instead of interleaving or deadlocking.
+always host before enrollment or release, so concurrent calls from the gRPC
+server's worker threads (and the lease sweeper) serialise instead of
+interleaving or deadlocking.
+
+The class is assembled from parts: hosts, enrollment, attestation and
+reference values here; model versions, sites, reviews and binding keys in
+``store_models``; key releases and denials in ``store_releases``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Self
 
-from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
-from verifier.store.migrations import WRITE_OPTION, open_engine
+from verifier.store._core import (
+    add_event,
+    check_id,
+    check_limit,
+    check_text,
+    lock_host,
+    require_aware,
+    utcnow,
+)
+from verifier.store.errors import (
+    EnrollmentNotFound,
+    HostAlreadyRegistered,
+    HostNotFound,
+    HostQuarantined,
+    ModelVersionExists,
+    ModelVersionNotFound,
+    ReleaseNotFound,
+    ReleaseStateError,
+    SiteNotFound,
+    StoreError,
+)
 from verifier.store.models import (
     AttestationResult,
     Enrollment,
@@ -39,70 +60,38 @@ from verifier.store.records import (
     ReferenceSet,
     validated_pcrs,
 )
+from verifier.store.store_models import ModelsMixin
+from verifier.store.store_releases import ReleasesMixin
 from verifier.verdict import Verdict
+
+__all__ = [
+    "EnrollmentNotFound",
+    "HostAlreadyRegistered",
+    "HostNotFound",
+    "HostQuarantined",
+    "ModelVersionExists",
+    "ModelVersionNotFound",
+    "ReleaseNotFound",
+    "ReleaseStateError",
+    "SiteNotFound",
+    "Store",
+    "StoreError",
+]
 
 _BOOT_EVENTS = frozenset({"reboot", "restart"})  # the kinds worth an event
 _SHA256_SIZE = 32
-_MAX_ID_LENGTH = 255  # the width of the id columns
+QUARANTINE_CODE = "host.quarantined"
 
 
-class StoreError(Exception):
-    """Base of the store's own errors."""
-
-
-# The names are the API the server and CLI code against; hence no Error suffix.
-class HostNotFound(StoreError):  # noqa: N818
-    pass
-
-
-class HostAlreadyRegistered(StoreError):  # noqa: N818
-    pass
-
-
-class EnrollmentNotFound(StoreError):  # noqa: N818
-    """No pending, unexpired enrollment has this id (unknown, used, or expired)."""
-
-
-class Store:
+class Store(ModelsMixin, ReleasesMixin):
     """Persistent verifier state. Build with :meth:`open`; safe to share between threads."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        # expire_on_commit=False: records are built after commit from the loaded rows.
-        self._reader = sessionmaker(engine, expire_on_commit=False)
-        self._writer = sessionmaker(
-            engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
-        )
-
-    @classmethod
-    def open(cls, url: str, *, schema: str | None = None) -> Self:
-        """Connect, migrate to the newest schema, and return the store.
-
-        ``schema`` (PostgreSQL only) puts every table in that schema, creating it
-        if needed; tests use it to isolate themselves.
-        """
-        return cls(open_engine(url, schema=schema))
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        with self._writer.begin() as session:  # commits, or rolls back on any exception
-            yield session
 
     # -- hosts ---------------------------------------------------------------
 
     def register_host(self, host_id: str, group: str) -> HostRecord:
-        _check_id("host_id", host_id)
-        _check_id("group", group)
-        now = _utcnow()
+        check_id("host_id", host_id)
+        check_id("group", group)
+        now = utcnow()
         try:
             with self._writing() as s:
                 if s.get(Host, host_id) is not None:
@@ -117,7 +106,7 @@ class Store:
                 s.add(host)
                 # A concurrent registration on PostgreSQL surfaces here.
                 s.flush()
-                _add_event(s, host_id, now, "registered", f"group {group}")
+                add_event(s, host_id, now, "registered", f"group {group}")
         except IntegrityError as exc:
             raise HostAlreadyRegistered(host_id) from exc
         return host.to_record()
@@ -150,7 +139,7 @@ class Store:
         newest challenge may bind keys, so an abandoned one cannot be finished
         later with a different AK.
         """
-        _require_aware("expires_at", expires_at)
+        require_aware("expires_at", expires_at)
         if len(secret_digest) != _SHA256_SIZE:
             raise ValueError("secret_digest must be a SHA-256 digest of the credential secret")
         enrollment_id = uuid.uuid4().hex
@@ -172,7 +161,7 @@ class Store:
                     ak_public=ak_public,
                     ak_name=ak_name,
                     secret_digest=secret_digest,
-                    created_at=_utcnow(),
+                    created_at=utcnow(),
                     expires_at=expires_at,
                     state=EnrollmentState.PENDING.value,
                 )
@@ -192,7 +181,7 @@ class Store:
         Raises EnrollmentNotFound unless the enrollment exists, is pending and
         has not expired at ``now``; a pending one found expired is marked so.
         """
-        _require_aware("now", now)
+        require_aware("now", now)
         with self._writing() as s:
             host_id = s.scalar(
                 select(Enrollment.host_id).where(Enrollment.enrollment_id == enrollment_id)
@@ -210,14 +199,16 @@ class Store:
                 host.ek_certificate = enrollment.ek_certificate
                 host.ak_public = enrollment.ak_public
                 host.ak_name = enrollment.ak_name
-                host.status = HostStatus.ENROLLED.value
+                # Re-enrolling is no way out of quarantine.
+                if host.status != HostStatus.QUARANTINED.value:
+                    host.status = HostStatus.ENROLLED.value
                 host.enrolled_at = now
                 # New AK, new TPM perhaps: the old clock is no rollback baseline.
                 host.last_clock = host.last_reset_count = host.last_restart_count = None
-                _add_event(s, host.host_id, now, "enrolled", f"enrollment {enrollment_id}")
+                add_event(s, host.host_id, now, "enrolled", f"enrollment {enrollment_id}")
             else:
                 enrollment.state = EnrollmentState.FAILED.value
-                _add_event(s, host.host_id, now, "enrollment_failed", f"enrollment {enrollment_id}")
+                add_event(s, host.host_id, now, "enrollment_failed", f"enrollment {enrollment_id}")
         # Outside the transaction, so that marking it expired is committed.
         if expired:
             raise EnrollmentNotFound(f"{enrollment_id} (expired)")
@@ -237,13 +228,16 @@ class Store:
     ) -> AttestationRecord:
         """Append a result and move the host's status, clock and events with it.
 
+        A quarantined host keeps its status (and its quarantine reason ahead of
+        the verdict's reasons); the result is stored all the same.
+
         ``clock`` is given only when the quote was authenticated; an
         unauthenticated clock must never become the rollback baseline.
         ``boot_event`` "reboot" or "restart" is logged as an event of that
         kind; any other value (authenticate's "none", or None) logs nothing.
         """
-        _require_aware("appraised_at", appraised_at)
-        _check_id("challenge_id", challenge_id)
+        require_aware("appraised_at", appraised_at)
+        check_id("challenge_id", challenge_id)
         reasons = [{"code": r.code, "detail": r.detail} for r in verdict.reasons]
         result_id = uuid.uuid4().hex
         with self._writing() as s:
@@ -263,6 +257,11 @@ class Store:
             )
             old = HostStatus(host.status)
             new = HostStatus.TRUSTED if verdict.affirms else HostStatus.UNTRUSTED
+            if old is HostStatus.QUARANTINED:
+                # Only an operator lifts a quarantine; its reason stays in front.
+                new = old
+                kept = [r for r in host.last_reasons if r["code"] == QUARANTINE_CODE]
+                reasons = kept + reasons
             host.status = new.value
             host.last_attestation_at = appraised_at
             host.last_reasons = reasons
@@ -272,17 +271,34 @@ class Store:
                 host.last_restart_count = clock.restart_count
             if boot_event in _BOOT_EVENTS:
                 detail = "" if clock is None else _clock_detail(clock)
-                _add_event(s, host_id, appraised_at, boot_event, detail)
+                add_event(s, host_id, appraised_at, boot_event, detail)
             if new is not old:
                 detail = f"{old.value} -> {new.value}"
                 if verdict.reasons:
                     detail += f": {verdict.reasons[0]}"
-                _add_event(s, host_id, appraised_at, "status_changed", detail)
+                add_event(s, host_id, appraised_at, "status_changed", detail)
         return AttestationRecord(result_id, host_id, challenge_id, appraised_at, verdict)
+
+    def quarantine_host(self, host_id: str, *, reason: str, now: datetime) -> HostRecord:
+        """Withdraw trust until an operator clears it; attestation no longer moves the status.
+
+        Releases are not touched here: the caller revokes them (each revocation
+        needs a fresh erase challenge), and :meth:`create_release` refuses the
+        host from now on.
+        """
+        check_text("reason", reason)
+        require_aware("now", now)
+        with self._writing() as s:
+            host = lock_host(s, host_id)
+            old = host.status
+            host.status = HostStatus.QUARANTINED.value
+            host.last_reasons = [{"code": QUARANTINE_CODE, "detail": reason}]
+            add_event(s, host_id, now, "quarantined", f"{old} -> quarantined: {reason}")
+        return host.to_record()
 
     def history(self, host_id: str, *, limit: int = 50) -> list[AttestationRecord]:
         """The host's results, newest first."""
-        _check_limit(limit)
+        check_limit(limit)
         query = (
             select(AttestationResult)
             .where(AttestationResult.host_id == host_id)
@@ -294,7 +310,7 @@ class Store:
 
     def events(self, host_id: str, *, limit: int = 50) -> list[HostEvent]:
         """The host's events, newest first."""
-        _check_limit(limit)
+        check_limit(limit)
         query = (
             select(HostEventRow)
             .where(HostEventRow.host_id == host_id)
@@ -310,11 +326,10 @@ class Store:
         self, group: str, pcrs: Mapping[str, Mapping[int, bytes]], *, now: datetime
     ) -> ReferenceSet:
         """Replace the group's whole reference set; an empty set is refused."""
-        _check_id("group", group)
-        _require_aware("now", now)
+        check_id("group", group)
+        require_aware("now", now)
         values = validated_pcrs(pcrs)
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-        upsert = dialect.insert(ReferenceSetRow).values(group=group, updated_at=now)
+        upsert = self._dialect().insert(ReferenceSetRow).values(group=group, updated_at=now)
         # The upsert also locks the set's row, serialising concurrent replacements.
         upsert = upsert.on_conflict_do_update(
             index_elements=[ReferenceSetRow.group],
@@ -345,32 +360,9 @@ class Store:
 # -- conversions and checks ----------------------------------------------------
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _require_aware(name: str, value: datetime) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-
-
-def _check_id(name: str, value: str) -> None:
-    if not value or len(value) > _MAX_ID_LENGTH:
-        raise ValueError(f"{name} must be 1 to {_MAX_ID_LENGTH} characters")
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError("limit must be positive")
-
-
 def _copy_pcrs(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[int, bytes]]:
     return {bank: dict(by_index) for bank, by_index in pcrs.items()}
 
 
 def _clock_detail(clock: ClockState) -> str:
     return f"reset_count={clock.reset_count} restart_count={clock.restart_count}"
-
-
-def _add_event(s: Session, host_id: str, at: datetime, kind: str, detail: str) -> None:
-    s.add(HostEventRow(host_id=host_id, at=at, kind=kind, detail=detail))

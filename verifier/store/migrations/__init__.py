@@ -8,6 +8,7 @@ relies on, then upgrades it to ``head`` on one of its own connections.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,54 @@ def open_engine(url: str, *, schema: str | None = None) -> Engine:
     return engine
 
 
-def upgrade(engine: Engine) -> None:
-    """``alembic upgrade head`` in one transaction; a no-op when already there."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """``alembic upgrade <revision>`` in one transaction; a no-op when already there."""
+    _migrate(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """``alembic downgrade <revision>`` in one transaction (for operators and tests)."""
+    _migrate(engine, command.downgrade, revision)
+
+
+def _migrate(engine: Engine, run: Callable[[Config, str], None], revision: str) -> None:
+    """Run one Alembic command in one transaction, under the migration lock.
+
+    On SQLite, foreign key enforcement is off while migrating: rebuilding a
+    table that others reference (batch mode's copy, drop, rename) would
+    otherwise fail or cascade. It can only be switched outside a transaction,
+    so it is switched around it, and every key is checked before the commit.
+    """
     config = Config()
     config.set_main_option("script_location", str(_SCRIPT_LOCATION))
-    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            _lock_migrations(conn)
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_pragma(conn, "PRAGMA foreign_keys=OFF")
+        try:
+            with conn.execution_options(**{WRITE_OPTION: True}).begin():
+                if conn.dialect.name == "postgresql":
+                    _lock_migrations(conn)
+                config.attributes["connection"] = conn
+                run(config, revision)
+                if sqlite:
+                    _check_foreign_keys(conn)
+        finally:
+            if sqlite:
+                _sqlite_pragma(conn, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """Run ``pragma`` on the driver connection, outside any transaction."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(pragma)
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    violations = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if violations:
+        raise RuntimeError(f"migration left dangling foreign keys: {violations[:5]}")
 
 
 def _lock_migrations(conn: Connection) -> None:

@@ -1,0 +1,256 @@
+"""`weightgate models|sites|reviews|releases …` and `hosts assign|quarantine`.
+
+`models add` runs on the verifier host: it encrypts the checkpoint into the
+verifier's blob directory with the verifier's key store (both from the verifier
+config), then registers it through the Operator API. Everything else only talks
+to the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from verifier.config import ConfigError, load_config
+from verifier.keystore import FileKeyStore, KeyStoreError
+from verifier.models.encrypt import CheckpointSourceError, encrypt_checkpoint
+from verifier.models.progress import ProgressReporter
+from verifier.operator_cli import RPC_TIMEOUT_SECONDS, CliError, add_connection_arguments
+from weightgate.checkpoint.format import CheckpointFormatError
+from weightgate.v1 import operator_pb2, operator_pb2_grpc
+
+RELEASE_STATES = {
+    operator_pb2.RELEASE_STATE_RELEASED: "released",
+    operator_pb2.RELEASE_STATE_REVOKED: "revoked",
+    operator_pb2.RELEASE_STATE_ERASED: "erased",
+    operator_pb2.RELEASE_STATE_EXPIRED: "expired",
+}
+
+
+def add_gate_commands(commands: Any, hosts_commands: Any) -> None:
+    """Register the gate's subcommands on the top-level and `hosts` parsers."""
+    models = commands.add_parser("models", help="encrypted model checkpoints")
+    models_commands = models.add_subparsers(dest="subcommand", required=True)
+    add = models_commands.add_parser(
+        "add", help="encrypt a checkpoint directory and register it (run on the verifier host)"
+    )
+    add.add_argument("name")
+    add.add_argument("--version", required=True)
+    add.add_argument("--path", type=Path, required=True, help="checkpoint directory")
+    add.add_argument("--risk-tier", required=True)
+    add.add_argument("--config", type=Path, required=True, help="the verifier's config file")
+    add_connection_arguments(add)
+    for name, text in (("list", "registered model versions"), ("show", "one model version")):
+        sub = models_commands.add_parser(name, help=text)
+        if name == "show":
+            sub.add_argument("digest", help="manifest digest (hex)")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        add_connection_arguments(sub)
+
+    sites = commands.add_parser("sites", help="sites and their risk-tier clearances")
+    sites_commands = sites.add_subparsers(dest="subcommand", required=True)
+    site_set = sites_commands.add_parser("set", help="create or update a site")
+    site_set.add_argument("site")
+    site_set.add_argument("--cleared", default="", help="comma-separated risk tiers")
+    site_set.add_argument("--description", default="")
+    add_connection_arguments(site_set)
+
+    reviews = commands.add_parser("reviews", help="pre-deployment reviews")
+    reviews_commands = reviews.add_subparsers(dest="subcommand", required=True)
+    record = reviews_commands.add_parser("record", help="record an approving review")
+    record.add_argument("digest", help="manifest digest (hex) of the model version")
+    record.add_argument("--site", required=True)
+    record.add_argument("--reviewer", required=True)
+    record.add_argument("--summary", default="")
+    record.add_argument("--valid-days", type=int, default=0)
+    add_connection_arguments(record)
+
+    releases = commands.add_parser("releases", help="key releases and their leases")
+    releases_commands = releases.add_subparsers(dest="subcommand", required=True)
+    rel_list = releases_commands.add_parser("list", help="released/renewed/revoked/erased")
+    rel_list.add_argument("--host", default="")
+    rel_list.add_argument("--model", default="", help="manifest digest (hex)")
+    rel_list.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_arguments(rel_list)
+
+    assign = hosts_commands.add_parser("assign", help="assign a host to a site")
+    assign.add_argument("host")
+    assign.add_argument("--site", required=True)
+    add_connection_arguments(assign)
+    quarantine = hosts_commands.add_parser(
+        "quarantine", help="withdraw trust now: revokes every release, forces erasure"
+    )
+    quarantine.add_argument("host")
+    quarantine.add_argument("--reason", required=True)
+    add_connection_arguments(quarantine)
+
+
+def _digest(text: str) -> bytes:
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise CliError(f"{text!r} is not a 64-hex-digit manifest digest")
+    return digest
+
+
+def _stamp(message: Any, field: str) -> str | None:
+    if not message.HasField(field):
+        return None
+    return str(getattr(message, field).ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _model(model: operator_pb2.ModelVersion) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "version": model.version,
+        "risk_tier": model.risk_tier,
+        "digest": model.manifest_digest.hex(),
+        "files": model.file_count,
+        "bytes": model.plaintext_bytes,
+        "added_at": _stamp(model, "added_at"),
+    }
+
+
+def _release(release: operator_pb2.Release) -> dict[str, Any]:
+    return {
+        "release": release.release_id,
+        "host": release.host_id,
+        "model": release.model,
+        "digest": release.manifest_digest.hex(),
+        "state": RELEASE_STATES.get(release.state, "unknown"),
+        "released_at": _stamp(release, "released_at"),
+        "lease_expires_at": _stamp(release, "lease_expires_at"),
+        "renewed_at": _stamp(release, "renewed_at"),
+        "revoked_at": _stamp(release, "revoked_at"),
+        "erased_at": _stamp(release, "erased_at"),
+        "revocation_reason": release.revocation_reason,
+    }
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def models_add(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
+    try:
+        config = load_config(args.config)
+        keystore = FileKeyStore.open(config.keystore)
+    except (ConfigError, KeyStoreError) as exc:
+        raise CliError(str(exc)) from None
+    incoming = config.blob_dir / f".incoming-{uuid.uuid4().hex}"
+    progress = ProgressReporter(f"encrypting {args.name}:{args.version}")
+    try:
+        encrypted = encrypt_checkpoint(
+            args.path,
+            incoming,
+            name=args.name,
+            version=args.version,
+            risk_tier=args.risk_tier,
+            keystore=keystore,
+            progress=progress,
+        )
+        progress.finish()
+        final = config.blob_dir / encrypted.manifest_digest.hex()
+        if final.exists():
+            raise CliError(f"model version {encrypted.manifest_digest.hex()} already stored")
+        incoming.rename(final)
+    except (CheckpointSourceError, CheckpointFormatError, OSError) as exc:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise CliError(f"cannot encrypt {args.path}: {exc}") from None
+    except CliError:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    model = stub.AddModelVersion(
+        operator_pb2.AddModelVersionRequest(
+            manifest=encrypted.manifest_bytes,
+            manifest_signature=encrypted.signature,
+            wrapped_data_keys=encrypted.wrapped_keys,
+        ),
+        timeout=RPC_TIMEOUT_SECONDS,
+    )
+    digest = model.manifest_digest.hex()
+    return f"added {model.name}:{model.version} ({model.risk_tier}) digest {digest}"
+
+
+def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str | None:
+    """Dispatch a gate command; None when `args` is not one of ours."""
+    command = (args.command, args.subcommand)
+    timeout = RPC_TIMEOUT_SECONDS
+    if command == ("models", "add"):
+        return models_add(stub, args)
+    if command == ("models", "list"):
+        models = [_model(m) for m in stub.ListModelVersions(
+            operator_pb2.ListModelVersionsRequest(), timeout=timeout).models]  # fmt: skip
+        if args.json:
+            return json.dumps({"models": models}, indent=2)
+        rows = [["MODEL", "VERSION", "TIER", "FILES", "BYTES", "DIGEST"]]
+        rows += [[m["name"], m["version"], m["risk_tier"], str(m["files"]), str(m["bytes"]),
+                  m["digest"]] for m in models]  # fmt: skip
+        return _table(rows) if models else "no model versions registered"
+    if command == ("models", "show"):
+        model = stub.GetModelVersion(
+            operator_pb2.GetModelVersionRequest(manifest_digest=_digest(args.digest)),
+            timeout=timeout,
+        )
+        return json.dumps(_model(model), indent=2)
+    if command == ("sites", "set"):
+        tiers = [t.strip() for t in args.cleared.split(",") if t.strip()]
+        site = stub.SetSite(
+            operator_pb2.SetSiteRequest(
+                site=operator_pb2.Site(
+                    site_id=args.site, cleared_risk_tiers=tiers, description=args.description
+                )
+            ),
+            timeout=timeout,
+        )
+        cleared = ", ".join(site.cleared_risk_tiers) or "no tiers"
+        return f"site {site.site_id}: cleared for {cleared}"
+    if command == ("reviews", "record"):
+        review = stub.RecordReview(
+            operator_pb2.RecordReviewRequest(
+                manifest_digest=_digest(args.digest),
+                site_id=args.site,
+                reviewer=args.reviewer,
+                summary=args.summary,
+                valid_days=args.valid_days,
+            ),
+            timeout=timeout,
+        )
+        return (
+            f"review {review.review_id} recorded for site {review.site_id}, "
+            f"expires {_stamp(review, 'expires_at')}"
+        )
+    if command == ("releases", "list"):
+        request = operator_pb2.ListReleasesRequest(
+            host_id=args.host, manifest_digest=_digest(args.model) if args.model else b""
+        )
+        releases = [_release(r) for r in stub.ListReleases(request, timeout=timeout).releases]
+        if args.json:
+            return json.dumps({"releases": releases}, indent=2)
+        rows = [["HOST", "MODEL", "STATE", "RELEASED", "LEASE UNTIL", "ERASED", "REASON"]]
+        rows += [[r["host"], r["model"], r["state"], r["released_at"] or "-",
+                  r["lease_expires_at"] or "-", r["erased_at"] or "-",
+                  r["revocation_reason"] or "-"] for r in releases]  # fmt: skip
+        return _table(rows) if releases else "no releases"
+    if command == ("hosts", "assign"):
+        summary = stub.AssignHostToSite(
+            operator_pb2.AssignHostToSiteRequest(host_id=args.host, site_id=args.site),
+            timeout=timeout,
+        )
+        return f"{summary.host_id} is now in site {summary.site}"
+    if command == ("hosts", "quarantine"):
+        summary = stub.QuarantineHost(
+            operator_pb2.QuarantineHostRequest(host_id=args.host, reason=args.reason),
+            timeout=timeout,
+        )
+        return f"{summary.host_id} quarantined; its releases are being revoked"
+    return None

@@ -1,0 +1,190 @@
+"""Operator RPCs for the weight gate: models, sites, reviews, releases, quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import grpc
+
+from verifier.keystore import KeyStore
+from verifier.server.attestation_service import OpenStreams
+from verifier.server.convert import (
+    IDENTIFIER,
+    host_summary,
+    model_message,
+    release_message,
+    review_message,
+    site_message,
+)
+from verifier.server.weights_service import checkpoint_dir
+from verifier.store import (
+    HostNotFound,
+    ModelVersionExists,
+    ModelVersionNotFound,
+    SiteNotFound,
+    Store,
+)
+from weightgate.checkpoint.format import CheckpointFormatError
+from weightgate.checkpoint.signature import verify_manifest
+from weightgate.v1 import operator_pb2
+
+Context = grpc.aio.ServicerContext[object, object]
+TIER = re.compile(r"[A-Za-z0-9._+:@/-]{1,128}")
+TEXT_LIMIT = 4096
+
+
+class GateRpcs:
+    """Mixed into OperatorService; the attributes below are set by its __init__."""
+
+    _store: Store
+    _now: Callable[[], datetime]
+    _keystore: KeyStore
+    _blob_dir: Path
+    _open_streams: OpenStreams
+    _review_valid_days: int
+
+    async def AddModelVersion(
+        self, request: operator_pb2.AddModelVersionRequest, context: Context
+    ) -> operator_pb2.ModelVersion:
+        """Register an encrypted checkpoint: the manifest must carry our own signature,
+        every file must have a wrapped key and its ciphertext in the blob dir."""
+        try:
+            manifest = verify_manifest(
+                request.manifest, request.manifest_signature, self._keystore.signing_public_key()
+            )
+        except CheckpointFormatError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"manifest: {exc}")
+        file_ids = {f.file_id.hex() for f in manifest.files}
+        if set(request.wrapped_data_keys) != file_ids:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "wrapped_data_keys must hold exactly one key per manifest file",
+            )
+        directory = checkpoint_dir(self._blob_dir, manifest.digest())
+        for entry in manifest.files:
+            blob = directory / entry.ciphertext_name
+            size = blob.stat().st_size if blob.is_file() else None
+            if size != entry.ciphertext_size:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"ciphertext of {entry.path!r} missing or wrong size in {directory}",
+                )
+        try:
+            record = await asyncio.to_thread(
+                self._store.add_model_version,
+                manifest=bytes(request.manifest),
+                manifest_signature=bytes(request.manifest_signature),
+                manifest_digest=manifest.digest(),
+                name=manifest.model_name,
+                version=manifest.model_version,
+                risk_tier=manifest.risk_tier,
+                file_count=len(manifest.files),
+                plaintext_bytes=sum(f.plaintext_size for f in manifest.files),
+                wrapped_data_keys=dict(request.wrapped_data_keys),
+                now=self._now(),
+            )
+        except ModelVersionExists:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "model version already registered")
+        return model_message(record)
+
+    async def ListModelVersions(
+        self, request: operator_pb2.ListModelVersionsRequest, context: Context
+    ) -> operator_pb2.ListModelVersionsResponse:
+        models = await asyncio.to_thread(self._store.list_model_versions)
+        return operator_pb2.ListModelVersionsResponse(models=[model_message(m) for m in models])
+
+    async def GetModelVersion(
+        self, request: operator_pb2.GetModelVersionRequest, context: Context
+    ) -> operator_pb2.ModelVersion:
+        model = await asyncio.to_thread(
+            self._store.get_model_version, bytes(request.manifest_digest)
+        )
+        if model is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such model version")
+        return model_message(model)
+
+    async def SetSite(
+        self, request: operator_pb2.SetSiteRequest, context: Context
+    ) -> operator_pb2.Site:
+        site = request.site
+        if not IDENTIFIER.fullmatch(site.site_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "site_id: not a valid id")
+        if not all(TIER.fullmatch(t) for t in site.cleared_risk_tiers):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cleared_risk_tiers: bad tier")
+        if len(site.description) > TEXT_LIMIT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "description: too long")
+        record = await asyncio.to_thread(
+            self._store.set_site,
+            site.site_id,
+            cleared_risk_tiers=list(site.cleared_risk_tiers),
+            description=site.description,
+            now=self._now(),
+        )
+        return site_message(record)
+
+    async def AssignHostToSite(
+        self, request: operator_pb2.AssignHostToSiteRequest, context: Context
+    ) -> operator_pb2.HostSummary:
+        try:
+            host = await asyncio.to_thread(
+                self._store.assign_host_to_site, request.host_id, request.site_id, now=self._now()
+            )
+        except HostNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host_id!r}")
+        except SiteNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no site {request.site_id!r}")
+        return host_summary(host)
+
+    async def RecordReview(
+        self, request: operator_pb2.RecordReviewRequest, context: Context
+    ) -> operator_pb2.Review:
+        if not request.reviewer or len(request.reviewer) > 256:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reviewer: required")
+        if len(request.summary) > TEXT_LIMIT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "summary: too long")
+        now = self._now()
+        days = request.valid_days or self._review_valid_days
+        try:
+            review = await asyncio.to_thread(
+                self._store.record_review,
+                manifest_digest=bytes(request.manifest_digest),
+                site_id=request.site_id,
+                reviewer=request.reviewer,
+                summary=request.summary,
+                now=now,
+                expires_at=now + timedelta(days=days),
+            )
+        except ModelVersionNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such model version")
+        except SiteNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no site {request.site_id!r}")
+        return review_message(review)
+
+    async def ListReleases(
+        self, request: operator_pb2.ListReleasesRequest, context: Context
+    ) -> operator_pb2.ListReleasesResponse:
+        releases = await asyncio.to_thread(
+            self._store.list_releases,
+            host_id=request.host_id or None,
+            manifest_digest=bytes(request.manifest_digest) or None,
+        )
+        return operator_pb2.ListReleasesResponse(releases=[release_message(r) for r in releases])
+
+    async def QuarantineHost(
+        self, request: operator_pb2.QuarantineHostRequest, context: Context
+    ) -> operator_pb2.HostSummary:
+        if not request.reason or len(request.reason) > TEXT_LIMIT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reason: required")
+        try:
+            host = await asyncio.to_thread(
+                self._store.quarantine_host, request.host_id, reason=request.reason, now=self._now()
+            )
+        except HostNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host_id!r}")
+        # The host's open stream revokes its releases at once instead of next round.
+        self._open_streams.wake(host.host_id)
+        return host_summary(host)
