@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tpm2_pytss.types import TPMS_ATTEST
 
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.keys import (
@@ -42,15 +41,13 @@ from verifier.evidence.tpm.keys import (
 from verifier.evidence.tpm.parse import (
     HASH_IDS,
     HASH_SIZES,
-    MAX_ATTEST_SIZE,
-    TPM_GENERATED_VALUE,
     ClockInfo,
     TpmPublic,
-    as_bytes,
     parse_signature,
     parse_tpm2b_public,
+    read_clock_info,
     read_field,
-    unmarshal_exact,
+    unmarshal_attest,
 )
 from verifier.evidence.tpm.signature import SignatureCheckError, verify_tpm_signature
 from verifier.verdict import Reason, VerificationError
@@ -125,24 +122,14 @@ def parse_certify_attest(data: bytes) -> CertifyInfo:
     (another attestation type), ``malformed`` otherwise (including trailing bytes
     and non-canonical encodings, as for quotes).
     """
-    raw = as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
-    if len(raw) < 6:
-        raise ParseError("TPMS_ATTEST: truncated header")
-    magic = int.from_bytes(raw[0:4], "big")
-    if magic != TPM_GENERATED_VALUE:
-        raise ParseError(f"TPMS_ATTEST: bad magic 0x{magic:08x}", code="bad_magic")
-    st = int.from_bytes(raw[4:6], "big")
-    if st != TPM_ST_ATTEST_CERTIFY:
-        raise ParseError(
-            f"TPMS_ATTEST: type 0x{st:04x} is not a certification", code="not_a_certification"
-        )
-    attest = unmarshal_exact(TPMS_ATTEST, raw, what="TPMS_ATTEST")
+    attest = unmarshal_attest(
+        data,
+        expected_type=TPM_ST_ATTEST_CERTIFY,
+        type_name="certification",
+        type_code="not_a_certification",
+    )
 
     def build() -> CertifyInfo:
-        clock = attest.clockInfo
-        safe = int(clock.safe)
-        if safe not in (0, 1):
-            raise ParseError(f"TPMS_ATTEST: clockInfo.safe is {safe}, not a TPMI_YES_NO")
         certify = attest.attested.certify
         name = bytes(certify.name)
         if not name:
@@ -150,12 +137,7 @@ def parse_certify_attest(data: bytes) -> CertifyInfo:
         return CertifyInfo(
             qualified_signer=bytes(attest.qualifiedSigner.name),
             extra_data=bytes(attest.extraData),
-            clock_info=ClockInfo(
-                clock=int(clock.clock),
-                reset_count=int(clock.resetCount),
-                restart_count=int(clock.restartCount),
-                safe=safe == 1,
-            ),
+            clock_info=read_clock_info(attest),
             firmware_version=int(attest.firmwareVersion),
             name=name,
             qualified_name=bytes(certify.qualifiedName),

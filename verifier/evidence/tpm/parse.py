@@ -217,40 +217,54 @@ def _parse_pcr_selection(quote: Any) -> tuple[PcrSelection, ...]:
     return tuple(selections)
 
 
-def parse_quote_attest(data: bytes) -> QuoteInfo:
-    """Parse a marshalled TPMS_ATTEST that must be a quote.
+def unmarshal_attest(data: bytes, *, expected_type: int, type_name: str, type_code: str) -> Any:
+    """Bound, check magic and type, then unmarshal a TPMS_ATTEST (exact, canonical).
 
-    ParseError codes: ``bad_magic`` (not TPM_GENERATED_VALUE: not produced by a
-    TPM), ``not_a_quote`` (another attestation type), ``malformed`` otherwise.
+    Magic and type are checked on the raw header, before the TSS, because the TSS
+    does not check the magic and fails on unknown types with a generic error.
     """
     raw = as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
-    # Magic and type are checked on the raw header, before the TSS, because the
-    # TSS does not check the magic and fails on unknown types with a generic error.
     if len(raw) < 6:
         raise ParseError("TPMS_ATTEST: truncated header")
     magic = int.from_bytes(raw[0:4], "big")
     if magic != TPM_GENERATED_VALUE:
         raise ParseError(f"TPMS_ATTEST: bad magic 0x{magic:08x}", code="bad_magic")
     st = int.from_bytes(raw[4:6], "big")
-    if st != TPM_ST_ATTEST_QUOTE:
-        raise ParseError(f"TPMS_ATTEST: type 0x{st:04x} is not a quote", code="not_a_quote")
-    attest = unmarshal_exact(TPMS_ATTEST, raw, what="TPMS_ATTEST")
+    if st != expected_type:
+        raise ParseError(f"TPMS_ATTEST: type 0x{st:04x} is not a {type_name}", code=type_code)
+    return unmarshal_exact(TPMS_ATTEST, raw, what="TPMS_ATTEST")
+
+
+def read_clock_info(attest: Any) -> ClockInfo:
+    """TPMS_CLOCK_INFO of an unmarshalled TPMS_ATTEST (``safe`` must be 0 or 1)."""
+    clock = attest.clockInfo
+    safe = int(clock.safe)
+    if safe not in (0, 1):
+        raise ParseError(f"TPMS_ATTEST: clockInfo.safe is {safe}, not a TPMI_YES_NO")
+    return ClockInfo(
+        clock=int(clock.clock),
+        reset_count=int(clock.resetCount),
+        restart_count=int(clock.restartCount),
+        safe=safe == 1,
+    )
+
+
+def parse_quote_attest(data: bytes) -> QuoteInfo:
+    """Parse a marshalled TPMS_ATTEST that must be a quote.
+
+    ParseError codes: ``bad_magic`` (not TPM_GENERATED_VALUE: not produced by a
+    TPM), ``not_a_quote`` (another attestation type), ``malformed`` otherwise.
+    """
+    attest = unmarshal_attest(
+        data, expected_type=TPM_ST_ATTEST_QUOTE, type_name="quote", type_code="not_a_quote"
+    )
 
     def build() -> QuoteInfo:
-        clock = attest.clockInfo
-        safe = int(clock.safe)
-        if safe not in (0, 1):
-            raise ParseError(f"TPMS_ATTEST: clockInfo.safe is {safe}, not a TPMI_YES_NO")
         quote = attest.attested.quote
         return QuoteInfo(
             qualified_signer=bytes(attest.qualifiedSigner.name),
             extra_data=bytes(attest.extraData),
-            clock_info=ClockInfo(
-                clock=int(clock.clock),
-                reset_count=int(clock.resetCount),
-                restart_count=int(clock.restartCount),
-                safe=safe == 1,
-            ),
+            clock_info=read_clock_info(attest),
             firmware_version=int(attest.firmwareVersion),
             pcr_selection=_parse_pcr_selection(quote),
             pcr_digest=bytes(quote.pcrDigest),
