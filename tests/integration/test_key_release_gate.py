@@ -9,10 +9,12 @@ untrusted, its release is revoked, and an AK-signed erase receipt closes it.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,8 +37,9 @@ from tests.integration.test_attestation_flow import (
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier.cli import main as weightgate
 from verifier.keystore import FileKeyStore
+from verifier.models.encrypt import encrypt_checkpoint
 from weightgate.checkpoint.decrypt import decrypt_checkpoint
-from weightgate.checkpoint.signature import verify_manifest
+from weightgate.checkpoint.signature import sign_manifest, verify_manifest
 from weightgate.v1 import attestation_pb2, common_pb2, operator_pb2
 
 HOST = "gpu-node-1"
@@ -240,8 +243,6 @@ def agent_evidence(agent: Agent) -> attestation_pb2.Evidence:
 
 
 def wait_for_release_state(verifier: VerifierHarness, release_id: str, state: int) -> int:
-    import time  # noqa: PLC0415
-
     deadline = time.monotonic() + 10
     current = -1
     while time.monotonic() < deadline:
@@ -251,3 +252,33 @@ def wait_for_release_state(verifier: VerifierHarness, release_id: str, state: in
             break
         time.sleep(0.1)
     return current
+
+
+def test_registration_refuses_what_this_verifier_did_not_sign(
+    verifier: VerifierHarness, checkpoint: Path, tmp_path: Path
+) -> None:
+    before = verifier.operator.ListModelVersions(operator_pb2.ListModelVersionsRequest()).models
+    stranger = FileKeyStore.create(tmp_path / "stranger-keystore")
+    foreign = encrypt_checkpoint(
+        checkpoint, tmp_path / "out", name="rogue", version="1", risk_tier="high",
+        keystore=stranger,
+    )  # fmt: skip
+    request = operator_pb2.AddModelVersionRequest(
+        manifest=foreign.manifest_bytes,
+        manifest_signature=foreign.signature,
+        wrapped_data_keys=foreign.wrapped_keys,
+    )
+    with pytest.raises(grpc.RpcError) as unsigned:
+        verifier.operator.AddModelVersion(request)
+    assert unsigned.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "manifest" in (unsigned.value.details() or "")
+
+    # Our signature over the manifest, but data keys wrapped by another key store.
+    ours = FileKeyStore.open(verifier.config.keystore)
+    request.manifest_signature = sign_manifest(foreign.manifest_bytes, ours.sign)
+    with pytest.raises(grpc.RpcError) as wrong_keys:
+        verifier.operator.AddModelVersion(request)
+    assert wrong_keys.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "does not unwrap" in (wrong_keys.value.details() or "")
+    after = verifier.operator.ListModelVersions(operator_pb2.ListModelVersionsRequest()).models
+    assert list(after) == list(before)

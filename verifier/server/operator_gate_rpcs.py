@@ -10,7 +10,8 @@ from pathlib import Path
 
 import grpc
 
-from verifier.keystore import KeyStore
+from verifier.keystore import KeyStore, KeyStoreError
+from verifier.models.encrypt import data_key_context
 from verifier.server.attestation_service import OpenStreams
 from verifier.server.convert import (
     IDENTIFIER,
@@ -64,6 +65,17 @@ class GateRpcs:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "wrapped_data_keys must hold exactly one key per manifest file",
             )
+        for file_id, wrapped in request.wrapped_data_keys.items():
+            # A key that does not unwrap now would only fail later, at release time.
+            try:
+                self._keystore.unwrap_data_key(
+                    wrapped, context=data_key_context(manifest.digest(), bytes.fromhex(file_id))
+                )
+            except (KeyStoreError, ValueError):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"wrapped key for file {file_id} does not unwrap with this key store",
+                )
         directory = checkpoint_dir(self._blob_dir, manifest.digest())
         for entry in manifest.files:
             blob = directory / entry.ciphertext_name
@@ -89,6 +101,8 @@ class GateRpcs:
             )
         except ModelVersionExists:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "model version already registered")
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return model_message(record)
 
     async def ListModelVersions(
