@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from verifier.audit_cli import add_audit_commands, run_audit_command
 from verifier.config import ConfigError, load_config
 from verifier.gate_cli import add_gate_commands
 from verifier.keystore import KeyStoreError
@@ -31,6 +32,8 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate reviews record DIGEST --site S --reviewer R   approve a model version for a site
   weightgate releases list [--host H]                released / renewed / revoked / erased
   weightgate hosts quarantine HOST --reason TEXT     withdraw trust now; forces erasure
+  weightgate audit list [--limit N] [--json]         the newest operator audit records
+  weightgate audit verify                            recompute the audit hash chain
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -87,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     add_connection_arguments(reference_show)
 
     add_gate_commands(commands, hosts_commands)
+    add_audit_commands(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end demo on a private swtpm")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         from verifier.demo.runner import run_demo  # noqa: PLC0415
 
         return run_demo(keep=args.keep)
+    if args.command == "audit":
+        return run_audit_command(args)
     return run_operator_command(args)
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from verifier.audit.recorder import AuditRecorder
 from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
@@ -120,6 +121,7 @@ async def start_verifier(
             blob_dir=config.blob_dir,
             open_streams=open_streams,
             review_valid_days=config.review_valid_days,
+            audit=AuditRecorder(store, insecure=config.insecure, now=now),
         ),
         server,
     )

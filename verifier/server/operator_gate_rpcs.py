@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from verifier.audit.recorder import AuditRecorder, audited
 from verifier.keystore import KeyStore, KeyStoreError
 from verifier.models.encrypt import data_key_context
 from verifier.server.attestation_service import OpenStreams
@@ -47,7 +48,9 @@ class GateRpcs:
     _blob_dir: Path
     _open_streams: OpenStreams
     _review_valid_days: int
+    _audit: AuditRecorder
 
+    @audited(digests=("manifest",))
     async def AddModelVersion(
         self, request: operator_pb2.AddModelVersionRequest, context: Context
     ) -> operator_pb2.ModelVersion:
@@ -105,12 +108,14 @@ class GateRpcs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return model_message(record)
 
+    @audited()
     async def ListModelVersions(
         self, request: operator_pb2.ListModelVersionsRequest, context: Context
     ) -> operator_pb2.ListModelVersionsResponse:
         models = await asyncio.to_thread(self._store.list_model_versions)
         return operator_pb2.ListModelVersionsResponse(models=[model_message(m) for m in models])
 
+    @audited("manifest_digest")
     async def GetModelVersion(
         self, request: operator_pb2.GetModelVersionRequest, context: Context
     ) -> operator_pb2.ModelVersion:
@@ -121,6 +126,7 @@ class GateRpcs:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such model version")
         return model_message(model)
 
+    @audited("site.site_id", details=("site.cleared_risk_tiers",))
     async def SetSite(
         self, request: operator_pb2.SetSiteRequest, context: Context
     ) -> operator_pb2.Site:
@@ -140,6 +146,7 @@ class GateRpcs:
         )
         return site_message(record)
 
+    @audited("host_id", "site_id")
     async def AssignHostToSite(
         self, request: operator_pb2.AssignHostToSiteRequest, context: Context
     ) -> operator_pb2.HostSummary:
@@ -153,6 +160,7 @@ class GateRpcs:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no site {request.site_id!r}")
         return host_summary(host)
 
+    @audited("manifest_digest", "site_id", details=("reviewer", "valid_days"))
     async def RecordReview(
         self, request: operator_pb2.RecordReviewRequest, context: Context
     ) -> operator_pb2.Review:
@@ -178,6 +186,7 @@ class GateRpcs:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no site {request.site_id!r}")
         return review_message(review)
 
+    @audited("host_id", "manifest_digest")
     async def ListReleases(
         self, request: operator_pb2.ListReleasesRequest, context: Context
     ) -> operator_pb2.ListReleasesResponse:
@@ -188,6 +197,7 @@ class GateRpcs:
         )
         return operator_pb2.ListReleasesResponse(releases=[release_message(r) for r in releases])
 
+    @audited("host_id", details=("reason",))
     async def QuarantineHost(
         self, request: operator_pb2.QuarantineHostRequest, context: Context
     ) -> operator_pb2.HostSummary:

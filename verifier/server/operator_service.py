@@ -1,4 +1,7 @@
-"""Operator servicer: host status, history and reference values for the CLI."""
+"""Operator servicer: host status, history and reference values for the CLI.
+
+Every handler is ``@audited``: each call appends one record to the audit log.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from verifier.attestation import DIGEST_SIZES
+from verifier.audit.recorder import AuditRecorder, audited
 from verifier.keystore import KeyStore
 from verifier.server.attestation_service import OpenStreams
 from verifier.server.convert import (
@@ -19,6 +23,7 @@ from verifier.server.convert import (
     record_message,
     reference_message,
 )
+from verifier.server.operator_audit_rpcs import AuditRpcs
 from verifier.server.operator_gate_rpcs import GateRpcs
 from verifier.store import HostAlreadyRegistered, Store
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
@@ -29,7 +34,7 @@ MAX_HISTORY = 1000
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
+class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
     def __init__(
         self,
         store: Store,
@@ -39,6 +44,7 @@ class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
         blob_dir: Path,
         open_streams: OpenStreams,
         review_valid_days: int,
+        audit: AuditRecorder,
     ) -> None:
         self._store = store
         self._now = now
@@ -46,7 +52,9 @@ class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
         self._blob_dir = blob_dir
         self._open_streams = open_streams
         self._review_valid_days = review_valid_days
+        self._audit = audit
 
+    @audited("host_id", details=("group",))
     async def RegisterHost(
         self, request: operator_pb2.RegisterHostRequest, context: Context
     ) -> operator_pb2.HostSummary:
@@ -66,12 +74,14 @@ class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
             )
         return host_summary(host)
 
+    @audited()
     async def ListHosts(
         self, request: operator_pb2.ListHostsRequest, context: Context
     ) -> operator_pb2.ListHostsResponse:
         hosts = await asyncio.to_thread(self._store.list_hosts)
         return operator_pb2.ListHostsResponse(hosts=[host_summary(h) for h in hosts])
 
+    @audited("host_id")
     async def GetHost(
         self, request: operator_pb2.GetHostRequest, context: Context
     ) -> operator_pb2.HostDetail:
@@ -88,6 +98,7 @@ class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
             events=[event_message(e) for e in events],
         )
 
+    @audited("group")
     async def SetReferenceValues(
         self, request: operator_pb2.SetReferenceValuesRequest, context: Context
     ) -> operator_pb2.ReferenceValues:
@@ -117,6 +128,7 @@ class OperatorService(GateRpcs, operator_pb2_grpc.OperatorServicer):
         )
         return reference_message(reference)
 
+    @audited("group")
     async def GetReferenceValues(
         self, request: operator_pb2.GetReferenceValuesRequest, context: Context
     ) -> operator_pb2.ReferenceValues:

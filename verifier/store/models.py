@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from verifier.store.base import NAMING_CONVENTION, Base, UInt64, UTCDateTime, one_of
+from verifier.store.models_audit import AuditHead, AuditRecordRow
 from verifier.store.models_releases import (
     BindingKey,
     ModelDataKey,
@@ -45,6 +46,8 @@ from verifier.verdict import Reason, Tier, Verdict
 __all__ = [
     "NAMING_CONVENTION",
     "AttestationResult",
+    "AuditHead",
+    "AuditRecordRow",
     "Base",
     "BindingKey",
     "Enrollment",

@@ -8,7 +8,8 @@ interleaving or deadlocking.
 
 The class is assembled from parts: hosts, enrollment, attestation and
 reference values here; model versions, sites, reviews and binding keys in
-``store_models``; key releases and denials in ``store_releases``.
+``store_models``; key releases and denials in ``store_releases``; the
+operators' audit log in ``store_audit``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from verifier.store.records import (
     ReferenceSet,
     validated_pcrs,
 )
+from verifier.store.store_audit import AuditMixin
 from verifier.store.store_models import ModelsMixin
 from verifier.store.store_releases import ReleasesMixin
 from verifier.verdict import Verdict
@@ -83,7 +85,7 @@ _SHA256_SIZE = 32
 QUARANTINE_CODE = "host.quarantined"
 
 
-class Store(ModelsMixin, ReleasesMixin):
+class Store(ModelsMixin, ReleasesMixin, AuditMixin):
     """Persistent verifier state. Build with :meth:`open`; safe to share between threads."""
 
     # -- hosts ---------------------------------------------------------------

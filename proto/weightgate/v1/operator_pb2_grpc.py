@@ -100,6 +100,11 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.QuarantineHostRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/weightgate.v1.Operator/ListAuditRecords',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -188,6 +193,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """The operators' audit log: every Operator RPC, this one included, appends
+        one hash-chained record (who, what, when, outcome).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +268,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.QuarantineHost,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.QuarantineHostRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -609,6 +627,33 @@ class Operator:
             '/weightgate.v1.Operator/QuarantineHost',
             weightgate_dot_v1_dot_operator__pb2.QuarantineHostRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListAuditRecords',
+            weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class OperatorStub:
     ListReleases: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]
     """Key releases and their leases; quarantine revokes them."""
     QuarantineHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListAuditRecordsRequest, _operator_pb2.ListAuditRecordsResponse]
+    """The operators' audit log: every Operator RPC, this one included, appends
+    one hash-chained record (who, what, when, outcome).
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -75,6 +79,10 @@ class OperatorAsyncStub(OperatorStub):
     ListReleases: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]  # type: ignore[assignment]
     """Key releases and their leases; quarantine revokes them."""
     QuarantineHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListAuditRecordsRequest, _operator_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """The operators' audit log: every Operator RPC, this one included, appends
+    one hash-chained record (who, what, when, outcome).
+    """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """Operator API: what the `weightgate` command line talks to."""
@@ -174,5 +182,15 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.QuarantineHostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.HostSummary, _abc.Awaitable[_operator_pb2.HostSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _operator_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListAuditRecordsResponse, _abc.Awaitable[_operator_pb2.ListAuditRecordsResponse]]:
+        """The operators' audit log: every Operator RPC, this one included, appends
+        one hash-chained record (who, what, when, outcome).
+        """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
