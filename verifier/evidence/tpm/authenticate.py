@@ -63,7 +63,7 @@ def _content(
     boot_event: str,
     checks_run: frozenset[str],
 ) -> object:
-    frozen_pcrs = tuple((bank, tuple(sorted(values.items()))) for bank, values in pcrs.items())
+    frozen_pcrs = tuple([(bank, tuple(sorted(values.items()))) for bank, values in pcrs.items()])
     return (info, frozen_pcrs, boot_event, checks_run)
 
 
@@ -103,6 +103,15 @@ def _verify_signature(
         _fail(f"tpm.quote.{exc.kind}", exc.detail, done)
 
 
+# The hash constructors for the banks HASH_SIZES knows (hashlib.new is slower).
+_HASHERS = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
+
+
 def _covered_pcrs(
     info: QuoteInfo,
     reported: Mapping[str, Mapping[int, bytes]],
@@ -111,34 +120,35 @@ def _covered_pcrs(
 ) -> Mapping[str, Mapping[int, bytes]]:
     """Check the reported values against pcrDigest; return only the covered ones."""
     covered: dict[str, dict[int, bytes]] = {}
+    # TPM 2.0 Part 3, 18.4: banks in TPML order, PCRs ascending, hashed with the
+    # signing scheme's hash.
+    ordered: list[bytes] = []
     missing: list[str] = []
     malformed: list[str] = []
     for selection in info.pcr_selection:
         bank = selection.hash_algorithm
+        size = HASH_SIZES[bank]
         values = reported.get(bank, {})
-        covered[bank] = {}
+        covered[bank] = bank_values = {}
         for index in selection.pcrs:
             value = values.get(index)
             if value is None:
                 missing.append(f"{bank}:{index}")
                 continue
-            value = bytes(value)
+            if type(value) is not bytes:
+                value = bytes(value)  # a private, immutable copy
             # Lengths must be exact: otherwise values could be shifted between PCRs
             # and still concatenate to the quoted digest.
-            if len(value) != HASH_SIZES[bank]:
+            if len(value) != size:
                 malformed.append(f"{bank}:{index} ({len(value)} bytes)")
-            covered[bank][index] = value
+            bank_values[index] = value
+            ordered.append(value)
     if missing:
         _fail("tpm.quote.pcr_values_missing", "no value for " + ", ".join(missing), done)
     if malformed:
         _fail("tpm.quote.pcr_value_malformed", "wrong length: " + ", ".join(malformed), done)
-    # TPM 2.0 Part 3, 18.4: banks in TPML order, PCRs ascending, hashed with the
-    # signing scheme's hash.
-    hasher = hashlib.new(digest_alg)
-    for selection in info.pcr_selection:
-        for index in selection.pcrs:
-            hasher.update(covered[selection.hash_algorithm][index])
-    if not hmac.compare_digest(hasher.digest(), info.pcr_digest):
+    digest = _HASHERS[digest_alg](b"".join(ordered)).digest()
+    if not hmac.compare_digest(digest, info.pcr_digest):
         _fail(
             "tpm.quote.pcr_digest_mismatch",
             f"{digest_alg} of the reported PCR values != quoted pcrDigest",
@@ -243,14 +253,15 @@ def authenticate_quote(
         _fail("tpm.quote.nonce_mismatch", "extraData != the nonce issued for this quote", done)
     done.append(CHECK_NONCE)
 
-    selected = {s.hash_algorithm: frozenset(s.pcrs) for s in info.pcr_selection}
-    not_selected = sorted(
+    selected = {s.hash_algorithm: s.pcrs for s in info.pcr_selection}
+    not_selected = [
         (bank, index)
         for bank, indices in required_pcrs.items()
         for index in indices
-        if index not in selected.get(bank, frozenset())
-    )
+        if index not in selected.get(bank, ())
+    ]
     if not_selected:
+        not_selected.sort()
         detail = "not quoted: " + ", ".join(f"{bank}:{index}" for bank, index in not_selected)
         _fail("tpm.quote.pcr_selection_incomplete", detail, done)
     done.append(CHECK_PCR_SELECTION)

@@ -1,15 +1,30 @@
-"""TPM public areas as ``cryptography`` keys, TPM names, and the attestation-key policy."""
+"""TPM public areas as ``cryptography`` keys, TPM names, and the attestation-key policy.
+
+The attestation key is checked, and turned into a ``cryptography`` key, on every
+quote it signs. Both depend only on the enrolled key, a trusted input, so they are
+memoised (bounded LRU) keyed by the whole :class:`TpmPublic` value -- its exact
+TPMT_PUBLIC bytes and every field derived from them -- so that two values that
+differ in anything never share an entry. Only successes are cached: a refused key
+is checked afresh each time. Nothing derived from per-quote (untrusted) bytes is
+cached, and :func:`public_key`, which is also used on keys a host presents (binding
+keys), is not cached either.
+"""
 
 from __future__ import annotations
 
 import enum
+import functools
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from verifier.evidence.tpm.parse import TpmPublic
 from verifier.verdict import Reason, VerificationError
 
-__all__ = ["TpmaObject", "check_attestation_key", "public_key", "tpm_name"]
+__all__ = ["TpmaObject", "check_attestation_key", "public_key", "tpm_name", "verification_key"]
+
+# Enrolled AKs whose check result and key object are kept; one verifier serves a
+# fleet, but a quote burst comes from far fewer AKs than this.
+AK_CACHE_SIZE = 1024
 
 
 class TpmaObject(enum.IntFlag):
@@ -70,6 +85,25 @@ def public_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
     raise ValueError(f"unsupported key type {pub.key_type}")
 
 
+@functools.lru_cache(maxsize=AK_CACHE_SIZE)
+def _cached_public_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    return public_key(pub)
+
+
+def verification_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    """:func:`public_key` of an attestation key (trusted: enrolled), memoised.
+
+    For keys that ``check_attestation_key`` accepted: the signing key of quotes,
+    certifications and receipts. Do not use it on keys taken from evidence.
+    """
+    try:
+        return _cached_public_key(pub)
+    except TypeError:
+        # Unhashable (a field built from a bytearray, say): not cacheable, and a
+        # TypeError from public_key() itself is raised again here.
+        return public_key(pub)
+
+
 def tpm_name(pub: TpmPublic) -> bytes:
     """TPM name of the object: nameAlg (2 bytes, big-endian) || H_nameAlg(TPMT_PUBLIC).
 
@@ -82,6 +116,8 @@ def tpm_name(pub: TpmPublic) -> bytes:
 def check_attestation_key(pub: TpmPublic) -> None:
     """Raise VerificationError unless ``pub`` is acceptable as an attestation key.
 
+    Acceptance is memoised per :class:`TpmPublic` value (see the module docstring).
+
     Checks, in order:
 
     1. restricted and sign set, decrypt clear (``enrollment.ak_not_restricted_signing``):
@@ -93,6 +129,15 @@ def check_attestation_key(pub: TpmPublic) -> None:
     4. RSA of at least 2048 bits or ECC P-256/P-384/P-521 (``enrollment.ak_weak_key``);
     5. the key material is a valid public key (``enrollment.ak_invalid_key``).
     """
+    try:
+        _check_attestation_key_cached(pub)
+    except TypeError:
+        # Unhashable: check without the cache (a TypeError of the check itself is
+        # raised again).
+        _check_attestation_key(pub)
+
+
+def _check_attestation_key(pub: TpmPublic) -> None:
     attributes = TpmaObject(pub.attributes)
     if (attributes & _RESTRICTED_SIGNING) != _RESTRICTED_SIGNING or (
         attributes & TpmaObject.DECRYPT
@@ -127,3 +172,7 @@ def check_attestation_key(pub: TpmPublic) -> None:
         public_key(pub)
     except ValueError as exc:
         raise VerificationError(Reason("enrollment.ak_invalid_key", str(exc))) from exc
+
+
+# Raises on refusal, and lru_cache does not keep exceptions: only acceptance is cached.
+_check_attestation_key_cached = functools.lru_cache(maxsize=AK_CACHE_SIZE)(_check_attestation_key)

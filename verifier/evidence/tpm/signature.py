@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from verifier.evidence.tpm.keys import public_key
+from verifier.evidence.tpm.keys import verification_key
 from verifier.evidence.tpm.parse import TpmPublic, TpmSignature
 
 __all__ = ["SignatureCheckError", "SignatureFailure", "verify_tpm_signature"]
@@ -26,6 +26,18 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }
 _SCHEMES_FOR_KEY = {"rsa": frozenset({"rsassa", "rsapss"}), "ecc": frozenset({"ecdsa"})}
+
+# The hash, padding and signature-algorithm objects are immutable parameters: build
+# them once rather than per signature.
+_HASH_OBJECTS = {name: algorithm() for name, algorithm in _HASHES.items()}
+_PKCS1V15 = padding.PKCS1v15()
+# TPMs choose the PSS salt length (the largest, or the digest size since spec 1.16),
+# so the verifier must accept any: AUTO.
+_PSS = {
+    name: padding.PSS(padding.MGF1(algorithm), padding.PSS.AUTO)
+    for name, algorithm in _HASH_OBJECTS.items()
+}
+_ECDSA = {name: ec.ECDSA(algorithm) for name, algorithm in _HASH_OBJECTS.items()}
 
 
 class SignatureCheckError(Exception):
@@ -65,20 +77,14 @@ def verify_tpm_signature(
         # SHA-1 collisions are practical; the TPM signs a digest it computed itself,
         # but we do not accept the weaker hash unless the caller opts in.
         raise SignatureCheckError("weak_hash", "signed with SHA-1")
-    algorithm = _HASHES[sig.hash_algorithm]()
-    verifier_key = public_key(key)
+    name = sig.hash_algorithm
+    verifier_key = verification_key(key)
     try:
         if isinstance(verifier_key, rsa.RSAPublicKey):
-            pad: padding.AsymmetricPadding = (
-                padding.PKCS1v15()
-                if sig.scheme == "rsassa"
-                # TPMs choose the salt length (the largest, or the digest size since
-                # spec 1.16), so the verifier must accept any: AUTO.
-                else padding.PSS(padding.MGF1(algorithm), padding.PSS.AUTO)
-            )
-            verifier_key.verify(sig.signature, signed, pad, algorithm)
+            pad: padding.AsymmetricPadding = _PKCS1V15 if sig.scheme == "rsassa" else _PSS[name]
+            verifier_key.verify(sig.signature, signed, pad, _HASH_OBJECTS[name])
         else:
-            verifier_key.verify(sig.signature, signed, ec.ECDSA(algorithm))
+            verifier_key.verify(sig.signature, signed, _ECDSA[name])
     except InvalidSignature:
         # InvalidSignature carries no message; it is the failure, never a flag.
         raise SignatureCheckError(
