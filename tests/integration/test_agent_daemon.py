@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.collectors.tpm import Tpm
+from tests.agent_process import AgentProcess, free_port, stamp
 from tests.verifier_harness import VerifierHarness
 from verifier.config import VerifierConfig, config_for_demo
 from verifier.demo.swtpm import SwtpmProcess
@@ -31,25 +30,12 @@ from weightgate.v1 import common_pb2, operator_pb2
 HOST_ID = "daemon-node"
 GROUP = "daemon"
 REFERENCE = {"sha256": list(range(8))}
-AGENT = Path(sys.executable).parent / "weightgate-agent"
 WAIT_SECONDS = 30.0
 POLL_SECONDS = 0.05
 ATTESTATION_INTERVAL_SECONDS = 0.2
 HISTORY_LIMIT = 1000  # the Operator API's maximum; far more than this module produces
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def stamp(at: Any) -> datetime:
-    moment: datetime = at.ToDatetime(tzinfo=UTC)
-    return moment
 
 
 class Deployment:
@@ -69,8 +55,7 @@ class Deployment:
         )
         assert self.config.database_url.startswith("sqlite:///")
         self.verifier: VerifierHarness | None = None
-        self.agent: subprocess.Popen[bytes] | None = None
-        self.agent_log = work / "agent.log"
+        self.agent = AgentProcess(work / "agent.log")
         self.agent_state = work / "agent-state"
 
     # -- verifier -----------------------------------------------------------
@@ -122,34 +107,13 @@ class Deployment:
             "reconnect_initial_seconds = 0.1\n"
             "reconnect_max_seconds = 1.0\n"
         )
-        with self.agent_log.open("wb") as log:
-            self.agent = subprocess.Popen(
-                [str(AGENT), "run", "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.agent.start(config)
 
     def stop_agent(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        self.agent.stop()
 
     def agent_events(self, name: str | None = None) -> list[dict[str, Any]]:
-        """The agent's JSON log lines (optionally only those of one event name)."""
-        entries = []
-        for line in self.agent_log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a stray non-JSON line (e.g. from the TSS) is not ours to judge
-            if isinstance(entry, dict) and (name is None or entry.get("event") == name):
-                entries.append(entry)
-        return entries
+        return self.agent.events(name)
 
     def wait_for(
         self, what: str, check: Callable[[], T | None], *, timeout: float = WAIT_SECONDS
@@ -160,10 +124,9 @@ class Deployment:
             value = check()
             if value:
                 return value
-            if self.agent is not None and self.agent.poll() is not None:
+            if (code := self.agent.exited()) is not None:
                 pytest.fail(
-                    f"the agent exited ({self.agent.returncode}) while waiting for {what}:\n"
-                    + self.log_tail()
+                    f"the agent exited ({code}) while waiting for {what}:\n" + self.log_tail()
                 )
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout}s waiting for {what}:\n" + self.log_tail())
@@ -181,10 +144,7 @@ class Deployment:
         return self.wait_for("the host to be trusted", trusted)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.agent_log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no agent log)"
+        return self.agent.log_tail(lines)
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +245,7 @@ def test_tpm_power_cycle_is_recorded_as_reboot_and_host_recovers(
 
 def test_sigterm_stops_the_agent_with_exit_code_0(deployment: Deployment) -> None:
     deployment.wait_trusted()
-    agent = deployment.agent
+    agent = deployment.agent.process
     assert agent is not None and agent.poll() is None
     agent.send_signal(signal.SIGTERM)
     try:

@@ -19,15 +19,10 @@ import contextlib
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +30,7 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.collectors.tpm import Tpm
+from tests.agent_process import AgentProcess, free_port, stamp
 from tests.verifier_harness import VerifierHarness
 from verifier.cli import main as weightgate
 from verifier.config import VerifierConfig, config_for_demo
@@ -42,7 +38,6 @@ from verifier.demo.swtpm import SwtpmProcess
 from verifier.server.weights_service import WeightsService
 from weightgate.v1 import common_pb2, operator_pb2, weights_pb2
 
-AGENT = Path(sys.executable).parent / "weightgate-agent"
 SITE = "e2e-dc"
 RISK_TIER = "high"
 REFERENCE = {"sha256": list(range(8))}
@@ -63,18 +58,6 @@ T = TypeVar("T")
 Release = operator_pb2.Release
 ERASED = operator_pb2.RELEASE_STATE_ERASED
 RELEASED = operator_pb2.RELEASE_STATE_RELEASED
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def stamp(at: Any) -> datetime:
-    moment: datetime = at.ToDatetime(tzinfo=UTC)
-    return moment
 
 
 def files_under(root: Path) -> dict[str, Path]:
@@ -108,9 +91,9 @@ def wait_for(
         if value:
             return value
         for host in hosts:
-            if host.agent is not None and host.agent.poll() is not None:
+            if (code := host.agent.exited()) is not None:
                 pytest.fail(
-                    f"the agent of {host.host_id} exited ({host.agent.returncode}) while"
+                    f"the agent of {host.host_id} exited ({code}) while"
                     f" waiting for {what}:\n{host.log_tail()}"
                 )
         if time.monotonic() > deadline:
@@ -272,8 +255,7 @@ class AgentHost:
         self.work.mkdir()
         self.target = self.work / "weights"
         self.state = self.work / "agent-state"
-        self.log = self.work / "agent.log"
-        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent = AgentProcess(self.work / "agent.log")
 
     def register(self) -> None:
         """Register in a group of its own, reference PCRs from its TPM, assign to the site."""
@@ -307,44 +289,17 @@ class AgentHost:
             f'manifest_digest = "{self.digest.hex()}"\n'
             f'target_dir = "{self.target}"\n'
         )
-        with self.log.open("ab") as log:
-            self.agent = subprocess.Popen(
-                [str(AGENT), "run", "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.agent.start(config)
 
     def stop_agent(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        self.agent.stop()
 
     def events(self, name: str, **match: object) -> list[dict[str, Any]]:
         """The agent's JSON log lines of one event (and these field values)."""
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a stray non-JSON line (e.g. from the TSS)
-            if (
-                isinstance(entry, dict)
-                and entry.get("event") == name
-                and all(entry.get(k) == v for k, v in match.items())
-            ):
-                found.append(entry)
-        return found
+        return self.agent.events(name, **match)
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no agent log)"
+        return self.agent.log_tail(lines)
 
     def wait(
         self,
