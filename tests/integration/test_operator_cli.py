@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from weightgate.v1 import operator_pb2
 HOST = "cli-node"
 GROUP = "cli-group"
 COLUMNS = ["HOST", "GROUP", "STATUS", "LAST ATTESTATION", "REASON"]
-AGENT = Path(sys.executable).parent / "weightgate-agent"
+from tests.agent_process import AGENT  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ certificate, with one from another CA, or speaking plaintext does not.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ import grpc
 import pytest
 
 from agent.collectors.tpm import Tpm
+from tests.agent_process import AgentProcess
 from tests.tls_material import CertificateAuthority, Issued
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier.config import TlsConfig
@@ -29,7 +27,6 @@ from weightgate.v1 import common_pb2, operator_pb2, operator_pb2_grpc
 HOST_ID = "tls-node"
 GROUP = "tls"
 AK_HANDLE = 0x81010010  # not the handle other modules use on the shared swtpm
-AGENT = Path(sys.executable).parent / "weightgate-agent"
 WAIT_SECONDS = 30.0
 RPC_TIMEOUT = 10.0
 
@@ -128,14 +125,8 @@ def test_agent_over_mtls_reaches_trusted(
         f'certificate = "{pki.agent.certificate}"\n'
         f'private_key = "{pki.agent.private_key}"\n'
     )
-    log = tmp_path / "agent.log"
-    with log.open("wb") as out:
-        agent = subprocess.Popen(
-            [str(AGENT), "run", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    agent = AgentProcess(tmp_path / "agent.log")
+    agent.start(config)
     try:
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
@@ -144,20 +135,15 @@ def test_agent_over_mtls_reaches_trusted(
             ).summary
             if summary.status == operator_pb2.HOST_STATUS_TRUSTED:
                 break
-            if agent.poll() is not None or time.monotonic() > deadline:
+            if agent.exited() is not None or time.monotonic() > deadline:
                 pytest.fail(
-                    f"host not trusted (status {summary.status}, agent exit {agent.poll()}):\n"
-                    + log.read_text(errors="replace")[-3000:]
+                    f"host not trusted (status {summary.status}, agent exit {agent.exited()}):\n"
+                    + agent.log_tail(60)
                 )
             time.sleep(0.05)
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
-    assert agent.returncode == 0
+        agent.stop()
+    assert agent.exited() == 0
 
 
 def _list_hosts_over(channel: grpc.Channel) -> None:
