@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.agent_process import AGENT
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier.cli import main
 from verifier.demo.swtpm import SwtpmProcess
@@ -23,7 +24,6 @@ from weightgate.v1 import operator_pb2
 HOST = "cli-node"
 GROUP = "cli-group"
 COLUMNS = ["HOST", "GROUP", "STATUS", "LAST ATTESTATION", "REASON"]
-from tests.agent_process import AGENT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
