@@ -15,7 +15,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from tests.store_fixtures import BACKEND_PARAMS, T0, Backend, backend_for
+from tests.store_fixtures import T0
 from tests.tls_material import CertificateAuthority
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier.audit.chain import (
@@ -34,18 +34,6 @@ from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
 RPC_TIMEOUT = 10.0
 OPERATOR = operator_pb2.DESCRIPTOR.services_by_name["Operator"]
-
-
-@pytest.fixture(params=BACKEND_PARAMS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from backend_for(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
 
 
 def _append(store: Store, n: int, *, actor: str = "alice") -> None:

@@ -8,7 +8,6 @@ Releases, models, sites and the 0001 -> 0002 upgrade: test_store_releases.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tests.store_fixtures import (
-    BACKEND_PARAMS,
     DIGEST,
     NONCE_MISMATCH,
     PCR_MISMATCH,
@@ -26,7 +24,6 @@ from tests.store_fixtures import (
     Backend,
     affirming,
     attest,
-    backend_for,
     contraindicated,
     enroll_kwargs,
     enrolled,
@@ -44,19 +41,6 @@ from verifier.store import (
 from verifier.store import store as store_module
 from verifier.store.models import Base
 from verifier.verdict import Tier, Verdict
-
-
-@pytest.fixture(params=BACKEND_PARAMS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from backend_for(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
-
 
 # -- hosts ---------------------------------------------------------------------
 

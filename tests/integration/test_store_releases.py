@@ -7,9 +7,8 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +16,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tests.store_fixtures import (
-    BACKEND_PARAMS,
     DIGEST,
     PCR_MISMATCH,
     T0,
@@ -25,7 +23,6 @@ from tests.store_fixtures import (
     add_model,
     affirming,
     attest,
-    backend_for,
     contraindicated,
     enroll_kwargs,
     enrolled,
@@ -57,18 +54,6 @@ from verifier.verdict import Reason
 LEASE = timedelta(minutes=10)
 QD = b"\x01" * 32  # erase qualifying data
 QD2 = b"\x02" * 32
-
-
-@pytest.fixture(params=BACKEND_PARAMS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from backend_for(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
 
 
 def _kinds(store: Store, host_id: str = "h1") -> list[str]:
