@@ -109,9 +109,18 @@ class CertificateAuthority:
             name, ExtendedKeyUsageOID.SERVER_AUTH, x509.SubjectAlternativeName(alt_names)
         )
 
-    def issue_client(self, name: str) -> Issued:
-        """A client certificate with common name ``name`` (an agent or an operator)."""
-        return self._issue(name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    def issue_client(
+        self, name: str, *, roles: tuple[str, ...] = (), host_id: str | None = None
+    ) -> Issued:
+        """A client certificate with common name ``name`` (an agent or an operator),
+        carrying ``roles`` and ``host_id`` as weightgate SAN URIs (none: no SAN)."""
+        uris: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(f"urn:weightgate:role:{r}") for r in roles
+        ]
+        if host_id is not None:
+            uris.append(x509.UniformResourceIdentifier(f"urn:weightgate:host:{host_id}"))
+        alt_names = x509.SubjectAlternativeName(uris) if uris else None
+        return self._issue(name, ExtendedKeyUsageOID.CLIENT_AUTH, alt_names)
 
     def _issue(
         self,

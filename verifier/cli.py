@@ -16,6 +16,7 @@ from verifier.config import ConfigError, load_config
 from verifier.gate_cli import add_gate_commands
 from verifier.keystore import KeyStoreError
 from verifier.operator_cli import add_connection_arguments, run_operator_command
+from verifier.pki_cli import add_pki_commands, run_pki_command
 
 DESCRIPTION = """\
 weightgate decides which hosts may receive model weights, from hardware evidence.
@@ -34,6 +35,10 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate hosts quarantine HOST --reason TEXT     withdraw trust now; forces erasure
   weightgate audit list [--limit N] [--json]         the newest operator audit records
   weightgate audit verify                            recompute the audit hash chain
+  weightgate pki init --dir DIR                      an evaluation CA for mutual TLS
+  weightgate pki issue operator NAME --role R[,R] --dir DIR   a person's certificate
+  weightgate pki issue agent HOST --dir DIR          an agent's certificate, bound to HOST
+  weightgate pki issue server NAME --dir DIR [--san DNS/IP ...]   the verifier's certificate
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -91,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_gate_commands(commands, hosts_commands)
     add_audit_commands(commands)
+    add_pki_commands(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end demo on a private swtpm")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(keep=args.keep)
     if args.command == "audit":
         return run_audit_command(args)
+    if args.command == "pki":
+        return run_pki_command(args)
     return run_operator_command(args)
 
 

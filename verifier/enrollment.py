@@ -134,6 +134,11 @@ class Enroller:
         )
         return CredentialChallenge(enrollment_id, blob.marshal(), encrypted.marshal())
 
+    def host_of(self, enrollment_id: str) -> str | None:
+        """The host an enrollment (in any state) belongs to, or None if unknown."""
+        pending = self._store.get_enrollment(enrollment_id)
+        return None if pending is None else pending.host_id
+
     def complete(self, *, enrollment_id: str, activated_secret: bytes) -> HostRecord:
         """Single attempt: a wrong secret fails the enrollment for good."""
         pending = self._store.get_enrollment(enrollment_id)

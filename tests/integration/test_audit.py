@@ -293,7 +293,8 @@ def test_cli_list_and_verify_then_tamper(
 
 def test_actor_is_the_client_certificate_cn_under_mtls(tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path / "pki", "audit test CA")
-    server, operator = ca.issue_server("verifier"), ca.issue_client("alice.operator")
+    server = ca.issue_server("verifier")
+    operator = ca.issue_client("alice.operator", roles=("viewer",))
     tls = TlsConfig(
         certificate=server.certificate, private_key=server.private_key, client_ca=ca.certificate
     )

@@ -47,9 +47,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(
         ca=ca,
         server=ca.issue_server("verifier"),
-        agent=ca.issue_client(HOST_ID),
-        operator=ca.issue_client("operator"),
-        stranger=other.issue_client("operator"),
+        agent=ca.issue_client(HOST_ID, roles=("agent",), host_id=HOST_ID),
+        operator=ca.issue_client("operator", roles=("operator",)),
+        stranger=other.issue_client("operator", roles=("operator",)),
     )
 
 

@@ -8,6 +8,10 @@ appended before the response goes out. If the record cannot be written, the
 client gets INTERNAL instead of the response: no outcome without its record.
 (A write RPC's own transaction has committed by then; making the two one
 transaction is left to the authorization work.)
+
+Authorization runs here too, before the handler: a caller whose roles may not
+call the RPC (verifier.authz) is refused PERMISSION_DENIED through the same
+stand-in, so the refusal is audited and the handler never runs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 import grpc
 
 from verifier.audit.chain import OK, AuditRecord
+from verifier.authz import OPERATOR, Authorizer, method_name
 from verifier.store import Store
 
 log = logging.getLogger(__name__)
@@ -135,6 +140,7 @@ class Audited(Protocol):
     """What :func:`audited` needs of the servicer."""
 
     _audit: AuditRecorder
+    _authz: Authorizer
 
 
 S = TypeVar("S", bound=Audited)
@@ -189,6 +195,7 @@ class audited:  # noqa: N801 - used as a decorator, named like one
 
     def __call__(self, handler: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
         action = handler.__name__
+        method = method_name(OPERATOR, action)
         target_of, digests_of, details_of = self._target, self._digests, self._details
 
         @functools.wraps(handler)
@@ -197,8 +204,10 @@ class audited:  # noqa: N801 - used as a decorator, named like one
             for name in digests_of:
                 target[f"{name}_sha256"] = hashlib.sha256(getattr(request, name)).hexdigest()
             call = _Call(self._audit, context, action, target, request_fields(request, details_of))
+            recording = cast(Context, _AuditedContext(call))
             try:
-                response = await handler(self, request, cast(Context, _AuditedContext(call)))
+                await self._authz.require(recording, method)
+                response = await handler(self, request, recording)
             except grpc.aio.AbortError:
                 # Aborted through our stand-in (recorded already) unless a handler
                 # kept the real context somewhere; then the code is unknown here.

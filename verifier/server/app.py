@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from verifier.audit.recorder import AuditRecorder
+from verifier.authz import Authorizer
 from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
@@ -48,10 +50,30 @@ class RunningVerifier:
     server: grpc.aio.Server
     port: int
     store: Store
+    sweeper: asyncio.Task[None]
 
     async def stop(self) -> None:
+        self.sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sweeper
         await self.server.stop(SHUTDOWN_GRACE_SECONDS)
         self.store.close()
+
+
+async def sweep_expired_leases(
+    store: Store, open_streams: OpenStreams, *, now: Callable[[], datetime], period: float
+) -> None:
+    """Expire overdue leases for every host in one place, and wake the hosts' open
+    streams so they ask for erase receipts at once."""
+    while True:
+        try:
+            expired = await asyncio.to_thread(store.expire_releases, now=now())
+        except Exception:  # a failed sweep must not end the sweeping
+            log.exception("lease sweep failed")
+            expired = []
+        for host_id in {release.host_id for release in expired}:
+            open_streams.wake(host_id)
+        await asyncio.sleep(period)
 
 
 def open_keystore(config: VerifierConfig) -> FileKeyStore:
@@ -109,9 +131,17 @@ async def start_verifier(
         desk=ReleaseDesk(store=store, keystore=keystore, config=config, now=now),
         now=now,
     )
-    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(EnrollmentService(enroller), server)
+    if config.insecure:
+        log.warning(
+            "INSECURE: plaintext gRPC without client certificates; every caller gets every "
+            "role and may act as any host. For demos and tests only, never in production."
+        )
+    authz = Authorizer(insecure=config.insecure)
+    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
+        EnrollmentService(enroller, authz=authz), server
+    )
     attestation_pb2_grpc.add_AttestationServicer_to_server(
-        AttestationService(deps, open_streams), server
+        AttestationService(deps, open_streams, authz=authz), server
     )
     operator_pb2_grpc.add_OperatorServicer_to_server(
         OperatorService(
@@ -122,10 +152,13 @@ async def start_verifier(
             open_streams=open_streams,
             review_valid_days=config.review_valid_days,
             audit=AuditRecorder(store, insecure=config.insecure, now=now),
+            authz=authz,
         ),
         server,
     )
-    weights_pb2_grpc.add_WeightsServicer_to_server(WeightsService(store, config.blob_dir), server)
+    weights_pb2_grpc.add_WeightsServicer_to_server(
+        WeightsService(store, config.blob_dir, authz=authz), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     credentials = _credentials(config)
@@ -138,7 +171,10 @@ async def start_verifier(
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("verifier listening on port %d (%s)", port, "plaintext" if config.insecure else "mTLS")
-    return RunningVerifier(server, port, store)
+    # Lease expiry is noticed within a quarter lease (at most 10 s, at least 0.5 s).
+    period = max(0.5, min(config.lease_seconds / 4, 10.0))
+    sweeper = asyncio.create_task(sweep_expired_leases(store, open_streams, now=now, period=period))
+    return RunningVerifier(server, port, store, sweeper)
 
 
 async def serve(config: VerifierConfig, *, on_ready: Callable[[int], None] | None = None) -> None:

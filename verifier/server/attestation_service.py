@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from verifier.authz import ATTESTATION, Authorizer, method_name
 from verifier.server.convert import IDENTIFIER
 from verifier.server.host_stream import HostStream, StreamAbort, StreamDeps
 from verifier.store import HostRecord
@@ -17,6 +18,7 @@ from weightgate.v1 import attestation_pb2, attestation_pb2_grpc
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_SECONDS = 30.0
+ATTEST = method_name(ATTESTATION, "Attest")
 
 AttestContext = grpc.aio.ServicerContext[
     attestation_pb2.AgentMessage, attestation_pb2.VerifierMessage
@@ -41,9 +43,10 @@ class OpenStreams:
 
 
 class AttestationService(attestation_pb2_grpc.AttestationServicer):
-    def __init__(self, deps: StreamDeps, open_streams: OpenStreams) -> None:
+    def __init__(self, deps: StreamDeps, open_streams: OpenStreams, *, authz: Authorizer) -> None:
         self._deps = deps
         self._open_streams = open_streams
+        self._authz = authz
 
     async def Attest(
         self,
@@ -68,6 +71,7 @@ class AttestationService(attestation_pb2_grpc.AttestationServicer):
         request_iterator: AsyncIterator[attestation_pb2.AgentMessage],
         context: AttestContext,
     ) -> HostRecord:
+        identity = await self._authz.require(context, ATTEST)
         try:
             first = await asyncio.wait_for(anext(request_iterator), HELLO_TIMEOUT_SECONDS)
         except (TimeoutError, StopAsyncIteration):
@@ -75,6 +79,7 @@ class AttestationService(attestation_pb2_grpc.AttestationServicer):
         if first.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
         hello = first.hello
+        await self._authz.require_host(context, identity, ATTEST, hello.host_id)
         if not IDENTIFIER.fullmatch(hello.host_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello.host_id: not a valid id")
         host = await asyncio.to_thread(self._deps.store.get_host, hello.host_id)

@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from verifier.authz import ENROLLMENT, Authorizer, method_name
 from verifier.enrollment import Enroller, EnrollmentRejectedError
 from verifier.server.convert import IDENTIFIER
 from weightgate.v1 import enrollment_pb2, enrollment_pb2_grpc
@@ -23,11 +24,14 @@ STATUS_FOR_KIND = {
     "not_found": grpc.StatusCode.NOT_FOUND,
     "denied": grpc.StatusCode.PERMISSION_DENIED,
 }
+BEGIN = method_name(ENROLLMENT, "BeginEnrollment")
+COMPLETE = method_name(ENROLLMENT, "CompleteEnrollment")
 
 
 class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
-    def __init__(self, enroller: Enroller) -> None:
+    def __init__(self, enroller: Enroller, *, authz: Authorizer) -> None:
         self._enroller = enroller
+        self._authz = authz
 
     async def BeginEnrollment(
         self,
@@ -36,6 +40,8 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             enrollment_pb2.BeginEnrollmentRequest, enrollment_pb2.BeginEnrollmentResponse
         ],
     ) -> enrollment_pb2.BeginEnrollmentResponse:
+        identity = await self._authz.require(context, BEGIN)
+        await self._authz.require_host(context, identity, BEGIN, request.host_id)
         if not IDENTIFIER.fullmatch(request.host_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "host_id: not a valid host id")
         if not request.ak_public or not request.ek_public:
@@ -73,10 +79,15 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             enrollment_pb2.CompleteEnrollmentRequest, enrollment_pb2.CompleteEnrollmentResponse
         ],
     ) -> enrollment_pb2.CompleteEnrollmentResponse:
+        identity = await self._authz.require(context, COMPLETE)
         if not request.enrollment_id or len(request.activated_secret) > 64:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "enrollment_id and activated_secret are required"
             )
+        # A wrong secret fails an enrollment for good: only its own host's agent may try.
+        host_id = await asyncio.to_thread(self._enroller.host_of, request.enrollment_id)
+        if host_id is not None:
+            await self._authz.require_host(context, identity, COMPLETE, host_id)
         try:
             host = await asyncio.to_thread(
                 self._enroller.complete,

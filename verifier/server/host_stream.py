@@ -34,7 +34,7 @@ from verifier.evidence.tpm.certify import (
 from verifier.evidence.tpm.parse import parse_tpm2b_public
 from verifier.server.convert import timestamp, verdict_message
 from verifier.server.release_desk import ReleaseDesk
-from verifier.store import HostRecord, HostStatus, ReferenceSet, Store
+from verifier.store import HostRecord, HostStatus, ReferenceSet, ReleaseRecord, Store
 from verifier.verdict import Reason, Verdict, VerificationError
 from weightgate.v1 import attestation_pb2, common_pb2
 
@@ -59,6 +59,7 @@ class StreamDeps:
 
 
 Outgoing = attestation_pb2.VerifierMessage | StreamAbort
+QUARANTINED = Reason("release.revoked.quarantined", "an operator quarantined the host")
 
 
 class HostStream:
@@ -211,32 +212,28 @@ class HostStream:
                     )
                 )
             return
-        live = await asyncio.to_thread(deps.store.live_releases, host.host_id)
-        for release in live:
-            message = await asyncio.to_thread(deps.desk.revoke, release, withdraw)
-            self._revocations_sent.add(release.release_id)
-            await self._outbox.put(message)
+        await self._revoke_live(host.host_id, withdraw)
 
     async def _send_pending_revocations(self, host: HostRecord) -> None:
-        """Expire overdue leases, withdraw everything from a quarantined host, and ask
-        (once per stream, with a fresh nonce) for receipts still owed."""
-        deps = self._deps
-        await asyncio.to_thread(deps.store.expire_releases, now=deps.now())
+        """Withdraw everything from a quarantined host, and ask (once per stream, with
+        a fresh nonce) for erase receipts still owed, e.g. for leases that expired."""
         if host.status is HostStatus.QUARANTINED:
-            for release in await asyncio.to_thread(deps.store.live_releases, host.host_id):
-                quarantined = Reason(
-                    "release.revoked.quarantined", "an operator quarantined the host"
+            await self._revoke_live(host.host_id, QUARANTINED)
+        owed = await asyncio.to_thread(self._deps.store.awaiting_erasure, host.host_id)
+        for release in owed:
+            if release.release_id not in self._revocations_sent:
+                reason = Reason(
+                    release.revocation_reason or "release.revoked", "erase receipt owed"
                 )
-                await self._outbox.put(
-                    await asyncio.to_thread(deps.desk.revoke, release, quarantined)
-                )
-                self._revocations_sent.add(release.release_id)
-        for release in await asyncio.to_thread(deps.store.awaiting_erasure, host.host_id):
-            if release.release_id in self._revocations_sent:
-                continue
-            reason = Reason(release.revocation_reason or "release.revoked", "erase receipt owed")
-            await self._outbox.put(await asyncio.to_thread(deps.desk.revoke, release, reason))
-            self._revocations_sent.add(release.release_id)
+                await self._revoke(release, reason)
+
+    async def _revoke_live(self, host_id: str, reason: Reason) -> None:
+        for release in await asyncio.to_thread(self._deps.store.live_releases, host_id):
+            await self._revoke(release, reason)
+
+    async def _revoke(self, release: ReleaseRecord, reason: Reason) -> None:
+        await self._outbox.put(await asyncio.to_thread(self._deps.desk.revoke, release, reason))
+        self._revocations_sent.add(release.release_id)
 
     def _challenge(
         self, challenge: IssuedChallenge, reference: ReferenceSet | None
@@ -345,7 +342,7 @@ def _expected_policy(reference: ReferenceSet) -> bytes:
 def _withdrawal_reason(host: HostRecord, outcome: Outcome) -> Reason | None:
     """Why live releases must be revoked after this verdict, or None to renew them."""
     if host.status is HostStatus.QUARANTINED:
-        return Reason("release.revoked.quarantined", "an operator quarantined the host")
+        return QUARANTINED
     if not outcome.verdict.affirms:
         codes = ", ".join(outcome.verdict.reason_codes())
         return Reason("release.revoked.untrusted", f"attestation failed: {codes}")

@@ -8,6 +8,7 @@ import grpc
 
 from verifier.audit.chain import AuditRecord
 from verifier.audit.recorder import AuditRecorder, audited
+from verifier.authz import Authorizer
 from verifier.server.convert import timestamp
 from verifier.store import Store
 from weightgate.v1 import operator_pb2
@@ -43,6 +44,7 @@ class AuditRpcs:
 
     _store: Store
     _audit: AuditRecorder
+    _authz: Authorizer
 
     @audited(details=("after_seq", "limit", "newest"))
     async def ListAuditRecords(  # noqa: N802 - named by the .proto

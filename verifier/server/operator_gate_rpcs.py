@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from verifier.audit.recorder import AuditRecorder, audited
+from verifier.authz import Authorizer
 from verifier.keystore import KeyStore, KeyStoreError
 from verifier.models.encrypt import data_key_context
 from verifier.server.attestation_service import OpenStreams
@@ -49,6 +50,7 @@ class GateRpcs:
     _open_streams: OpenStreams
     _review_valid_days: int
     _audit: AuditRecorder
+    _authz: Authorizer
 
     @audited(digests=("manifest",))
     async def AddModelVersion(

@@ -1,6 +1,7 @@
 """Operator servicer: host status, history and reference values for the CLI.
 
-Every handler is ``@audited``: each call appends one record to the audit log.
+Every handler is ``@audited``: each call is authorized (verifier.authz) and appends
+one record to the audit log, refusals included.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import grpc
 
 from verifier.attestation import DIGEST_SIZES
 from verifier.audit.recorder import AuditRecorder, audited
+from verifier.authz import Authorizer
 from verifier.keystore import KeyStore
 from verifier.server.attestation_service import OpenStreams
 from verifier.server.convert import (
@@ -45,6 +47,7 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
         open_streams: OpenStreams,
         review_valid_days: int,
         audit: AuditRecorder,
+        authz: Authorizer,
     ) -> None:
         self._store = store
         self._now = now
@@ -53,6 +56,7 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
         self._open_streams = open_streams
         self._review_valid_days = review_valid_days
         self._audit = audit
+        self._authz = authz
 
     @audited("host_id", details=("group",))
     async def RegisterHost(

@@ -1,7 +1,8 @@
 """Weights servicer: streams ciphertext of registered checkpoints from the blob dir.
 
-Ciphertext is useless without keys, so serving it needs no gate beyond knowing
-the model version; offsets make an interrupted download resumable.
+Ciphertext is useless without keys, so serving it needs no gate beyond an agent
+certificate (verifier.authz) and knowing the model version; offsets make an
+interrupted download resumable.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import grpc
 
+from verifier.authz import WEIGHTS, Authorizer, method_name
 from verifier.store import Store
 from weightgate.checkpoint.manifest import Manifest
 from weightgate.v1 import weights_pb2, weights_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
 FILE_ID = re.compile(r"[0-9a-f]{32}")
+FETCH = method_name(WEIGHTS, "FetchCiphertext")
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -28,13 +31,15 @@ def checkpoint_dir(blob_dir: Path, manifest_digest: bytes) -> Path:
 
 
 class WeightsService(weights_pb2_grpc.WeightsServicer):
-    def __init__(self, store: Store, blob_dir: Path) -> None:
+    def __init__(self, store: Store, blob_dir: Path, *, authz: Authorizer) -> None:
         self._store = store
         self._blob_dir = blob_dir
+        self._authz = authz
 
     async def FetchCiphertext(
         self, request: weights_pb2.FetchCiphertextRequest, context: Context
     ) -> AsyncIterator[weights_pb2.CiphertextChunk]:
+        await self._authz.require(context, FETCH)
         digest = bytes(request.manifest_digest)
         if len(digest) != 32 or not FILE_ID.fullmatch(request.file_id):
             await context.abort(
