@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -101,11 +101,30 @@ def authorize_host(identity: Identity, method: str, host_id: str) -> None:
         )
 
 
-class Authorizer:
-    """Reads the caller's identity and enforces the table; shared by all servicers."""
+class RefusalAudit(Protocol):
+    """Where refusals of agent-side RPCs are recorded (the audit log)."""
 
-    def __init__(self, *, insecure: bool) -> None:
+    async def append(
+        self,
+        context: ServicerContext,
+        *,
+        action: str,
+        target: Mapping[str, str],
+        outcome: str,
+        details: Mapping[str, str],
+    ) -> Any: ...
+
+
+class Authorizer:
+    """Reads the caller's identity and enforces the table; shared by all servicers.
+
+    Operator refusals are audited by the ``@audited`` wrapper the handler runs in;
+    refusals of agent-side RPCs (enrollment, attestation, weights) are audited here.
+    """
+
+    def __init__(self, *, insecure: bool, audit: RefusalAudit | None = None) -> None:
         self._insecure = insecure
+        self._audit = audit
 
     def identity(self, context: ServicerContext) -> Identity:
         return identity_of(context, insecure=self._insecure)
@@ -133,4 +152,15 @@ class Authorizer:
 
     async def _deny(self, context: ServicerContext, reason: str, method: str) -> NoReturn:
         log.warning("refused %s from peer=%s: %s", method, context.peer(), reason)
+        if self._audit is not None and not method.startswith(f"/{OPERATOR}/"):
+            try:
+                await self._audit.append(
+                    context,
+                    action=method.rsplit("/", 1)[-1],
+                    target={"method": method},
+                    outcome=grpc.StatusCode.PERMISSION_DENIED.name,
+                    details={"reason": reason},
+                )
+            except Exception:  # refusing must not depend on the audit log being writable
+                log.exception("could not audit the refusal of %s", method)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)

@@ -196,16 +196,29 @@ def _attest(channel: grpc.Channel, host_id: str) -> grpc.RpcError:
         done.set()
 
 
-def test_operator_cannot_open_an_attestation_stream(channels: dict[str, grpc.Channel]) -> None:
+def test_operator_cannot_open_an_attestation_stream(
+    verifier: VerifierHarness, channels: dict[str, grpc.Channel]
+) -> None:
     refused = _attest(channels["operator"], HOST_A)
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.details().startswith("authz.denied: 'olga.operator' (operator)")
+    last = verifier.store.audit_records()[-1]
+    assert (last.actor, last.action, last.outcome) == (
+        "olga.operator",
+        "Attest",
+        "PERMISSION_DENIED",
+    )
+    assert last.details["reason"] == refused.details()
 
 
-def test_agent_cannot_say_hello_as_another_host(channels: dict[str, grpc.Channel]) -> None:
+def test_agent_cannot_say_hello_as_another_host(
+    verifier: VerifierHarness, channels: dict[str, grpc.Channel]
+) -> None:
     refused = _attest(channels["agent_a"], HOST_B)
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.details().startswith("authz.host_mismatch:")
+    last = verifier.store.audit_records()[-1]
+    assert (last.actor, last.action, last.outcome) == (HOST_A, "Attest", "PERMISSION_DENIED")
     # As itself it gets past authorization (and is told it is not registered).
     assert _attest(channels["agent_a"], HOST_A).code() is grpc.StatusCode.NOT_FOUND
 

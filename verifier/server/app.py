@@ -136,7 +136,8 @@ async def start_verifier(
             "INSECURE: plaintext gRPC without client certificates; every caller gets every "
             "role and may act as any host. For demos and tests only, never in production."
         )
-    authz = Authorizer(insecure=config.insecure)
+    audit = AuditRecorder(store, insecure=config.insecure, now=now)
+    authz = Authorizer(insecure=config.insecure, audit=audit)
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
         EnrollmentService(enroller, authz=authz), server
     )
@@ -151,7 +152,7 @@ async def start_verifier(
             blob_dir=config.blob_dir,
             open_streams=open_streams,
             review_valid_days=config.review_valid_days,
-            audit=AuditRecorder(store, insecure=config.insecure, now=now),
+            audit=audit,
             authz=authz,
         ),
         server,
