@@ -56,6 +56,7 @@ demo: $(STAMP_PIP)
 
 bench: $(STAMP_PIP)
 	$(PY) bench/bench_quote.py
+	$(PY) bench/bench_eventlog.py
 	$(PY) bench/weights.py --size 1GiB
 
 # Coverage-guided fuzzing of every parser of untrusted bytes (a minute each).
@@ -63,6 +64,7 @@ fuzz: $(STAMP_PIP)
 	$(PY) -m pip install -q -e '.[fuzz]'
 	$(PY) tests/fuzz/fuzz_tpm_parsers.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_manifest.py -max_total_time=60
+	$(PY) tests/fuzz/fuzz_eventlog.py -max_total_time=60
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
