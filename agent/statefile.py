@@ -6,13 +6,9 @@ import os
 import secrets
 from pathlib import Path
 
+from weightgate.checkpoint.durable import fsync_directory
 
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["fsync_directory", "write_atomically"]
 
 
 def write_atomically(state_dir: Path, name: str, data: bytes) -> None:

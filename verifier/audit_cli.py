@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from verifier.audit.chain import AuditChainBroken, AuditRecord, verify_chain
-from verifier.operator_cli import CliError, _channel, add_connection_arguments
+from verifier.operator_cli import CliError, add_connection_arguments, format_table, operator_channel
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
 RPC_TIMEOUT_SECONDS = 15.0
@@ -84,11 +84,8 @@ def audit_list(stub: operator_pb2_grpc.OperatorStub, *, limit: int, as_json: boo
     records = [record_from_message(m) for m in response.records]
     if as_json:
         return json.dumps([_as_json(r) for r in records], indent=2)
-    rows = [["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME"], *map(_line, records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+    return format_table(
+        [["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME"], *map(_line, records)]
     )
 
 
@@ -135,7 +132,7 @@ class ChainBrokenError(Exception):
 def run_audit_command(args: argparse.Namespace) -> int:
     """Exit 0 with the output, 1 on a broken chain or an RPC error, 2 on a usage error."""
     try:
-        with _channel(args) as channel:
+        with operator_channel(args) as channel:
             stub = operator_pb2_grpc.OperatorStub(channel)
             if args.subcommand == "list":
                 output = audit_list(stub, limit=args.limit, as_json=args.json)

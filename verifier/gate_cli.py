@@ -19,7 +19,13 @@ from verifier.config import ConfigError, load_config
 from verifier.keystore import FileKeyStore, KeyStoreError
 from verifier.models.encrypt import CheckpointSourceError, encrypt_checkpoint
 from verifier.models.progress import ProgressReporter
-from verifier.operator_cli import RPC_TIMEOUT_SECONDS, CliError, add_connection_arguments
+from verifier.operator_cli import (
+    RPC_TIMEOUT_SECONDS,
+    CliError,
+    add_connection_arguments,
+    format_table,
+    format_time,
+)
 from weightgate.checkpoint.format import CheckpointFormatError
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
@@ -100,9 +106,7 @@ def _digest(text: str) -> bytes:
 
 
 def _stamp(message: Any, field: str) -> str | None:
-    if not message.HasField(field):
-        return None
-    return str(getattr(message, field).ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return format_time(getattr(message, field), present=message.HasField(field))
 
 
 def _model(model: operator_pb2.ModelVersion) -> dict[str, Any]:
@@ -131,13 +135,6 @@ def _release(release: operator_pb2.Release) -> dict[str, Any]:
         "erased_at": _stamp(release, "erased_at"),
         "revocation_reason": release.revocation_reason,
     }
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 def models_add(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
@@ -195,7 +192,7 @@ def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namesp
         rows = [["MODEL", "VERSION", "TIER", "FILES", "BYTES", "DIGEST"]]
         rows += [[m["name"], m["version"], m["risk_tier"], str(m["files"]), str(m["bytes"]),
                   m["digest"]] for m in models]  # fmt: skip
-        return _table(rows) if models else "no model versions registered"
+        return format_table(rows) if models else "no model versions registered"
     if command == ("models", "show"):
         model = stub.GetModelVersion(
             operator_pb2.GetModelVersionRequest(manifest_digest=_digest(args.digest)),
@@ -240,7 +237,7 @@ def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namesp
         rows += [[r["host"], r["model"], r["state"], r["released_at"] or "-",
                   r["lease_expires_at"] or "-", r["erased_at"] or "-",
                   r["revocation_reason"] or "-"] for r in releases]  # fmt: skip
-        return _table(rows) if releases else "no releases"
+        return format_table(rows) if releases else "no releases"
     if command == ("hosts", "assign"):
         summary = stub.AssignHostToSite(
             operator_pb2.AssignHostToSiteRequest(host_id=args.host, site_id=args.site),

@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from weightgate.checkpoint.durable import fsync_directory
+
 DATA_KEY_SIZE: Final = 32
 _MAGIC: Final = b"WGKS"
 _VERSION: Final = 1
@@ -125,7 +127,7 @@ class FileKeyStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return cls(path, kek, seed)
 
     @classmethod
@@ -209,11 +211,3 @@ class FileKeyStore:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a key store cannot be pickled or copied")
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -60,7 +60,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--key", type=Path, help="your operator private key (PEM)")
 
 
-def _channel(args: argparse.Namespace) -> grpc.Channel:
+def operator_channel(args: argparse.Namespace) -> grpc.Channel:
     if args.insecure:
         return grpc.insecure_channel(args.verifier)
     if not (args.ca and args.cert and args.key):
@@ -76,7 +76,7 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(args.verifier, credentials)
 
 
-def _when(stamp: Any, *, present: bool) -> str | None:
+def format_time(stamp: Any, *, present: bool) -> str | None:
     if not present:
         return None
     moment: datetime = stamp.ToDatetime()
@@ -92,12 +92,14 @@ def _summary(host: operator_pb2.HostSummary) -> dict[str, Any]:
         "host": host.host_id,
         "group": host.group,
         "status": HOST_STATUS_NAMES.get(host.status, "unknown"),
-        "last_attestation": _when(host.last_attestation, present=host.HasField("last_attestation")),
+        "last_attestation": format_time(
+            host.last_attestation, present=host.HasField("last_attestation")
+        ),
         "reasons": _reasons(host.reasons),
     }
 
 
-def _table(rows: list[list[str]]) -> str:
+def format_table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -126,14 +128,14 @@ def hosts_list(stub: operator_pb2_grpc.OperatorStub, *, as_json: bool) -> str:
          _first_reason(h["reasons"])]
         for h in hosts
     ]  # fmt: skip
-    return _table(rows)
+    return format_table(rows)
 
 
 def hosts_show(stub: operator_pb2_grpc.OperatorStub, host_id: str, *, as_json: bool) -> str:
     detail = stub.GetHost(operator_pb2.GetHostRequest(host_id=host_id), timeout=RPC_TIMEOUT_SECONDS)
     history: list[dict[str, Any]] = [
         {
-            "at": _when(v.appraised_at, present=True),
+            "at": format_time(v.appraised_at, present=True),
             "tier": TIER_NAMES.get(v.tier, "unknown"),
             "reasons": _reasons(v.reasons),
             "checks_run": list(v.checks_run),
@@ -142,7 +144,8 @@ def hosts_show(stub: operator_pb2_grpc.OperatorStub, host_id: str, *, as_json: b
         for v in detail.history
     ]
     events = [
-        {"at": _when(e.at, present=True), "kind": e.kind, "detail": e.detail} for e in detail.events
+        {"at": format_time(e.at, present=True), "kind": e.kind, "detail": e.detail}
+        for e in detail.events
     ]
     document = _summary(detail.summary) | {
         "ak_name": detail.ak_name.hex(),
@@ -260,7 +263,7 @@ def parse_pcr_list(text: str) -> set[int]:
 def run_operator_command(args: argparse.Namespace) -> int:
     """Dispatch a parsed `hosts`/`reference` command; print the result or the error."""
     try:
-        with _channel(args) as channel:
+        with operator_channel(args) as channel:
             stub = operator_pb2_grpc.OperatorStub(channel)
             output = _dispatch(stub, args)
     except CliError as exc:

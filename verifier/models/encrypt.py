@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from verifier.keystore import KeyStore
+from weightgate.checkpoint.durable import fsync_directory
 from weightgate.checkpoint.format import (
     DEFAULT_SEGMENT_SIZE,
     FILE_ID_SIZE,
@@ -194,7 +195,7 @@ def _encrypt_all(
     for filename, data in ((MANIFEST_NAME, manifest_bytes), (SIGNATURE_NAME, signature)):
         written.append(output / filename)
         _write_new(output / filename, data)
-    _fsync_directory(output)
+    fsync_directory(output)
     return EncryptedCheckpoint(
         manifest_bytes=manifest_bytes,
         signature=signature,
@@ -262,11 +263,3 @@ def _write_new(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

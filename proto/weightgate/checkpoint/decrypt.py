@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from weightgate.checkpoint.durable import fsync_directory
 from weightgate.checkpoint.format import CheckpointFormatError, Progress, decrypt_stream
 from weightgate.checkpoint.manifest import Manifest, ManifestFile
 
@@ -67,7 +68,7 @@ def decrypt_file(
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             raise
-    _fsync_directory(dst.parent)
+    fsync_directory(dst.parent)
 
 
 def decrypt_checkpoint(
@@ -106,11 +107,3 @@ def decrypt_checkpoint(
             segment_size=manifest.segment_size,
             progress=progress,
         )
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
