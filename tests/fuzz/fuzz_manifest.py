@@ -11,7 +11,6 @@ that the unit suite runs the same property without atheris
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,18 +56,10 @@ def seed_inputs() -> Iterator[bytes]:
 
 
 def main() -> None:
-    import atheris  # noqa: PLC0415 - optional dependency, only for this entry point
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    args = list(sys.argv)
-    if not any(Path(a).is_dir() for a in args[1:]):
-        corpus = tempfile.mkdtemp(prefix="fuzz_manifest_corpus_")
-        for i, seed in enumerate(seed_inputs()):
-            (Path(corpus) / f"seed{i:03d}").write_bytes(seed)
-        args.append(corpus)
-    atheris.instrument_all()
-    atheris.Setup(args, fuzz_one)
-    atheris.Fuzz()
+    from tests.fuzz.atheris_main import run  # noqa: PLC0415 - needs the path set above
+
+    run("manifest", fuzz_one, seed_inputs)
 
 
 if __name__ == "__main__":
