@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
 from verifier.config import VerifierConfig, config_for_demo
 from verifier.server.app import RunningVerifier, start_verifier
+from verifier.server.host_watch import HostWatchHub
 from weightgate.v1 import (
     attestation_pb2_grpc,
     enrollment_pb2_grpc,
     operator_pb2_grpc,
 )
+
+T = TypeVar("T")
 
 
 class VerifierHarness:
@@ -38,6 +42,18 @@ class VerifierHarness:
     @property
     def store(self):  # type: ignore[no-untyped-def]
         return self._running.store
+
+    @property
+    def host_watch(self) -> HostWatchHub:
+        return self._running.host_watch
+
+    def in_loop(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the verifier's event loop (where the host-watch hub lives)."""
+
+        async def call() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=30)
 
     def stop(self) -> None:
         self.channel.close()

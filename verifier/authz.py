@@ -44,10 +44,10 @@ def method_name(service: str, method: str) -> str:
 
 
 _READERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.SECURITY_ADMIN, Role.AUDITOR})
-# Changes need one operator or security admin for now. The two-person rule
-# (a second, different approver before a change takes effect) comes later and
-# will narrow these entries; until then a single operator can change state.
+# Who may start a change. What changes trust is only ever proposed; it takes
+# effect once approvers (below) other than the proposer reach the quorum.
 _CHANGERS = frozenset({Role.OPERATOR, Role.SECURITY_ADMIN})
+_APPROVERS = frozenset({Role.APPROVER, Role.SECURITY_ADMIN})
 _AUDIT_READERS = frozenset({Role.AUDITOR, Role.SECURITY_ADMIN})
 _AGENTS = frozenset({Role.AGENT})
 
@@ -56,20 +56,32 @@ ALLOWED_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         # Read-only operator RPCs.
         method_name(OPERATOR, "ListHosts"): _READERS,
         method_name(OPERATOR, "GetHost"): _READERS,
+        method_name(OPERATOR, "WatchHosts"): _READERS,
         method_name(OPERATOR, "GetReferenceValues"): _READERS,
         method_name(OPERATOR, "ListModelVersions"): _READERS,
         method_name(OPERATOR, "GetModelVersion"): _READERS,
         method_name(OPERATOR, "ListReleases"): _READERS,
+        method_name(OPERATOR, "ListSites"): _READERS,
+        method_name(OPERATOR, "ListReviews"): _READERS,
+        method_name(OPERATOR, "ListProposals"): _READERS,
+        method_name(OPERATOR, "GetProposal"): _READERS,
         # The audit log names who did what: auditors and security admins only.
         method_name(OPERATOR, "ListAuditRecords"): _AUDIT_READERS,
-        # Changes.
+        method_name(OPERATOR, "ListAuditCheckpoints"): _AUDIT_READERS,
+        method_name(OPERATOR, "SignAuditCheckpoint"): _AUDIT_READERS,
+        # Changes that do not widen trust take effect at once: registering a host
+        # (it is trusted only after enrollment and attestation), adding a model
+        # version (released only under an approved review), quarantine (it only
+        # withdraws trust, and must be quick).
         method_name(OPERATOR, "RegisterHost"): _CHANGERS,
-        method_name(OPERATOR, "SetReferenceValues"): _CHANGERS,
         method_name(OPERATOR, "AddModelVersion"): _CHANGERS,
-        method_name(OPERATOR, "SetSite"): _CHANGERS,
-        method_name(OPERATOR, "AssignHostToSite"): _CHANGERS,
-        method_name(OPERATOR, "RecordReview"): _CHANGERS,
         method_name(OPERATOR, "QuarantineHost"): _CHANGERS,
+        # The two-person rule. Separation of duties (an approver is never the
+        # proposer) is enforced per proposal by the store; a proposer may also
+        # withdraw (reject) their own proposal, which the handler checks.
+        method_name(OPERATOR, "ProposeChange"): _CHANGERS,
+        method_name(OPERATOR, "ApproveProposal"): _APPROVERS,
+        method_name(OPERATOR, "RejectProposal"): _APPROVERS | _CHANGERS,
         # Agent methods: the agent role only, and only for the agent's own host
         # (checked against the request by the handler, see authorize_host).
         method_name(ENROLLMENT, "BeginEnrollment"): _AGENTS,

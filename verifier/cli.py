@@ -14,16 +14,19 @@ from cryptography.hazmat.primitives import serialization
 from verifier.audit_cli import add_audit_commands, run_audit_command
 from verifier.config import ConfigError, load_config
 from verifier.gate_cli import add_gate_commands
+from verifier.host_cli import HOST_COMMANDS, add_host_commands, run_host_command
 from verifier.keystore import KeyStoreError
 from verifier.operator_cli import add_connection_arguments, run_operator_command
 from verifier.pki_cli import add_pki_commands, run_pki_command
+from verifier.proposal_cli import add_justification_argument, add_proposal_commands
 
 DESCRIPTION = """\
 weightgate decides which hosts may receive model weights, from hardware evidence.
 
   weightgate verifier serve --config verifier.toml   run the verifier service
   weightgate hosts list                              trust status of every host
-  weightgate hosts show HOST                         one host's history, with reasons
+  weightgate hosts show HOST                         one host: reasons, site, releases, history
+  weightgate hosts watch [HOST ...] [--json]         trust changes live, one line each
   weightgate hosts add HOST --group GROUP            register a host before it enrolls
   weightgate reference set --group G --pcrs F.json   set a group's reference PCR values
   weightgate models add NAME --version V --path DIR --risk-tier T --config verifier.toml
@@ -34,7 +37,11 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate releases list [--host H]                released / renewed / revoked / erased
   weightgate hosts quarantine HOST --reason TEXT     withdraw trust now; forces erasure
   weightgate audit list [--limit N] [--json]         the newest operator audit records
-  weightgate audit verify                            recompute the audit hash chain
+  weightgate audit search --actor A --target host_id=H   audit records by who, what, when
+  weightgate audit tail --follow                     new audit records as they come
+  weightgate audit checkpoint --out FILE             a signed audit checkpoint, to keep
+  weightgate audit verify --checkpoint FILE --public-key PEM
+                                                     check the audit chain and checkpoints
   weightgate pki init --dir DIR                      an evaluation CA for mutual TLS
   weightgate pki issue operator NAME --role R[,R] --dir DIR   a person's certificate
   weightgate pki issue agent HOST --dir DIR          an agent's certificate, bound to HOST
@@ -57,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True, help="verifier TOML config file")
     serve.add_argument("--database", help="SQLAlchemy URL overriding the config's database")
     public_key = verifier_commands.add_parser(
-        "public-key", help="print the manifest-signing public key (PEM) that agents pin"
+        "public-key",
+        help="print the signing public key (PEM) that agents pin for manifests "
+        "and auditors for audit checkpoints",
     )
     public_key.add_argument("--config", type=Path, required=True, help="verifier TOML config")
 
@@ -66,10 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     hosts_list = hosts_commands.add_parser("list", help="a table: host, status, last attestation")
     hosts_list.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_arguments(hosts_list)
-    hosts_show = hosts_commands.add_parser("show", help="one host's attestation history")
-    hosts_show.add_argument("host")
-    hosts_show.add_argument("--json", action="store_true", help="machine-readable output")
-    add_connection_arguments(hosts_show)
+    add_host_commands(hosts_commands)  # show, watch
     hosts_add = hosts_commands.add_parser("add", help="register a host so it may enroll")
     hosts_add.add_argument("host")
     hosts_add.add_argument("--group", required=True, help="host group (selects reference values)")
@@ -78,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     reference = commands.add_parser("reference", help="reference (golden) PCR values")
     reference_commands = reference.add_subparsers(dest="subcommand", required=True)
     reference_set = reference_commands.add_parser(
-        "set", help="replace a group's reference PCR values from a PCRS.json file"
+        "set",
+        help="propose replacing a group's reference PCR values from a PCRS.json file "
+        "(takes effect once approved)",
     )
     reference_set.add_argument("--group", required=True)
     reference_set.add_argument(
@@ -88,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         help='JSON {"pcrs": {"sha256": {"0": "<hex>", ...}}}, as weightgate-agent read-pcrs writes',
     )
     reference_set.add_argument("--only", help="take only these PCRs, e.g. 0-7 (default: all)")
+    add_justification_argument(reference_set)
     add_connection_arguments(reference_set)
     reference_show = reference_commands.add_parser("show", help="print a group's reference")
     reference_show.add_argument("--group", required=True)
@@ -95,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     add_connection_arguments(reference_show)
 
     add_gate_commands(commands, hosts_commands)
+    add_proposal_commands(commands)
     add_audit_commands(commands)
     add_pki_commands(commands)
 
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_audit_command(args)
     if args.command == "pki":
         return run_pki_command(args)
+    if args.command == "hosts" and args.subcommand in HOST_COMMANDS:
+        return run_host_command(args)
     return run_operator_command(args)
 
 

@@ -16,6 +16,10 @@ from typing import Any
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
+# What a proposal may change (ProposedChange in operator.proto), each with its quorum.
+PROPOSAL_KINDS = ("reference_values", "site", "host_site", "review")
+DEFAULT_APPROVALS = 2
+DEFAULT_PROPOSAL_TTL_HOURS = 72.0
 
 
 class ConfigError(Exception):
@@ -27,6 +31,26 @@ class TlsConfig:
     certificate: Path
     private_key: Path
     client_ca: Path  # agents and operators must present a certificate issued by this CA
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """The two-person rule: approvals needed per proposal kind, and how long a
+    proposal waits for them. A quorum of 0 (the change applies when proposed) is
+    accepted only with ``allow_without_approval = true``, for demos and tests."""
+
+    required: Mapping[str, int]
+    ttl_seconds: float
+
+    @classmethod
+    def without_approval(cls) -> ApprovalPolicy:
+        return cls({kind: 0 for kind in PROPOSAL_KINDS}, DEFAULT_PROPOSAL_TTL_HOURS * 3600)
+
+    @classmethod
+    def default(cls) -> ApprovalPolicy:
+        return cls(
+            {kind: DEFAULT_APPROVALS for kind in PROPOSAL_KINDS}, DEFAULT_PROPOSAL_TTL_HOURS * 3600
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,8 @@ class VerifierConfig:
     lease_seconds: float  # how long released keys stay valid without renewal
     release_freshness_seconds: float  # max age of the affirming verdict behind a release
     review_valid_days: int
+    approvals: ApprovalPolicy
+    audit_checkpoint_interval_seconds: float  # how often the verifier signs the audit head
 
 
 def _key_line(text: str, table: str, key: str) -> int | None:
@@ -151,7 +177,7 @@ def load_config(path: Path) -> VerifierConfig:
             "challenge_timeout_seconds", "enrollment_timeout_seconds", "pcr_selection",
             "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
             "keystore", "blob_dir", "lease_seconds", "release_freshness_seconds",
-            "review_valid_days",
+            "review_valid_days", "approvals", "audit_checkpoint_interval_seconds",
         }
     )  # fmt: skip
     base = path.parent
@@ -196,7 +222,37 @@ def load_config(path: Path) -> VerifierConfig:
             "release_freshness_seconds", 2 * interval + challenge_timeout
         ),
         review_valid_days=review_days,
+        approvals=_approvals(path, text, raw.get("approvals")),
+        audit_checkpoint_interval_seconds=reader.positive(
+            "audit_checkpoint_interval_seconds", 3600.0
+        ),
     )
+
+
+def _approvals(path: Path, text: str, raw: Any) -> ApprovalPolicy:
+    if raw is None:
+        return ApprovalPolicy.default()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [verifier.approvals] must be a table")
+    reader = _Reader(path, text, "verifier.approvals", raw)
+    reader.unknown_keys({*PROPOSAL_KINDS, "proposal_ttl_hours", "allow_without_approval"})
+    allow_zero = reader.get("allow_without_approval", bool, False, "true or false")
+    required: dict[str, int] = {}
+    for kind in PROPOSAL_KINDS:
+        count: int = reader.get(kind, int, DEFAULT_APPROVALS, "a number of approvers")
+        if count < 0 or count > 16:
+            raise reader.fail(kind, "expected 1 to 16 approvers")
+        if count == 0 and not allow_zero:
+            raise reader.fail(
+                kind,
+                "0 approvers switches the two-person rule off; "
+                "set allow_without_approval = true if that is really meant",
+            )
+        required[kind] = count
+    ttl: float = reader.get("proposal_ttl_hours", float, DEFAULT_PROPOSAL_TTL_HOURS, "hours")
+    if not 0 < ttl <= 24 * 90:
+        raise reader.fail("proposal_ttl_hours", "expected more than 0 and at most 2160 hours")
+    return ApprovalPolicy(required, ttl * 3600)
 
 
 def _tls(path: Path, text: str, raw: Any, base: Path, *, insecure: bool) -> TlsConfig | None:
@@ -238,7 +294,18 @@ def config_for_demo(state_dir: Path, *, ek_ca_certificates: tuple[Path, ...]) ->
         lease_seconds=60.0,
         release_freshness_seconds=30.0,
         review_valid_days=90,
+        # The plaintext demo has one anonymous identity, so nobody could approve:
+        # changes apply when proposed. `make demo` itself runs with mutual TLS.
+        approvals=ApprovalPolicy.without_approval(),
+        audit_checkpoint_interval_seconds=3600.0,
     )
 
 
-__all__ = ["ConfigError", "TlsConfig", "VerifierConfig", "config_for_demo", "load_config"]
+__all__ = [
+    "ApprovalPolicy",
+    "ConfigError",
+    "TlsConfig",
+    "VerifierConfig",
+    "config_for_demo",
+    "load_config",
+]

@@ -25,7 +25,7 @@ from tpm2_pytss.utils import make_credential
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.keys import check_attestation_key, public_key, tpm_name
 from verifier.evidence.tpm.parse import TpmPublic, parse_tpm2b_public
-from verifier.store import HostRecord, Store
+from verifier.store import HostTransition, Store
 from verifier.verdict import Reason, VerificationError
 from verifier.x509chain import ChainError, verify_chain
 
@@ -139,8 +139,11 @@ class Enroller:
         pending = self._store.get_enrollment(enrollment_id)
         return None if pending is None else pending.host_id
 
-    def complete(self, *, enrollment_id: str, activated_secret: bytes) -> HostRecord:
-        """Single attempt: a wrong secret fails the enrollment for good."""
+    def complete(self, *, enrollment_id: str, activated_secret: bytes) -> HostTransition:
+        """Single attempt: a wrong secret fails the enrollment for good.
+
+        Returns the enrolled host with its status and site before (for watchers).
+        """
         pending = self._store.get_enrollment(enrollment_id)
         now = self._now()
         if pending is None or pending.state != "pending" or now >= pending.expires_at:
@@ -152,13 +155,15 @@ class Enroller:
         proven = hmac.compare_digest(
             hashlib.sha256(activated_secret).digest(), pending.secret_digest
         )
-        host = self._store.finish_enrollment(enrollment_id, succeeded=proven, now=now)
+        enrolled = self._store.finish_enrollment_transition(
+            enrollment_id, succeeded=proven, now=now
+        )
         if not proven:
             raise _reject(
                 "enrollment.activation_failed",
                 "the activated credential does not match: the AK is not in the EK's TPM",
             )
-        return host
+        return enrolled
 
     def _check_ek_certificate(self, ek: TpmPublic, der: bytes) -> None:
         if not der:

@@ -1,5 +1,8 @@
 """`weightgate models|sites|reviews|releases …` and `hosts assign|quarantine`.
 
+Sites, reviews and host assignments are proposed (verifier.proposal_cli) and
+take effect once approved.
+
 `models add` runs on the verifier host: it encrypts the checkpoint into the
 verifier's blob directory with the verifier's key store (both from the verifier
 config), then registers it through the Operator API. Everything else only talks
@@ -26,6 +29,7 @@ from verifier.operator_cli import (
     format_table,
     format_time,
 )
+from verifier.proposal_cli import add_justification_argument, propose
 from weightgate.checkpoint.format import CheckpointFormatError
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
@@ -57,23 +61,7 @@ def add_gate_commands(commands: Any, hosts_commands: Any) -> None:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         add_connection_arguments(sub)
 
-    sites = commands.add_parser("sites", help="sites and their risk-tier clearances")
-    sites_commands = sites.add_subparsers(dest="subcommand", required=True)
-    site_set = sites_commands.add_parser("set", help="create or update a site")
-    site_set.add_argument("site")
-    site_set.add_argument("--cleared", default="", help="comma-separated risk tiers")
-    site_set.add_argument("--description", default="")
-    add_connection_arguments(site_set)
-
-    reviews = commands.add_parser("reviews", help="pre-deployment reviews")
-    reviews_commands = reviews.add_subparsers(dest="subcommand", required=True)
-    record = reviews_commands.add_parser("record", help="record an approving review")
-    record.add_argument("digest", help="manifest digest (hex) of the model version")
-    record.add_argument("--site", required=True)
-    record.add_argument("--reviewer", required=True)
-    record.add_argument("--summary", default="")
-    record.add_argument("--valid-days", type=int, default=0)
-    add_connection_arguments(record)
+    _add_site_and_review_commands(commands)
 
     releases = commands.add_parser("releases", help="key releases and their leases")
     releases_commands = releases.add_subparsers(dest="subcommand", required=True)
@@ -83,9 +71,12 @@ def add_gate_commands(commands: Any, hosts_commands: Any) -> None:
     rel_list.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_arguments(rel_list)
 
-    assign = hosts_commands.add_parser("assign", help="assign a host to a site")
+    assign = hosts_commands.add_parser(
+        "assign", help="propose assigning a host to a site (needs approval)"
+    )
     assign.add_argument("host")
     assign.add_argument("--site", required=True)
+    add_justification_argument(assign)
     add_connection_arguments(assign)
     quarantine = hosts_commands.add_parser(
         "quarantine", help="withdraw trust now: revokes every release, forces erasure"
@@ -93,6 +84,55 @@ def add_gate_commands(commands: Any, hosts_commands: Any) -> None:
     quarantine.add_argument("host")
     quarantine.add_argument("--reason", required=True)
     add_connection_arguments(quarantine)
+
+
+def _add_site_and_review_commands(commands: Any) -> None:
+    sites = commands.add_parser("sites", help="sites and their risk-tier clearances")
+    sites_commands = sites.add_subparsers(dest="subcommand", required=True)
+    site_set = sites_commands.add_parser(
+        "set", help="propose creating or changing a site and its clearances (needs approval)"
+    )
+    site_set.add_argument("site")
+    site_set.add_argument("--cleared", default="", help="comma-separated risk tiers")
+    site_set.add_argument(
+        "--description", default="", help="datacenter, country, operating organisation"
+    )
+    add_justification_argument(site_set)
+    add_connection_arguments(site_set)
+    site_list = sites_commands.add_parser("list", help="sites and what they are cleared for")
+    site_list.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_arguments(site_list)
+
+    reviews = commands.add_parser("reviews", help="pre-deployment reviews")
+    reviews_commands = reviews.add_subparsers(dest="subcommand", required=True)
+    review = reviews_commands.add_parser(
+        "propose",
+        help="propose a pre-deployment review of a model version for a site (needs approval)",
+        description="The review takes effect when approvers other than you approve it; the "
+        "release gate then requires its controls of every host in the site.",
+    )
+    review.add_argument("digest", help="manifest digest (hex) of the model version")
+    review.add_argument("--site", required=True)
+    review.add_argument(
+        "--categories", required=True, help="comma-separated risk categories assessed"
+    )
+    review.add_argument(
+        "--controls",
+        default="",
+        help="comma-separated controls the release gate must enforce (see `reviews list`)",
+    )
+    review.add_argument("--risk-tier", default="", help="assessed tier (default: the model's)")
+    review.add_argument("--findings", default="", help="the review's findings")
+    review.add_argument("--summary", default="")
+    review.add_argument("--valid-days", type=int, default=0, help="default: the verifier's")
+    add_justification_argument(review)
+    add_connection_arguments(review)
+    review_list = reviews_commands.add_parser("list", help="reviews, newest first")
+    review_list.add_argument("--model", default="", help="manifest digest (hex)")
+    review_list.add_argument("--site", default="")
+    review_list.add_argument("--effective", action="store_true", help="only those in force now")
+    review_list.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_arguments(review_list)
 
 
 def _digest(text: str) -> bytes:
@@ -201,31 +241,37 @@ def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namesp
         return json.dumps(_model(model), indent=2)
     if command == ("sites", "set"):
         tiers = [t.strip() for t in args.cleared.split(",") if t.strip()]
-        site = stub.SetSite(
-            operator_pb2.SetSiteRequest(
-                site=operator_pb2.Site(
-                    site_id=args.site, cleared_risk_tiers=tiers, description=args.description
-                )
-            ),
-            timeout=timeout,
+        site = operator_pb2.Site(
+            site_id=args.site, cleared_risk_tiers=tiers, description=args.description
         )
-        cleared = ", ".join(site.cleared_risk_tiers) or "no tiers"
-        return f"site {site.site_id}: cleared for {cleared}"
-    if command == ("reviews", "record"):
-        review = stub.RecordReview(
-            operator_pb2.RecordReviewRequest(
-                manifest_digest=_digest(args.digest),
-                site_id=args.site,
-                reviewer=args.reviewer,
-                summary=args.summary,
-                valid_days=args.valid_days,
-            ),
-            timeout=timeout,
+        change = operator_pb2.ProposedChange(site=operator_pb2.SetSiteRequest(site=site))
+        return propose(stub, change, args.justification)
+    if command == ("sites", "list"):
+        sites = stub.ListSites(operator_pb2.ListSitesRequest(), timeout=timeout).sites
+        documents: list[dict[str, Any]] = [
+            {"site": s.site_id, "cleared": list(s.cleared_risk_tiers), "description": s.description}
+            for s in sites
+        ]
+        if args.json:
+            return json.dumps({"sites": documents}, indent=2)
+        rows = [["SITE", "CLEARED TIERS", "DESCRIPTION"]]
+        rows += [[d["site"], ", ".join(d["cleared"]) or "-", d["description"] or "-"]
+                 for d in documents]  # fmt: skip
+        return format_table(rows) if documents else "no sites"
+    if command == ("reviews", "propose"):
+        review = operator_pb2.RecordReviewRequest(
+            manifest_digest=_digest(args.digest),
+            site_id=args.site,
+            summary=args.summary,
+            valid_days=args.valid_days,
+            risk_tier=args.risk_tier,
+            categories_assessed=_names(args.categories),
+            required_controls=_names(args.controls),
+            findings=args.findings,
         )
-        return (
-            f"review {review.review_id} recorded for site {review.site_id}, "
-            f"expires {_stamp(review, 'expires_at')}"
-        )
+        return propose(stub, operator_pb2.ProposedChange(review=review), args.justification)
+    if command == ("reviews", "list"):
+        return reviews_list(stub, args)
     if command == ("releases", "list"):
         request = operator_pb2.ListReleasesRequest(
             host_id=args.host, manifest_digest=_digest(args.model) if args.model else b""
@@ -239,11 +285,9 @@ def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namesp
                   r["revocation_reason"] or "-"] for r in releases]  # fmt: skip
         return format_table(rows) if releases else "no releases"
     if command == ("hosts", "assign"):
-        summary = stub.AssignHostToSite(
-            operator_pb2.AssignHostToSiteRequest(host_id=args.host, site_id=args.site),
-            timeout=timeout,
-        )
-        return f"{summary.host_id} is now in site {summary.site}"
+        assign = operator_pb2.AssignHostToSiteRequest(host_id=args.host, site_id=args.site)
+        change = operator_pb2.ProposedChange(host_site=assign)
+        return propose(stub, change, args.justification)
     if command == ("hosts", "quarantine"):
         summary = stub.QuarantineHost(
             operator_pb2.QuarantineHostRequest(host_id=args.host, reason=args.reason),
@@ -251,3 +295,46 @@ def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namesp
         )
         return f"{summary.host_id} quarantined; its releases are being revoked"
     return None
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def reviews_list(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
+    response = stub.ListReviews(
+        operator_pb2.ListReviewsRequest(
+            manifest_digest=_digest(args.model) if args.model else b"",
+            site_id=args.site,
+            effective_only=args.effective,
+        ),
+        timeout=RPC_TIMEOUT_SECONDS,
+    )
+    documents: list[dict[str, Any]] = [
+        {
+            "review_id": r.review_id,
+            "model": r.manifest_digest.hex(),
+            "site": r.site_id,
+            "risk_tier": r.risk_tier,
+            "categories_assessed": list(r.categories_assessed),
+            "required_controls": list(r.required_controls),
+            "findings": r.findings,
+            "summary": r.summary,
+            "proposer": r.reviewer,
+            "approvers": list(r.approvers),
+            "recorded_at": _stamp(r, "recorded_at"),
+            "expires_at": _stamp(r, "expires_at"),
+            "proposal_id": r.proposal_id,
+        }
+        for r in response.reviews
+    ]
+    if args.json:
+        return json.dumps(
+            {"reviews": documents, "known_controls": list(response.known_controls)}, indent=2
+        )
+    rows = [["MODEL", "SITE", "TIER", "CONTROLS", "APPROVED BY", "IN FORCE FROM", "EXPIRES"]]
+    rows += [[d["model"][:16], d["site"], d["risk_tier"], ", ".join(d["required_controls"]) or "-",
+              ", ".join(d["approvers"]) or "-", d["recorded_at"] or "-", d["expires_at"] or "-"]
+             for d in documents]  # fmt: skip
+    known = "known controls: " + ", ".join(response.known_controls)
+    return (format_table(rows) if documents else "no reviews") + "\n" + known

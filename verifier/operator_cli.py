@@ -26,6 +26,7 @@ HOST_STATUS_NAMES = {
     operator_pb2.HOST_STATUS_ENROLLED: "enrolled",
     operator_pb2.HOST_STATUS_TRUSTED: "trusted",
     operator_pb2.HOST_STATUS_UNTRUSTED: "untrusted",
+    operator_pb2.HOST_STATUS_QUARANTINED: "quarantined",
 }
 # Digest size of each PCR bank the verifier accepts (as verifier.attestation.DIGEST_SIZES,
 # not imported: it would pull the evidence code into every CLI start).
@@ -55,9 +56,18 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("WEIGHTGATE_INSECURE") == "1",
         help="plaintext gRPC, for the demo and tests only (env WEIGHTGATE_INSECURE=1)",
     )
-    group.add_argument("--ca", type=Path, help="CA certificate that issued the verifier's cert")
-    group.add_argument("--cert", type=Path, help="your operator certificate (PEM)")
-    group.add_argument("--key", type=Path, help="your operator private key (PEM)")
+    for flag, variable, text in (
+        ("--ca", "WEIGHTGATE_CA", "CA certificate that issued the verifier's certificate"),
+        ("--cert", "WEIGHTGATE_CERT", "your operator certificate (PEM)"),
+        ("--key", "WEIGHTGATE_KEY", "your operator private key (PEM)"),
+    ):
+        default = os.environ.get(variable)
+        group.add_argument(
+            flag,
+            type=Path,
+            default=Path(default) if default else None,
+            help=f"{text} (env {variable})",
+        )
 
 
 def operator_channel(args: argparse.Namespace) -> grpc.Channel:
@@ -83,11 +93,11 @@ def format_time(stamp: Any, *, present: bool) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _reasons(reasons: Any) -> list[dict[str, str]]:
+def reasons_document(reasons: Any) -> list[dict[str, str]]:
     return [{"code": r.code, "detail": r.detail} for r in reasons]
 
 
-def _summary(host: operator_pb2.HostSummary) -> dict[str, Any]:
+def summary_document(host: operator_pb2.HostSummary) -> dict[str, Any]:
     return {
         "host": host.host_id,
         "group": host.group,
@@ -95,7 +105,7 @@ def _summary(host: operator_pb2.HostSummary) -> dict[str, Any]:
         "last_attestation": format_time(
             host.last_attestation, present=host.HasField("last_attestation")
         ),
-        "reasons": _reasons(host.reasons),
+        "reasons": reasons_document(host.reasons),
     }
 
 
@@ -107,7 +117,7 @@ def format_table(rows: list[list[str]]) -> str:
     )
 
 
-def _first_reason(reasons: list[dict[str, str]]) -> str:
+def first_reason(reasons: list[dict[str, str]]) -> str:
     if not reasons:
         return "-"
     first = reasons[0]
@@ -117,7 +127,7 @@ def _first_reason(reasons: list[dict[str, str]]) -> str:
 
 def hosts_list(stub: operator_pb2_grpc.OperatorStub, *, as_json: bool) -> str:
     response = stub.ListHosts(operator_pb2.ListHostsRequest(), timeout=RPC_TIMEOUT_SECONDS)
-    hosts = [_summary(h) for h in response.hosts]
+    hosts = [summary_document(h) for h in response.hosts]
     if as_json:
         return json.dumps({"hosts": hosts}, indent=2)
     if not hosts:
@@ -125,50 +135,10 @@ def hosts_list(stub: operator_pb2_grpc.OperatorStub, *, as_json: bool) -> str:
     rows = [["HOST", "GROUP", "STATUS", "LAST ATTESTATION", "REASON"]]
     rows += [
         [h["host"], h["group"], h["status"], h["last_attestation"] or "never",
-         _first_reason(h["reasons"])]
+         first_reason(h["reasons"])]
         for h in hosts
     ]  # fmt: skip
     return format_table(rows)
-
-
-def hosts_show(stub: operator_pb2_grpc.OperatorStub, host_id: str, *, as_json: bool) -> str:
-    detail = stub.GetHost(operator_pb2.GetHostRequest(host_id=host_id), timeout=RPC_TIMEOUT_SECONDS)
-    history: list[dict[str, Any]] = [
-        {
-            "at": format_time(v.appraised_at, present=True),
-            "tier": TIER_NAMES.get(v.tier, "unknown"),
-            "reasons": _reasons(v.reasons),
-            "checks_run": list(v.checks_run),
-            "result_id": v.result_id,
-        }
-        for v in detail.history
-    ]
-    events = [
-        {"at": format_time(e.at, present=True), "kind": e.kind, "detail": e.detail}
-        for e in detail.events
-    ]
-    document = _summary(detail.summary) | {
-        "ak_name": detail.ak_name.hex(),
-        "history": history,
-        "events": events,
-    }
-    if as_json:
-        return json.dumps(document, indent=2)
-    lines = [
-        f"host:    {document['host']}  (group {document['group']})",
-        f"status:  {document['status']}",
-        f"AK name: {document['ak_name'] or '-'}",
-        "",
-        "attestation history (newest first):",
-    ]
-    for entry in history:
-        lines.append(f"  {entry['at']}  {entry['tier']}")
-        lines += [f"      {r['code']}: {r['detail']}" for r in entry["reasons"]]
-    if not history:
-        lines.append("  (none yet)")
-    lines += ["", "events (newest first):"]
-    lines += [f"  {e['at']}  {e['kind']}  {e['detail']}" for e in events] or ["  (none)"]
-    return "\n".join(lines)
 
 
 def hosts_add(stub: operator_pb2_grpc.OperatorStub, host_id: str, group: str) -> str:
@@ -218,7 +188,10 @@ def reference_set(
     group: str,
     pcrs: Mapping[str, Mapping[int, bytes]],
     only: Mapping[str, set[int]] | None = None,
+    *,
+    justification: str = "",
 ) -> str:
+    """Propose replacing the group's reference values (takes effect once approved)."""
     selected = {
         bank: {i: v for i, v in values.items() if only is None or i in only.get(bank, set())}
         for bank, values in pcrs.items()
@@ -227,9 +200,9 @@ def reference_set(
         group=group,
         pcrs=[common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in selected.items() if v],
     )
-    reference = stub.SetReferenceValues(request, timeout=RPC_TIMEOUT_SECONDS)
-    count = sum(len(b.values) for b in reference.pcrs)
-    return f"reference for group {group}: {count} PCR values set"
+    from verifier.proposal_cli import propose  # noqa: PLC0415 - proposal_cli imports this module
+
+    return propose(stub, operator_pb2.ProposedChange(reference_values=request), justification)
 
 
 def reference_show(stub: operator_pb2_grpc.OperatorStub, group: str, *, as_json: bool) -> str:
@@ -278,21 +251,23 @@ def run_operator_command(args: argparse.Namespace) -> int:
 
 def _dispatch(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
     from verifier.gate_cli import run_gate_command  # noqa: PLC0415 - gate_cli imports this module
+    from verifier.proposal_cli import run_proposal_command  # noqa: PLC0415 - likewise
 
-    gate_output = run_gate_command(stub, args)
-    if gate_output is not None:
-        return gate_output
+    for run in (run_gate_command, run_proposal_command):
+        output = run(stub, args)
+        if output is not None:
+            return output
     command = (args.command, args.subcommand)
     if command == ("hosts", "list"):
         return hosts_list(stub, as_json=args.json)
-    if command == ("hosts", "show"):
-        return hosts_show(stub, args.host, as_json=args.json)
     if command == ("hosts", "add"):
         return hosts_add(stub, args.host, args.group)
     if command == ("reference", "set"):
         only = None if args.only is None else {b: parse_pcr_list(args.only) for b in ("sha1",
                                                "sha256", "sha384", "sha512")}  # fmt: skip
-        return reference_set(stub, args.group, parse_pcrs_json(args.pcrs), only)
+        return reference_set(
+            stub, args.group, parse_pcrs_json(args.pcrs), only, justification=args.justification
+        )
     if command == ("reference", "show"):
         return reference_show(stub, args.group, as_json=args.json)
     raise CliError(f"unknown command {' '.join(command)}")

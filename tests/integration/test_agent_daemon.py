@@ -85,10 +85,17 @@ class Deployment:
         return [e for e in self.host().events if e.kind == kind]
 
     def set_reference(self, values: dict[str, dict[int, bytes]]) -> None:
-        self.operator.SetReferenceValues(
-            operator_pb2.SetReferenceValuesRequest(
-                group=GROUP,
-                pcrs=[common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in values.items()],
+        self.operator.ProposeChange(
+            operator_pb2.ProposeChangeRequest(
+                change=operator_pb2.ProposedChange(
+                    reference_values=operator_pb2.SetReferenceValuesRequest(
+                        group=GROUP,
+                        pcrs=[
+                            common_pb2.PcrBank(hash_algorithm=b, values=v)
+                            for b, v in values.items()
+                        ],
+                    )
+                )
             ),
             timeout=10,
         )

@@ -50,11 +50,17 @@ def tpm(tpm_process: Any) -> Tpm:
 
 def set_reference_from(verifier: VerifierHarness, tpm: Tpm, group: str = GROUP) -> None:
     values = tpm.read_pcrs(REFERENCE)
-    verifier.operator.SetReferenceValues(
-        operator_pb2.SetReferenceValuesRequest(
-            group=group,
-            pcrs=[common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in values.items()],
-        )
+    verifier.operator.ProposeChange(
+        operator_pb2.ProposeChangeRequest(
+            change=operator_pb2.ProposedChange(
+                reference_values=operator_pb2.SetReferenceValuesRequest(
+                    group=group,
+                    pcrs=[
+                        common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in values.items()
+                    ],
+                )
+            )
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -188,10 +189,18 @@ def test_every_operator_rpc_is_recorded_once(verifier: VerifierHarness) -> None:
         before = verifier.store.audit_head()[0]
         request = operator_pb2.__dict__[method.input_type.name]()
         code = grpc.StatusCode.OK
-        try:
-            getattr(verifier.operator, method.name)(request, timeout=RPC_TIMEOUT)
-        except grpc.RpcError as exc:
-            code = exc.code()
+        if method.server_streaming:
+            # A watch stays open; its one record is written as it opens.
+            stream = getattr(verifier.operator, method.name)(request, timeout=RPC_TIMEOUT)
+            deadline = time.monotonic() + RPC_TIMEOUT
+            while verifier.store.audit_head()[0] == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stream.cancel()
+        else:
+            try:
+                getattr(verifier.operator, method.name)(request, timeout=RPC_TIMEOUT)
+            except grpc.RpcError as exc:
+                code = exc.code()
         new = verifier.store.audit_records(after_seq=before)
         assert [r.action for r in new] == [method.name], method.name
         (record,) = new
@@ -221,9 +230,12 @@ def test_success_targets_and_no_secrets(verifier: VerifierHarness) -> None:
     verifier.operator.RegisterHost(
         operator_pb2.RegisterHostRequest(host_id="audited-1", group="g"), timeout=RPC_TIMEOUT
     )
-    verifier.operator.SetSite(
-        operator_pb2.SetSiteRequest(
-            site=operator_pb2.Site(site_id="dc-a", cleared_risk_tiers=["high", "low"])
+    site_change = operator_pb2.SetSiteRequest(
+        site=operator_pb2.Site(site_id="dc-a", cleared_risk_tiers=["high", "low"])
+    )
+    verifier.operator.ProposeChange(
+        operator_pb2.ProposeChangeRequest(
+            change=operator_pb2.ProposedChange(site=site_change), justification="new dc"
         ),
         timeout=RPC_TIMEOUT,
     )
@@ -236,7 +248,12 @@ def test_success_targets_and_no_secrets(verifier: VerifierHarness) -> None:
         )
     register, site, model = verifier.store.audit_records(after_seq=before)
     assert (register.target, register.outcome) == ({"host_id": "audited-1"}, OK)
-    assert (site.target, site.details) == ({"site_id": "dc-a"}, {"cleared_risk_tiers": "high,low"})
+    assert (site.action, site.target) == ("ProposeChange", {"site_id": "dc-a"})
+    # The plaintext harness needs no approvals, so the proposal applied at once,
+    # in the transaction that wrote this record.
+    assert site.details["kind"] == "site"
+    assert site.details["justification"] == "new dc"
+    assert site.details["result"] == "applied"
     assert model.target == {"manifest_sha256": hashlib.sha256(b"m").hexdigest()}
     assert "SECRET" not in json.dumps([dict(model.target), dict(model.details)])
     assert model.outcome == "INVALID_ARGUMENT"
@@ -278,7 +295,8 @@ def test_cli_list_and_verify_then_tamper(
         assert "host_id=c1" in out
         code, out, err = cli("audit", "verify")
         assert (code, err) == (0, "")
-        assert out.startswith("audit chain intact: 5 records, head 5 ")  # 3 + list + list
+        # 3 + list + list + the checkpoint listing that verify makes first
+        assert out.startswith("audit chain intact: 6 records, head 6 ")
 
         with verifier.store._engine.begin() as conn:
             conn.execute(sa.text("UPDATE audit_records SET actor = 'mallory' WHERE seq = 2"))

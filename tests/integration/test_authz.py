@@ -60,6 +60,8 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         "viewer": pki.issue_operator(directory, "vic.viewer", [Role.VIEWER]),
         "operator": pki.issue_operator(directory, "olga.operator", [Role.OPERATOR]),
         "auditor": pki.issue_operator(directory, "aud.auditor", [Role.AUDITOR]),
+        "approver": pki.issue_operator(directory, "amy.approver", [Role.APPROVER]),
+        "security-admin": pki.issue_operator(directory, "sam.admin", [Role.SECURITY_ADMIN]),
         "agent_a": pki.issue_agent(directory, HOST_A),
     }
     return Pki(directory, pki.issue_server(directory, "verifier", ["127.0.0.1"]), clients)
@@ -120,11 +122,57 @@ def test_every_rpc_of_every_service_is_in_the_authz_table() -> None:
         assert (roles == {Role.AGENT}) if agent_method else (Role.AGENT not in roles), method
 
 
+_ROLE_OF_CHANNEL = {
+    "viewer": Role.VIEWER,
+    "operator": Role.OPERATOR,
+    "auditor": Role.AUDITOR,
+    "approver": Role.APPROVER,
+    "security-admin": Role.SECURITY_ADMIN,
+    "agent_a": Role.AGENT,
+}
+_WALK_TIMEOUT = 2.0  # an admitted WatchHosts waits for changes: the deadline ends it
+
+
+def _call_empty(channel: grpc.Channel, module: Any, service: Any, method: Any) -> str:
+    """Call ``method`` with an empty request; the status details ("" when OK)."""
+    grpc_module = __import__(f"{module.__name__}_grpc", fromlist=["_"])
+    stub = getattr(grpc_module, f"{service.name}Stub")(channel)
+    request = getattr(module, method.input_type.name)()
+    call = getattr(stub, method.name)
+    try:
+        if method.client_streaming:
+            list(call(iter([request]), timeout=_WALK_TIMEOUT))
+        elif method.server_streaming:
+            list(call(request, timeout=_WALK_TIMEOUT))
+        else:
+            call(request, timeout=_WALK_TIMEOUT)
+    except grpc.RpcError as exc:
+        return exc.details() or exc.code().name
+    return ""
+
+
+def test_every_role_is_refused_every_rpc_outside_its_row(
+    channels: dict[str, grpc.Channel],
+) -> None:
+    """Walks every method of every service for every role: the table is the truth."""
+    wrong: list[str] = []
+    for who, role in _ROLE_OF_CHANNEL.items():
+        for module in SERVICE_MODULES:
+            for service in module.DESCRIPTOR.services_by_name.values():
+                for method in service.methods:
+                    full = method_name(service.full_name, method.name)
+                    details = _call_empty(channels[who], module, service, method)
+                    denied = details.startswith("authz.denied")
+                    if denied == (role in ALLOWED_ROLES[full]):
+                        wrong.append(f"{who} {full}: {details or 'OK'}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_viewer_cannot_register_a_host_and_the_refusal_is_audited(
     verifier: VerifierHarness, channels: dict[str, grpc.Channel]
 ) -> None:
     stub = operator_pb2_grpc.OperatorStub(channels["viewer"])
-    before = len(verifier.store.audit_records())
+    before = verifier.store.audit_head()[0]
     refused = _refusal(
         lambda: stub.RegisterHost(
             operator_pb2.RegisterHostRequest(host_id="viewer-made", group="g"),
@@ -135,7 +183,7 @@ def test_viewer_cannot_register_a_host_and_the_refusal_is_audited(
     assert refused.details().startswith("authz.denied: 'vic.viewer' (viewer) may not call ")
     assert "/weightgate.v1.Operator/RegisterHost" in refused.details()
     assert verifier.store.get_host("viewer-made") is None
-    records = verifier.store.audit_records()[before:]
+    records = verifier.store.audit_records(after_seq=before)
     assert [(r.actor, r.action, r.outcome) for r in records] == [
         ("vic.viewer", "RegisterHost", "PERMISSION_DENIED")
     ]
@@ -152,7 +200,7 @@ def test_operator_can_register_a_host(
         operator_pb2.RegisterHostRequest(host_id="operator-made", group="g"), timeout=RPC_TIMEOUT
     )
     assert verifier.store.get_host("operator-made") is not None
-    last = verifier.store.audit_records()[-1]
+    last = verifier.store.audit_records(limit=1, newest=True)[-1]
     assert (last.actor, last.action, last.outcome) == ("olga.operator", "RegisterHost", OK)
 
 
@@ -175,7 +223,7 @@ def test_agent_cannot_list_hosts(
     refused = _refusal(lambda: stub.ListHosts(operator_pb2.ListHostsRequest(), timeout=RPC_TIMEOUT))
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.details().startswith("authz.denied:")
-    last = verifier.store.audit_records()[-1]
+    last = verifier.store.audit_records(limit=1, newest=True)[-1]
     assert (last.actor, last.action, last.outcome) == (HOST_A, "ListHosts", "PERMISSION_DENIED")
 
 
@@ -202,7 +250,7 @@ def test_operator_cannot_open_an_attestation_stream(
     refused = _attest(channels["operator"], HOST_A)
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.details().startswith("authz.denied: 'olga.operator' (operator)")
-    last = verifier.store.audit_records()[-1]
+    last = verifier.store.audit_records(limit=1, newest=True)[-1]
     assert (last.actor, last.action, last.outcome) == (
         "olga.operator",
         "Attest",
@@ -217,7 +265,7 @@ def test_agent_cannot_say_hello_as_another_host(
     refused = _attest(channels["agent_a"], HOST_B)
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.details().startswith("authz.host_mismatch:")
-    last = verifier.store.audit_records()[-1]
+    last = verifier.store.audit_records(limit=1, newest=True)[-1]
     assert (last.actor, last.action, last.outcome) == (HOST_A, "Attest", "PERMISSION_DENIED")
     # As itself it gets past authorization (and is told it is not registered).
     assert _attest(channels["agent_a"], HOST_A).code() is grpc.StatusCode.NOT_FOUND

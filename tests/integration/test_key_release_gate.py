@@ -170,8 +170,8 @@ def test_release_gate_end_to_end(
     ]
     operator(verifier, "sites", "set", "eu-west", "--cleared", "low,high")
     assert denial_codes(agent.request(model_digest)) == ["release.review_missing"]
-    operator(verifier, "reviews", "record", model_digest.hex(), "--site", "eu-west",
-             "--reviewer", "risk-board", "--summary", "approved for eu-west")  # fmt: skip
+    operator(verifier, "reviews", "propose", model_digest.hex(), "--site", "eu-west",
+             "--categories", "cyber,autonomy", "--summary", "approved for eu-west")  # fmt: skip
 
     assert agent.attest().tier == common_pb2.TIER_AFFIRMING
     answer = agent.request(model_digest)
@@ -236,6 +236,16 @@ def test_release_gate_end_to_end(
     )
     states = wait_for_release_state(verifier, release.release_id, operator_pb2.RELEASE_STATE_ERASED)
     assert states == operator_pb2.RELEASE_STATE_ERASED
+
+    # A newer review that requires confidential-VM evidence replaces the first
+    # one; no verdict of this host shows that control, so the gate names it.
+    assert "release.control_unsatisfied" not in denial_codes(agent.request(model_digest))
+    operator(verifier, "reviews", "propose", model_digest.hex(), "--site", "eu-west",
+             "--categories", "cyber", "--controls", "confidential_vm")  # fmt: skip
+    denied = agent.request(model_digest)
+    assert "release.control_unsatisfied" in denial_codes(denied)
+    (control,) = [r for r in denied.release_denied.reasons if r.code.endswith("unsatisfied")]
+    assert "confidential_vm" in control.detail
 
 
 def agent_evidence(agent: Agent) -> attestation_pb2.Evidence:

@@ -166,7 +166,11 @@ def test_reference_set_from_agent_read_pcrs_then_show(
     assert read.returncode == 0, read.stderr
     pcrs_file = write_pcrs(tmp_path / "golden.json", read.stdout)
     out = cli.ok("reference", "set", "--group", "from-agent", "--pcrs", str(pcrs_file))
-    assert out.strip() == "reference for group from-agent: 8 PCR values set"
+    # The plaintext test verifier needs no approvals: the proposal applies at once.
+    assert out.strip() == (
+        "applied at once (no approval required here): "
+        "reference values of group from-agent replaced (8 PCRs)"
+    )
     shown = json.loads(cli.ok("reference", "show", "--group", "from-agent", "--json"))
     assert shown == {"group": "from-agent", "pcrs": json.loads(read.stdout)["pcrs"]}
 
@@ -176,7 +180,7 @@ def test_reference_set_only_and_show_table(cli: Cli, tmp_path: Path) -> None:
     out = cli.ok(
         "reference", "set", "--group", "partial", "--pcrs", str(pcrs_file), "--only", "0,7"
     )
-    assert out.strip() == "reference for group partial: 2 PCR values set"
+    assert out.strip().endswith("reference values of group partial replaced (2 PCRs)")
     lines = cli.ok("reference", "show", "--group", "partial").splitlines()
     assert lines == [
         "group partial:",

@@ -103,10 +103,16 @@ def test_agent_over_mtls_reaches_trusted(
         operator_pb2.RegisterHostRequest(host_id=HOST_ID, group=GROUP), timeout=RPC_TIMEOUT
     )
     values = Tpm(swtpm.tcti).read_pcrs({"sha256": list(range(8))})
-    operator.SetReferenceValues(
-        operator_pb2.SetReferenceValuesRequest(
-            group=GROUP,
-            pcrs=[common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in values.items()],
+    operator.ProposeChange(
+        operator_pb2.ProposeChangeRequest(
+            change=operator_pb2.ProposedChange(
+                reference_values=operator_pb2.SetReferenceValuesRequest(
+                    group=GROUP,
+                    pcrs=[
+                        common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in values.items()
+                    ],
+                )
+            )
         ),
         timeout=RPC_TIMEOUT,
     )

@@ -206,7 +206,7 @@ class Deployment:
         models = self.operator.ListModelVersions(operator_pb2.ListModelVersionsRequest()).models
         digest = next(bytes(m.manifest_digest) for m in models if m.name == name)
         self.cli("sites", "set", SITE, "--cleared", RISK_TIER)
-        self.cli("reviews", "record", digest.hex(), "--site", SITE, "--reviewer", "risk-board")
+        self.cli("reviews", "propose", digest.hex(), "--site", SITE, "--categories", "cyber")
         if not self.signing_key.exists():
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
@@ -264,10 +264,17 @@ class AgentHost:
             operator_pb2.RegisterHostRequest(host_id=self.host_id, group=self.host_id), timeout=10
         )
         values = Tpm(self.tpm_process.tcti).read_pcrs(REFERENCE)
-        operator.SetReferenceValues(
-            operator_pb2.SetReferenceValuesRequest(
-                group=self.host_id,
-                pcrs=[common_pb2.PcrBank(hash_algorithm=b, values=v) for b, v in values.items()],
+        operator.ProposeChange(
+            operator_pb2.ProposeChangeRequest(
+                change=operator_pb2.ProposedChange(
+                    reference_values=operator_pb2.SetReferenceValuesRequest(
+                        group=self.host_id,
+                        pcrs=[
+                            common_pb2.PcrBank(hash_algorithm=b, values=v)
+                            for b, v in values.items()
+                        ],
+                    )
+                )
             ),
             timeout=10,
         )

@@ -69,3 +69,49 @@ def test_ek_certificates_required_without_cas(tmp_path: Path) -> None:
     path = write(tmp_path, "[verifier]\ninsecure = true\n")
     with pytest.raises(ConfigError, match="no EK CA certificates"):
         load_config(path)
+
+
+_BASE = "[verifier]\ninsecure = true\nrequire_ek_certificate = false\n"
+
+
+def test_two_approvals_by_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, _BASE))
+    assert dict(config.approvals.required) == {
+        "reference_values": 2,
+        "site": 2,
+        "host_site": 2,
+        "review": 2,
+    }
+    assert config.approvals.ttl_seconds == 72 * 3600
+
+
+def test_approvals_per_kind(tmp_path: Path) -> None:
+    text = _BASE + "\n[verifier.approvals]\nreview = 3\nsite = 1\nproposal_ttl_hours = 24\n"
+    config = load_config(write(tmp_path, text))
+    assert config.approvals.required["review"] == 3
+    assert config.approvals.required["site"] == 1
+    assert config.approvals.required["reference_values"] == 2
+    assert config.approvals.ttl_seconds == 24 * 3600
+
+
+def test_switching_the_two_person_rule_off_must_be_explicit(tmp_path: Path) -> None:
+    text = _BASE + "\n[verifier.approvals]\nreference_values = 0\n"
+    with pytest.raises(ConfigError, match=r":6: \[verifier.approvals\] reference_values: 0 appr"):
+        load_config(write(tmp_path, text))
+    allowed = text + "allow_without_approval = true\n"
+    assert load_config(write(tmp_path, allowed)).approvals.required["reference_values"] == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("reviews = 2", "reviews: unknown key"),
+        ("site = -1", "site: expected 1 to 16"),
+        ("site = true", "site: expected a number"),
+        ("proposal_ttl_hours = 0", "proposal_ttl_hours: expected more than 0"),
+    ],
+)
+def test_bad_approval_settings_name_line_and_key(tmp_path: Path, line: str, message: str) -> None:
+    text = _BASE + f"\n[verifier.approvals]\n{line}\n"
+    with pytest.raises(ConfigError, match=rf":6: \[verifier.approvals\] {message}"):
+        load_config(write(tmp_path, text))

@@ -52,6 +52,18 @@ class AuditRecord:
     hash: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A record still to be appended: everything but its place in the chain."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: Mapping[str, str]
+    outcome: str
+    details: Mapping[str, str]
+
+
 class AuditChainBroken(Exception):  # noqa: N818 - named for what it reports
     """The first record (by sequence) that does not link or does not hash as stored."""
 

@@ -17,16 +17,17 @@ stand-in, so the refusal is audited and the handler never runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 
-from verifier.audit.chain import OK, AuditRecord
+from verifier.audit.chain import OK, AuditEntry, AuditRecord
 from verifier.authz import OPERATOR, Authorizer, method_name
 from verifier.store import Store
 
@@ -64,6 +65,18 @@ class AuditRecorder:
         self._store = store
         self._insecure = insecure
         self._now = now
+
+    def entry(
+        self, context: Context, *, action: str, target: Fields, outcome: str, details: Fields
+    ) -> AuditEntry:
+        return AuditEntry(
+            at=self._now(),
+            actor=actor_of(context, insecure=self._insecure),
+            action=action,
+            target=target,
+            outcome=outcome,
+            details=details,
+        )
 
     async def append(
         self, context: Context, *, action: str, target: Fields, outcome: str, details: Fields
@@ -112,6 +125,32 @@ class _Call:
             log.exception("cannot append the audit record of %s (%s)", self.action, outcome)
             return False
         return True
+
+
+def transactional_entry(
+    context: Context, details: Fields, *, target: Fields | None = None
+) -> AuditEntry:
+    """The "ok" record of the audited call behind ``context``, for a store method to
+    append in the same transaction as the change it makes (change and record
+    commit together or not at all). Once that transaction has committed, call
+    :func:`recorded_in_transaction`, or the call would be recorded twice."""
+    call = _call_of(context)
+    merged = bounded({**call.extra, **details}, DETAIL_VALUE_LIMIT)
+    targets = bounded({**call.target, **(target or {})}, TARGET_VALUE_LIMIT)
+    return call.recorder.entry(
+        call.context, action=call.action, target=targets, outcome=OK, details=merged
+    )
+
+
+def recorded_in_transaction(context: Context) -> None:
+    """The call's record was appended with its change (see transactional_entry)."""
+    _call_of(context).recorded = True
+
+
+def _call_of(context: Context) -> _Call:
+    if not isinstance(context, _AuditedContext):
+        raise TypeError("only an @audited handler's context carries its audit record")
+    return context._call
 
 
 class _AuditedContext:
@@ -224,3 +263,34 @@ class audited:  # noqa: N801 - used as a decorator, named like one
             return response
 
         return run
+
+
+@contextlib.asynccontextmanager
+async def audited_opening(
+    servicer: Audited, context: Context, *, action: str, target: Fields, details: Fields
+) -> AsyncIterator[Context]:
+    """For a server-streaming handler: one audit record for opening the stream.
+
+    Authorizes the caller for ``action``, then runs the block with the recording
+    stand-in for ``context`` (as :func:`audited` gives a unary handler): a refusal
+    or failure inside the block is recorded with its outcome, and leaving the
+    block normally records "ok" before the stream's first message goes out.
+    What the stream sends afterwards is not recorded. ``target`` and ``details``
+    are bounded here.
+    """
+    call = _Call(servicer._audit, context, action, target, details)
+    recording = cast(Context, _AuditedContext(call))
+    try:
+        await servicer._authz.require(recording, method_name(OPERATOR, action))
+        yield recording
+    except grpc.aio.AbortError:
+        await call.finish(grpc.StatusCode.UNKNOWN.name, "aborted without a record")
+        raise
+    except asyncio.CancelledError:
+        await asyncio.shield(call.finish(grpc.StatusCode.CANCELLED.name, "cancelled"))
+        raise
+    except Exception as exc:
+        await call.finish(grpc.StatusCode.INTERNAL.name, type(exc).__name__)
+        raise
+    if not await call.finish(OK):
+        await context.abort(grpc.StatusCode.INTERNAL, AUDIT_UNAVAILABLE)

@@ -1,18 +1,26 @@
 """`weightgate demo`: a private swtpm, the verifier and one agent, end to end.
 
-It shows what an operator would see: the host enrolls its TPM and becomes
-trusted; then a PCR that the reference covers is extended (as an unapproved
-boot component would) and the host turns untrusted, with the reason. Everything
-it starts is stopped by pid, also on failure or Ctrl-C.
+It shows what an operator would see, with mutual TLS throughout: an
+evaluation CA issues certificates to the verifier, the agent and four people;
+alice (operator) proposes the reference values, the site, the host's
+assignment and the pre-deployment review, and bob and carol (approvers) approve
+each before it takes effect. The host enrolls its TPM, becomes trusted and
+receives the weights; then a PCR that the reference covers is extended (as an
+unapproved boot component would), the host turns untrusted with the reason, and
+the weights are erased. Finally dana (auditor) verifies the audit log, which
+fails after a one-byte edit in the database. Everything it starts is stopped by
+pid, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,6 +42,10 @@ SAMPLE_FILES = {  # a tiny stand-in for a checkpoint: name -> size in bytes
 }
 REFERENCE_PCRS = "0-7"
 WAIT_SECONDS = 40.0
+PROPOSER = "alice"
+APPROVERS = ("bob", "carol")
+AUDITOR = "dana"
+PEOPLE = ((PROPOSER, "operator"), *((a, "approver") for a in APPROVERS), (AUDITOR, "auditor"))
 # What a tiny "boot" measures into the fresh TPM so the reference is not all zeros.
 BOOT_MEASUREMENTS = (
     (0, "firmware: demo UEFI 1.0"),
@@ -65,6 +77,14 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def _proposal_id(output: str) -> str:
+    """The id in `weightgate ... set|assign|propose` output ("proposal <id>: ...")."""
+    first = output.split()
+    if len(first) < 2 or first[0] != "proposal":
+        raise RuntimeError(f"expected a proposal, got: {output.strip()}")
+    return first[1].rstrip(":")
 
 
 def _start(argv: list[str], log_path: Path, stack: ExitStack) -> subprocess.Popen[bytes]:
@@ -129,9 +149,31 @@ class _Demo:
         self.verifier_config = state / "verifier.toml"
         self.agent_config = state / "agent.toml"
         self.address = f"127.0.0.1:{_free_port()}"
+        self.pki = state / "pki"
 
-    def weightgate(self, *argv: str) -> str:
-        return _run([_bin("weightgate"), *argv, f"--verifier={self.address}", "--insecure"])
+    def weightgate(self, *argv: str, who: str = PROPOSER) -> str:
+        """Run `weightgate` as ``who``, with that person's certificate (mutual TLS)."""
+        return _run([_bin("weightgate"), *argv, *self.connection(who)])
+
+    def connection(self, who: str) -> list[str]:
+        return [
+            f"--verifier={self.address}",
+            f"--ca={self.pki / 'ca.crt'}",
+            f"--cert={self.pki / f'operator-{who}.crt'}",
+            f"--key={self.pki / f'operator-{who}.key'}",
+        ]
+
+    def propose(self, *argv: str) -> str:
+        """Run a change command as the proposer; show its diff; return the proposal id."""
+        output = self.weightgate(*argv, "--justification", "weightgate demo")
+        print("\n".join("    " + line for line in output.strip().splitlines()))
+        return _proposal_id(output)
+
+    def approve(self, proposal_ids: list[str]) -> None:
+        for approver in APPROVERS:
+            for proposal_id in proposal_ids:
+                result = self.weightgate("proposals", "approve", proposal_id, who=approver)
+                print(f"    {approver}: {result.strip()}")
 
     def wait(self, what: str, check: Callable[[], bool]) -> None:
         _wait_for(what, check, self.processes)
@@ -155,15 +197,32 @@ class _Demo:
         tools_env = os.environ | {"TPM2TOOLS_TCTI": self.tpm.tcti}
         _run(["tpm2_pcrevent", str(pcr), str(event)], env=tools_env)
 
+    def issue_certificates(self) -> None:
+        _say("an evaluation CA issues certificates: the verifier, the agent and four people")
+        pki = str(self.pki)
+        _run([_bin("weightgate"), "pki", "init", "--dir", pki])
+        _run([_bin("weightgate"), "pki", "issue", "server", "verifier", "--san", "127.0.0.1",
+              "--dir", pki])  # fmt: skip
+        _run([_bin("weightgate"), "pki", "issue", "agent", HOST_ID, "--dir", pki])
+        for name, role in PEOPLE:
+            _run([_bin("weightgate"), "pki", "issue", "operator", name, "--role", role,
+                  "--dir", pki])  # fmt: skip
+            print(f"    {name}: {role}")
+
     def start_verifier(self) -> None:
         ca_list = ", ".join(json.dumps(str(p)) for p in self.tpm.ek_ca_certificates)
         self.verifier_config.write_text(
             "[verifier]\n"
             f'listen = "{self.address}"\n'
             f'state_dir = "{self.state / "verifier"}"\n'
-            "insecure = true  # demo only: plaintext on loopback\n"
             "attestation_interval_seconds = 2\n"
             f"ek_ca_certificates = [{ca_list}]\n"
+            "\n[verifier.tls]  # mutual TLS: agents and people need a certificate from our CA\n"
+            f'certificate = "{self.pki / "server-verifier.crt"}"\n'
+            f'private_key = "{self.pki / "server-verifier.key"}"\n'
+            f'client_ca = "{self.pki / "ca.crt"}"\n'
+            "\n[verifier.approvals]  # the two-person rule: two approvers besides the proposer\n"
+            "reference_values = 2\nsite = 2\nhost_site = 2\nreview = 2\n"
         )
         _say(f"starting the verifier on {self.address} (SQLite in {self.state / 'verifier'})")
         argv = [_bin("weightgate"), "verifier", "serve", "--config", str(self.verifier_config)]
@@ -181,28 +240,38 @@ class _Demo:
         print(f"    verifier pid {verifier.pid}")
 
     def register_host(self) -> None:
-        _say(f"operator registers {HOST_ID} in group {GROUP!r}")
+        _say(f"alice registers {HOST_ID} in group {GROUP!r}")
         print("    " + self.weightgate("hosts", "add", HOST_ID, "--group", GROUP).strip())
+        self.write_agent_config()
+        _say("alice proposes reference PCRs 0-7 read from the known-good host")
+        pcrs_file = self.state / "reference-pcrs.json"
+        pcrs_file.write_text(
+            _run([_bin("weightgate-agent"), "read-pcrs", "--config", str(self.agent_config),
+                  "--bank", "sha256", "--pcrs", REFERENCE_PCRS])
+        )  # fmt: skip
+        self.proposals = [
+            self.propose("reference", "set", "--group", GROUP, "--pcrs", str(pcrs_file))
+        ]
+
+    def write_agent_config(self, extra: str = "", tables: str = "") -> None:
         self.agent_config.write_text(
             "[agent]\n"
             f'host_id = "{HOST_ID}"\n'
             f'verifier = "{self.address}"\n'
             f'tcti = "{self.tpm.tcti}"\n'
             f'state_dir = "{self.state / "agent"}"\n'
-            "insecure = true  # demo only\n"
             "reconnect_initial_seconds = 0.5\n"
+            f"{extra}"
+            "\n[agent.tls]\n"
+            f'ca_certificate = "{self.pki / "ca.crt"}"\n'
+            f'certificate = "{self.pki / f"agent-{HOST_ID}.crt"}"\n'
+            f'private_key = "{self.pki / f"agent-{HOST_ID}.key"}"\n'
+            f"{tables}"
         )
-        _say("operator takes reference PCRs 0-7 from the known-good host (read-pcrs on the host)")
-        pcrs_file = self.state / "reference-pcrs.json"
-        pcrs_file.write_text(
-            _run([_bin("weightgate-agent"), "read-pcrs", "--config", str(self.agent_config),
-                  "--bank", "sha256", "--pcrs", REFERENCE_PCRS])
-        )  # fmt: skip
-        reference = self.weightgate("reference", "set", "--group", GROUP, "--pcrs", str(pcrs_file))
-        print("    " + reference.strip())
 
     def publish_sample_model(self) -> None:
-        _say("operator encrypts a sample checkpoint and clears the host's site for it")
+        _say("alice encrypts a sample checkpoint, then proposes a site, the host's assignment "
+             "and a pre-deployment review")  # fmt: skip
         source = self.state / "sample-model"
         source.mkdir()
         for name, size in SAMPLE_FILES.items():
@@ -213,22 +282,36 @@ class _Demo:
         )  # fmt: skip
         print("    " + added.strip())
         digest = added.split()[-1]
-        print("    " + self.weightgate("sites", "set", SITE, "--cleared", RISK_TIER).strip())
-        print("    " + self.weightgate("hosts", "assign", HOST_ID, "--site", SITE).strip())
-        print("    " + self.weightgate("reviews", "record", digest, "--site", SITE,
-                                       "--reviewer", "demo-risk-board").strip())  # fmt: skip
+        site = ("sites", "set", SITE, "--cleared", RISK_TIER,
+                "--description", "demo datacenter, operated by the lab")  # fmt: skip
+        self.proposals.append(self.propose(*site))
+        self.proposals.append(self.propose("hosts", "assign", HOST_ID, "--site", SITE))
+        review = ("reviews", "propose", digest, "--site", SITE,
+                  "--categories", "cyber,cbrn,autonomy", "--findings", "none blocking",
+                  "--summary", "sample model cleared for the demo site")  # fmt: skip
+        self.proposals.append(self.propose(*review))
+        _say("nothing takes effect yet: the proposals await two approvers besides alice")
+        print(self.weightgate("proposals", "list", "--state", "pending", who=AUDITOR))
+        refused = subprocess.run(  # noqa: S603
+            [_bin("weightgate"), "proposals", "approve", self.proposals[0],
+             *self.connection(PROPOSER)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        print(f"    alice approving her own proposal: {refused.stderr.strip()}")
+        _say("bob and carol approve each proposal; it applies at the second approval")
+        self.approve(self.proposals)
         public_key = self.state / "verifier-signing.pub"
         public_key.write_text(
             _run([_bin("weightgate"), "verifier", "public-key", "--config",
                   str(self.verifier_config)])
         )  # fmt: skip
-        with self.agent_config.open("a") as config:
-            config.write(
-                f'verifier_signing_key = "{public_key}"\n\n'
-                "[[agent.models]]\n"
-                f'manifest_digest = "{digest}"\n'
-                f'target_dir = "{self.target}"\n'
-            )
+        self.public_key = public_key
+        self.write_agent_config(
+            extra=f'verifier_signing_key = "{public_key}"\n',
+            tables=(
+                f'\n[[agent.models]]\nmanifest_digest = "{digest}"\ntarget_dir = "{self.target}"\n'
+            ),
+        )
 
     def start_agent(self) -> None:
         _say("starting the agent: it enrolls its TPM (EK cert, AK, credential activation)")
@@ -273,9 +356,39 @@ class _Demo:
         print()
         print("\n".join(self.weightgate("hosts", "show", HOST_ID).splitlines()[:8]))
 
+    def audit(self) -> None:
+        _say("dana (auditor) has the verifier sign a checkpoint and verifies the audit log")
+        checkpoint = self.state / "audit-checkpoint.json"
+        self.weightgate("audit", "checkpoint", "--out", str(checkpoint), who=AUDITOR)
+        verified = self.weightgate(
+            "audit", "verify", "--checkpoint", str(checkpoint),
+            "--public-key", str(self.public_key), who=AUDITOR,
+        )  # fmt: skip
+        print("\n".join("    " + line for line in verified.strip().splitlines()))
+        _say("someone with database access changes one byte of one audit record")
+        database = self.state / "verifier" / "verifier.db"
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            seq, actor = db.execute(
+                "SELECT seq, actor FROM audit_records WHERE actor = ? ORDER BY seq LIMIT 1",
+                (PROPOSER,),
+            ).fetchone()
+            db.execute("UPDATE audit_records SET actor = ? WHERE seq = ?", ("alicf", seq))
+        print(f"    record {seq}: actor {actor!r} -> 'alicf'")
+        tampered = subprocess.run(  # noqa: S603
+            [_bin("weightgate"), "audit", "verify", "--checkpoint", str(checkpoint),
+             "--public-key", str(self.public_key), *self.connection(AUDITOR)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if tampered.returncode == 0:
+            raise RuntimeError("audit verify passed over an edited record")
+        report = (tampered.stdout + tampered.stderr).strip()
+        print("\n".join("    " + line for line in report.splitlines()))
+        print(f"    audit verify exit status {tampered.returncode}: the edit is detected")
+
 
 def _demo(state: Path, stack: ExitStack) -> None:
     demo = _Demo(state, stack)
+    demo.issue_certificates()
     demo.start_tpm()
     demo.start_verifier()
     demo.register_host()
@@ -283,4 +396,5 @@ def _demo(state: Path, stack: ExitStack) -> None:
     demo.start_agent()
     demo.receive_weights()
     demo.tamper_and_erase()
+    demo.audit()
     _say("stopping the agent, the verifier and the TPM")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from verifier.evidence.tpm.certify import AuthenticatedBindingKey
+from verifier.keyrelease.controls import unsatisfied_controls
 from verifier.store import (
     AttestationRecord,
     HostRecord,
@@ -47,7 +48,8 @@ def check_release(facts: ReleaseFacts, *, freshness: timedelta) -> None:
     verdict affirms and is younger than `freshness`; it holds a binding key
     certified on its current stream; it is assigned to a known site cleared for
     the model's risk tier; an unexpired pre-deployment review approves this model
-    version for that site."""
+    version for that site, and the host's latest verdict shows every control
+    that review requires."""
     reasons: list[Reason] = []
     host, model = facts.host, facts.model
     if model is None:
@@ -85,6 +87,16 @@ def check_release(facts: ReleaseFacts, *, freshness: timedelta) -> None:
                 f"for site {host.site!r}",
             )
         )
+    review, latest = facts.review, facts.latest
+    if review is not None:
+        checks = latest.verdict.checks_run if latest is not None else frozenset()
+        for control in unsatisfied_controls(review.required_controls, checks):
+            reasons.append(
+                Reason(
+                    "release.control_unsatisfied",
+                    f"the review requires {control!r}; the latest verdict does not show it",
+                )
+            )
     if reasons:
         raise ReleaseDeniedError(tuple(reasons))
 

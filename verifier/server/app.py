@@ -20,8 +20,10 @@ from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
 from verifier.keystore import FileKeyStore, KeyStoreError
 from verifier.server.attestation_service import AttestationService, OpenStreams
+from verifier.server.audit_signer import sign_checkpoints_periodically
 from verifier.server.enrollment_service import EnrollmentService
 from verifier.server.host_stream import StreamDeps
+from verifier.server.host_watch import HostWatchHub
 from verifier.server.operator_service import OperatorService
 from verifier.server.release_desk import ReleaseDesk
 from verifier.server.weights_service import WeightsService
@@ -51,11 +53,17 @@ class RunningVerifier:
     port: int
     store: Store
     sweeper: asyncio.Task[None]
+    checkpointer: asyncio.Task[None]  # signs audit checkpoints (verifier.server.audit_signer)
+    host_watch: HostWatchHub  # live host changes for WatchHosts
 
     async def stop(self) -> None:
-        self.sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.sweeper
+        for task in (self.sweeper, self.checkpointer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Watch streams never end by themselves: end them (UNAVAILABLE, "reconnect")
+        # rather than have the server wait out its grace period and cancel them.
+        self.host_watch.close()
         await self.server.stop(SHUTDOWN_GRACE_SECONDS)
         self.store.close()
 
@@ -124,12 +132,14 @@ async def start_verifier(
     keystore = await asyncio.to_thread(open_keystore, config)
     config.blob_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     open_streams = OpenStreams()
+    host_watch = HostWatchHub()
     deps = StreamDeps(
         store=store,
         challenges=ChallengeRegistry(),
         config=config,
         desk=ReleaseDesk(store=store, keystore=keystore, config=config, now=now),
         now=now,
+        host_watch=host_watch,
     )
     if config.insecure:
         log.warning(
@@ -139,7 +149,7 @@ async def start_verifier(
     audit = AuditRecorder(store, insecure=config.insecure, now=now)
     authz = Authorizer(insecure=config.insecure, audit=audit)
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
-        EnrollmentService(enroller, authz=authz), server
+        EnrollmentService(enroller, authz=authz, host_watch=host_watch), server
     )
     attestation_pb2_grpc.add_AttestationServicer_to_server(
         AttestationService(deps, open_streams, authz=authz), server
@@ -152,8 +162,10 @@ async def start_verifier(
             blob_dir=config.blob_dir,
             open_streams=open_streams,
             review_valid_days=config.review_valid_days,
+            approvals=config.approvals,
             audit=audit,
             authz=authz,
+            host_watch=host_watch,
         ),
         server,
     )
@@ -175,7 +187,12 @@ async def start_verifier(
     # Lease expiry is noticed within a quarter lease (at most 10 s, at least 0.5 s).
     period = max(0.5, min(config.lease_seconds / 4, 10.0))
     sweeper = asyncio.create_task(sweep_expired_leases(store, open_streams, now=now, period=period))
-    return RunningVerifier(server, port, store, sweeper)
+    checkpointer = asyncio.create_task(
+        sign_checkpoints_periodically(
+            store, keystore, now=now, period=config.audit_checkpoint_interval_seconds
+        )
+    )
+    return RunningVerifier(server, port, store, sweeper, checkpointer, host_watch)
 
 
 async def serve(config: VerifierConfig, *, on_ready: Callable[[int], None] | None = None) -> None:

@@ -131,6 +131,11 @@ def review_message(review: ReviewRecord) -> operator_pb2.Review:
         summary=review.summary,
         recorded_at=timestamp(review.recorded_at),
         expires_at=timestamp(review.expires_at),
+        categories_assessed=list(review.categories_assessed),
+        required_controls=list(review.required_controls),
+        findings=review.findings,
+        approvers=list(review.approvers),
+        proposal_id=review.proposal_id or "",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import grpc
@@ -10,6 +11,7 @@ import grpc
 from verifier.authz import ENROLLMENT, Authorizer, method_name
 from verifier.enrollment import Enroller, EnrollmentRejectedError
 from verifier.server.convert import IDENTIFIER
+from verifier.server.host_watch import HostWatchHub
 from weightgate.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,10 @@ COMPLETE = method_name(ENROLLMENT, "CompleteEnrollment")
 
 
 class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
-    def __init__(self, enroller: Enroller, *, authz: Authorizer) -> None:
+    def __init__(self, enroller: Enroller, *, authz: Authorizer, host_watch: HostWatchHub) -> None:
         self._enroller = enroller
         self._authz = authz
+        self._host_watch = host_watch
 
     async def BeginEnrollment(
         self,
@@ -88,15 +91,19 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         host_id = await asyncio.to_thread(self._enroller.host_of, request.enrollment_id)
         if host_id is not None:
             await self._authz.require_host(context, identity, COMPLETE, host_id)
+        complete = functools.partial(
+            self._enroller.complete,
+            enrollment_id=request.enrollment_id,
+            activated_secret=request.activated_secret,
+        )
         try:
-            host = await asyncio.to_thread(
-                self._enroller.complete,
-                enrollment_id=request.enrollment_id,
-                activated_secret=request.activated_secret,
-            )
+            # Ordered with the host's other writes; an unknown enrollment (no host)
+            # is refused by complete(), so its key "" orders nothing.
+            enrolled = await self._host_watch.apply(host_id or "", complete, cause="enrolled")
         except EnrollmentRejectedError as exc:
             log.warning("enrollment failed id=%s reason=%s", request.enrollment_id, exc.reason.code)
             await context.abort(STATUS_FOR_KIND[exc.kind], str(exc.reason))
+        host = enrolled.host
         log.info("host enrolled host=%s", host.host_id)
         return enrollment_pb2.CompleteEnrollmentResponse(
             host_id=host.host_id, ak_name=host.ak_name or b""

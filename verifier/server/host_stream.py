@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from verifier.evidence.tpm.certify import (
 )
 from verifier.evidence.tpm.parse import parse_tpm2b_public
 from verifier.server.convert import timestamp, verdict_message
+from verifier.server.host_watch import HostWatchHub
 from verifier.server.release_desk import ReleaseDesk
 from verifier.store import HostRecord, HostStatus, ReferenceSet, ReleaseRecord, Store
 from verifier.verdict import Reason, Verdict, VerificationError
@@ -56,6 +58,7 @@ class StreamDeps:
     config: VerifierConfig
     desk: ReleaseDesk
     now: Callable[[], datetime]
+    host_watch: HostWatchHub  # told of every verdict that moves a host's status
 
 
 Outgoing = attestation_pb2.VerifierMessage | StreamAbort
@@ -171,8 +174,8 @@ class HostStream:
     ) -> None:
         deps = self._deps
         appraised_at = deps.now()
-        record = await asyncio.to_thread(
-            deps.store.record_attestation,
+        record_attestation = functools.partial(
+            deps.store.record_attestation_transition,
             host_id=host.host_id,
             challenge_id=challenge.challenge_id,
             verdict=outcome.verdict,
@@ -180,6 +183,10 @@ class HostStream:
             clock=outcome.clock,
             boot_event=outcome.boot_event,
         )
+        recorded = await deps.host_watch.apply(
+            host.host_id, record_attestation, cause="attestation"
+        )
+        record = recorded.record
         codes = ",".join(outcome.verdict.reason_codes()) or "-"
         log.info("verdict host=%s tier=%s reasons=%s", host.host_id, outcome.verdict.tier.value,
                  codes)  # fmt: skip

@@ -1,11 +1,15 @@
-"""Operator RPCs for the weight gate: models, sites, reviews, releases, quarantine."""
+"""Operator RPCs for the weight gate: models, releases, quarantine.
+
+Sites, clearances, assignments and reviews change only by proposal
+(operator_proposal_rpcs).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -16,19 +20,15 @@ from verifier.keystore import KeyStore, KeyStoreError
 from verifier.models.encrypt import data_key_context
 from verifier.server.attestation_service import OpenStreams
 from verifier.server.convert import (
-    IDENTIFIER,
     host_summary,
     model_message,
     release_message,
-    review_message,
-    site_message,
 )
+from verifier.server.host_watch import HostWatchHub
 from verifier.server.weights_service import checkpoint_dir
 from verifier.store import (
     HostNotFound,
     ModelVersionExists,
-    ModelVersionNotFound,
-    SiteNotFound,
     Store,
 )
 from weightgate.checkpoint.format import CheckpointFormatError
@@ -36,7 +36,6 @@ from weightgate.checkpoint.signature import verify_manifest
 from weightgate.v1 import operator_pb2
 
 Context = grpc.aio.ServicerContext[object, object]
-TIER = re.compile(r"[A-Za-z0-9._+:@/-]{1,128}")
 TEXT_LIMIT = 4096
 
 
@@ -48,9 +47,9 @@ class GateRpcs:
     _keystore: KeyStore
     _blob_dir: Path
     _open_streams: OpenStreams
-    _review_valid_days: int
     _audit: AuditRecorder
     _authz: Authorizer
+    _host_watch: HostWatchHub
 
     @audited(digests=("manifest",))
     async def AddModelVersion(
@@ -128,66 +127,6 @@ class GateRpcs:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such model version")
         return model_message(model)
 
-    @audited("site.site_id", details=("site.cleared_risk_tiers",))
-    async def SetSite(
-        self, request: operator_pb2.SetSiteRequest, context: Context
-    ) -> operator_pb2.Site:
-        site = request.site
-        if not IDENTIFIER.fullmatch(site.site_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "site_id: not a valid id")
-        if not all(TIER.fullmatch(t) for t in site.cleared_risk_tiers):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cleared_risk_tiers: bad tier")
-        if len(site.description) > TEXT_LIMIT:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "description: too long")
-        record = await asyncio.to_thread(
-            self._store.set_site,
-            site.site_id,
-            cleared_risk_tiers=list(site.cleared_risk_tiers),
-            description=site.description,
-            now=self._now(),
-        )
-        return site_message(record)
-
-    @audited("host_id", "site_id")
-    async def AssignHostToSite(
-        self, request: operator_pb2.AssignHostToSiteRequest, context: Context
-    ) -> operator_pb2.HostSummary:
-        try:
-            host = await asyncio.to_thread(
-                self._store.assign_host_to_site, request.host_id, request.site_id, now=self._now()
-            )
-        except HostNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host_id!r}")
-        except SiteNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no site {request.site_id!r}")
-        return host_summary(host)
-
-    @audited("manifest_digest", "site_id", details=("reviewer", "valid_days"))
-    async def RecordReview(
-        self, request: operator_pb2.RecordReviewRequest, context: Context
-    ) -> operator_pb2.Review:
-        if not request.reviewer or len(request.reviewer) > 256:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reviewer: required")
-        if len(request.summary) > TEXT_LIMIT:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "summary: too long")
-        now = self._now()
-        days = request.valid_days or self._review_valid_days
-        try:
-            review = await asyncio.to_thread(
-                self._store.record_review,
-                manifest_digest=bytes(request.manifest_digest),
-                site_id=request.site_id,
-                reviewer=request.reviewer,
-                summary=request.summary,
-                now=now,
-                expires_at=now + timedelta(days=days),
-            )
-        except ModelVersionNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no such model version")
-        except SiteNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no site {request.site_id!r}")
-        return review_message(review)
-
     @audited("host_id", "manifest_digest")
     async def ListReleases(
         self, request: operator_pb2.ListReleasesRequest, context: Context
@@ -205,12 +144,18 @@ class GateRpcs:
     ) -> operator_pb2.HostSummary:
         if not request.reason or len(request.reason) > TEXT_LIMIT:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reason: required")
+        quarantine = functools.partial(
+            self._store.quarantine_host_transition,
+            request.host_id,
+            reason=request.reason,
+            now=self._now(),
+        )
         try:
-            host = await asyncio.to_thread(
-                self._store.quarantine_host, request.host_id, reason=request.reason, now=self._now()
+            quarantined = await self._host_watch.apply(
+                request.host_id, quarantine, cause="quarantine"
             )
         except HostNotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no host {request.host_id!r}")
         # The host's open stream revokes its releases at once instead of next round.
-        self._open_streams.wake(host.host_id)
-        return host_summary(host)
+        self._open_streams.wake(request.host_id)
+        return host_summary(quarantined.host)

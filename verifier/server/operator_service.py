@@ -1,21 +1,23 @@
 """Operator servicer: host status, history and reference values for the CLI.
 
 Every handler is ``@audited``: each call is authorized (verifier.authz) and appends
-one record to the audit log, refusals included.
+one record to the audit log, refusals included. WatchHosts, a stream, records its
+opening the same way (operator_watch_rpcs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import grpc
 
-from verifier.attestation import DIGEST_SIZES
 from verifier.audit.recorder import AuditRecorder, audited
 from verifier.authz import Authorizer
+from verifier.config import ApprovalPolicy
 from verifier.keystore import KeyStore
 from verifier.server.attestation_service import OpenStreams
 from verifier.server.convert import (
@@ -25,9 +27,12 @@ from verifier.server.convert import (
     record_message,
     reference_message,
 )
+from verifier.server.host_watch import HostWatchHub
 from verifier.server.operator_audit_rpcs import AuditRpcs
 from verifier.server.operator_gate_rpcs import GateRpcs
-from verifier.store import HostAlreadyRegistered, Store
+from verifier.server.operator_proposal_rpcs import ProposalRpcs
+from verifier.server.operator_watch_rpcs import WatchRpcs
+from verifier.store import HostAlreadyRegistered, HostTransition, Store
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
 DEFAULT_HISTORY = 20
@@ -36,7 +41,9 @@ MAX_HISTORY = 1000
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
+class OperatorService(
+    GateRpcs, ProposalRpcs, AuditRpcs, WatchRpcs, operator_pb2_grpc.OperatorServicer
+):
     def __init__(
         self,
         store: Store,
@@ -46,8 +53,10 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
         blob_dir: Path,
         open_streams: OpenStreams,
         review_valid_days: int,
+        approvals: ApprovalPolicy,
         audit: AuditRecorder,
         authz: Authorizer,
+        host_watch: HostWatchHub,
     ) -> None:
         self._store = store
         self._now = now
@@ -55,8 +64,11 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
         self._blob_dir = blob_dir
         self._open_streams = open_streams
         self._review_valid_days = review_valid_days
+        self._approvals = approvals
         self._audit = audit
         self._authz = authz
+        # Publish through it whenever a host's status or site changes (see host_watch).
+        self._host_watch = host_watch
 
     @audited("host_id", details=("group",))
     async def RegisterHost(
@@ -69,14 +81,16 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
                     f"{field}: expected letters, digits, '.', '_' or '-' (at most 128)",
                 )
         try:
-            host = await asyncio.to_thread(
-                self._store.register_host, request.host_id, request.group
+            registered = await self._host_watch.apply(
+                request.host_id,
+                functools.partial(_register, self._store, request.host_id, request.group),
+                cause="registered",
             )
         except HostAlreadyRegistered:
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS, f"host {request.host_id!r} is already registered"
             )
-        return host_summary(host)
+        return host_summary(registered.host)
 
     @audited()
     async def ListHosts(
@@ -103,36 +117,6 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
         )
 
     @audited("group")
-    async def SetReferenceValues(
-        self, request: operator_pb2.SetReferenceValuesRequest, context: Context
-    ) -> operator_pb2.ReferenceValues:
-        if not IDENTIFIER.fullmatch(request.group):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "group: not a valid group name")
-        pcrs: dict[str, dict[int, bytes]] = {}
-        for bank in request.pcrs:
-            size = DIGEST_SIZES.get(bank.hash_algorithm)
-            if size is None or bank.hash_algorithm in pcrs:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"pcrs: unknown or repeated bank {bank.hash_algorithm!r}",
-                )
-            for index, value in bank.values.items():
-                if index > 23 or len(value) != size:
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"pcrs: {bank.hash_algorithm} PCR{index} needs index 0-23 "
-                        f"and a {size}-byte value",
-                    )
-            pcrs[bank.hash_algorithm] = dict(bank.values)
-        if not any(pcrs.values()):
-            # An empty reference would mean "accept anything": refused.
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pcrs: at least one PCR value")
-        reference = await asyncio.to_thread(
-            self._store.set_reference, request.group, pcrs, now=self._now()
-        )
-        return reference_message(reference)
-
-    @audited("group")
     async def GetReferenceValues(
         self, request: operator_pb2.GetReferenceValuesRequest, context: Context
     ) -> operator_pb2.ReferenceValues:
@@ -142,3 +126,9 @@ class OperatorService(GateRpcs, AuditRpcs, operator_pb2_grpc.OperatorServicer):
                 grpc.StatusCode.NOT_FOUND, f"no reference values for group {request.group!r}"
             )
         return reference_message(reference)
+
+
+def _register(store: Store, host_id: str, group: str) -> HostTransition:
+    """Register the host: a change from nothing to "registered", for watchers."""
+    host = store.register_host(host_id, group)
+    return HostTransition(host, previous_status=None, previous_site=None, at=host.registered_at)

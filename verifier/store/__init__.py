@@ -20,8 +20,10 @@ from verifier.store.records import (
     HostEvent,
     HostRecord,
     HostStatus,
+    HostTransition,
     ModelVersionRecord,
     PendingEnrollment,
+    RecordedAttestation,
     ReferenceSet,
     ReleaseDenialRecord,
     ReleaseRecord,
@@ -29,9 +31,21 @@ from verifier.store.records import (
     ReviewRecord,
     SiteRecord,
 )
+from verifier.store.records_proposals import (
+    ProposalDecisionRecord,
+    ProposalRecord,
+    ProposalState,
+)
 from verifier.store.store import Store
+from verifier.store.store_proposals import (
+    AlreadyDecided,
+    ProposalNotFound,
+    ProposalNotPending,
+    SelfApproval,
+)
 
 __all__ = [
+    "AlreadyDecided",
     "AttestationRecord",
     "BindingKeyRecord",
     "ClockState",
@@ -43,10 +57,17 @@ __all__ = [
     "HostQuarantined",
     "HostRecord",
     "HostStatus",
+    "HostTransition",
     "ModelVersionExists",
     "ModelVersionNotFound",
     "ModelVersionRecord",
     "PendingEnrollment",
+    "ProposalDecisionRecord",
+    "ProposalNotFound",
+    "ProposalNotPending",
+    "ProposalRecord",
+    "ProposalState",
+    "RecordedAttestation",
     "ReferenceSet",
     "ReleaseDenialRecord",
     "ReleaseNotFound",
@@ -54,6 +75,7 @@ __all__ = [
     "ReleaseState",
     "ReleaseStateError",
     "ReviewRecord",
+    "SelfApproval",
     "SiteNotFound",
     "SiteRecord",
     "Store",

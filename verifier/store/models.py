@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from verifier.store.base import NAMING_CONVENTION, Base, UInt64, UTCDateTime, one_of
 from verifier.store.models_audit import AuditHead, AuditRecordRow
+from verifier.store.models_proposals import ProposalDecisionRow, ProposalRow
 from verifier.store.models_releases import (
     BindingKey,
     ModelDataKey,
@@ -55,6 +56,8 @@ __all__ = [
     "HostEventRow",
     "ModelDataKey",
     "ModelVersion",
+    "ProposalDecisionRow",
+    "ProposalRow",
     "ReferenceSetRow",
     "ReferenceValue",
     "Release",

@@ -4,6 +4,8 @@
 ``audit_head`` holds exactly one row, the chain head (last seq and hash); every
 append locks it first, which serialises appends and makes seq and prev_hash
 gap-free and unambiguous.
+``audit_checkpoints`` (migration 0004) is insert-only too: signed statements
+of the chain's size and head at a time, kept verbatim.
 """
 
 from __future__ import annotations
@@ -54,3 +56,18 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[bytes]
+
+
+class AuditCheckpointRow(Base):
+    """One signed checkpoint; the columns besides statement and signature only index it."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (CheckConstraint("tree_size >= 0", name="tree_size"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    head_hash: Mapped[bytes]
+    signed_at: Mapped[datetime]
+    statement: Mapped[bytes]
+    signature: Mapped[bytes]
+    key_id: Mapped[bytes]

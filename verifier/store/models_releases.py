@@ -129,6 +129,13 @@ class Review(Base):
     summary: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+    # Added by migration 0005 (the two-person rule): the risk evaluation and who
+    # approved it. Lists are kept sorted and unique.
+    categories_assessed: Mapped[list[str]] = mapped_column(JSON, default=list)
+    required_controls: Mapped[list[str]] = mapped_column(JSON, default=list)
+    findings: Mapped[str] = mapped_column(Text, default="")
+    approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    proposal_id: Mapped[str | None] = mapped_column(String(32))
 
     def to_record(self) -> ReviewRecord:
         return ReviewRecord(
@@ -140,6 +147,11 @@ class Review(Base):
             summary=self.summary,
             recorded_at=self.recorded_at,
             expires_at=self.expires_at,
+            categories_assessed=tuple(self.categories_assessed),
+            required_controls=tuple(self.required_controls),
+            findings=self.findings,
+            approvers=tuple(self.approvers),
+            proposal_id=self.proposal_id,
         )
 
 

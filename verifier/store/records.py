@@ -79,6 +79,25 @@ class HostRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HostTransition:
+    """One write's effect on a host: the host after it, its status and site before.
+
+    Read in the write's own transaction, so a watcher is told what really changed
+    (a second read afterwards could see another writer's change).
+    """
+
+    host: HostRecord
+    previous_status: HostStatus | None  # None: the write created the host
+    previous_site: str | None
+    at: datetime  # the time the write recorded for the change
+
+    @property
+    def changed(self) -> bool:
+        """Whether the host's status or site moved (what WatchHosts reports)."""
+        return self.previous_status is not self.host.status or self.previous_site != self.host.site
+
+
+@dataclass(frozen=True, slots=True)
 class PendingEnrollment:
     """An enrollment as stored; ``state`` is one of :class:`EnrollmentState`'s values."""
 
@@ -100,6 +119,13 @@ class AttestationRecord:
     challenge_id: str
     appraised_at: datetime
     verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedAttestation(HostTransition):
+    """:meth:`Store.record_attestation_transition`'s result: the stored result as well."""
+
+    record: AttestationRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +192,11 @@ class ReviewRecord:
     summary: str
     recorded_at: datetime
     expires_at: datetime
+    categories_assessed: tuple[str, ...] = ()
+    required_controls: tuple[str, ...] = ()  # verifier.keyrelease.controls names them
+    findings: str = ""
+    approvers: tuple[str, ...] = ()
+    proposal_id: str | None = None  # the approved proposal that made it effective
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from verifier.store._core import (
@@ -30,6 +30,7 @@ from verifier.store._core import (
     require_aware,
     utcnow,
 )
+from verifier.store.changes import read_reference, replace_reference
 from verifier.store.errors import (
     EnrollmentNotFound,
     HostAlreadyRegistered,
@@ -47,8 +48,6 @@ from verifier.store.models import (
     Enrollment,
     Host,
     HostEventRow,
-    ReferenceSetRow,
-    ReferenceValue,
 )
 from verifier.store.records import (
     AttestationRecord,
@@ -57,12 +56,14 @@ from verifier.store.records import (
     HostEvent,
     HostRecord,
     HostStatus,
+    HostTransition,
     PendingEnrollment,
+    RecordedAttestation,
     ReferenceSet,
-    validated_pcrs,
 )
 from verifier.store.store_audit import AuditMixin
 from verifier.store.store_models import ModelsMixin
+from verifier.store.store_proposals import ProposalsMixin
 from verifier.store.store_releases import ReleasesMixin
 from verifier.verdict import Verdict
 
@@ -85,7 +86,7 @@ _SHA256_SIZE = 32
 QUARANTINE_CODE = "host.quarantined"
 
 
-class Store(ModelsMixin, ReleasesMixin, AuditMixin):
+class Store(ModelsMixin, ReleasesMixin, AuditMixin, ProposalsMixin):
     """Persistent verifier state. Build with :meth:`open`; safe to share between threads."""
 
     # -- hosts ---------------------------------------------------------------
@@ -178,6 +179,12 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
     def finish_enrollment(
         self, enrollment_id: str, *, succeeded: bool, now: datetime
     ) -> HostRecord:
+        """As :meth:`finish_enrollment_transition`; the host after it only."""
+        return self.finish_enrollment_transition(enrollment_id, succeeded=succeeded, now=now).host
+
+    def finish_enrollment_transition(
+        self, enrollment_id: str, *, succeeded: bool, now: datetime
+    ) -> HostTransition:
         """Close a pending enrollment; there is exactly one attempt per enrollment.
 
         Raises EnrollmentNotFound unless the enrollment exists, is pending and
@@ -192,6 +199,7 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
             enrollment = s.get(Enrollment, enrollment_id, with_for_update=True)
             if host is None or enrollment is None or enrollment.state != EnrollmentState.PENDING:
                 raise EnrollmentNotFound(enrollment_id)
+            before = HostStatus(host.status), host.site
             expired = enrollment.expires_at <= now
             if expired:
                 enrollment.state = EnrollmentState.EXPIRED.value
@@ -214,7 +222,7 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
         # Outside the transaction, so that marking it expired is committed.
         if expired:
             raise EnrollmentNotFound(f"{enrollment_id} (expired)")
-        return host.to_record()
+        return HostTransition(host.to_record(), *before, now)
 
     # -- attestation ---------------------------------------------------------
 
@@ -228,6 +236,26 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
         clock: ClockState | None,
         boot_event: str | None,
     ) -> AttestationRecord:
+        """As :meth:`record_attestation_transition`; the stored result only."""
+        return self.record_attestation_transition(
+            host_id=host_id,
+            challenge_id=challenge_id,
+            verdict=verdict,
+            appraised_at=appraised_at,
+            clock=clock,
+            boot_event=boot_event,
+        ).record
+
+    def record_attestation_transition(
+        self,
+        *,
+        host_id: str,
+        challenge_id: str,
+        verdict: Verdict,
+        appraised_at: datetime,
+        clock: ClockState | None,
+        boot_event: str | None,
+    ) -> RecordedAttestation:
         """Append a result and move the host's status, clock and events with it.
 
         A quarantined host keeps its status (and its quarantine reason ahead of
@@ -279,9 +307,17 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
                 if verdict.reasons:
                     detail += f": {verdict.reasons[0]}"
                 add_event(s, host_id, appraised_at, "status_changed", detail)
-        return AttestationRecord(result_id, host_id, challenge_id, appraised_at, verdict)
+        record = AttestationRecord(result_id, host_id, challenge_id, appraised_at, verdict)
+        # An attestation never moves the site: the site before is the site after.
+        return RecordedAttestation(host.to_record(), old, host.site, appraised_at, record)
 
     def quarantine_host(self, host_id: str, *, reason: str, now: datetime) -> HostRecord:
+        """As :meth:`quarantine_host_transition`; the host after it only."""
+        return self.quarantine_host_transition(host_id, reason=reason, now=now).host
+
+    def quarantine_host_transition(
+        self, host_id: str, *, reason: str, now: datetime
+    ) -> HostTransition:
         """Withdraw trust until an operator clears it; attestation no longer moves the status.
 
         Releases are not touched here: the caller revokes them (each revocation
@@ -296,7 +332,8 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
             host.status = HostStatus.QUARANTINED.value
             host.last_reasons = [{"code": QUARANTINE_CODE, "detail": reason}]
             add_event(s, host_id, now, "quarantined", f"{old} -> quarantined: {reason}")
-        return host.to_record()
+        # A quarantine never moves the site: the site before is the site after.
+        return HostTransition(host.to_record(), HostStatus(old), host.site, now)
 
     def history(self, host_id: str, *, limit: int = 50) -> list[AttestationRecord]:
         """The host's results, newest first."""
@@ -327,36 +364,13 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin):
     def set_reference(
         self, group: str, pcrs: Mapping[str, Mapping[int, bytes]], *, now: datetime
     ) -> ReferenceSet:
-        """Replace the group's whole reference set; an empty set is refused."""
-        check_id("group", group)
-        require_aware("now", now)
-        values = validated_pcrs(pcrs)
-        upsert = self._dialect().insert(ReferenceSetRow).values(group=group, updated_at=now)
-        # The upsert also locks the set's row, serialising concurrent replacements.
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[ReferenceSetRow.group],
-            set_={"updated_at": upsert.excluded.updated_at},
-        )
+        """Replace the group's reference set directly (setup and tests; operators propose it)."""
         with self._writing() as s:
-            s.execute(upsert)
-            s.execute(delete(ReferenceValue).where(ReferenceValue.group == group))
-            s.add_all(
-                ReferenceValue(group=group, bank=bank, pcr=pcr, value=value)
-                for bank, by_index in values.items()
-                for pcr, value in by_index.items()
-            )
-        return ReferenceSet(group, _copy_pcrs(values), now.astimezone(UTC))
+            return replace_reference(s, group, pcrs, now=now)
 
     def get_reference(self, group: str) -> ReferenceSet | None:
         with self._reader() as s:
-            row = s.get(ReferenceSetRow, group)
-            if row is None:
-                return None
-            pcrs: dict[str, dict[int, bytes]] = {}
-            query = select(ReferenceValue).where(ReferenceValue.group == group)
-            for v in s.scalars(query.order_by(ReferenceValue.bank, ReferenceValue.pcr)):
-                pcrs.setdefault(v.bank, {})[v.pcr] = v.value
-            return ReferenceSet(group, pcrs, row.updated_at)
+            return read_reference(s, group)
 
 
 # -- conversions and checks ----------------------------------------------------

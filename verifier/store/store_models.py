@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -19,7 +18,13 @@ from verifier.store._core import (
     lock_host,
     require_aware,
 )
-from verifier.store.errors import ModelVersionExists, ModelVersionNotFound, SiteNotFound
+from verifier.store.changes import (
+    assign_site,
+    effective_review_in,
+    insert_review,
+    upsert_site,
+)
+from verifier.store.errors import ModelVersionExists
 from verifier.store.models_releases import BindingKey, ModelDataKey, ModelVersion, Review, Site
 from verifier.store.records import (
     BindingKeyRecord,
@@ -135,23 +140,11 @@ class ModelsMixin(StoreCore):
     def set_site(
         self, site_id: str, *, cleared_risk_tiers: Iterable[str], description: str, now: datetime
     ) -> SiteRecord:
-        """Create or replace a site; its clearances are replaced as a whole."""
-        check_id("site_id", site_id)
-        if isinstance(cleared_risk_tiers, str):
-            raise TypeError("cleared_risk_tiers must be a collection of tiers, not one string")
-        tiers = sorted(set(cleared_risk_tiers))
-        for tier in tiers:
-            check_id("risk tier", tier)
-        require_aware("now", now)
-        values = {"cleared_risk_tiers": tiers, "description": description, "updated_at": now}
-        upsert = self._dialect().insert(Site).values(site_id=site_id, **values)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[Site.site_id],
-            set_={name: upsert.excluded[name] for name in values},
-        )
+        """Create or replace a site directly (setup and tests; operators propose it)."""
         with self._writing() as s:
-            s.execute(upsert)
-        return SiteRecord(site_id, frozenset(tiers), description, now.astimezone(UTC))
+            return upsert_site(
+                s, site_id, cleared_risk_tiers=cleared_risk_tiers, description=description, now=now
+            )
 
     def get_site(self, site_id: str) -> SiteRecord | None:
         with self._reader() as s:
@@ -163,16 +156,9 @@ class ModelsMixin(StoreCore):
             return [r.to_record() for r in s.scalars(select(Site).order_by(Site.site_id))]
 
     def assign_host_to_site(self, host_id: str, site_id: str, *, now: datetime) -> HostRecord:
-        require_aware("now", now)
+        """Assign directly (setup and tests; operators propose it)."""
         with self._writing() as s:
-            host = lock_host(s, host_id)
-            if s.get(Site, site_id) is None:
-                raise SiteNotFound(site_id)
-            old = host.site
-            host.site = site_id
-            detail = f"site {site_id}" if old is None else f"site {old} -> {site_id}"
-            add_event(s, host_id, now, "site_assigned", detail)
-        return host.to_record()
+            return assign_site(s, host_id, site_id, now=now)
 
     # -- reviews ---------------------------------------------------------------
 
@@ -185,51 +171,50 @@ class ModelsMixin(StoreCore):
         summary: str,
         now: datetime,
         expires_at: datetime,
+        required_controls: Sequence[str] = (),
     ) -> ReviewRecord:
-        """Record a review of a model version for a site; the model's risk tier is copied."""
-        check_digest("manifest_digest", manifest_digest)
-        check_id("reviewer", reviewer)
-        require_aware("now", now)
-        require_aware("expires_at", expires_at)
-        if expires_at <= now:
-            raise ValueError("a review must expire after it is recorded")
+        """Record a review directly (setup and tests; operators propose it)."""
         with self._writing() as s:
-            model = s.get(ModelVersion, manifest_digest)
-            if model is None:
-                raise ModelVersionNotFound(manifest_digest.hex())
-            if s.get(Site, site_id) is None:
-                raise SiteNotFound(site_id)
-            row = Review(
-                review_id=uuid.uuid4().hex,
+            return insert_review(
+                s,
                 manifest_digest=manifest_digest,
                 site_id=site_id,
-                risk_tier=model.risk_tier,
                 reviewer=reviewer,
                 summary=summary,
-                recorded_at=now.astimezone(UTC),
-                expires_at=expires_at.astimezone(UTC),
+                now=now,
+                expires_at=expires_at,
+                required_controls=required_controls,
             )
-            s.add(row)
-        return row.to_record()
 
     def effective_review(
         self, manifest_digest: bytes, site_id: str, *, now: datetime
     ) -> ReviewRecord | None:
-        """The latest review of the model version for the site in force at ``now``:
-        recorded by then and not yet expired (``expires_at`` is exclusive)."""
-        require_aware("now", now)
-        query = (
-            select(Review)
-            .where(Review.manifest_digest == manifest_digest)
-            .where(Review.site_id == site_id)
-            .where(Review.recorded_at <= now)
-            .where(Review.expires_at > now)
-            .order_by(Review.recorded_at.desc(), Review.expires_at.desc())
-            .limit(1)
-        )
+        """The review of the model version for the site in force at ``now``, if any."""
         with self._reader() as s:
-            row = s.scalar(query)
-            return None if row is None else row.to_record()
+            return effective_review_in(s, manifest_digest, site_id, now=now)
+
+    def list_reviews(
+        self,
+        *,
+        manifest_digest: bytes | None = None,
+        site_id: str | None = None,
+        effective_at: datetime | None = None,
+        limit: int = 200,
+    ) -> list[ReviewRecord]:
+        """Reviews, newest first, optionally of one model version, one site, or in
+        force at ``effective_at``."""
+        query = select(Review)
+        if manifest_digest is not None:
+            query = query.where(Review.manifest_digest == manifest_digest)
+        if site_id is not None:
+            query = query.where(Review.site_id == site_id)
+        if effective_at is not None:
+            require_aware("effective_at", effective_at)
+            query = query.where(Review.recorded_at <= effective_at)
+            query = query.where(Review.expires_at > effective_at)
+        query = query.order_by(Review.recorded_at.desc(), Review.review_id).limit(limit)
+        with self._reader() as s:
+            return [r.to_record() for r in s.scalars(query)]
 
     # -- binding keys ----------------------------------------------------------
 

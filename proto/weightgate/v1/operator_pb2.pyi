@@ -54,6 +54,40 @@ HOST_STATUS_QUARANTINED: HostStatus.ValueType  # 5
 """an operator withdrew trust; no releases until cleared"""
 Global___HostStatus: _TypeAlias = HostStatus  # noqa: Y015
 
+class _ProposalState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProposalStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProposalState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROPOSAL_STATE_UNSPECIFIED: _ProposalState.ValueType  # 0
+    PROPOSAL_STATE_PENDING: _ProposalState.ValueType  # 1
+    """awaiting approvals"""
+    PROPOSAL_STATE_APPLIED: _ProposalState.ValueType  # 2
+    """quorum reached; the change took effect"""
+    PROPOSAL_STATE_REJECTED: _ProposalState.ValueType  # 3
+    """an approver (or the proposer) rejected it"""
+    PROPOSAL_STATE_EXPIRED: _ProposalState.ValueType  # 4
+    """not approved in time"""
+    PROPOSAL_STATE_STALE: _ProposalState.ValueType  # 5
+    """what it would change changed since it was proposed"""
+
+class ProposalState(_ProposalState, metaclass=_ProposalStateEnumTypeWrapper):
+    """-- proposals (two-person rule) ---------------------------------------------"""
+
+PROPOSAL_STATE_UNSPECIFIED: ProposalState.ValueType  # 0
+PROPOSAL_STATE_PENDING: ProposalState.ValueType  # 1
+"""awaiting approvals"""
+PROPOSAL_STATE_APPLIED: ProposalState.ValueType  # 2
+"""quorum reached; the change took effect"""
+PROPOSAL_STATE_REJECTED: ProposalState.ValueType  # 3
+"""an approver (or the proposer) rejected it"""
+PROPOSAL_STATE_EXPIRED: ProposalState.ValueType  # 4
+"""not approved in time"""
+PROPOSAL_STATE_STALE: ProposalState.ValueType  # 5
+"""what it would change changed since it was proposed"""
+Global___ProposalState: _TypeAlias = ProposalState  # noqa: Y015
+
 class _ReleaseState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -549,6 +583,11 @@ Global___AssignHostToSiteRequest: _TypeAlias = AssignHostToSiteRequest  # noqa: 
 
 @_typing.final
 class Review(_message.Message):
+    """A pre-deployment review of one model version for one site. It is in force
+    from its approval until expires_at; the release gate requires one and
+    enforces its required controls.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REVIEW_ID_FIELD_NUMBER: _builtins.int
@@ -559,16 +598,39 @@ class Review(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CATEGORIES_ASSESSED_FIELD_NUMBER: _builtins.int
+    REQUIRED_CONTROLS_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
     review_id: _builtins.str
     manifest_digest: _builtins.bytes
     site_id: _builtins.str
     risk_tier: _builtins.str
+    """as assessed; equals the model's"""
     reviewer: _builtins.str
+    """who proposed it"""
     summary: _builtins.str
+    findings: _builtins.str
+    proposal_id: _builtins.str
     @_builtins.property
-    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """when it took effect"""
+
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def categories_assessed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. "cyber", "cbrn", "autonomy" """
+
+    @_builtins.property
+    def required_controls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. "confidential_vm"; see ListReviews"""
+
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """who approved it (the quorum)"""
+
     def __init__(
         self,
         *,
@@ -580,10 +642,15 @@ class Review(_message.Message):
         summary: _builtins.str = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        categories_assessed: _abc.Iterable[_builtins.str] | None = ...,
+        required_controls: _abc.Iterable[_builtins.str] | None = ...,
+        findings: _builtins.str = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
+        proposal_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "manifest_digest", b"manifest_digest", "recorded_at", b"recorded_at", "review_id", b"review_id", "reviewer", b"reviewer", "risk_tier", b"risk_tier", "site_id", b"site_id", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvers", b"approvers", "categories_assessed", b"categories_assessed", "expires_at", b"expires_at", "findings", b"findings", "manifest_digest", b"manifest_digest", "proposal_id", b"proposal_id", "recorded_at", b"recorded_at", "required_controls", b"required_controls", "review_id", b"review_id", "reviewer", b"reviewer", "risk_tier", b"risk_tier", "site_id", b"site_id", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -595,31 +662,439 @@ class RecordReviewRequest(_message.Message):
 
     MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
     SITE_ID_FIELD_NUMBER: _builtins.int
-    REVIEWER_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     VALID_DAYS_FIELD_NUMBER: _builtins.int
+    RISK_TIER_FIELD_NUMBER: _builtins.int
+    CATEGORIES_ASSESSED_FIELD_NUMBER: _builtins.int
+    REQUIRED_CONTROLS_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
     manifest_digest: _builtins.bytes
     site_id: _builtins.str
-    reviewer: _builtins.str
     summary: _builtins.str
     valid_days: _builtins.int
     """0: the verifier's default"""
+    risk_tier: _builtins.str
+    """the assessed tier; must equal the model's (empty: the model's)"""
+    findings: _builtins.str
+    @_builtins.property
+    def categories_assessed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def required_controls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         manifest_digest: _builtins.bytes = ...,
         site_id: _builtins.str = ...,
-        reviewer: _builtins.str = ...,
         summary: _builtins.str = ...,
         valid_days: _builtins.int = ...,
+        risk_tier: _builtins.str = ...,
+        categories_assessed: _abc.Iterable[_builtins.str] | None = ...,
+        required_controls: _abc.Iterable[_builtins.str] | None = ...,
+        findings: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_digest", b"manifest_digest", "reviewer", b"reviewer", "site_id", b"site_id", "summary", b"summary", "valid_days", b"valid_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories_assessed", b"categories_assessed", "findings", b"findings", "manifest_digest", b"manifest_digest", "required_controls", b"required_controls", "risk_tier", b"risk_tier", "site_id", b"site_id", "summary", b"summary", "valid_days", b"valid_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordReviewRequest: _TypeAlias = RecordReviewRequest  # noqa: Y015
+
+@_typing.final
+class ListSitesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSitesRequest: _TypeAlias = ListSitesRequest  # noqa: Y015
+
+@_typing.final
+class ListSitesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sites(self) -> _containers.RepeatedCompositeFieldContainer[Global___Site]: ...
+    def __init__(
+        self,
+        *,
+        sites: _abc.Iterable[Global___Site] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sites", b"sites"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSitesResponse: _TypeAlias = ListSitesResponse  # noqa: Y015
+
+@_typing.final
+class ListReviewsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_ONLY_FIELD_NUMBER: _builtins.int
+    manifest_digest: _builtins.bytes
+    """empty: all model versions"""
+    site_id: _builtins.str
+    """empty: all sites"""
+    effective_only: _builtins.bool
+    """only the reviews in force now"""
+    def __init__(
+        self,
+        *,
+        manifest_digest: _builtins.bytes = ...,
+        site_id: _builtins.str = ...,
+        effective_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_only", b"effective_only", "manifest_digest", b"manifest_digest", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReviewsRequest: _TypeAlias = ListReviewsRequest  # noqa: Y015
+
+@_typing.final
+class ListReviewsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEWS_FIELD_NUMBER: _builtins.int
+    KNOWN_CONTROLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___Review]: ...
+    @_builtins.property
+    def known_controls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """what required_controls may name"""
+
+    def __init__(
+        self,
+        *,
+        reviews: _abc.Iterable[Global___Review] | None = ...,
+        known_controls: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_controls", b"known_controls", "reviews", b"reviews"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReviewsResponse: _TypeAlias = ListReviewsResponse  # noqa: Y015
+
+@_typing.final
+class ProposedChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_VALUES_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    HOST_SITE_FIELD_NUMBER: _builtins.int
+    REVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reference_values(self) -> Global___SetReferenceValuesRequest: ...
+    @_builtins.property
+    def site(self) -> Global___SetSiteRequest: ...
+    @_builtins.property
+    def host_site(self) -> Global___AssignHostToSiteRequest: ...
+    @_builtins.property
+    def review(self) -> Global___RecordReviewRequest: ...
+    def __init__(
+        self,
+        *,
+        reference_values: Global___SetReferenceValuesRequest | None = ...,
+        site: Global___SetSiteRequest | None = ...,
+        host_site: Global___AssignHostToSiteRequest | None = ...,
+        review: Global___RecordReviewRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___ProposedChange: _TypeAlias = ProposedChange  # noqa: Y015
+
+@_typing.final
+class ProposeChangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    justification: _builtins.str
+    """why; shown to approvers and kept in the audit log"""
+    @_builtins.property
+    def change(self) -> Global___ProposedChange: ...
+    def __init__(
+        self,
+        *,
+        change: Global___ProposedChange | None = ...,
+        justification: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "justification", b"justification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeChangeRequest: _TypeAlias = ProposeChangeRequest  # noqa: Y015
+
+@_typing.final
+class ProposalDecision(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTOR_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    approve: _builtins.bool
+    comment: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        actor: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        comment: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "approve", b"approve", "at", b"at", "comment", b"comment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalDecision: _TypeAlias = ProposalDecision  # noqa: Y015
+
+@_typing.final
+class Proposal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PROPOSER_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    REQUIRED_APPROVALS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    PROPOSED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DIFF_FIELD_NUMBER: _builtins.int
+    OUTCOME_DETAIL_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    kind: _builtins.str
+    """"reference_values", "site", "host_site", "review" """
+    target: _builtins.str
+    """what it changes, e.g. "group default", "site dc-1" """
+    state: Global___ProposalState.ValueType
+    proposer: _builtins.str
+    justification: _builtins.str
+    required_approvals: _builtins.int
+    outcome_detail: _builtins.str
+    """e.g. the applied review's id, why it went stale"""
+    @_builtins.property
+    def change(self) -> Global___ProposedChange: ...
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposalDecision]: ...
+    @_builtins.property
+    def proposed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """applied, rejected, expired or found stale"""
+
+    @_builtins.property
+    def diff(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What would change, against the state now ("- old" / "+ new" lines); for
+        a decided proposal, against the state it was proposed over.
+        """
+
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        target: _builtins.str = ...,
+        state: Global___ProposalState.ValueType = ...,
+        proposer: _builtins.str = ...,
+        justification: _builtins.str = ...,
+        change: Global___ProposedChange | None = ...,
+        required_approvals: _builtins.int = ...,
+        decisions: _abc.Iterable[Global___ProposalDecision] | None = ...,
+        proposed_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        diff: _abc.Iterable[_builtins.str] | None = ...,
+        outcome_detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "decided_at", b"decided_at", "expires_at", b"expires_at", "proposed_at", b"proposed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "decided_at", b"decided_at", "decisions", b"decisions", "diff", b"diff", "expires_at", b"expires_at", "justification", b"justification", "kind", b"kind", "outcome_detail", b"outcome_detail", "proposal_id", b"proposal_id", "proposed_at", b"proposed_at", "proposer", b"proposer", "required_approvals", b"required_approvals", "state", b"state", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Proposal: _TypeAlias = Proposal  # noqa: Y015
+
+@_typing.final
+class ListProposalsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    state: Global___ProposalState.ValueType
+    """UNSPECIFIED: every state"""
+    limit: _builtins.int
+    """newest first; 0: the verifier's default"""
+    def __init__(
+        self,
+        *,
+        state: Global___ProposalState.ValueType = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProposalsRequest: _TypeAlias = ListProposalsRequest  # noqa: Y015
+
+@_typing.final
+class ListProposalsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proposals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Proposal]: ...
+    def __init__(
+        self,
+        *,
+        proposals: _abc.Iterable[Global___Proposal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposals", b"proposals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProposalsResponse: _TypeAlias = ListProposalsResponse  # noqa: Y015
+
+@_typing.final
+class GetProposalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProposalRequest: _TypeAlias = GetProposalRequest  # noqa: Y015
+
+@_typing.final
+class DecideProposalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideProposalRequest: _TypeAlias = DecideProposalRequest  # noqa: Y015
+
+@_typing.final
+class WatchHostsRequest(_message.Message):
+    """-- watching hosts -----------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_IDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_CURRENT_FIELD_NUMBER: _builtins.int
+    include_current: _builtins.bool
+    """first send each selected host's current state"""
+    @_builtins.property
+    def host_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: every host"""
+
+    def __init__(
+        self,
+        *,
+        host_ids: _abc.Iterable[_builtins.str] | None = ...,
+        include_current: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_ids", b"host_ids", "include_current", b"include_current"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchHostsRequest: _TypeAlias = WatchHostsRequest  # noqa: Y015
+
+@_typing.final
+class HostChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    previous_status: Global___HostStatus.ValueType
+    """UNSPECIFIED for include_current snapshots"""
+    cause: _builtins.str
+    """"snapshot", "attestation", "quarantine", "enrolled", ..."""
+    @_builtins.property
+    def host(self) -> Global___HostSummary:
+        """the state after the change"""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        host: Global___HostSummary | None = ...,
+        previous_status: Global___HostStatus.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        cause: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "host", b"host"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cause", b"cause", "host", b"host", "previous_status", b"previous_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostChange: _TypeAlias = HostChange  # noqa: Y015
 
 @_typing.final
 class Release(_message.Message):
@@ -846,25 +1321,67 @@ Global___AuditRecord: _TypeAlias = AuditRecord  # noqa: Y015
 class ListAuditRecordsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TargetEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     NEWEST_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
     """records with a greater seq, oldest first"""
     limit: _builtins.int
     """0: the verifier's default; capped by the verifier"""
     newest: _builtins.bool
     """instead: the last `limit` records (oldest first)"""
+    actor: _builtins.str
+    """Search filters (all optional, combined with AND): exact actor, exact
+    action, target entries that must all be present with these values, and a
+    time window [since, until).
+    """
+    action: _builtins.str
+    @_builtins.property
+    def target(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         after_seq: _builtins.int = ...,
         limit: _builtins.int = ...,
         newest: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit", "newest", b"newest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after_seq", b"after_seq", "limit", b"limit", "newest", b"newest", "since", b"since", "target", b"target", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -896,3 +1413,100 @@ class ListAuditRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditRecordsResponse: _TypeAlias = ListAuditRecordsResponse  # noqa: Y015
+
+@_typing.final
+class AuditCheckpoint(_message.Message):
+    """A signed statement of the audit chain's head. The signature (Ed25519 or
+    ECDSA, by the verifier's signing key) covers `statement`, the exact bytes
+    described in verifier/audit/checkpoint.py; the other fields repeat its
+    contents for convenience and must be read from the statement when verifying.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    HEAD_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    head_hash: _builtins.bytes
+    statement: _builtins.bytes
+    signature: _builtins.bytes
+    key_id: _builtins.bytes
+    """SHA-256 of the signing public key (DER SubjectPublicKeyInfo)"""
+    @_builtins.property
+    def signed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        head_hash: _builtins.bytes = ...,
+        signed_at: _timestamp_pb2.Timestamp | None = ...,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        key_id: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed_at", b"signed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_hash", b"head_hash", "key_id", b"key_id", "signature", b"signature", "signed_at", b"signed_at", "statement", b"statement", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
+
+@_typing.final
+class SignAuditCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignAuditCheckpointRequest: _TypeAlias = SignAuditCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditCheckpointsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """newest first; 0: the verifier's default"""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditCheckpointsRequest: _TypeAlias = ListAuditCheckpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditCheckpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditCheckpoint]: ...
+    def __init__(
+        self,
+        *,
+        checkpoints: _abc.Iterable[Global___AuditCheckpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditCheckpointsResponse: _TypeAlias = ListAuditCheckpointsResponse  # noqa: Y015

@@ -50,15 +50,15 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetHostRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.HostDetail.FromString,
                 _registered_method=True)
-        self.SetReferenceValues = channel.unary_unary(
-                '/weightgate.v1.Operator/SetReferenceValues',
-                request_serializer=weightgate_dot_v1_dot_operator__pb2.SetReferenceValuesRequest.SerializeToString,
-                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
-                _registered_method=True)
         self.GetReferenceValues = channel.unary_unary(
                 '/weightgate.v1.Operator/GetReferenceValues',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
+                _registered_method=True)
+        self.WatchHosts = channel.unary_stream(
+                '/weightgate.v1.Operator/WatchHosts',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.HostChange.FromString,
                 _registered_method=True)
         self.AddModelVersion = channel.unary_unary(
                 '/weightgate.v1.Operator/AddModelVersion',
@@ -75,20 +75,40 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetModelVersionRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.ModelVersion.FromString,
                 _registered_method=True)
-        self.SetSite = channel.unary_unary(
-                '/weightgate.v1.Operator/SetSite',
-                request_serializer=weightgate_dot_v1_dot_operator__pb2.SetSiteRequest.SerializeToString,
-                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Site.FromString,
+        self.ProposeChange = channel.unary_unary(
+                '/weightgate.v1.Operator/ProposeChange',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ProposeChangeRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
                 _registered_method=True)
-        self.AssignHostToSite = channel.unary_unary(
-                '/weightgate.v1.Operator/AssignHostToSite',
-                request_serializer=weightgate_dot_v1_dot_operator__pb2.AssignHostToSiteRequest.SerializeToString,
-                response_deserializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
+        self.ListProposals = channel.unary_unary(
+                '/weightgate.v1.Operator/ListProposals',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListProposalsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListProposalsResponse.FromString,
                 _registered_method=True)
-        self.RecordReview = channel.unary_unary(
-                '/weightgate.v1.Operator/RecordReview',
-                request_serializer=weightgate_dot_v1_dot_operator__pb2.RecordReviewRequest.SerializeToString,
-                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Review.FromString,
+        self.GetProposal = channel.unary_unary(
+                '/weightgate.v1.Operator/GetProposal',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetProposalRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
+                _registered_method=True)
+        self.ApproveProposal = channel.unary_unary(
+                '/weightgate.v1.Operator/ApproveProposal',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.DecideProposalRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
+                _registered_method=True)
+        self.RejectProposal = channel.unary_unary(
+                '/weightgate.v1.Operator/RejectProposal',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.DecideProposalRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
+                _registered_method=True)
+        self.ListSites = channel.unary_unary(
+                '/weightgate.v1.Operator/ListSites',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListSitesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListSitesResponse.FromString,
+                _registered_method=True)
+        self.ListReviews = channel.unary_unary(
+                '/weightgate.v1.Operator/ListReviews',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsResponse.FromString,
                 _registered_method=True)
         self.ListReleases = channel.unary_unary(
                 '/weightgate.v1.Operator/ListReleases',
@@ -104,6 +124,16 @@ class OperatorStub:
                 '/weightgate.v1.Operator/ListAuditRecords',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
+        self.SignAuditCheckpoint = channel.unary_unary(
+                '/weightgate.v1.Operator/SignAuditCheckpoint',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.SignAuditCheckpointRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.AuditCheckpoint.FromString,
+                _registered_method=True)
+        self.ListAuditCheckpoints = channel.unary_unary(
+                '/weightgate.v1.Operator/ListAuditCheckpoints',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListAuditCheckpointsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListAuditCheckpointsResponse.FromString,
                 _registered_method=True)
 
 
@@ -129,14 +159,16 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SetReferenceValues(self, request, context):
+    def GetReferenceValues(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetReferenceValues(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def WatchHosts(self, request, context):
+        """Live trust changes: the current state of the selected hosts (if asked),
+        then one HostChange per status change, until the client cancels.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -160,21 +192,49 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SetSite(self, request, context):
-        """Sites, clearances and pre-deployment reviews (minimal records; the
-        two-person approval workflow wraps these later).
+    def ProposeChange(self, request, context):
+        """What changes trust or who gets weights (reference values, sites and their
+        clearances, host-to-site assignment, pre-deployment reviews) is never set
+        directly: it is proposed, and takes effect, atomically, in the call that
+        brings the M-th approval from M distinct people other than the proposer
+        (M per kind in the verifier's config). One rejection ends a proposal; an
+        unapproved proposal expires.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AssignHostToSite(self, request, context):
+    def ListProposals(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RecordReview(self, request, context):
+    def GetProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSites(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReviews(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,6 +261,20 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignAuditCheckpoint(self, request, context):
+        """Signed checkpoints (tree size, head hash) of the audit log: made
+        periodically by the verifier, and on demand here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditCheckpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,15 +293,15 @@ def add_OperatorServicer_to_server(servicer, server):
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetHostRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.HostDetail.SerializeToString,
             ),
-            'SetReferenceValues': grpc.unary_unary_rpc_method_handler(
-                    servicer.SetReferenceValues,
-                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.SetReferenceValuesRequest.FromString,
-                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.SerializeToString,
-            ),
             'GetReferenceValues': grpc.unary_unary_rpc_method_handler(
                     servicer.GetReferenceValues,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.SerializeToString,
+            ),
+            'WatchHosts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchHosts,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.HostChange.SerializeToString,
             ),
             'AddModelVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.AddModelVersion,
@@ -244,20 +318,40 @@ def add_OperatorServicer_to_server(servicer, server):
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetModelVersionRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.ModelVersion.SerializeToString,
             ),
-            'SetSite': grpc.unary_unary_rpc_method_handler(
-                    servicer.SetSite,
-                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.SetSiteRequest.FromString,
-                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Site.SerializeToString,
+            'ProposeChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeChange,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ProposeChangeRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Proposal.SerializeToString,
             ),
-            'AssignHostToSite': grpc.unary_unary_rpc_method_handler(
-                    servicer.AssignHostToSite,
-                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.AssignHostToSiteRequest.FromString,
-                    response_serializer=weightgate_dot_v1_dot_operator__pb2.HostSummary.SerializeToString,
+            'ListProposals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProposals,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListProposalsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListProposalsResponse.SerializeToString,
             ),
-            'RecordReview': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordReview,
-                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.RecordReviewRequest.FromString,
-                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Review.SerializeToString,
+            'GetProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProposal,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetProposalRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Proposal.SerializeToString,
+            ),
+            'ApproveProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveProposal,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.DecideProposalRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Proposal.SerializeToString,
+            ),
+            'RejectProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectProposal,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.DecideProposalRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.Proposal.SerializeToString,
+            ),
+            'ListSites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSites,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListSitesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListSitesResponse.SerializeToString,
+            ),
+            'ListReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviews,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsResponse.SerializeToString,
             ),
             'ListReleases': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReleases,
@@ -273,6 +367,16 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'SignAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignAuditCheckpoint,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.SignAuditCheckpointRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.AuditCheckpoint.SerializeToString,
+            ),
+            'ListAuditCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditCheckpoints,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListAuditCheckpointsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListAuditCheckpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -368,33 +472,6 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
-    def SetReferenceValues(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/weightgate.v1.Operator/SetReferenceValues',
-            weightgate_dot_v1_dot_operator__pb2.SetReferenceValuesRequest.SerializeToString,
-            weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def GetReferenceValues(request,
             target,
             options=(),
@@ -411,6 +488,33 @@ class Operator:
             '/weightgate.v1.Operator/GetReferenceValues',
             weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/weightgate.v1.Operator/WatchHosts',
+            weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.HostChange.FromString,
             options,
             channel_credentials,
             insecure,
@@ -503,7 +607,7 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
-    def SetSite(request,
+    def ProposeChange(request,
             target,
             options=(),
             channel_credentials=None,
@@ -516,9 +620,9 @@ class Operator:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/weightgate.v1.Operator/SetSite',
-            weightgate_dot_v1_dot_operator__pb2.SetSiteRequest.SerializeToString,
-            weightgate_dot_v1_dot_operator__pb2.Site.FromString,
+            '/weightgate.v1.Operator/ProposeChange',
+            weightgate_dot_v1_dot_operator__pb2.ProposeChangeRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
             options,
             channel_credentials,
             insecure,
@@ -530,7 +634,7 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
-    def AssignHostToSite(request,
+    def ListProposals(request,
             target,
             options=(),
             channel_credentials=None,
@@ -543,9 +647,9 @@ class Operator:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/weightgate.v1.Operator/AssignHostToSite',
-            weightgate_dot_v1_dot_operator__pb2.AssignHostToSiteRequest.SerializeToString,
-            weightgate_dot_v1_dot_operator__pb2.HostSummary.FromString,
+            '/weightgate.v1.Operator/ListProposals',
+            weightgate_dot_v1_dot_operator__pb2.ListProposalsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListProposalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -557,7 +661,7 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
-    def RecordReview(request,
+    def GetProposal(request,
             target,
             options=(),
             channel_credentials=None,
@@ -570,9 +674,117 @@ class Operator:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/weightgate.v1.Operator/RecordReview',
-            weightgate_dot_v1_dot_operator__pb2.RecordReviewRequest.SerializeToString,
-            weightgate_dot_v1_dot_operator__pb2.Review.FromString,
+            '/weightgate.v1.Operator/GetProposal',
+            weightgate_dot_v1_dot_operator__pb2.GetProposalRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ApproveProposal',
+            weightgate_dot_v1_dot_operator__pb2.DecideProposalRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/RejectProposal',
+            weightgate_dot_v1_dot_operator__pb2.DecideProposalRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.Proposal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListSites',
+            weightgate_dot_v1_dot_operator__pb2.ListSitesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListSitesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListReviews',
+            weightgate_dot_v1_dot_operator__pb2.ListReviewsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListReviewsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -654,6 +866,60 @@ class Operator:
             '/weightgate.v1.Operator/ListAuditRecords',
             weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/SignAuditCheckpoint',
+            weightgate_dot_v1_dot_operator__pb2.SignAuditCheckpointRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.AuditCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListAuditCheckpoints',
+            weightgate_dot_v1_dot_operator__pb2.ListAuditCheckpointsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListAuditCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

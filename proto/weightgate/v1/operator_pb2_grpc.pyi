@@ -36,18 +36,29 @@ class OperatorStub:
     RegisterHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RegisterHostRequest, _operator_pb2.HostSummary]
     ListHosts: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListHostsRequest, _operator_pb2.ListHostsResponse]
     GetHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]
-    SetReferenceValues: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetReferenceValuesRequest, _operator_pb2.ReferenceValues]
     GetReferenceValues: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]
+    WatchHosts: _grpc.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]
+    """Live trust changes: the current state of the selected hosts (if asked),
+    then one HostChange per status change, until the client cancels.
+    """
     AddModelVersion: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AddModelVersionRequest, _operator_pb2.ModelVersion]
     """Models: an encrypted checkpoint is registered by its signed manifest."""
     ListModelVersions: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListModelVersionsRequest, _operator_pb2.ListModelVersionsResponse]
     GetModelVersion: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetModelVersionRequest, _operator_pb2.ModelVersion]
-    SetSite: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetSiteRequest, _operator_pb2.Site]
-    """Sites, clearances and pre-deployment reviews (minimal records; the
-    two-person approval workflow wraps these later).
+    ProposeChange: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ProposeChangeRequest, _operator_pb2.Proposal]
+    """What changes trust or who gets weights (reference values, sites and their
+    clearances, host-to-site assignment, pre-deployment reviews) is never set
+    directly: it is proposed, and takes effect, atomically, in the call that
+    brings the M-th approval from M distinct people other than the proposer
+    (M per kind in the verifier's config). One rejection ends a proposal; an
+    unapproved proposal expires.
     """
-    AssignHostToSite: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AssignHostToSiteRequest, _operator_pb2.HostSummary]
-    RecordReview: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RecordReviewRequest, _operator_pb2.Review]
+    ListProposals: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListProposalsRequest, _operator_pb2.ListProposalsResponse]
+    GetProposal: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetProposalRequest, _operator_pb2.Proposal]
+    ApproveProposal: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DecideProposalRequest, _operator_pb2.Proposal]
+    RejectProposal: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DecideProposalRequest, _operator_pb2.Proposal]
+    ListSites: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListSitesRequest, _operator_pb2.ListSitesResponse]
+    ListReviews: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListReviewsRequest, _operator_pb2.ListReviewsResponse]
     ListReleases: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]
     """Key releases and their leases; quarantine revokes them."""
     QuarantineHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]
@@ -55,6 +66,11 @@ class OperatorStub:
     """The operators' audit log: every Operator RPC, this one included, appends
     one hash-chained record (who, what, when, outcome).
     """
+    SignAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SignAuditCheckpointRequest, _operator_pb2.AuditCheckpoint]
+    """Signed checkpoints (tree size, head hash) of the audit log: made
+    periodically by the verifier, and on demand here.
+    """
+    ListAuditCheckpoints: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListAuditCheckpointsRequest, _operator_pb2.ListAuditCheckpointsResponse]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -64,18 +80,29 @@ class OperatorAsyncStub(OperatorStub):
     RegisterHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.RegisterHostRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
     ListHosts: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListHostsRequest, _operator_pb2.ListHostsResponse]  # type: ignore[assignment]
     GetHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]  # type: ignore[assignment]
-    SetReferenceValues: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetReferenceValuesRequest, _operator_pb2.ReferenceValues]  # type: ignore[assignment]
     GetReferenceValues: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]  # type: ignore[assignment]
+    WatchHosts: _aio.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]  # type: ignore[assignment]
+    """Live trust changes: the current state of the selected hosts (if asked),
+    then one HostChange per status change, until the client cancels.
+    """
     AddModelVersion: _aio.UnaryUnaryMultiCallable[_operator_pb2.AddModelVersionRequest, _operator_pb2.ModelVersion]  # type: ignore[assignment]
     """Models: an encrypted checkpoint is registered by its signed manifest."""
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListModelVersionsRequest, _operator_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
     GetModelVersion: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetModelVersionRequest, _operator_pb2.ModelVersion]  # type: ignore[assignment]
-    SetSite: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetSiteRequest, _operator_pb2.Site]  # type: ignore[assignment]
-    """Sites, clearances and pre-deployment reviews (minimal records; the
-    two-person approval workflow wraps these later).
+    ProposeChange: _aio.UnaryUnaryMultiCallable[_operator_pb2.ProposeChangeRequest, _operator_pb2.Proposal]  # type: ignore[assignment]
+    """What changes trust or who gets weights (reference values, sites and their
+    clearances, host-to-site assignment, pre-deployment reviews) is never set
+    directly: it is proposed, and takes effect, atomically, in the call that
+    brings the M-th approval from M distinct people other than the proposer
+    (M per kind in the verifier's config). One rejection ends a proposal; an
+    unapproved proposal expires.
     """
-    AssignHostToSite: _aio.UnaryUnaryMultiCallable[_operator_pb2.AssignHostToSiteRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
-    RecordReview: _aio.UnaryUnaryMultiCallable[_operator_pb2.RecordReviewRequest, _operator_pb2.Review]  # type: ignore[assignment]
+    ListProposals: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListProposalsRequest, _operator_pb2.ListProposalsResponse]  # type: ignore[assignment]
+    GetProposal: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetProposalRequest, _operator_pb2.Proposal]  # type: ignore[assignment]
+    ApproveProposal: _aio.UnaryUnaryMultiCallable[_operator_pb2.DecideProposalRequest, _operator_pb2.Proposal]  # type: ignore[assignment]
+    RejectProposal: _aio.UnaryUnaryMultiCallable[_operator_pb2.DecideProposalRequest, _operator_pb2.Proposal]  # type: ignore[assignment]
+    ListSites: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListSitesRequest, _operator_pb2.ListSitesResponse]  # type: ignore[assignment]
+    ListReviews: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListReviewsRequest, _operator_pb2.ListReviewsResponse]  # type: ignore[assignment]
     ListReleases: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]  # type: ignore[assignment]
     """Key releases and their leases; quarantine revokes them."""
     QuarantineHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
@@ -83,6 +110,11 @@ class OperatorAsyncStub(OperatorStub):
     """The operators' audit log: every Operator RPC, this one included, appends
     one hash-chained record (who, what, when, outcome).
     """
+    SignAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_operator_pb2.SignAuditCheckpointRequest, _operator_pb2.AuditCheckpoint]  # type: ignore[assignment]
+    """Signed checkpoints (tree size, head hash) of the audit log: made
+    periodically by the verifier, and on demand here.
+    """
+    ListAuditCheckpoints: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListAuditCheckpointsRequest, _operator_pb2.ListAuditCheckpointsResponse]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     """Operator API: what the `weightgate` command line talks to."""
@@ -109,18 +141,21 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_operator_pb2.HostDetail, _abc.Awaitable[_operator_pb2.HostDetail]]: ...
 
     @_abc_1.abstractmethod
-    def SetReferenceValues(
-        self,
-        request: _operator_pb2.SetReferenceValuesRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_operator_pb2.ReferenceValues, _abc.Awaitable[_operator_pb2.ReferenceValues]]: ...
-
-    @_abc_1.abstractmethod
     def GetReferenceValues(
         self,
         request: _operator_pb2.GetReferenceValuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ReferenceValues, _abc.Awaitable[_operator_pb2.ReferenceValues]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchHosts(
+        self,
+        request: _operator_pb2.WatchHostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_operator_pb2.HostChange], _abc.AsyncIterator[_operator_pb2.HostChange]]:
+        """Live trust changes: the current state of the selected hosts (if asked),
+        then one HostChange per status change, until the client cancels.
+        """
 
     @_abc_1.abstractmethod
     def AddModelVersion(
@@ -145,28 +180,60 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_operator_pb2.ModelVersion, _abc.Awaitable[_operator_pb2.ModelVersion]]: ...
 
     @_abc_1.abstractmethod
-    def SetSite(
+    def ProposeChange(
         self,
-        request: _operator_pb2.SetSiteRequest,
+        request: _operator_pb2.ProposeChangeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operator_pb2.Site, _abc.Awaitable[_operator_pb2.Site]]:
-        """Sites, clearances and pre-deployment reviews (minimal records; the
-        two-person approval workflow wraps these later).
+    ) -> _typing.Union[_operator_pb2.Proposal, _abc.Awaitable[_operator_pb2.Proposal]]:
+        """What changes trust or who gets weights (reference values, sites and their
+        clearances, host-to-site assignment, pre-deployment reviews) is never set
+        directly: it is proposed, and takes effect, atomically, in the call that
+        brings the M-th approval from M distinct people other than the proposer
+        (M per kind in the verifier's config). One rejection ends a proposal; an
+        unapproved proposal expires.
         """
 
     @_abc_1.abstractmethod
-    def AssignHostToSite(
+    def ListProposals(
         self,
-        request: _operator_pb2.AssignHostToSiteRequest,
+        request: _operator_pb2.ListProposalsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operator_pb2.HostSummary, _abc.Awaitable[_operator_pb2.HostSummary]]: ...
+    ) -> _typing.Union[_operator_pb2.ListProposalsResponse, _abc.Awaitable[_operator_pb2.ListProposalsResponse]]: ...
 
     @_abc_1.abstractmethod
-    def RecordReview(
+    def GetProposal(
         self,
-        request: _operator_pb2.RecordReviewRequest,
+        request: _operator_pb2.GetProposalRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operator_pb2.Review, _abc.Awaitable[_operator_pb2.Review]]: ...
+    ) -> _typing.Union[_operator_pb2.Proposal, _abc.Awaitable[_operator_pb2.Proposal]]: ...
+
+    @_abc_1.abstractmethod
+    def ApproveProposal(
+        self,
+        request: _operator_pb2.DecideProposalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.Proposal, _abc.Awaitable[_operator_pb2.Proposal]]: ...
+
+    @_abc_1.abstractmethod
+    def RejectProposal(
+        self,
+        request: _operator_pb2.DecideProposalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.Proposal, _abc.Awaitable[_operator_pb2.Proposal]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSites(
+        self,
+        request: _operator_pb2.ListSitesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListSitesResponse, _abc.Awaitable[_operator_pb2.ListSitesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListReviews(
+        self,
+        request: _operator_pb2.ListReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListReviewsResponse, _abc.Awaitable[_operator_pb2.ListReviewsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListReleases(
@@ -192,5 +259,22 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         """The operators' audit log: every Operator RPC, this one included, appends
         one hash-chained record (who, what, when, outcome).
         """
+
+    @_abc_1.abstractmethod
+    def SignAuditCheckpoint(
+        self,
+        request: _operator_pb2.SignAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.AuditCheckpoint, _abc.Awaitable[_operator_pb2.AuditCheckpoint]]:
+        """Signed checkpoints (tree size, head hash) of the audit log: made
+        periodically by the verifier, and on demand here.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditCheckpoints(
+        self,
+        request: _operator_pb2.ListAuditCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListAuditCheckpointsResponse, _abc.Awaitable[_operator_pb2.ListAuditCheckpointsResponse]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,212 @@
+"""What each kind of proposal changes: read the state it would replace, apply it.
+
+A payload is JSON (the store keeps it verbatim): the server builds it from a
+validated request, and the functions here check it again before writing,
+because a stored payload is only as good as the code that wrote it.
+
+Kinds and payloads::
+
+    reference_values  {"group": g, "pcrs": {bank: {"<pcr>": "<hex digest>"}}}
+    site              {"site_id": s, "cleared_risk_tiers": [t...], "description": d}
+    host_site         {"host_id": h, "site_id": s}
+    review            {"manifest_digest": "<hex>", "site_id": s, "risk_tier": t,
+                       "categories_assessed": [...], "required_controls": [...],
+                       "findings": f, "summary": m, "valid_days": n}
+
+The first three replace state: if it changed between proposal and quorum, the
+approvers approved a diff that no longer describes what would happen, and the
+proposal goes stale instead of applying. A review adds a record beside earlier
+ones, so it has no such base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from verifier.store.changes import (
+    assign_site,
+    effective_review_in,
+    insert_review,
+    read_reference,
+    replace_reference,
+    upsert_site,
+)
+from verifier.store.errors import HostNotFound, ModelVersionNotFound, StoreError
+from verifier.store.models import Host
+from verifier.store.models_releases import ModelVersion, Site
+
+REFERENCE_VALUES = "reference_values"
+SITE = "site"
+HOST_SITE = "host_site"
+REVIEW = "review"
+KINDS = (REFERENCE_VALUES, SITE, HOST_SITE, REVIEW)
+REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE})
+MAX_REVIEW_DAYS = 3660
+
+State = dict[str, Any] | None
+
+
+class PayloadError(StoreError, ValueError):
+    """A stored or proposed payload does not have its kind's shape."""
+
+
+def state_digest(state: State) -> bytes:
+    """SHA-256 of the canonical JSON of a state (sorted keys, no whitespace)."""
+    text = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def target_state(s: Session, kind: str, payload: Mapping[str, Any], *, now: datetime) -> State:
+    """The state the change would replace (None: nothing yet), read in ``s``.
+
+    Raises HostNotFound / ModelVersionNotFound when the change names a host or
+    model that does not exist, so a typo fails at proposal time. A site may be
+    proposed in the same breath as what uses it, so a missing site fails only
+    when the change applies (the approval is then refused and not counted).
+    """
+    if kind == REFERENCE_VALUES:
+        reference = read_reference(s, _text(payload, "group"))
+        if reference is None:
+            return None
+        return {"group": reference.group, "pcrs": pcrs_to_json(reference.pcrs)}
+    if kind == SITE:
+        site = s.get(Site, _text(payload, "site_id"))
+        if site is None:
+            return None
+        return {
+            "site_id": site.site_id,
+            "cleared_risk_tiers": sorted(site.cleared_risk_tiers),
+            "description": site.description,
+        }
+    if kind == HOST_SITE:
+        host = s.get(Host, _text(payload, "host_id"))
+        if host is None:
+            raise HostNotFound(_text(payload, "host_id"))
+        # The site may still be a pending proposal itself: it must exist when this applies.
+        _text(payload, "site_id")
+        return {"host_id": host.host_id, "site_id": host.site}
+    if kind == REVIEW:
+        digest = _digest(payload)
+        model = s.get(ModelVersion, digest)
+        if model is None:
+            raise ModelVersionNotFound(digest.hex())
+        if payload.get("risk_tier") != model.risk_tier:
+            # Checked again when it applies; here so that nobody approves it first.
+            raise PayloadError(
+                f"review.tier_mismatch: assessed tier {payload.get('risk_tier')!r} differs "
+                f"from the model's manifest tier {model.risk_tier!r}"
+            )
+        review = effective_review_in(s, digest, _text(payload, "site_id"), now=now)
+        if review is None:
+            return None
+        return {
+            "review_id": review.review_id,
+            "required_controls": list(review.required_controls),
+            "approvers": list(review.approvers),
+            "expires_at": review.expires_at.isoformat(),
+        }
+    raise PayloadError(f"unknown proposal kind {kind!r}")
+
+
+def apply_change(
+    s: Session,
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    proposal_id: str,
+    proposer: str,
+    approvers: Sequence[str],
+    now: datetime,
+) -> str:
+    """Make the change in ``s``; return a one-line description of what took effect."""
+    if kind == REFERENCE_VALUES:
+        reference = replace_reference(
+            s, _text(payload, "group"), pcrs_from_json(payload.get("pcrs")), now=now
+        )
+        count = sum(len(v) for v in reference.pcrs.values())
+        return f"reference values of group {reference.group} replaced ({count} PCRs)"
+    if kind == SITE:
+        site = upsert_site(
+            s,
+            _text(payload, "site_id"),
+            cleared_risk_tiers=_texts(payload, "cleared_risk_tiers"),
+            description=_text(payload, "description", empty=True),
+            now=now,
+        )
+        tiers = ", ".join(sorted(site.cleared_risk_tiers)) or "none"
+        return f"site {site.site_id} set; cleared tiers: {tiers}"
+    if kind == HOST_SITE:
+        host = assign_site(s, _text(payload, "host_id"), _text(payload, "site_id"), now=now)
+        return f"host {host.host_id} assigned to site {host.site}"
+    if kind == REVIEW:
+        days = payload.get("valid_days")
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 < days <= MAX_REVIEW_DAYS:
+            raise PayloadError(f"valid_days must be 1 to {MAX_REVIEW_DAYS}")
+        review = insert_review(
+            s,
+            manifest_digest=_digest(payload),
+            site_id=_text(payload, "site_id"),
+            reviewer=proposer,
+            summary=_text(payload, "summary", empty=True),
+            now=now,
+            expires_at=now + timedelta(days=days),
+            risk_tier=_text(payload, "risk_tier"),
+            categories_assessed=_texts(payload, "categories_assessed"),
+            required_controls=_texts(payload, "required_controls"),
+            findings=_text(payload, "findings", empty=True),
+            approvers=approvers,
+            proposal_id=proposal_id,
+        )
+        return f"review {review.review_id} in force until {review.expires_at.isoformat()}"
+    raise PayloadError(f"unknown proposal kind {kind!r}")
+
+
+def pcrs_to_json(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[str, str]]:
+    return {
+        bank: {str(pcr): value.hex() for pcr, value in sorted(by_index.items())}
+        for bank, by_index in sorted(pcrs.items())
+    }
+
+
+def pcrs_from_json(raw: Any) -> dict[str, dict[int, bytes]]:
+    if not isinstance(raw, dict):
+        raise PayloadError("pcrs must map banks to {pcr: hex digest}")
+    out: dict[str, dict[int, bytes]] = {}
+    for bank, by_index in raw.items():
+        if not isinstance(by_index, dict):
+            raise PayloadError(f"pcrs[{bank!r}] must map PCR indices to hex digests")
+        try:
+            out[bank] = {int(pcr): bytes.fromhex(value) for pcr, value in by_index.items()}
+        except (TypeError, ValueError):
+            raise PayloadError(f"pcrs[{bank!r}]: indices must be numbers, values hex") from None
+    return out
+
+
+def _text(payload: Mapping[str, Any], key: str, *, empty: bool = False) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or (not value and not empty):
+        raise PayloadError(f"{key} must be {'a' if empty else 'a non-empty'} string")
+    return value
+
+
+def _texts(payload: Mapping[str, Any], key: str) -> list[str]:
+    value = payload.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PayloadError(f"{key} must be a list of non-empty strings")
+    return list(value)
+
+
+def _digest(payload: Mapping[str, Any]) -> bytes:
+    try:
+        digest = bytes.fromhex(_text(payload, "manifest_digest"))
+    except ValueError:
+        raise PayloadError("manifest_digest must be hex") from None
+    if len(digest) != 32:
+        raise PayloadError("manifest_digest must be a SHA-256 digest")
+    return digest

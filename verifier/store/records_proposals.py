@@ -1,0 +1,54 @@
+"""Proposals under the two-person rule, as plain frozen values."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class ProposalState(enum.StrEnum):
+    """A proposal leaves PENDING exactly once."""
+
+    PENDING = "pending"
+    APPLIED = "applied"  # the quorum approved it and the change took effect
+    REJECTED = "rejected"  # an approver rejected it, or its proposer withdrew it
+    EXPIRED = "expired"  # the quorum was not reached in time
+    STALE = "stale"  # what it would replace changed after it was proposed
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalDecisionRecord:
+    actor: str
+    approve: bool
+    comment: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRecord:
+    """One proposed change: what (``kind``, ``payload``), over which state
+    (``base_state`` as it was when proposed, ``None`` when there was none), by
+    whom, and the decisions on it so far."""
+
+    proposal_id: str
+    kind: str
+    target: str
+    state: ProposalState
+    proposer: str
+    justification: str
+    payload: Mapping[str, Any]
+    base_state: Mapping[str, Any] | None
+    required_approvals: int
+    decisions: tuple[ProposalDecisionRecord, ...]
+    proposed_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    outcome_detail: str
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """Who approved, in order; each person once (the store refuses a second decision)."""
+        return tuple(d.actor for d in self.decisions if d.approve)
