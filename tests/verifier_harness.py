@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -74,3 +74,19 @@ def running_verifier(
         yield harness
     finally:
         harness.stop()
+
+
+class InsecureCli:
+    """`weightgate ARGV --verifier ADDRESS --insecure` in-process: (exit code, stdout, stderr)."""
+
+    def __init__(self, verifier: VerifierHarness, capsys: Any) -> None:
+        self._address = verifier.address
+        self._capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        from verifier.cli import main  # noqa: PLC0415 - only the CLI tests need it
+
+        self._capsys.readouterr()
+        code = main([*argv, "--verifier", self._address, "--insecure"])
+        out, err = self._capsys.readouterr()
+        return code, out, err

@@ -19,7 +19,8 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from verifier.identity import Identity, IdentityError, Role, identity_of
+from verifier.identity import Identity, IdentityError, RevocationCheck, Role, identity_of
+from verifier.revocation import RevocationError
 from weightgate.v1 import attestation_pb2, enrollment_pb2, operator_pb2, weights_pb2
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ ALLOWED_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         method_name(OPERATOR, "ListReleases"): _READERS,
         method_name(OPERATOR, "ListSites"): _READERS,
         method_name(OPERATOR, "ListReviews"): _READERS,
+        method_name(OPERATOR, "ListTrustAnchors"): _READERS,
         method_name(OPERATOR, "ListProposals"): _READERS,
         method_name(OPERATOR, "GetProposal"): _READERS,
         # The audit log names who did what: auditors and security admins only.
@@ -132,26 +134,52 @@ class Authorizer:
 
     Operator refusals are audited by the ``@audited`` wrapper the handler runs in;
     refusals of agent-side RPCs (enrollment, attestation, weights) are audited here.
+    With ``revocations`` (the client CRL), :meth:`require` also refuses revoked
+    certificates, and every call while the CRL is unusable (verifier.revocation).
     """
 
-    def __init__(self, *, insecure: bool, audit: RefusalAudit | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        insecure: bool,
+        audit: RefusalAudit | None = None,
+        revocations: RevocationCheck | None = None,
+    ) -> None:
         self._insecure = insecure
         self._audit = audit
+        self._revocations = revocations
 
     def identity(self, context: ServicerContext) -> Identity:
+        """Who is calling, for a handler that :meth:`require` has already admitted."""
         return identity_of(context, insecure=self._insecure)
 
     async def require(self, context: ServicerContext, method: str) -> Identity:
         """The caller's identity if it may call ``method``; else abort PERMISSION_DENIED."""
         try:
-            identity = self.identity(context)
+            identity = identity_of(context, insecure=self._insecure, revocation=self._revocations)
         except IdentityError as exc:
             await self._deny(context, f"authz.bad_identity: {exc}", method)
+        except RevocationError as exc:
+            await self._deny(context, str(exc), method)
         try:
             authorize(identity, method)
         except AuthorizationError as exc:
             await self._deny(context, str(exc), method)
         return identity
+
+    async def still_admitted(self, context: ServicerContext, method: str) -> str | None:
+        """For a long-lived stream that :meth:`require` admitted: None while the caller's
+        certificate is still good, else the (audited) reason to end the stream now."""
+        if self._revocations is None:
+            return None
+        try:
+            identity_of(context, insecure=self._insecure, revocation=self._revocations)
+        except (IdentityError, RevocationError) as exc:
+            reason = str(exc)
+            # The stream's opening was audited already; its ending needs its own record.
+            await self._record_refusal(context, reason, method, audit=True)
+            return reason
+        return None
 
     async def require_host(
         self, context: ServicerContext, identity: Identity, method: str, host_id: str
@@ -163,8 +191,16 @@ class Authorizer:
             await self._deny(context, str(exc), method)
 
     async def _deny(self, context: ServicerContext, reason: str, method: str) -> NoReturn:
+        await self._record_refusal(
+            context, reason, method, audit=not method.startswith(f"/{OPERATOR}/")
+        )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    async def _record_refusal(
+        self, context: ServicerContext, reason: str, method: str, *, audit: bool
+    ) -> None:
         log.warning("refused %s from peer=%s: %s", method, context.peer(), reason)
-        if self._audit is not None and not method.startswith(f"/{OPERATOR}/"):
+        if self._audit is not None and audit:
             try:
                 await self._audit.append(
                     context,
@@ -175,4 +211,3 @@ class Authorizer:
                 )
             except Exception:  # refusing must not depend on the audit log being writable
                 log.exception("could not audit the refusal of %s", method)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)

@@ -19,6 +19,7 @@ from verifier.keystore import KeyStoreError
 from verifier.operator_cli import add_connection_arguments, run_operator_command
 from verifier.pki_cli import add_pki_commands, run_pki_command
 from verifier.proposal_cli import add_justification_argument, add_proposal_commands
+from verifier.trust_cli import add_trust_commands
 
 DESCRIPTION = """\
 weightgate decides which hosts may receive model weights, from hardware evidence.
@@ -46,6 +47,8 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate pki issue operator NAME --role R[,R] --dir DIR   a person's certificate
   weightgate pki issue agent HOST --dir DIR          an agent's certificate, bound to HOST
   weightgate pki issue server NAME --dir DIR [--san DNS/IP ...]   the verifier's certificate
+  weightgate pki revoke --dir DIR --cert FILE --reason R   revoke for good, re-sign DIR/ca.crl
+  weightgate pki list --dir DIR                      certificates issued, and which are revoked
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -105,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_gate_commands(commands, hosts_commands)
     add_proposal_commands(commands)
+    add_trust_commands(commands)
     add_audit_commands(commands)
     add_pki_commands(commands)
 

@@ -17,8 +17,10 @@ from typing import Any
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
 # What a proposal may change (ProposedChange in operator.proto), each with its quorum.
-PROPOSAL_KINDS = ("reference_values", "site", "host_site", "review")
+PROPOSAL_KINDS = ("reference_values", "site", "host_site", "review", "trust_anchor", "break_glass")
 DEFAULT_APPROVALS = 2
+# Break-glass waives the site clearance and the review: it takes one more person.
+DEFAULT_APPROVALS_BY_KIND: Mapping[str, int] = {"break_glass": 3}
 DEFAULT_PROPOSAL_TTL_HOURS = 72.0
 
 
@@ -31,6 +33,9 @@ class TlsConfig:
     certificate: Path
     private_key: Path
     client_ca: Path  # agents and operators must present a certificate issued by this CA
+    # The CRL of client_ca (verifier.revocation): revoked certificates are refused,
+    # and so is every call while it is unusable or stale. None: no revocation.
+    client_crl: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +54,13 @@ class ApprovalPolicy:
     @classmethod
     def default(cls) -> ApprovalPolicy:
         return cls(
-            {kind: DEFAULT_APPROVALS for kind in PROPOSAL_KINDS}, DEFAULT_PROPOSAL_TTL_HOURS * 3600
+            {kind: _default_approvals(kind) for kind in PROPOSAL_KINDS},
+            DEFAULT_PROPOSAL_TTL_HOURS * 3600,
         )
+
+
+def _default_approvals(kind: str) -> int:
+    return DEFAULT_APPROVALS_BY_KIND.get(kind, DEFAULT_APPROVALS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +249,7 @@ def _approvals(path: Path, text: str, raw: Any) -> ApprovalPolicy:
     allow_zero = reader.get("allow_without_approval", bool, False, "true or false")
     required: dict[str, int] = {}
     for kind in PROPOSAL_KINDS:
-        count: int = reader.get(kind, int, DEFAULT_APPROVALS, "a number of approvers")
+        count: int = reader.get(kind, int, _default_approvals(kind), "a number of approvers")
         if count < 0 or count > 16:
             raise reader.fail(kind, "expected 1 to 16 approvers")
         if count == 0 and not allow_zero:
@@ -264,13 +274,19 @@ def _tls(path: Path, text: str, raw: Any, base: Path, *, insecure: bool) -> TlsC
             "unless insecure = true"
         )
     reader = _Reader(path, text, "verifier.tls", raw)
-    reader.unknown_keys({"certificate", "private_key", "client_ca"})
+    reader.unknown_keys({"certificate", "private_key", "client_ca", "client_crl"})
+    crl = raw.get("client_crl")
     tls = TlsConfig(
         certificate=base / reader.get("certificate", str, None, "a PEM file path"),
         private_key=base / reader.get("private_key", str, None, "a PEM file path"),
         client_ca=base / reader.get("client_ca", str, None, "a PEM file path"),
+        client_crl=None if crl is None else base / reader.get("client_crl", str, None, "a path"),
     )
     _check_private_key_file(reader, "private_key", tls.private_key)
+    # Only that it is there: its content is checked on every call, so a CRL that
+    # goes stale later refuses calls rather than being accepted from a start check.
+    if tls.client_crl is not None and not tls.client_crl.is_file():
+        raise reader.fail("client_crl", f"{tls.client_crl} is not a file (`weightgate pki crl`)")
     return tls
 
 

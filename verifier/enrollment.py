@@ -29,6 +29,8 @@ from verifier.store import HostTransition, Store
 from verifier.verdict import Reason, VerificationError
 from verifier.x509chain import ChainError, verify_chain
 
+EK_ANCHOR_PURPOSE = "tpm_ek"  # trust anchors of this purpose (proposal kind trust_anchor)
+
 CREDENTIAL_SECRET_BYTES = 32
 # TPMA_OBJECT bits an endorsement key must carry: a TPM-bound restricted
 # decryption key (TCG EK Credential Profile templates).
@@ -176,8 +178,13 @@ class Enroller:
             raise _reject(
                 "enrollment.ek_certificate_malformed", "not a DER certificate", kind="invalid"
             ) from None
+        # The config file's anchors, and those added since by approved proposals.
+        approved = [
+            x509.load_der_x509_certificate(anchor.certificate_der)
+            for anchor in self._store.trust_anchors(EK_ANCHOR_PURPOSE)
+        ]
         try:
-            verify_chain(certificate, trusted=self._ek_roots, at=self._now())
+            verify_chain(certificate, trusted=(*self._ek_roots, *approved), at=self._now())
         except ChainError as exc:
             raise _reject("enrollment.ek_certificate_untrusted", str(exc)) from None
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -22,10 +22,10 @@ from verifier.operator_cli import (
     TIER_NAMES,
     CliError,
     add_connection_arguments,
+    call_verifier,
     first_reason,
     format_table,
     format_time,
-    operator_channel,
     reasons_document,
     summary_document,
 )
@@ -104,26 +104,18 @@ def add_host_commands(hosts_commands: Any) -> None:
 
 
 def run_host_command(args: argparse.Namespace) -> int:
-    try:
-        with operator_channel(args) as channel:
-            stub = operator_pb2_grpc.OperatorStub(channel)
-            if args.subcommand == "watch":
-                return watch_hosts(
-                    stub,
-                    args.hosts,
-                    include_current=not args.no_current,
-                    as_json=args.json,
-                    out=sys.stdout,
-                )
-            output = hosts_show(stub, args.host, as_json=args.json, history=args.history)
-    except CliError as exc:
-        print(f"weightgate: {exc}", file=sys.stderr)
-        return 2
-    except grpc.RpcError as exc:
-        print(f"weightgate: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    print(output)
-    return 0
+    def action(stub: operator_pb2_grpc.OperatorStub) -> str | int:
+        if args.subcommand == "watch":
+            return watch_hosts(
+                stub,
+                args.hosts,
+                include_current=not args.no_current,
+                as_json=args.json,
+                out=sys.stdout,
+            )
+        return hosts_show(stub, args.host, as_json=args.json, history=args.history)
+
+    return call_verifier(args, action)
 
 
 # -- hosts show ---------------------------------------------------------------------

@@ -5,7 +5,8 @@ Roles and an agent's host travel in the certificate as SAN URIs,
 verifier trusts exactly one CA for client certificates (``[verifier.tls]
 client_ca``, ours), and gRPC has verified the chain to it before a handler
 runs, so these URIs are authoritative: whoever controls that CA controls who
-may do what.
+may do what. What that CA has revoked since is checked against its CRL
+(verifier.revocation), when one is configured.
 """
 
 from __future__ import annotations
@@ -118,25 +119,42 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     return Identity(name=name, roles=frozenset(roles), host_id=host_id)
 
 
-def identity_from_pem(pem: bytes) -> Identity:
+def _certificate_from_pem(pem: bytes) -> x509.Certificate:
     try:
-        cert = x509.load_pem_x509_certificate(pem)
+        return x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
         raise IdentityError(f"cannot parse the client certificate: {exc}") from None
-    return identity_from_certificate(cert)
+
+
+def identity_from_pem(pem: bytes) -> Identity:
+    return identity_from_certificate(_certificate_from_pem(pem))
 
 
 class _HasAuthContext(Protocol):
     def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
 
 
-def identity_of(context: _HasAuthContext, *, insecure: bool) -> Identity:
+class RevocationCheck(Protocol):
+    """Raises verifier.revocation.RevocationError unless ``cert`` (naming ``identity``)
+    is known not to be revoked (verifier.revocation.ClientRevocationList)."""
+
+    def check(self, cert: x509.Certificate, identity: Identity) -> None: ...
+
+
+def identity_of(
+    context: _HasAuthContext, *, insecure: bool, revocation: RevocationCheck | None = None
+) -> Identity:
     """The caller of an RPC: from the peer certificate gRPC verified under mutual TLS
     (``x509_pem_cert`` in the auth context), or the all-roles insecure identity on a
-    plaintext verifier. A TLS peer without a certificate is refused."""
+    plaintext verifier. A TLS peer without a certificate is refused, and so is one
+    whose certificate ``revocation`` refuses (its error propagates)."""
     if insecure:
         return Identity.insecure()
     pems = list(context.auth_context().get("x509_pem_cert", ()))
     if len(pems) != 1:
         raise IdentityError("no client certificate")
-    return identity_from_pem(pems[0])
+    cert = _certificate_from_pem(pems[0])
+    identity = identity_from_certificate(cert)
+    if revocation is not None:
+        revocation.check(cert, identity)
+    return identity

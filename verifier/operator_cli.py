@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -234,26 +234,36 @@ def parse_pcr_list(text: str) -> set[int]:
 
 
 def run_operator_command(args: argparse.Namespace) -> int:
-    """Dispatch a parsed `hosts`/`reference` command; print the result or the error."""
+    """Dispatch a parsed `hosts`/`reference`/... command; print the result or the error."""
+    return call_verifier(args, lambda stub: _dispatch(stub, args))
+
+
+def call_verifier(
+    args: argparse.Namespace, action: Callable[[operator_pb2_grpc.OperatorStub], str | int]
+) -> int:
+    """Run ``action`` against the Operator API: print its text and exit 0 (or exit
+    with its number); usage errors exit 2, refusals 1, with the reason."""
     try:
         with operator_channel(args) as channel:
-            stub = operator_pb2_grpc.OperatorStub(channel)
-            output = _dispatch(stub, args)
+            result = action(operator_pb2_grpc.OperatorStub(channel))
     except CliError as exc:
         print(f"weightgate: {exc}", file=sys.stderr)
         return 2
     except grpc.RpcError as exc:
         print(f"weightgate: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
-    print(output)
+    if isinstance(result, int):
+        return result
+    print(result)
     return 0
 
 
 def _dispatch(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
     from verifier.gate_cli import run_gate_command  # noqa: PLC0415 - gate_cli imports this module
     from verifier.proposal_cli import run_proposal_command  # noqa: PLC0415 - likewise
+    from verifier.trust_cli import run_trust_command  # noqa: PLC0415 - likewise
 
-    for run in (run_gate_command, run_proposal_command):
+    for run in (run_gate_command, run_proposal_command, run_trust_command):
         output = run(stub, args)
         if output is not None:
             return output

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from verifier.identity import PERSONNEL_ROLES, Role, host_uri, role_uri
+from verifier.pki_files import PkiError, private_directory, write_new
+from verifier.pki_records import CA_CERTIFICATE, record_issued
 
-CA_CERTIFICATE = "ca.crt"
 CA_KEY = "ca.key"
 ORGANIZATION = "weightgate"
 CA_DAYS = 3650
@@ -37,10 +36,6 @@ LEAF_DAYS = 365
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 # Names become file names and host ids: the verifier's identifier alphabet.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-class PkiError(Exception):
-    """The PKI directory or a request to it is unusable."""
 
 
 @dataclass(frozen=True)
@@ -66,26 +61,6 @@ def _subject(common_name: str) -> x509.Name:
     )
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new file at ``path`` with ``mode``: all or nothing, never over a file."""
-    if path.exists():
-        raise PkiError(f"{path} exists; refusing to overwrite it")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(tmp, path)  # fails if path appeared meanwhile: no overwrite
-        except FileExistsError:
-            raise PkiError(f"{path} exists; refusing to overwrite it") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -108,7 +83,7 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 def init_ca(directory: Path, *, name: str = "weightgate evaluation CA") -> IssuedFiles:
     """Create ``directory`` (0700) with a new self-signed CA; refuses an existing CA."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(directory)
     files = IssuedFiles(directory / CA_CERTIFICATE, directory / CA_KEY)
     if files.certificate.exists() or files.private_key.exists():
         raise PkiError(f"{directory} already holds a CA; refusing to replace it")
@@ -128,12 +103,12 @@ def init_ca(directory: Path, *, name: str = "weightgate evaluation CA") -> Issue
         .sign(key, hashes.SHA256())
     )
     # The key first: a certificate without its key would look like a usable CA.
-    _write_new(files.private_key, _key_pem(key), 0o600)
-    _write_new(files.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_new(files.private_key, _key_pem(key), 0o600)
+    write_new(files.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return files
 
 
-def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     try:
         cert = x509.load_pem_x509_certificate((directory / CA_CERTIFICATE).read_bytes())
         key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
@@ -148,6 +123,7 @@ def _issue(
     directory: Path,
     *,
     stem: str,
+    kind: str,
     common_name: str,
     usage: x509.ObjectIdentifier,
     alt_names: list[x509.GeneralName],
@@ -155,7 +131,7 @@ def _issue(
 ) -> IssuedFiles:
     if days < 1:
         raise PkiError("days: must be at least 1")
-    ca_cert, ca_key = _load_ca(directory)
+    ca_cert, ca_key = load_ca(directory)
     files = IssuedFiles(directory / f"{stem}.crt", directory / f"{stem}.key")
     for path in (files.certificate, files.private_key):
         if path.exists():
@@ -180,8 +156,10 @@ def _issue(
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
     )
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write_new(files.private_key, _key_pem(key), 0o600)
-    _write_new(files.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_new(files.private_key, _key_pem(key), 0o600)
+    write_new(files.certificate, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    # Last: a record without its certificate would name access nobody holds.
+    record_issued(directory, cert, kind=kind, file=files.certificate)
     return files
 
 
@@ -200,6 +178,7 @@ def issue_operator(
     return _issue(
         directory,
         stem=f"operator-{_check_name(name, 'operator name')}",
+        kind="operator",
         common_name=name,
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
         alt_names=uris,
@@ -217,6 +196,7 @@ def issue_agent(directory: Path, host_id: str, *, days: int = LEAF_DAYS) -> Issu
     return _issue(
         directory,
         stem=f"agent-{host_id}",
+        kind="agent",
         common_name=host_id,
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
         alt_names=uris,
@@ -239,8 +219,22 @@ def issue_server(
     return _issue(
         directory,
         stem=f"server-{name}",
+        kind="server",
         common_name=name,
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
         alt_names=alt_names,
         days=days,
     )
+
+
+__all__ = [
+    "CA_CERTIFICATE",
+    "CA_KEY",
+    "IssuedFiles",
+    "PkiError",
+    "init_ca",
+    "issue_agent",
+    "issue_operator",
+    "issue_server",
+    "load_ca",
+]

@@ -14,6 +14,8 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from agent.collectors.tpm import Tpm
 from tests.verifier_harness import VerifierHarness, running_verifier
@@ -335,6 +337,53 @@ def test_ek_certificate_from_an_untrusted_ca_is_refused(
             other_verifier.enrollment.BeginEnrollment(begin_request(tpm, "node-x"))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "enrollment.ek_certificate_untrusted" in (refused.value.details() or "")
+
+
+def _anchor_change(pem_path: Path, *, remove: bool = False) -> operator_pb2.ProposeChangeRequest:
+    certificate = x509.load_pem_x509_certificate(pem_path.read_bytes())
+    change = operator_pb2.TrustAnchorChange(
+        purpose="tpm_ek",
+        certificate_der=certificate.public_bytes(serialization.Encoding.DER),
+        remove=remove,
+    )
+    return operator_pb2.ProposeChangeRequest(
+        change=operator_pb2.ProposedChange(trust_anchor=change)
+    )
+
+
+def test_ek_trust_anchors_added_and_removed_by_proposal(
+    tmp_path: Path, tpm: Tpm, tpm_process: Any, swtpm_factory_module: Any
+) -> None:
+    """A verifier whose config trusts another vendor's EK CA: this TPM enrolls only
+    while an approved proposal (no quorum in this plaintext harness) trusts its CA."""
+    stranger_ca = swtpm_factory_module().ek_ca_certificates
+    with running_verifier(tmp_path, ek_ca_certificates=stranger_ca) as other_verifier:
+        register(other_verifier, "node-anchored")
+        for pem in tpm_process.ek_ca_certificates:
+            added = other_verifier.operator.ProposeChange(_anchor_change(pem))
+            assert added.state == operator_pb2.PROPOSAL_STATE_APPLIED, added
+        listed = other_verifier.operator.ListTrustAnchors(operator_pb2.ListTrustAnchorsRequest())
+        assert len(listed.anchors) == len(tpm_process.ek_ca_certificates)
+        other_verifier.enrollment.BeginEnrollment(begin_request(tpm, "node-anchored"))
+
+        again = _refusal(
+            lambda: other_verifier.operator.ProposeChange(
+                _anchor_change(tpm_process.ek_ca_certificates[0])
+            )
+        )
+        assert again.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "already" in (again.details() or "")
+        for pem in tpm_process.ek_ca_certificates:
+            other_verifier.operator.ProposeChange(_anchor_change(pem, remove=True))
+        with pytest.raises(grpc.RpcError) as refused:
+            other_verifier.enrollment.BeginEnrollment(begin_request(tpm, "node-anchored"))
+    assert "enrollment.ek_certificate_untrusted" in (refused.value.details() or "")
+
+
+def _refusal(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    return refused.value
 
 
 def test_malformed_operator_request_gets_invalid_argument(verifier: VerifierHarness) -> None:

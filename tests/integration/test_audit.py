@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from tests.store_fixtures import T0
 from tests.tls_material import CertificateAuthority
-from tests.verifier_harness import VerifierHarness, running_verifier
+from tests.verifier_harness import InsecureCli, VerifierHarness, running_verifier
 from verifier.audit.chain import (
     GENESIS,
     OK,
@@ -28,7 +28,6 @@ from verifier.audit.chain import (
     verify_chain,
 )
 from verifier.audit.recorder import AUDIT_UNAVAILABLE
-from verifier.cli import main
 from verifier.config import TlsConfig
 from verifier.store import Store
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
@@ -259,25 +258,13 @@ def test_success_targets_and_no_secrets(verifier: VerifierHarness) -> None:
     assert model.outcome == "INVALID_ARGUMENT"
 
 
-class Cli:
-    def __init__(self, verifier: VerifierHarness, capsys: pytest.CaptureFixture[str]) -> None:
-        self._address = verifier.address
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main([*argv, "--verifier", self._address, "--insecure"])
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-
 def test_cli_list_and_verify_then_tamper(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("WEIGHTGATE_INSECURE", raising=False)
     monkeypatch.delenv("WEIGHTGATE_VERIFIER", raising=False)
     with running_verifier(tmp_path, ek_ca_certificates=()) as verifier:
-        cli = Cli(verifier, capsys)
+        cli = InsecureCli(verifier, capsys)
         for host in ("c1", "c2", "c3"):
             verifier.operator.RegisterHost(
                 operator_pb2.RegisterHostRequest(host_id=host, group="g"), timeout=RPC_TIMEOUT

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tests.store_fixtures import T0
-from tests.verifier_harness import VerifierHarness, running_verifier
+from tests.verifier_harness import InsecureCli, VerifierHarness, running_verifier
 from verifier import audit_records_cli
 from verifier.audit.chain import OK, recompute, verify_chain
 from verifier.audit.checkpoint import (
@@ -29,7 +29,6 @@ from verifier.audit.checkpoint import (
     sign_checkpoint,
     verify_checkpoint,
 )
-from verifier.cli import main
 from verifier.keystore import FileKeyStore
 from verifier.store import Store
 from verifier.store.audit_search import AuditSearch
@@ -282,25 +281,13 @@ def _wait_for_checkpoint(verifier: VerifierHarness, *, tree_size: int) -> Signed
 # -- the CLI ---------------------------------------------------------------------------------
 
 
-class Cli:
-    def __init__(self, verifier: VerifierHarness, capsys: pytest.CaptureFixture[str]) -> None:
-        self._address = verifier.address
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main([*argv, "--verifier", self._address, "--insecure"])
-        out, err = self._capsys.readouterr()
-        return code, out, err
-
-
 @pytest.fixture
 def cli(
     verifier: VerifierHarness, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Cli:
+) -> InsecureCli:
     monkeypatch.delenv("WEIGHTGATE_INSECURE", raising=False)
     monkeypatch.delenv("WEIGHTGATE_VERIFIER", raising=False)
-    return Cli(verifier, capsys)
+    return InsecureCli(verifier, capsys)
 
 
 def _pem(verifier: VerifierHarness, path: Path) -> Path:
@@ -313,7 +300,7 @@ def _pem(verifier: VerifierHarness, path: Path) -> Path:
 
 
 def test_cli_checkpoint_then_verify_catches_edits(
-    verifier: VerifierHarness, cli: Cli, tmp_path: Path
+    verifier: VerifierHarness, cli: InsecureCli, tmp_path: Path
 ) -> None:
     _register(verifier, "c1", "c2", "c3")
     kept, pem = tmp_path / "cp.json", _pem(verifier, tmp_path / "verifier.pub")
@@ -360,7 +347,7 @@ def test_cli_checkpoint_then_verify_catches_edits(
 
 
 def test_cli_verify_refuses_bad_checkpoints(
-    verifier: VerifierHarness, cli: Cli, tmp_path: Path
+    verifier: VerifierHarness, cli: InsecureCli, tmp_path: Path
 ) -> None:
     _register(verifier, "v1")
     kept, pem = tmp_path / "cp.json", _pem(verifier, tmp_path / "verifier.pub")
@@ -393,7 +380,9 @@ def test_cli_verify_refuses_bad_checkpoints(
     assert "checkpoint listed by the verifier: signature does not verify" in err
 
 
-def test_cli_verify_catches_truncation(verifier: VerifierHarness, cli: Cli, tmp_path: Path) -> None:
+def test_cli_verify_catches_truncation(
+    verifier: VerifierHarness, cli: InsecureCli, tmp_path: Path
+) -> None:
     _register(verifier, "t1", "t2", "t3", "t4")
     kept = tmp_path / "cp.json"
     assert cli("audit", "checkpoint", "--out", str(kept))[0] == 0
@@ -410,7 +399,7 @@ def test_cli_verify_catches_truncation(verifier: VerifierHarness, cli: Cli, tmp_
     assert "covers 4 records, the log ends at 3 (truncated)" in err
 
 
-def test_cli_search(verifier: VerifierHarness, cli: Cli) -> None:
+def test_cli_search(verifier: VerifierHarness, cli: InsecureCli) -> None:
     _register(verifier, "q1", "q2")
     code, out, _ = cli("audit", "search", "--target", "host_id=q2", "--json")
     assert code == 0
@@ -441,7 +430,7 @@ def test_cli_search(verifier: VerifierHarness, cli: Cli) -> None:
 
 
 def test_cli_tail_and_follow(
-    verifier: VerifierHarness, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    verifier: VerifierHarness, cli: InsecureCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _register(verifier, "f1", "f2", "f3")
     code, out, _ = cli("audit", "tail", "--limit", "2")

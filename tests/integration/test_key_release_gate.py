@@ -210,6 +210,21 @@ def test_release_gate_end_to_end(
     assert renewal.WhichOneof("body") == "lease_renewal"
     assert renewal.lease_renewal.release_id == release.release_id
 
+    # The site loses its clearance for the model's tier: the host is still
+    # trusted, but the next round revokes the release under the policy.
+    operator(verifier, "sites", "set", "eu-west", "--cleared", "low")
+    verdict, lapsed = agent.stream.answer_with_extra(agent_evidence(agent))
+    assert verdict.tier == common_pb2.TIER_AFFIRMING
+    assert lapsed.WhichOneof("body") == "revocation", lapsed
+    assert lapsed.revocation.release_id == release.release_id
+    assert lapsed.revocation.reason.code == "release.revoked.policy"
+    assert "release.site_not_cleared" in lapsed.revocation.reason.detail
+    # Cleared again, the host gets a new release; the rest of the test follows it.
+    operator(verifier, "sites", "set", "eu-west", "--cleared", "low,high")
+    answer = agent.request(model_digest)
+    assert answer.WhichOneof("body") == "key_release", answer
+    release = answer.key_release
+
     # The boot state changes: the TPM refuses to unwrap, the host turns untrusted,
     # and its release is revoked and must be erased.
     tpm.extend_pcr(4, b"unapproved bootloader")

@@ -527,3 +527,41 @@ def test_cli_propose_show_approve(
     )
     code, out, _ = cli("vic", "reference", "show", "--group", "cli")
     assert code == 0 and "cd" * 32 in out
+
+
+def test_break_glass_is_a_bounded_approved_grant(
+    verifier: VerifierHarness, stubs: dict[str, Any]
+) -> None:
+    stubs["olga"].RegisterHost(
+        operator_pb2.RegisterHostRequest(host_id="glass-host", group="g"), timeout=RPC_TIMEOUT
+    )
+    manifest = b"another manifest for break-glass"
+    digest = hashlib.sha256(manifest).digest()
+    verifier.store.add_model_version(
+        manifest=manifest, manifest_signature=b"sig", manifest_digest=digest, name="glass",
+        version="1", risk_tier="high", file_count=1, plaintext_bytes=1,
+        wrapped_data_keys={"00" * 16: b"wrapped"}, now=datetime.now(UTC),
+    )  # fmt: skip
+
+    def grant(hours: int) -> operator_pb2.ProposedChange:
+        request = operator_pb2.BreakGlassRelease(
+            host_id="glass-host", manifest_digest=digest, hours=hours
+        )
+        return operator_pb2.ProposedChange(break_glass=request)
+
+    for hours in (0, 73):
+        refused = _refused(lambda h=hours: _propose(stubs["olga"], grant(h), "incident"))
+        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT, hours
+    proposal = _propose(stubs["olga"], grant(4), "incident 4711: restore serving")
+    assert "without site clearance or review" in proposal.diff[0]
+    _approve(stubs["amy"], proposal.proposal_id)
+    now = datetime.now(UTC)
+    assert verifier.store.active_break_glass("glass-host", digest, now=now) is None
+    _approve(stubs["bob"], proposal.proposal_id)
+    active = verifier.store.active_break_glass("glass-host", digest, now=datetime.now(UTC))
+    assert active is not None and active.approvers == ("amy", "bob")
+    assert active.expires_at - active.granted_at == timedelta(hours=4)
+    later = active.expires_at + timedelta(seconds=1)
+    assert verifier.store.active_break_glass("glass-host", digest, now=later) is None
+    events = [e.kind for e in verifier.store.events("glass-host")]
+    assert "break_glass" in events

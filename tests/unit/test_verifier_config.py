@@ -81,6 +81,8 @@ def test_two_approvals_by_default(tmp_path: Path) -> None:
         "site": 2,
         "host_site": 2,
         "review": 2,
+        "trust_anchor": 2,
+        "break_glass": 3,  # it waives the site clearance and the review
     }
     assert config.approvals.ttl_seconds == 72 * 3600
 

@@ -234,7 +234,6 @@ class audited:  # noqa: N801 - used as a decorator, named like one
 
     def __call__(self, handler: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
         action = handler.__name__
-        method = method_name(OPERATOR, action)
         target_of, digests_of, details_of = self._target, self._digests, self._details
 
         @functools.wraps(handler)
@@ -242,34 +241,21 @@ class audited:  # noqa: N801 - used as a decorator, named like one
             target = request_fields(request, target_of)
             for name in digests_of:
                 target[f"{name}_sha256"] = hashlib.sha256(getattr(request, name)).hexdigest()
-            call = _Call(self._audit, context, action, target, request_fields(request, details_of))
-            recording = cast(Context, _AuditedContext(call))
-            try:
-                await self._authz.require(recording, method)
-                response = await handler(self, request, recording)
-            except grpc.aio.AbortError:
-                # Aborted through our stand-in (recorded already) unless a handler
-                # kept the real context somewhere; then the code is unknown here.
-                await call.finish(grpc.StatusCode.UNKNOWN.name, "aborted without a record")
-                raise
-            except asyncio.CancelledError:
-                await asyncio.shield(call.finish(grpc.StatusCode.CANCELLED.name, "cancelled"))
-                raise
-            except Exception as exc:
-                await call.finish(grpc.StatusCode.INTERNAL.name, type(exc).__name__)
-                raise
-            if not await call.finish(OK):
-                await context.abort(grpc.StatusCode.INTERNAL, AUDIT_UNAVAILABLE)
-            return response
+            details = request_fields(request, details_of)
+            async with audited_call(
+                self, context, action=action, target=target, details=details
+            ) as recording:
+                return await handler(self, request, recording)
 
         return run
 
 
 @contextlib.asynccontextmanager
-async def audited_opening(
+async def audited_call(
     servicer: Audited, context: Context, *, action: str, target: Fields, details: Fields
 ) -> AsyncIterator[Context]:
-    """For a server-streaming handler: one audit record for opening the stream.
+    """One audit record for one call: a unary handler's (:class:`audited` runs it
+    around the handler), or a server-streaming handler's opening of the stream.
 
     Authorizes the caller for ``action``, then runs the block with the recording
     stand-in for ``context`` (as :func:`audited` gives a unary handler): a refusal

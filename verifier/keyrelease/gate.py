@@ -14,6 +14,7 @@ from verifier.evidence.tpm.certify import AuthenticatedBindingKey
 from verifier.keyrelease.controls import unsatisfied_controls
 from verifier.store import (
     AttestationRecord,
+    BreakGlassRecord,
     HostRecord,
     HostStatus,
     ModelVersionRecord,
@@ -40,6 +41,9 @@ class ReleaseFacts:
     review: ReviewRecord | None
     binding_key: AuthenticatedBindingKey | None  # certified on this very stream
     now: datetime
+    # An approved break-glass grant for this host and model, in force now: it
+    # waives the site clearance and the review (and so the review's controls).
+    break_glass: BreakGlassRecord | None = None
 
 
 def check_release(facts: ReleaseFacts, *, freshness: timedelta) -> None:
@@ -49,7 +53,8 @@ def check_release(facts: ReleaseFacts, *, freshness: timedelta) -> None:
     certified on its current stream; it is assigned to a known site cleared for
     the model's risk tier; an unexpired pre-deployment review approves this model
     version for that site, and the host's latest verdict shows every control
-    that review requires."""
+    that review requires. An approved break-glass grant in force replaces the
+    site and review conditions, never the others."""
     reasons: list[Reason] = []
     host, model = facts.host, facts.model
     if model is None:
@@ -68,6 +73,24 @@ def check_release(facts: ReleaseFacts, *, freshness: timedelta) -> None:
         reasons.append(
             Reason("release.binding_key_missing", "no binding key certified on this stream yet")
         )
+    reasons += policy_reasons(facts)
+    if reasons:
+        raise ReleaseDeniedError(tuple(reasons))
+
+
+def policy_reasons(facts: ReleaseFacts) -> list[Reason]:
+    """Why the deployment policy no longer (or does not) allow this release: site,
+    clearance, review and its controls, unless a break-glass grant is in force.
+
+    A live release is held to these at every renewal, so a site losing its
+    clearance, a review expiring or a stricter review taking effect revokes it at
+    the next round. (Break-glass never waives what check_release checks first:
+    the model, quarantine, a fresh affirming verdict, the binding key.)
+    """
+    if facts.break_glass is not None:
+        return []
+    reasons: list[Reason] = []
+    host, model = facts.host, facts.model
     if host.site is None:
         reasons.append(Reason("release.site_unassigned", "the host is not assigned to a site"))
     elif facts.site is None:
@@ -97,8 +120,7 @@ def check_release(facts: ReleaseFacts, *, freshness: timedelta) -> None:
                     f"the review requires {control!r}; the latest verdict does not show it",
                 )
             )
-    if reasons:
-        raise ReleaseDeniedError(tuple(reasons))
+    return reasons
 
 
 def release_context(host_id: str, release_id: str, manifest_digest: bytes) -> bytes:

@@ -19,6 +19,7 @@ from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
 from verifier.keystore import FileKeyStore, KeyStoreError
+from verifier.revocation import ClientRevocationList
 from verifier.server.attestation_service import AttestationService, OpenStreams
 from verifier.server.audit_signer import sign_checkpoints_periodically
 from verifier.server.enrollment_service import EnrollmentService
@@ -107,6 +108,16 @@ def _credentials(config: VerifierConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def _revocations(
+    config: VerifierConfig, now: Callable[[], datetime]
+) -> ClientRevocationList | None:
+    if config.tls is None or config.tls.client_crl is None:
+        return None
+    crl = ClientRevocationList(config.tls.client_crl, config.tls.client_ca, now=now)
+    log.info("revocation: %s", crl.describe())  # what it holds, or why every call is refused
+    return crl
+
+
 async def start_verifier(
     config: VerifierConfig,
     *,
@@ -147,7 +158,7 @@ async def start_verifier(
             "role and may act as any host. For demos and tests only, never in production."
         )
     audit = AuditRecorder(store, insecure=config.insecure, now=now)
-    authz = Authorizer(insecure=config.insecure, audit=audit)
+    authz = Authorizer(insecure=config.insecure, audit=audit, revocations=_revocations(config, now))
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
         EnrollmentService(enroller, authz=authz, host_watch=host_watch), server
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -55,7 +56,9 @@ class AttestationService(attestation_pb2_grpc.AttestationServicer):
     ) -> AsyncIterator[attestation_pb2.VerifierMessage]:
         host = await self._hello(request_iterator, context)
         log.info("attestation stream open host=%s peer=%s", host.host_id, context.peer())
-        stream = HostStream(self._deps, host)
+        # A certificate revoked while the stream is open ends it at the next round.
+        still_admitted = functools.partial(self._authz.still_admitted, context, ATTEST)
+        stream = HostStream(self._deps, host, still_admitted=still_admitted)
         self._open_streams.add(stream)
         try:
             async for item in stream.run(request_iterator):

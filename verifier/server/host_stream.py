@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,13 +62,19 @@ class StreamDeps:
 
 
 Outgoing = attestation_pb2.VerifierMessage | StreamAbort
+# None while the agent's certificate still admits it, else why not (e.g. revoked):
+# asked every round and before every release, so a revoked agent is cut off then.
+AdmissionCheck = Callable[[], Awaitable[str | None]]
 QUARANTINED = Reason("release.revoked.quarantined", "an operator quarantined the host")
 
 
 class HostStream:
-    def __init__(self, deps: StreamDeps, host: HostRecord) -> None:
+    def __init__(
+        self, deps: StreamDeps, host: HostRecord, *, still_admitted: AdmissionCheck
+    ) -> None:
         self.host_id = host.host_id
         self._deps = deps
+        self._still_admitted = still_admitted
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._evidence: asyncio.Queue[attestation_pb2.Evidence | None] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -116,6 +122,8 @@ class HostStream:
             if kind == "evidence":
                 await self._evidence.put(message.evidence)
             elif kind == "release_request":
+                if await self._refused():
+                    return
                 answer = await asyncio.to_thread(
                     desk.request, self.host_id, message.release_request, self._binding_key
                 )
@@ -129,9 +137,19 @@ class HostStream:
                 return
         await self._evidence.put(None)
 
+    async def _refused(self) -> bool:
+        """End the stream (PERMISSION_DENIED) if the agent is no longer admitted."""
+        reason = await self._still_admitted()
+        if reason is None:
+            return False
+        await self._outbox.put(StreamAbort(grpc.StatusCode.PERMISSION_DENIED, reason))
+        return True
+
     async def _drive(self) -> None:
         deps = self._deps
         while True:
+            if await self._refused():
+                return
             host = await asyncio.to_thread(deps.store.get_host, self.host_id)
             if host is None:
                 await self._outbox.put(
@@ -202,6 +220,10 @@ class HostStream:
         )
         withdraw = _withdrawal_reason(host, outcome)
         if withdraw is None:
+            # Trust holds; the deployment policy (site, clearance, review) may not.
+            lapsed = await asyncio.to_thread(deps.desk.policy_lapses, host.host_id, appraised_at)
+            for release, reason in lapsed:
+                await self._revoke(release, reason)
             expiry = appraised_at.timestamp() + deps.config.lease_seconds
             renewed = await asyncio.to_thread(
                 deps.store.renew_releases,

@@ -210,6 +210,26 @@ class ProposalRpcs:
             reviews=[review_message(r) for r in reviews], known_controls=sorted(CONTROLS)
         )
 
+    @audited("purpose")
+    async def ListTrustAnchors(
+        self, request: operator_pb2.ListTrustAnchorsRequest, context: Context
+    ) -> operator_pb2.ListTrustAnchorsResponse:
+        anchors = await asyncio.to_thread(self._store.trust_anchors, request.purpose or None)
+        return operator_pb2.ListTrustAnchorsResponse(
+            anchors=[
+                operator_pb2.TrustAnchor(
+                    purpose=a.purpose,
+                    certificate_der=a.certificate_der,
+                    fingerprint=a.fingerprint,
+                    subject=a.subject,
+                    not_after=timestamp(a.not_after),
+                    added_at=timestamp(a.added_at),
+                    proposal_id=a.proposal_id,
+                )
+                for a in anchors
+            ]
+        )
+
     # -- helpers -------------------------------------------------------------------
 
     async def _decide(

@@ -15,8 +15,8 @@ from datetime import datetime
 
 import grpc
 
-from verifier.audit.recorder import AuditRecorder, audited_opening, request_fields
-from verifier.authz import Authorizer
+from verifier.audit.recorder import AuditRecorder, audited_call, request_fields
+from verifier.authz import OPERATOR, Authorizer, method_name
 from verifier.server.convert import IDENTIFIER, STATUSES, host_summary, timestamp
 from verifier.server.host_watch import (
     HostChange,
@@ -34,6 +34,7 @@ Context = grpc.aio.ServicerContext[object, object]
 # keeps the request, and the subscription's set, small.
 MAX_WATCHED_HOSTS = 1000
 SNAPSHOT = "snapshot"
+WATCH_HOSTS = method_name(OPERATOR, "WatchHosts")
 
 
 def change_message(change: HostChange) -> operator_pb2.HostChange:
@@ -68,6 +69,10 @@ class WatchRpcs:
                     yield change_message(HostChange(host, None, SNAPSHOT, at))
             try:
                 async for change in subscription:
+                    # A watcher whose certificate was revoked sees no change after that.
+                    refused = await self._authz.still_admitted(context, WATCH_HOSTS)
+                    if refused is not None:
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
                     yield change_message(change)
             except WatchFellBehind as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -81,7 +86,7 @@ class WatchRpcs:
         wanted = sorted(set(request.host_ids))
         subscription: Subscription | None = None
         try:
-            async with audited_opening(
+            async with audited_call(
                 self,
                 context,
                 action="WatchHosts",

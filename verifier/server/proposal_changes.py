@@ -9,20 +9,27 @@ approvers see is computed from the stored payload, never from the request.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+
 from verifier.attestation import DIGEST_SIZES
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
 from verifier.server.convert import IDENTIFIER, pcr_banks
 from verifier.store.proposal_kinds import (
+    ANCHOR_PURPOSES,
+    BREAK_GLASS,
     HOST_SITE,
+    MAX_BREAK_GLASS_HOURS,
     MAX_REVIEW_DAYS,
     REFERENCE_VALUES,
     REVIEW,
     SITE,
+    TRUST_ANCHOR,
     pcrs_from_json,
     pcrs_to_json,
 )
@@ -56,7 +63,13 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _host_site(change.host_site)
     if which == "review":
         return _review(change.review, default_review_days)
-    raise ChangeError("change: set one of reference_values, site, host_site, review")
+    if which == "trust_anchor":
+        return _trust_anchor(change.trust_anchor)
+    if which == "break_glass":
+        return _break_glass(change.break_glass)
+    raise ChangeError(
+        "change: set one of reference_values, site, host_site, review, trust_anchor, break_glass"
+    )
 
 
 def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.ProposedChange:
@@ -90,6 +103,20 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             findings=payload["findings"],
         )
         return operator_pb2.ProposedChange(review=review)
+    if kind == TRUST_ANCHOR:
+        anchor = operator_pb2.TrustAnchorChange(
+            purpose=payload["purpose"],
+            certificate_der=bytes.fromhex(payload["certificate_der"]),
+            remove=payload["remove"],
+        )
+        return operator_pb2.ProposedChange(trust_anchor=anchor)
+    if kind == BREAK_GLASS:
+        grant = operator_pb2.BreakGlassRelease(
+            host_id=payload["host_id"],
+            manifest_digest=bytes.fromhex(payload["manifest_digest"]),
+            hours=payload["hours"],
+        )
+        return operator_pb2.ProposedChange(break_glass=grant)
     raise ValueError(f"unknown proposal kind {kind!r}")
 
 
@@ -105,6 +132,16 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
         lines = [] if old == new else [f"- site: {old or '(none)'}", f"+ site: {new}"]
     elif kind == REVIEW:
         lines = _review_diff(base, payload)
+    elif kind == TRUST_ANCHOR:
+        sign = "-" if payload["remove"] else "+"
+        fingerprint = hashlib.sha256(bytes.fromhex(payload["certificate_der"])).hexdigest()
+        lines = [f"{sign} {payload['purpose']} trust anchor sha256:{fingerprint}"]
+    elif kind == BREAK_GLASS:
+        lines = [
+            f"+ break-glass: host {payload['host_id']} may receive model "
+            f"{payload['manifest_digest']} for {payload['hours']} h without site clearance "
+            "or review (attestation still required)"
+        ]
     else:
         raise ValueError(f"unknown proposal kind {kind!r}")
     return lines or ["(no change)"]
@@ -200,6 +237,43 @@ def _review(request: operator_pb2.RecordReviewRequest, default_days: int) -> Cha
     }
     ids = {"manifest_digest": digest.hex(), "site_id": request.site_id}
     return Change(REVIEW, f"review of {digest.hex()[:16]} for site {request.site_id}", payload, ids)
+
+
+def _trust_anchor(request: operator_pb2.TrustAnchorChange) -> Change:
+    if request.purpose not in ANCHOR_PURPOSES:
+        known = ", ".join(sorted(ANCHOR_PURPOSES))
+        raise ChangeError(f"trust_anchor.purpose: unknown {request.purpose!r}; known: {known}")
+    der = bytes(request.certificate_der)
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise ChangeError("trust_anchor.certificate_der: not a DER X.509 certificate") from None
+    if not request.remove:
+        try:
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.value.ca:
+            raise ChangeError("trust_anchor.certificate_der: not a CA certificate")
+    fingerprint = hashlib.sha256(der).hexdigest()
+    action = "remove" if request.remove else "add"
+    payload = {"purpose": request.purpose, "certificate_der": der.hex(), "remove": request.remove}
+    target = f"{action} {request.purpose} anchor {certificate.subject.rfc4514_string()}"
+    return Change(TRUST_ANCHOR, target[:512], payload, {"fingerprint": fingerprint})
+
+
+def _break_glass(request: operator_pb2.BreakGlassRelease) -> Change:
+    if not IDENTIFIER.fullmatch(request.host_id):
+        raise ChangeError("break_glass.host_id: not a valid id")
+    digest = bytes(request.manifest_digest)
+    if len(digest) != 32:
+        raise ChangeError("break_glass.manifest_digest: expected a 32-byte SHA-256 digest")
+    if not 0 < request.hours <= MAX_BREAK_GLASS_HOURS:
+        raise ChangeError(f"break_glass.hours: 1 to {MAX_BREAK_GLASS_HOURS}")
+    payload = {"host_id": request.host_id, "manifest_digest": digest.hex(), "hours": request.hours}
+    ids = {"host_id": request.host_id, "manifest_digest": digest.hex()}
+    target = f"break-glass for host {request.host_id}, model {digest.hex()[:16]}"
+    return Change(BREAK_GLASS, target, payload, ids)
 
 
 def _pcr_diff(

@@ -21,6 +21,7 @@ from verifier.keyrelease.gate import (
     ReleaseDeniedError,
     ReleaseFacts,
     check_release,
+    policy_reasons,
     release_context,
 )
 from verifier.keyrelease.receipts import erase_qualifying_data, verify_erase_receipt
@@ -97,6 +98,19 @@ class ReleaseDesk:
             )
         )
 
+    def policy_lapses(self, host_id: str, now: datetime) -> list[tuple[ReleaseRecord, Reason]]:
+        """The host's live releases that the deployment policy no longer allows
+        (verifier.keyrelease.gate.policy_reasons), each with why; checked before a
+        renewal, after the verdict itself affirmed."""
+        lapsed: list[tuple[ReleaseRecord, Reason]] = []
+        for release in self.store.live_releases(host_id):
+            facts = self._facts(host_id, release.manifest_digest, None, now)
+            reasons = policy_reasons(facts)
+            if reasons:
+                detail = "; ".join(str(r) for r in reasons)
+                lapsed.append((release, Reason("release.revoked.policy", detail)))
+        return lapsed
+
     def _facts(
         self,
         host_id: str,
@@ -123,6 +137,7 @@ class ReleaseDesk:
             review=review,
             binding_key=binding_key,
             now=now,
+            break_glass=self.store.active_break_glass(host_id, digest, now=now),
         )
 
     def _denied(

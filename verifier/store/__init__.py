@@ -32,9 +32,11 @@ from verifier.store.records import (
     SiteRecord,
 )
 from verifier.store.records_proposals import (
+    BreakGlassRecord,
     ProposalDecisionRecord,
     ProposalRecord,
     ProposalState,
+    TrustAnchorRecord,
 )
 from verifier.store.store import Store
 from verifier.store.store_proposals import (
@@ -48,6 +50,7 @@ __all__ = [
     "AlreadyDecided",
     "AttestationRecord",
     "BindingKeyRecord",
+    "BreakGlassRecord",
     "ClockState",
     "EnrollmentNotFound",
     "EnrollmentState",
@@ -80,4 +83,5 @@ __all__ = [
     "SiteRecord",
     "Store",
     "StoreError",
+    "TrustAnchorRecord",
 ]

@@ -33,6 +33,7 @@ from verifier.store.models_releases import (
     Review,
     Site,
 )
+from verifier.store.models_trust import BreakGlassGrantRow, TrustAnchorRow
 from verifier.store.records import (
     AttestationRecord,
     ClockState,
@@ -51,6 +52,7 @@ __all__ = [
     "AuditRecordRow",
     "Base",
     "BindingKey",
+    "BreakGlassGrantRow",
     "Enrollment",
     "Host",
     "HostEventRow",
@@ -64,6 +66,7 @@ __all__ = [
     "ReleaseDenial",
     "Review",
     "Site",
+    "TrustAnchorRow",
     "UInt64",
     "UTCDateTime",
 ]

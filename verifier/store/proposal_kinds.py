@@ -12,23 +12,29 @@ Kinds and payloads::
     review            {"manifest_digest": "<hex>", "site_id": s, "risk_tier": t,
                        "categories_assessed": [...], "required_controls": [...],
                        "findings": f, "summary": m, "valid_days": n}
+    trust_anchor      {"purpose": p, "certificate_der": "<hex>", "remove": bool}
+    break_glass       {"host_id": h, "manifest_digest": "<hex>", "hours": n}
 
-The first three replace state: if it changed between proposal and quorum, the
-approvers approved a diff that no longer describes what would happen, and the
-proposal goes stale instead of applying. A review adds a record beside earlier
-ones, so it has no such base.
+Reference values, sites, host sites and trust anchors replace state: if it
+changed between proposal and quorum, the approvers approved a diff that no
+longer describes what would happen, and the proposal goes stale instead of
+applying. Reviews and break-glass grants add records beside earlier ones, so
+they have no such base.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy.orm import Session
 
+from verifier.store._core import add_event
 from verifier.store.changes import (
     assign_site,
     effective_review_in,
@@ -40,14 +46,19 @@ from verifier.store.changes import (
 from verifier.store.errors import HostNotFound, ModelVersionNotFound, StoreError
 from verifier.store.models import Host
 from verifier.store.models_releases import ModelVersion, Site
+from verifier.store.models_trust import BreakGlassGrantRow, TrustAnchorRow
 
 REFERENCE_VALUES = "reference_values"
 SITE = "site"
 HOST_SITE = "host_site"
 REVIEW = "review"
-KINDS = (REFERENCE_VALUES, SITE, HOST_SITE, REVIEW)
-REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE})
+TRUST_ANCHOR = "trust_anchor"
+BREAK_GLASS = "break_glass"
+KINDS = (REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS)
+REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR})
 MAX_REVIEW_DAYS = 3660
+MAX_BREAK_GLASS_HOURS = 72
+ANCHOR_PURPOSES = frozenset({"tpm_ek"})  # what enrollment consults; more come with GPU/CVM
 
 State = dict[str, Any] | None
 
@@ -111,6 +122,25 @@ def target_state(s: Session, kind: str, payload: Mapping[str, Any], *, now: date
             "approvers": list(review.approvers),
             "expires_at": review.expires_at.isoformat(),
         }
+    if kind == TRUST_ANCHOR:
+        purpose, der = _purpose(payload), _der(payload)
+        fingerprint = hashlib.sha256(der).digest()
+        present = s.get(TrustAnchorRow, (purpose, fingerprint)) is not None
+        remove = payload.get("remove") is True
+        if present != remove:
+            raise PayloadError(
+                f"trust_anchor: {fingerprint.hex()} is {'already' if present else 'not'} "
+                f"a {purpose} anchor"
+            )
+        return {"purpose": purpose, "fingerprint": fingerprint.hex(), "present": present}
+    if kind == BREAK_GLASS:
+        host_id = _text(payload, "host_id")
+        if s.get(Host, host_id) is None:
+            raise HostNotFound(host_id)
+        digest = _digest(payload)
+        if s.get(ModelVersion, digest) is None:
+            raise ModelVersionNotFound(digest.hex())
+        return None
     raise PayloadError(f"unknown proposal kind {kind!r}")
 
 
@@ -164,7 +194,75 @@ def apply_change(
             proposal_id=proposal_id,
         )
         return f"review {review.review_id} in force until {review.expires_at.isoformat()}"
+    if kind == TRUST_ANCHOR:
+        return _apply_trust_anchor(s, payload, proposal_id=proposal_id, now=now)
+    if kind == BREAK_GLASS:
+        hours = payload.get("hours")
+        if not isinstance(hours, int) or isinstance(hours, bool):
+            raise PayloadError("hours must be a whole number")
+        if not 0 < hours <= MAX_BREAK_GLASS_HOURS:
+            raise PayloadError(f"hours must be 1 to {MAX_BREAK_GLASS_HOURS}")
+        grant = BreakGlassGrantRow(
+            grant_id=uuid.uuid4().hex,
+            host_id=_text(payload, "host_id"),
+            manifest_digest=_digest(payload),
+            granted_at=now.astimezone(UTC),
+            expires_at=(now + timedelta(hours=hours)).astimezone(UTC),
+            proposal_id=proposal_id,
+            approvers=sorted(set(approvers)),
+        )
+        s.add(grant)
+        add_event(s, grant.host_id, now, "break_glass", f"grant {grant.grant_id} for {hours} h")
+        s.flush()
+        return f"break-glass grant {grant.grant_id} until {grant.expires_at.isoformat()}"
     raise PayloadError(f"unknown proposal kind {kind!r}")
+
+
+def _apply_trust_anchor(
+    s: Session, payload: Mapping[str, Any], *, proposal_id: str, now: datetime
+) -> str:
+    purpose, der = _purpose(payload), _der(payload)
+    fingerprint = hashlib.sha256(der).digest()
+    existing = s.get(TrustAnchorRow, (purpose, fingerprint))
+    if payload.get("remove") is True:
+        if existing is None:
+            raise PayloadError(f"trust_anchor: {fingerprint.hex()} is not a {purpose} anchor")
+        s.delete(existing)
+        return f"{purpose} anchor {fingerprint.hex()} removed"
+    if existing is not None:
+        raise PayloadError(f"trust_anchor: {fingerprint.hex()} is already a {purpose} anchor")
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise PayloadError("trust_anchor: certificate_der is not a DER certificate") from None
+    subject = certificate.subject.rfc4514_string()
+    s.add(
+        TrustAnchorRow(
+            purpose=purpose,
+            fingerprint=fingerprint,
+            certificate_der=der,
+            subject=subject,
+            not_after=certificate.not_valid_after_utc,
+            added_at=now.astimezone(UTC),
+            proposal_id=proposal_id,
+        )
+    )
+    return f"{purpose} anchor {fingerprint.hex()} ({subject}) added"
+
+
+def _purpose(payload: Mapping[str, Any]) -> str:
+    purpose = _text(payload, "purpose")
+    if purpose not in ANCHOR_PURPOSES:
+        raise PayloadError(f"trust_anchor: unknown purpose {purpose!r}")
+    return purpose
+
+
+def _der(payload: Mapping[str, Any]) -> bytes:
+    try:
+        der = bytes.fromhex(_text(payload, "certificate_der"))
+    except ValueError:
+        raise PayloadError("certificate_der must be hex") from None
+    return der
 
 
 def pcrs_to_json(pcrs: Mapping[str, Mapping[int, bytes]]) -> dict[str, dict[str, str]]:

@@ -52,3 +52,29 @@ class ProposalRecord:
     def approvers(self) -> tuple[str, ...]:
         """Who approved, in order; each person once (the store refuses a second decision)."""
         return tuple(d.actor for d in self.decisions if d.approve)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustAnchorRecord:
+    """A CA certificate trusted for ``purpose`` because an approved proposal added it."""
+
+    purpose: str
+    fingerprint: bytes  # SHA-256 of certificate_der
+    certificate_der: bytes
+    subject: str
+    not_after: datetime
+    added_at: datetime
+    proposal_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassRecord:
+    """An approved waiver of site clearance and review for one host and model version."""
+
+    grant_id: str
+    host_id: str
+    manifest_digest: bytes
+    granted_at: datetime
+    expires_at: datetime
+    proposal_id: str
+    approvers: tuple[str, ...]

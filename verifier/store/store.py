@@ -65,6 +65,7 @@ from verifier.store.store_audit import AuditMixin
 from verifier.store.store_models import ModelsMixin
 from verifier.store.store_proposals import ProposalsMixin
 from verifier.store.store_releases import ReleasesMixin
+from verifier.store.store_trust import TrustMixin
 from verifier.verdict import Verdict
 
 __all__ = [
@@ -86,7 +87,7 @@ _SHA256_SIZE = 32
 QUARANTINE_CODE = "host.quarantined"
 
 
-class Store(ModelsMixin, ReleasesMixin, AuditMixin, ProposalsMixin):
+class Store(ModelsMixin, ReleasesMixin, AuditMixin, ProposalsMixin, TrustMixin):
     """Persistent verifier state. Build with :meth:`open`; safe to share between threads."""
 
     # -- hosts ---------------------------------------------------------------

@@ -797,6 +797,8 @@ class ProposedChange(_message.Message):
     SITE_FIELD_NUMBER: _builtins.int
     HOST_SITE_FIELD_NUMBER: _builtins.int
     REVIEW_FIELD_NUMBER: _builtins.int
+    TRUST_ANCHOR_FIELD_NUMBER: _builtins.int
+    BREAK_GLASS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def reference_values(self) -> Global___SetReferenceValuesRequest: ...
     @_builtins.property
@@ -805,6 +807,10 @@ class ProposedChange(_message.Message):
     def host_site(self) -> Global___AssignHostToSiteRequest: ...
     @_builtins.property
     def review(self) -> Global___RecordReviewRequest: ...
+    @_builtins.property
+    def trust_anchor(self) -> Global___TrustAnchorChange: ...
+    @_builtins.property
+    def break_glass(self) -> Global___BreakGlassRelease: ...
     def __init__(
         self,
         *,
@@ -812,16 +818,163 @@ class ProposedChange(_message.Message):
         site: Global___SetSiteRequest | None = ...,
         host_site: Global___AssignHostToSiteRequest | None = ...,
         review: Global___RecordReviewRequest | None = ...,
+        trust_anchor: Global___TrustAnchorChange | None = ...,
+        break_glass: Global___BreakGlassRelease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
 Global___ProposedChange: _TypeAlias = ProposedChange  # noqa: Y015
+
+@_typing.final
+class TrustAnchorChange(_message.Message):
+    """Adds or removes a CA certificate trusted for one purpose. Anchors from the
+    verifier's config file stay in force beside those added here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    """"tpm_ek": a root or intermediate of TPM EK certificates"""
+    certificate_der: _builtins.bytes
+    """the CA certificate (removal: the one to remove)"""
+    remove: _builtins.bool
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+        certificate_der: _builtins.bytes = ...,
+        remove: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "purpose", b"purpose", "remove", b"remove"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrustAnchorChange: _TypeAlias = TrustAnchorChange  # noqa: Y015
+
+@_typing.final
+class TrustAnchor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    certificate_der: _builtins.bytes
+    fingerprint: _builtins.bytes
+    """SHA-256 of certificate_der"""
+    subject: _builtins.str
+    """RFC 4514"""
+    proposal_id: _builtins.str
+    """the approved proposal that added it"""
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def added_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+        certificate_der: _builtins.bytes = ...,
+        fingerprint: _builtins.bytes = ...,
+        subject: _builtins.str = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        added_at: _timestamp_pb2.Timestamp | None = ...,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "not_after", b"not_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "certificate_der", b"certificate_der", "fingerprint", b"fingerprint", "not_after", b"not_after", "proposal_id", b"proposal_id", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrustAnchor: _TypeAlias = TrustAnchor  # noqa: Y015
+
+@_typing.final
+class ListTrustAnchorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    """empty: every purpose"""
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrustAnchorsRequest: _TypeAlias = ListTrustAnchorsRequest  # noqa: Y015
+
+@_typing.final
+class ListTrustAnchorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANCHORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def anchors(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrustAnchor]: ...
+    def __init__(
+        self,
+        *,
+        anchors: _abc.Iterable[Global___TrustAnchor] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchors", b"anchors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrustAnchorsResponse: _TypeAlias = ListTrustAnchorsResponse  # noqa: Y015
+
+@_typing.final
+class BreakGlassRelease(_message.Message):
+    """Break-glass: lets one host receive one model version's keys without a site
+    clearance or an effective pre-deployment review, for a few hours. It never
+    waives attestation: the host must still be trusted now, hold a certified
+    binding key and not be quarantined. Its own quorum (usually larger) applies.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    manifest_digest: _builtins.bytes
+    hours: _builtins.int
+    """how long the grant lasts once approved, 1 to 72"""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        manifest_digest: _builtins.bytes = ...,
+        hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "hours", b"hours", "manifest_digest", b"manifest_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreakGlassRelease: _TypeAlias = BreakGlassRelease  # noqa: Y015
 
 @_typing.final
 class ProposeChangeRequest(_message.Message):
@@ -896,9 +1049,11 @@ class Proposal(_message.Message):
     OUTCOME_DETAIL_FIELD_NUMBER: _builtins.int
     proposal_id: _builtins.str
     kind: _builtins.str
-    """"reference_values", "site", "host_site", "review" """
+    """"reference_values", "site", "host_site", "review","""
     target: _builtins.str
-    """what it changes, e.g. "group default", "site dc-1" """
+    """"trust_anchor", "break_glass"
+    what it changes, e.g. "group default", "site dc-1"
+    """
     state: Global___ProposalState.ValueType
     proposer: _builtins.str
     justification: _builtins.str

@@ -110,6 +110,11 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsResponse.FromString,
                 _registered_method=True)
+        self.ListTrustAnchors = channel.unary_unary(
+                '/weightgate.v1.Operator/ListTrustAnchors',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.ListTrustAnchorsRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.ListTrustAnchorsResponse.FromString,
+                _registered_method=True)
         self.ListReleases = channel.unary_unary(
                 '/weightgate.v1.Operator/ListReleases',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.ListReleasesRequest.SerializeToString,
@@ -240,6 +245,12 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrustAnchors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListReleases(self, request, context):
         """Key releases and their leases; quarantine revokes them.
         """
@@ -352,6 +363,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListReviews,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.ListReviewsResponse.SerializeToString,
+            ),
+            'ListTrustAnchors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrustAnchors,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.ListTrustAnchorsRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.ListTrustAnchorsResponse.SerializeToString,
             ),
             'ListReleases': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReleases,
@@ -785,6 +801,33 @@ class Operator:
             '/weightgate.v1.Operator/ListReviews',
             weightgate_dot_v1_dot_operator__pb2.ListReviewsRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.ListReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrustAnchors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/ListTrustAnchors',
+            weightgate_dot_v1_dot_operator__pb2.ListTrustAnchorsRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.ListTrustAnchorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,7 @@ class OperatorStub:
     RejectProposal: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DecideProposalRequest, _operator_pb2.Proposal]
     ListSites: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListSitesRequest, _operator_pb2.ListSitesResponse]
     ListReviews: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListReviewsRequest, _operator_pb2.ListReviewsResponse]
+    ListTrustAnchors: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListTrustAnchorsRequest, _operator_pb2.ListTrustAnchorsResponse]
     ListReleases: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]
     """Key releases and their leases; quarantine revokes them."""
     QuarantineHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]
@@ -103,6 +104,7 @@ class OperatorAsyncStub(OperatorStub):
     RejectProposal: _aio.UnaryUnaryMultiCallable[_operator_pb2.DecideProposalRequest, _operator_pb2.Proposal]  # type: ignore[assignment]
     ListSites: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListSitesRequest, _operator_pb2.ListSitesResponse]  # type: ignore[assignment]
     ListReviews: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListReviewsRequest, _operator_pb2.ListReviewsResponse]  # type: ignore[assignment]
+    ListTrustAnchors: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListTrustAnchorsRequest, _operator_pb2.ListTrustAnchorsResponse]  # type: ignore[assignment]
     ListReleases: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListReleasesRequest, _operator_pb2.ListReleasesResponse]  # type: ignore[assignment]
     """Key releases and their leases; quarantine revokes them."""
     QuarantineHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.QuarantineHostRequest, _operator_pb2.HostSummary]  # type: ignore[assignment]
@@ -234,6 +236,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.ListReviewsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ListReviewsResponse, _abc.Awaitable[_operator_pb2.ListReviewsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTrustAnchors(
+        self,
+        request: _operator_pb2.ListTrustAnchorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListTrustAnchorsResponse, _abc.Awaitable[_operator_pb2.ListTrustAnchorsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListReleases(
