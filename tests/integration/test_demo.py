@@ -65,6 +65,16 @@ def test_demo_shows_trusted_then_untrusted_and_stops_everything(tmp_path: Path) 
     assert untrusted is not None, output
     assert trusted.start() < untrusted.start(), output
     assert "PCR4" in output[untrusted.start() :]
+    # The two-person rule: nothing alice proposed applied before carol's approval.
+    assert re.search(r"carol: proposal \w+ applied: reference values of group demo", output)
+    assert re.search(r"carol: proposal \w+ applied: review \w+ in force", output)
+    assert "alice approving her own proposal: weightgate: PERMISSION_DENIED" in output
+    first_applied = output.index(" applied: ")
+    assert output.index("bob: proposal") < first_applied < trusted.start()
+    # The audit log verifies, then a one-byte edit is caught.
+    assert "audit chain intact" in output
+    assert "audit chain BROKEN: audit record" in output
+    assert "the edit is detected" in output
 
     pids = {name: int(pid) for name, pid in re.findall(r"(swtpm|verifier|agent) pid (\d+)", output)}
     assert set(pids) == {"swtpm", "verifier", "agent"}, output
