@@ -11,6 +11,8 @@ Example::
     reconnect_initial_seconds = 1.0    # default
     reconnect_max_seconds = 60.0       # default
     # insecure = true                  # plaintext gRPC, tests and demos only
+    # The UEFI measured-boot event log, sent when the verifier asks (default shown).
+    event_log_path = "/sys/kernel/security/tpm0/binary_bios_measurements"
     # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
     # as soon as a model is configured.
     verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
@@ -55,6 +57,7 @@ _AGENT_KEYS = frozenset(
         "tls",
         "verifier_signing_key",
         "models",
+        "event_log_path",
     }
 )
 _MODEL_KEYS = frozenset({"manifest_digest", "target_dir"})
@@ -98,6 +101,8 @@ class AgentConfig:
     # PEM Ed25519 public key that manifests must verify under; set when models are.
     verifier_signing_key: Path | None = None
     models: tuple[ModelConfig, ...] = ()
+    # The measured-boot event log sent when the verifier asks for it.
+    event_log_path: Path = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 
 
 def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:
@@ -197,7 +202,11 @@ class _Validator:
                 "required when [[agent.models]] are configured: the PEM Ed25519 public key"
                 " that manifests are verified against",
             )
+        event_log_path = AgentConfig.event_log_path
+        if "event_log_path" in agent:
+            event_log_path = self._path_value(self._string("agent", agent, "event_log_path"))
         return AgentConfig(
+            event_log_path=event_log_path,
             host_id=host_id,
             verifier=verifier,
             tcti=tcti,

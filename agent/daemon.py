@@ -27,6 +27,7 @@ import grpc.aio
 
 from agent.backoff import Backoff
 from agent.binding import ensure_certified_binding_key
+from agent.collectors.boot_log import read_boot_log
 from agent.collectors.tpm import Tpm, TpmError, ak_name
 from agent.config import AgentConfig, load_verifier_signing_key
 from agent.logs import EventLog
@@ -317,6 +318,9 @@ class Agent:
         evidence = attestation_pb2.Evidence(challenge_id=challenge.challenge_id)
         if challenge.HasField("binding_key"):
             await self._certify_binding_key(challenge.binding_key, evidence)
+        if challenge.want_boot_log:
+            boot_log = await asyncio.to_thread(read_boot_log, self._config.event_log_path)
+            evidence.boot_log.CopyFrom(boot_log)
         if not challenge.HasField("tpm"):
             return evidence
         selection: dict[str, list[int]] = {}

@@ -16,6 +16,7 @@ from verifier.challenges import IssuedChallenge
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
 from verifier.evidence.tpm.authenticate import authenticate_quote
+from verifier.evidence.tpm.boot_log_check import BootLogCheck, check_boot_log
 from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
 from verifier.store import ClockState, HostRecord, ReferenceSet
 from verifier.verdict import Reason, Verdict, VerificationError
@@ -117,8 +118,23 @@ def evaluate(
     except VerificationError as exc:
         return Outcome(exc.to_verdict(), None, None)
     clock = quote.info.clock_info
+    verdict = appraise_pcrs(quote, reference_pcrs)
+    if evidence.HasField("boot_log") and evidence.boot_log.event_log:
+        verdict = _with_boot_log(verdict, check_boot_log(evidence.boot_log.event_log, quote))
     return Outcome(
-        appraise_pcrs(quote, reference_pcrs),
+        verdict,
         ClockState(clock.clock, clock.reset_count, clock.restart_count),
         quote.boot_event,
     )
+
+
+def _with_boot_log(verdict: Verdict, boot_log: BootLogCheck) -> Verdict:
+    """The PCR appraisal combined with the boot log's replay against the same quote.
+
+    A log that was sent must replay: a host that sends a log which does not match
+    its quote is lying about its boot, even if its PCRs match the reference.
+    """
+    checks = verdict.checks_run | boot_log.checks_run
+    if boot_log.reasons or not verdict.affirms:
+        return Verdict.contraindicated((*verdict.reasons, *boot_log.reasons), checks)
+    return Verdict.affirming(checks)

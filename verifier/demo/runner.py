@@ -29,6 +29,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from verifier.demo.boot_log import build_event_log
 from verifier.demo.swtpm import start_swtpm
 
 HOST_ID = "demo-host"
@@ -150,6 +151,7 @@ class _Demo:
         self.agent_config = state / "agent.toml"
         self.address = f"127.0.0.1:{_free_port()}"
         self.pki = state / "pki"
+        self.boot_log = state / "binary_bios_measurements"
 
     def weightgate(self, *argv: str, who: str = PROPOSER) -> str:
         """Run `weightgate` as ``who``, with that person's certificate (mutual TLS)."""
@@ -190,6 +192,11 @@ class _Demo:
         for pcr, measurement in BOOT_MEASUREMENTS:
             self.measure(pcr, measurement)
             print(f"    measured into PCR{pcr}: {measurement}")
+        # What a firmware would have logged for those measurements; the agent sends it.
+        self.boot_log.write_bytes(
+            build_event_log((pcr, text.encode()) for pcr, text in BOOT_MEASUREMENTS)
+        )
+        print(f"    and logged them in {self.boot_log.name}, as firmware would")
 
     def measure(self, pcr: int, measurement: str) -> None:
         event = self.state / "event.bin"
@@ -261,6 +268,7 @@ class _Demo:
             f'tcti = "{self.tpm.tcti}"\n'
             f'state_dir = "{self.state / "agent"}"\n'
             "reconnect_initial_seconds = 0.5\n"
+            f'event_log_path = "{self.boot_log}"\n'
             f"{extra}"
             "\n[agent.tls]\n"
             f'ca_certificate = "{self.pki / "ca.crt"}"\n'
@@ -288,6 +296,7 @@ class _Demo:
         self.proposals.append(self.propose("hosts", "assign", HOST_ID, "--site", SITE))
         review = ("reviews", "propose", digest, "--site", SITE,
                   "--categories", "cyber,cbrn,autonomy", "--findings", "none blocking",
+                  "--controls", "measured_boot_log",
                   "--summary", "sample model cleared for the demo site")  # fmt: skip
         self.proposals.append(self.propose(*review))
         _say("nothing takes effect yet: the proposals await two approvers besides alice")

@@ -278,6 +278,9 @@ class HostStream:
                 ],
             ),
             expires_in_seconds=int(self._deps.config.challenge_timeout_seconds),
+            # Every round: a log that was verified once says nothing about a later
+            # quote, and the `measured_boot_log` control reads the latest verdict.
+            want_boot_log=True,
         )
         if reference is not None and self._binding_key_needed(reference):
             message.binding_key.CopyFrom(

@@ -131,11 +131,14 @@ class Challenge(_message.Message):
     TPM_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_SECONDS_FIELD_NUMBER: _builtins.int
     BINDING_KEY_FIELD_NUMBER: _builtins.int
+    WANT_BOOT_LOG_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     nonce: _builtins.bytes
     """>= 32 fresh random bytes, single use"""
     expires_in_seconds: _builtins.int
     """Seconds until the verifier stops accepting evidence for this challenge."""
+    want_boot_log: _builtins.bool
+    """Send the UEFI measured-boot event log (BootLog) with the evidence."""
     @_builtins.property
     def tpm(self) -> Global___TpmQuoteRequest:
         """absent: no TPM evidence wanted"""
@@ -155,10 +158,11 @@ class Challenge(_message.Message):
         tpm: Global___TpmQuoteRequest | None = ...,
         expires_in_seconds: _builtins.int = ...,
         binding_key: Global___BindingKeyRequest | None = ...,
+        want_boot_log: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "nonce", b"nonce", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "nonce", b"nonce", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -223,6 +227,7 @@ class Evidence(_message.Message):
     CHALLENGE_ID_FIELD_NUMBER: _builtins.int
     TPM_FIELD_NUMBER: _builtins.int
     BINDING_KEY_FIELD_NUMBER: _builtins.int
+    BOOT_LOG_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     @_builtins.property
     def tpm(self) -> Global___TpmQuote: ...
@@ -230,20 +235,53 @@ class Evidence(_message.Message):
     def binding_key(self) -> Global___BindingKeyCertification:
         """answers Challenge.binding_key"""
 
+    @_builtins.property
+    def boot_log(self) -> Global___BootLog:
+        """answers Challenge.want_boot_log"""
+
     def __init__(
         self,
         *,
         challenge_id: _builtins.str = ...,
         tpm: Global___TpmQuote | None = ...,
         binding_key: Global___BindingKeyCertification | None = ...,
+        boot_log: Global___BootLog | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class BootLog(_message.Message):
+    """The UEFI measured-boot event log exactly as the kernel exports it
+    (binary_bios_measurements). Untrusted: the verifier replays it against the
+    quoted PCRs and interprets only events in PCRs the quote covers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_LOG_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    event_log: _builtins.bytes
+    unavailable: _builtins.str
+    """set instead when the agent has no log to send, and why"""
+    def __init__(
+        self,
+        *,
+        event_log: _builtins.bytes = ...,
+        unavailable: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_log", b"event_log", "unavailable", b"unavailable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BootLog: _TypeAlias = BootLog  # noqa: Y015
 
 @_typing.final
 class BindingKeyCertification(_message.Message):

@@ -1,0 +1,41 @@
+"""A crypto-agile UEFI event log for the demo's software TPM.
+
+swtpm has no firmware, so nothing logs what the demo measures. This writes the
+log a firmware would have written for the same measurements (TCG PC Client
+PFP 10.2: a SHA-1-format Spec ID event, then TCG_PCR_EVENT2 records with SHA-1
+and SHA-256 digests), so that the agent can send it and the verifier can
+replay it against the quote like a real host's. Demo and tests only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+
+EV_NO_ACTION = 0x00000003
+EV_IPL = 0x0000000D
+_ALGORITHMS = ((0x0004, "sha1"), (0x000B, "sha256"))
+
+
+def _spec_id_event() -> bytes:
+    # platformClass, specVersionMinor, specVersionMajor, specErrata, uintnSize (2: UINT64)
+    spec = b"Spec ID Event03\x00" + struct.pack("<IBBBB", 0, 0, 2, 0, 2)
+    spec += struct.pack("<I", len(_ALGORITHMS))
+    for alg_id, name in _ALGORITHMS:
+        spec += struct.pack("<HH", alg_id, hashlib.new(name).digest_size)
+    spec += b"\x00"  # vendorInfoSize
+    return struct.pack("<II", 0, EV_NO_ACTION) + bytes(20) + struct.pack("<I", len(spec)) + spec
+
+
+def _event(pcr: int, event_type: int, data: bytes) -> bytes:
+    digests = b"".join(
+        struct.pack("<H", alg_id) + hashlib.new(name, data).digest() for alg_id, name in _ALGORITHMS
+    )
+    header = struct.pack("<III", pcr, event_type, len(_ALGORITHMS))
+    return header + digests + struct.pack("<I", len(data)) + data
+
+
+def build_event_log(measurements: Iterable[tuple[int, bytes]]) -> bytes:
+    """The log of ``(pcr, data)`` measurements made with TPM2_PCR_Event, in order."""
+    return _spec_id_event() + b"".join(_event(pcr, EV_IPL, data) for pcr, data in measurements)
