@@ -58,6 +58,8 @@ bench: $(STAMP_PIP)
 	$(PY) bench/bench_quote.py
 	$(PY) bench/bench_eventlog.py
 	$(PY) bench/weights.py --size 1GiB
+	bash ../shared/bench/keylime/setup.sh
+	$(PY) bench/tpm_verify.py
 
 # Coverage-guided fuzzing of every parser of untrusted bytes (a minute each).
 fuzz: $(STAMP_PIP)
@@ -65,6 +67,8 @@ fuzz: $(STAMP_PIP)
 	$(PY) tests/fuzz/fuzz_tpm_parsers.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_manifest.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_eventlog.py -max_total_time=60
+	$(PY) tests/fuzz/fuzz_ima.py -max_total_time=60
+	$(PY) tests/fuzz/fuzz_boot_facts.py -max_total_time=60
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

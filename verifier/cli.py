@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from verifier.audit_cli import add_audit_commands, run_audit_command
 from verifier.config import ConfigError, load_config
+from verifier.evidence_cli import add_evidence_commands, run_evidence_command
 from verifier.gate_cli import add_gate_commands
 from verifier.host_cli import HOST_COMMANDS, add_host_commands, run_host_command
 from verifier.keystore import KeyStoreError
@@ -49,6 +50,10 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate pki issue server NAME --dir DIR [--san DNS/IP ...]   the verifier's certificate
   weightgate pki revoke --dir DIR --cert FILE --reason R   revoke for good, re-sign DIR/ca.crl
   weightgate pki list --dir DIR                      certificates issued, and which are revoked
+  weightgate evidence verify tpm --ak AK --message Q.attest --signature Q.sig --nonce HEX
+      [--pcrs PCRS.json] [--eventlog LOG] [--reference REF]   check a quote offline
+  weightgate evidence replay --eventlog LOG [--pcrs PCRS.json]   replay a boot log per bank
+  weightgate evidence inspect FILE                   what an evidence file is, decoded
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -110,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     add_proposal_commands(commands)
     add_trust_commands(commands)
     add_audit_commands(commands)
+    add_evidence_commands(commands)
     add_pki_commands(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end demo on a private swtpm")
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(keep=args.keep)
     if args.command == "audit":
         return run_audit_command(args)
+    if args.command == "evidence":
+        return run_evidence_command(args)
     if args.command == "pki":
         return run_pki_command(args)
     if args.command == "hosts" and args.subcommand in HOST_COMMANDS:

@@ -1,0 +1,302 @@
+"""Facts about a boot, read from the events of a replayed measured-boot log.
+
+Call :func:`extract_boot_facts` only on a log whose replay in ``bank`` matched the
+quoted PCRs, and pass the PCRs that matched as ``verified_pcrs``
+(``BootLogCheck.verified_pcrs[bank]``): events in any other PCR are bound by no
+quote and are ignored. Within those PCRs only data bound to its digest
+(event_data.py: verified, or an accepted quirk) becomes a fact; where that cannot
+be shown the fact is absent (None or empty), never guessed. Run
+:func:`~verifier.evidence.tpm.event_checks.check_events` too: the structural
+findings (an event after a separator, a duplicate variable, ...) are its job, and
+appraisal needs both.
+
+What is read, from where:
+
+* ``secure_boot``: the SecureBoot variable (PCR7 EV_EFI_VARIABLE_DRIVER_CONFIG
+  before PCR7's separator): ``enabled`` (01), ``disabled`` (00), ``absent``
+  (measured empty: no Secure Boot support), None (not measured or unreadable);
+* ``pk``/``kek``/``db``/``dbx``: the same variables' EFI_SIGNATURE_LISTs: X.509
+  certificates (SHA-256 of the DER, subject), SHA-256 hashes, other entries;
+* ``authorities``: PCR7 EV_EFI_VARIABLE_AUTHORITY (what verified each image);
+* ``boot_applications``: PCR4 EV_EFI_BOOT_SERVICES_APPLICATION digests in log
+  order (shim, grub, kernel...). ``path_hint`` comes from the device path, which
+  no digest covers: a hint for people, never for policy;
+* ``bootloader``, ``kernel_cmdlines``, ``grub_commands``: GRUB's PCR8 strings, or
+  systemd-boot's UTF-16 load options (PCR8 before v251, PCR12 since);
+* ``kernels``/``initrds``: the PCR9 digest of each file a verified GRUB
+  ``linux``/``initrd`` command names, and the Linux EFI stub's tagged initrd event.
+  Caution: PCR9 event *data* (the file name) is not covered by its digest, so the
+  pairing of a digest with a name is a claim; with Secure Boot on, prefer the
+  kernel's PCR4 digest in ``boot_applications``;
+* ``firmware_versions``: PCR0 EV_S_CRTM_VERSION; ``firmware_blobs``: PCR0
+  EV_EFI_PLATFORM_FIRMWARE_BLOB(2) digests (descriptions are hints).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.efi_events import (
+    decode_crtm_version,
+    decode_utf16_text,
+    parse_firmware_blob2,
+    parse_grub_string,
+    parse_image_load_path,
+)
+from verifier.evidence.tpm.efi_variables import parse_signature_lists, parse_uefi_variable_prefix
+from verifier.evidence.tpm.event_checks import EBS_INVOCATION, SECURE_BOOT, SIGNATURE_DATABASES
+from verifier.evidence.tpm.event_data import check_event_data
+from verifier.evidence.tpm.event_types import EventType as Ev
+from verifier.evidence.tpm.eventlog import Event, EventLog
+from verifier.evidence.tpm.signature_db import (
+    Authority,
+    SignatureDatabase,
+    authority,
+    signature_database,
+)
+
+__all__ = [
+    "BootApplication",
+    "BootFacts",
+    "MeasuredBlob",
+    "MeasuredFile",
+    "extract_boot_facts",
+]
+
+SecureBoot = Literal["enabled", "disabled", "absent"]
+Bootloader = Literal["grub", "systemd-boot"]
+_SECURE_BOOT: dict[bytes, SecureBoot] = {b"\x01": "enabled", b"\x00": "disabled", b"": "absent"}
+# TCG_PCClientTaggedEvent the Linux EFI stub measures its initrd with (PCR9).
+_LINUX_INITRD_TAG = 0x8F3B22EC
+_TAG_HEADER = struct.Struct("<II")
+_LINUX_COMMANDS = ("linux", "linuxefi", "linux16")
+_INITRD_COMMANDS = ("initrd", "initrdefi", "initrd16")
+
+
+@dataclass(frozen=True, slots=True)
+class BootApplication:
+    digest: str
+    path_hint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredFile:
+    path: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredBlob:
+    digest: str
+    description_hint: str | None
+
+
+@dataclass(frozen=True)
+class BootFacts:
+    """What the log shows about one boot (see the module docstring for sources)."""
+
+    bank: str
+    log_format: str
+    sha1_only: bool
+    verified_pcrs: tuple[int, ...]
+    secure_boot: SecureBoot | None
+    pk: SignatureDatabase | None
+    kek: SignatureDatabase | None
+    db: SignatureDatabase | None
+    dbx: SignatureDatabase | None
+    authorities: tuple[Authority, ...]
+    boot_applications: tuple[BootApplication, ...]
+    exit_boot_services: bool
+    bootloader: Bootloader | None
+    kernel_cmdlines: tuple[str, ...]
+    grub_commands: tuple[str, ...]
+    kernels: tuple[MeasuredFile, ...]
+    initrds: tuple[MeasuredFile, ...]
+    firmware_versions: tuple[str, ...]
+    firmware_blobs: tuple[MeasuredBlob, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists, digests are lowercase hex)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no insignificant whitespace."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+class _Reader:
+    """Collects facts from trusted events, one PCR's rules at a time."""
+
+    def __init__(self, bank: str) -> None:
+        self.bank = bank
+        self.separated: set[int] = set()
+        self.secure_boot: SecureBoot | None = None
+        self.seen_variables: set[tuple[str, str]] = set()
+        self.databases: dict[tuple[str, str], SignatureDatabase] = {}
+        self.authorities: list[Authority] = []
+        self.apps: list[BootApplication] = []
+        self.ebs = False
+        self.bootloader: Bootloader | None = None
+        self.cmdlines: list[str] = []
+        self.grub_commands: list[str] = []
+        self.pcr9: list[tuple[str | None, str, Event]] = []
+        self.versions: list[str] = []
+        self.blobs: list[MeasuredBlob] = []
+
+    def read(self, event: Event) -> None:
+        digest = event.digests.get(self.bank)
+        if digest is None:
+            return
+        trusted = check_event_data(event, self.bank).trusted
+        pcr, kind = event.pcr, event.event_type
+        if kind == Ev.EV_SEPARATOR:
+            self.separated.add(pcr)
+        elif pcr == 0 and pcr not in self.separated:
+            self.firmware(event, digest.hex(), trusted=trusted)
+        elif pcr == 4 and kind == Ev.EV_EFI_BOOT_SERVICES_APPLICATION and not self.ebs:
+            self.apps.append(BootApplication(digest.hex(), _path_hint(event.data)))
+        elif pcr == 5 and kind == Ev.EV_EFI_ACTION and trusted and event.data == EBS_INVOCATION:
+            self.ebs = True
+        elif pcr == 7 and trusted:
+            self.secure_boot_config(event)
+        elif pcr in (8, 12) and kind == Ev.EV_IPL and trusted:
+            self.load_options(event)
+        elif pcr == 9 and kind in (Ev.EV_IPL, Ev.EV_EVENT_TAG):
+            self.pcr9.append((_pcr9_name(event), digest.hex(), event))
+
+    def firmware(self, event: Event, digest: str, *, trusted: bool) -> None:
+        if event.event_type == Ev.EV_S_CRTM_VERSION and trusted:
+            self.versions.append(decode_crtm_version(event.data))
+        elif event.event_type == Ev.EV_EFI_PLATFORM_FIRMWARE_BLOB:
+            self.blobs.append(MeasuredBlob(digest, None))
+        elif event.event_type == Ev.EV_EFI_PLATFORM_FIRMWARE_BLOB2:
+            try:
+                description: str | None = parse_firmware_blob2(event.data).description
+            except ParseError:
+                description = None
+            self.blobs.append(MeasuredBlob(digest, description))
+
+    def secure_boot_config(self, event: Event) -> None:
+        if event.event_type == Ev.EV_EFI_VARIABLE_AUTHORITY:
+            self.authorities.append(authority(event))
+            return
+        if event.event_type != Ev.EV_EFI_VARIABLE_DRIVER_CONFIG or 7 in self.separated:
+            return
+        variable, _ = parse_uefi_variable_prefix(event.data)
+        # Only the first measurement of a variable counts, readable or not: a repeat
+        # (which check_events reports) must not stand in for it.
+        if variable.key in self.seen_variables:
+            return
+        self.seen_variables.add(variable.key)
+        if variable.key == SECURE_BOOT:
+            self.secure_boot = _SECURE_BOOT.get(variable.value)
+        elif variable.key in SIGNATURE_DATABASES:
+            try:
+                self.databases[variable.key] = signature_database(
+                    parse_signature_lists(variable.value)
+                )
+            except ParseError:
+                return
+
+    def load_options(self, event: Event) -> None:
+        try:
+            grub = parse_grub_string(event.data)
+        except ParseError:
+            # Trusted and not GRUB's: systemd-boot's UTF-16 load options (event_data.py),
+            # the odd-length form being the truncated-terminator quirk.
+            padded = event.data + b"\x00" * (len(event.data) % 2)
+            try:
+                text = decode_utf16_text(padded)
+            except ParseError:
+                return
+            self.bootloader = self.bootloader or "systemd-boot"
+            self.cmdlines.append(text.strip())
+            return
+        self.bootloader = self.bootloader or "grub"
+        if grub.kind == "kernel_cmdline":
+            self.cmdlines.append(grub.text)
+        elif grub.kind == "command":
+            self.grub_commands.append(grub.text)
+
+    def named_files(self, *, kernel: bool) -> tuple[MeasuredFile, ...]:
+        """PCR9 digests of the files GRUB's verified ``linux``/``initrd`` commands name."""
+        paths: set[str] = set()
+        for command in self.grub_commands:
+            verb, *args = command.split() or [""]
+            if kernel and verb in _LINUX_COMMANDS:
+                paths.update(args[:1])  # linux PATH [kernel arguments...]
+            elif not kernel and verb in _INITRD_COMMANDS:
+                paths.update(args)  # initrd PATH [PATH...]
+        found = [MeasuredFile(name, digest) for name, digest, _ in self.pcr9 if name in paths]
+        if not kernel:
+            found += [
+                MeasuredFile("linux-efi-stub:initrd", digest)
+                for _, digest, event in self.pcr9
+                if _is_initrd_tag(event)
+            ]
+        return tuple(found)
+
+
+def _path_hint(data: bytes) -> str | None:
+    try:
+        return parse_image_load_path(data)
+    except ParseError:
+        return None
+
+
+def _pcr9_name(event: Event) -> str | None:
+    if event.event_type != Ev.EV_IPL or not event.data.endswith(b"\x00"):
+        return None
+    try:
+        return event.data[:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _is_initrd_tag(event: Event) -> bool:
+    if event.event_type != Ev.EV_EVENT_TAG or len(event.data) < _TAG_HEADER.size:
+        return False
+    tag, size = _TAG_HEADER.unpack_from(event.data)
+    return bool(tag == _LINUX_INITRD_TAG and size == len(event.data) - _TAG_HEADER.size)
+
+
+def extract_boot_facts(log: EventLog, bank: str, *, verified_pcrs: Collection[int]) -> BootFacts:
+    """The facts of the module docstring, from ``log``'s events in ``verified_pcrs``.
+
+    Precondition (not checkable here): the log's replay in ``bank`` matched the
+    quoted value of every PCR in ``verified_pcrs``.
+    """
+    if bank not in log.banks:
+        raise ValueError(f"the log has no {bank} bank (has {log.banks})")
+    verified = frozenset(verified_pcrs)
+    reader = _Reader(bank)
+    for event in log.events:
+        if event.pcr in verified and event.event_type != Ev.EV_NO_ACTION:
+            reader.read(event)
+    databases = [reader.databases.get(key) for key in SIGNATURE_DATABASES]
+    return BootFacts(
+        bank=bank,
+        log_format=log.format,
+        sha1_only=log.banks == ("sha1",),
+        verified_pcrs=tuple(sorted(verified)),
+        secure_boot=reader.secure_boot,
+        pk=databases[0],
+        kek=databases[1],
+        db=databases[2],
+        dbx=databases[3],
+        authorities=tuple(reader.authorities),
+        boot_applications=tuple(reader.apps),
+        exit_boot_services=reader.ebs,
+        bootloader=reader.bootloader,
+        kernel_cmdlines=tuple(reader.cmdlines),
+        grub_commands=tuple(reader.grub_commands),
+        kernels=reader.named_files(kernel=True),
+        initrds=reader.named_files(kernel=False),
+        firmware_versions=tuple(reader.versions),
+        firmware_blobs=tuple(reader.blobs),
+    )

@@ -1,0 +1,245 @@
+"""``weightgate evidence verify tpm`` as a library: one quote set in, one report out.
+
+The verifier's own checks, in its order, on files instead of an agent stream; every
+stage after the quote needs an authenticated quote, and the event-log policy needs
+a log that replayed (only replayed events may be interpreted). Stages, named as the
+test vectors' ``failing_stage``:
+
+1. ``quote``: :func:`authenticate_quote` (parse, AK + signature, nonce, PCR
+   selection, PCR digest against the given PCR values, clock). Without PCR values
+   the digest cannot be checked: a warning, not an affirmation;
+2. ``eventlog-replay`` (with a log): the verifier's :func:`check_boot_log` against
+   the quoted PCRs, then every other replayed PCR against the given values;
+3. ``eventlog-policy``: :func:`check_events` (event data against digests, structure)
+   in every quoted bank the log replayed; the findings a reference may permit
+   (vendor quirks, SHA-1-only logs) are warnings here;
+4. ``reference`` (with a reference): :func:`appraise_pcrs`.
+
+An AK given as a PEM key has unknown TPM attributes: the result is at best a
+warning (``tpm.ak.attributes_unknown``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from verifier.evidence.errors import ParseError
+from verifier.evidence.report import CheckOutcome, EvidenceReport, Status, verdict_from
+from verifier.evidence.tpm.akfile import LoadedAk
+from verifier.evidence.tpm.appraise import CHECK_PCR_REFERENCE, ReferencePcrs, appraise_pcrs
+from verifier.evidence.tpm.authenticate import (
+    CHECK_CLOCK,
+    CHECK_NONCE,
+    CHECK_PARSE,
+    CHECK_PCR_DIGEST,
+    CHECK_PCR_SELECTION,
+    CHECK_SIGNATURE,
+    AuthenticatedQuote,
+    authenticate_quote,
+)
+from verifier.evidence.tpm.boot_log_check import check_boot_log
+from verifier.evidence.tpm.describe import public_fields, quote_fields
+from verifier.evidence.tpm.event_checks import check_events
+from verifier.evidence.tpm.offline_replay import (
+    CHECK_REPLAY,
+    STAGE_REPLAY,
+    bank_reasons,
+    banks_claims,
+    log_claims,
+    replay_banks,
+)
+from verifier.evidence.tpm.parse import parse_quote_attest
+from verifier.verdict import Reason, VerificationError
+
+__all__ = ["STAGES", "TpmEvidence", "verify_tpm_offline"]
+
+STAGE_QUOTE = "quote"
+STAGE_POLICY = "eventlog-policy"
+STAGE_REFERENCE = "reference"
+STAGES = (STAGE_QUOTE, STAGE_REPLAY, STAGE_POLICY, STAGE_REFERENCE)
+_QUOTE_CHECKS = (
+    CHECK_PARSE,
+    CHECK_SIGNATURE,
+    CHECK_NONCE,
+    CHECK_PCR_SELECTION,
+    CHECK_PCR_DIGEST,
+    CHECK_CLOCK,
+)
+CHECK_AK_ATTRIBUTES = "tpm.ak.attributes"
+CHECK_EVENTS = "tpm.eventlog.events"
+# Findings that a measured-boot reference may permit (event_checks.py: vendor quirks,
+# SHA-1-only logs). Offline there is no such reference, so they make the result a
+# warning: not a rejection, and never an affirmation.
+_PERMITTABLE_PREFIX = "tpm.eventlog.quirk."
+_PERMITTABLE = frozenset({"tpm.eventlog.sha1_only"})
+# The bank whose data checks count, strongest first; each replayed quoted bank is run.
+_BANKS = ("sha256", "sha384", "sha512", "sha1")
+
+
+@dataclass(frozen=True, slots=True)
+class TpmEvidence:
+    """Everything ``evidence verify tpm`` was given, read and parsed where trusted.
+
+    ``pcrs`` are the values read from the TPM at quote time (PCRS.json); a log or a
+    reference needs them, because the quote carries only their digest.
+    """
+
+    ak: LoadedAk
+    attest: bytes
+    signature: bytes
+    nonce: bytes
+    pcrs: Mapping[str, Mapping[int, bytes]] | None = None
+    event_log: bytes | None = None
+    reference: ReferencePcrs | None = None
+    allow_sha1_signatures: bool = False
+    # EXTENSION POINT (--ima IMA_LOG): an ``ima_log: bytes | None`` field here, and an
+    # "ima-replay" stage in verify_tpm_offline between the event-log policy and the
+    # reference, replaying the IMA log into the *quoted* PCR10 (ima.py, in progress).
+
+    def __post_init__(self) -> None:
+        if self.pcrs is None and (self.event_log is not None or self.reference is not None):
+            raise ValueError("an event log or a reference needs the PCR values (pcrs)")
+
+
+@dataclass
+class _Run:
+    checks: list[CheckOutcome] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
+    warnings: list[Reason] = field(default_factory=list)
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, name: str, stage: str, reasons: list[Reason], detail: str = "") -> None:
+        """Record one check that ran, failed iff ``reasons``."""
+        self.reasons.extend(reasons)
+        status: Status = "failed" if reasons else "passed"
+        summary = "; ".join(str(r) for r in reasons[:3]) + (" ..." if len(reasons) > 3 else "")
+        self.checks.append(CheckOutcome(name, stage, status, summary or detail))
+
+    def skip(self, names: tuple[str, ...], stage: str, why: str) -> None:
+        self.checks.extend(CheckOutcome(name, stage, "not_run", why) for name in names)
+
+
+def verify_tpm_offline(evidence: TpmEvidence) -> EvidenceReport:
+    """Run every stage that can run (module docstring) and report all of them."""
+    run = _Run()
+    run.claims["ak"] = {
+        "format": evidence.ak.source_format,
+        **public_fields(evidence.ak.public, attributes_known=evidence.ak.attributes_known),
+    }
+    if not evidence.ak.attributes_known:
+        why = "a PEM key carries no TPM attributes: restricted, fixedTPM, nameAlg assumed"
+        run.skip((CHECK_AK_ATTRIBUTES,), STAGE_QUOTE, why)
+        run.warnings.append(Reason("tpm.ak.attributes_unknown", why))
+    quote = _quote_stage(evidence, run)
+
+    if evidence.event_log is None:
+        run.skip((CHECK_REPLAY,), STAGE_REPLAY, "no --eventlog")
+        run.skip((CHECK_EVENTS,), STAGE_POLICY, "no --eventlog")
+    elif quote is None:
+        why = "the quote was not authenticated"
+        run.skip((CHECK_REPLAY,), STAGE_REPLAY, why)
+        run.skip((CHECK_EVENTS,), STAGE_POLICY, why)
+    else:
+        _eventlog_stages(evidence.event_log, quote, evidence.pcrs or {}, run)
+
+    # EXTENSION POINT (--ima): the "ima-replay" stage goes here. It needs ``quote``
+    # (the quoted PCR10 and the boot_aggregate PCRs 0-7/0-9), never PCRS.json alone.
+
+    if evidence.reference is None:
+        run.skip((CHECK_PCR_REFERENCE,), STAGE_REFERENCE, "no --reference")
+    elif quote is None:
+        run.skip((CHECK_PCR_REFERENCE,), STAGE_REFERENCE, "the quote was not authenticated")
+    else:
+        appraisal = appraise_pcrs(quote, evidence.reference)
+        run.check(CHECK_PCR_REFERENCE, STAGE_REFERENCE, list(appraisal.reasons))
+
+    checks = tuple(run.checks)
+    verdict = verdict_from(run.reasons, run.warnings, checks)
+    return EvidenceReport("tpm", verdict, checks, run.claims)
+
+
+def _quote_stage(evidence: TpmEvidence, run: _Run) -> AuthenticatedQuote | None:
+    required: Mapping[str, tuple[int, ...] | frozenset[int]] = {}
+    try:
+        info = parse_quote_attest(evidence.attest)
+        run.claims["quote"] = {**quote_fields(info), "authenticated": False}
+        # Offline there is no policy saying what must be quoted: the reference's PCRs
+        # if there is one (as the verifier does), else what the quote selected.
+        required = {s.hash_algorithm: s.pcrs for s in info.pcr_selection}
+    except ParseError:
+        pass  # authenticate_quote reports it, with the verifier's code
+    if evidence.reference is not None:
+        required = evidence.reference.required()
+    try:
+        quote = authenticate_quote(
+            attest=evidence.attest,
+            signature=evidence.signature,
+            ak=evidence.ak.public,
+            expected_qualifying_data=evidence.nonce,
+            required_pcrs=required,
+            reported_pcrs=evidence.pcrs or {},
+            previous_clock=None,  # offline: one quote, nothing to compare the clock with
+            allow_sha1_signatures=evidence.allow_sha1_signatures,
+        )
+    except VerificationError as exc:
+        unchecked = evidence.pcrs is None and exc.reason.code == "tpm.quote.pcr_values_missing"
+        failed_at = next(name for name in _QUOTE_CHECKS if name not in exc.checks_run)
+        for name in _QUOTE_CHECKS:
+            if name in exc.checks_run:
+                run.check(name, STAGE_QUOTE, [])
+            elif unchecked:
+                run.skip((name,), STAGE_QUOTE, "no --pcrs: the quoted PCR values are unknown")
+            elif name == failed_at:
+                run.check(name, STAGE_QUOTE, [exc.reason])
+            else:
+                run.skip((name,), STAGE_QUOTE, "an earlier quote check failed")
+        if unchecked:
+            detail = "no PCR values given (--pcrs): the quote's pcrDigest was not checked"
+            run.warnings.append(Reason("tpm.quote.pcr_digest_unchecked", detail))
+        return None
+    for name in _QUOTE_CHECKS:
+        run.check(name, STAGE_QUOTE, [])
+    run.claims["quote"].update(authenticated=True, boot_event=quote.boot_event)
+    return quote
+
+
+def _eventlog_stages(
+    raw: bytes, quote: AuthenticatedQuote, pcrs: Mapping[str, Mapping[int, bytes]], run: _Run
+) -> None:
+    """Replay against the quote (the verifier's check) and the rest against ``pcrs``."""
+    result = check_boot_log(raw, quote)
+    if result.log is None:
+        run.check(CHECK_REPLAY, STAGE_REPLAY, list(result.reasons))
+        run.skip((CHECK_EVENTS,), STAGE_POLICY, "the log did not parse")
+        return
+    banks = replay_banks(result.log, pcrs)
+    # The quoted PCRs are check_boot_log's; these are the ones only PCRS.json vouches for.
+    extra = bank_reasons(banks, skip=quote.pcrs)
+    run.claims["eventlog"] = {
+        **log_claims(result.log),
+        "verified_pcrs": {bank: list(p) for bank, p in result.verified_pcrs.items()},
+        "replay": banks_claims(banks, quote.pcrs),
+    }
+    run.check(CHECK_REPLAY, STAGE_REPLAY, [*result.reasons, *extra])
+    if result.reasons or extra:
+        why = "the log does not replay: only replayed events may be interpreted"
+        run.skip((CHECK_EVENTS,), STAGE_POLICY, why)
+        return
+    banks_checked = [b for b in _BANKS if result.verified_pcrs.get(b)]
+    if not banks_checked:
+        run.skip((CHECK_EVENTS,), STAGE_POLICY, "no quoted PCR is extended by the log")
+        return
+    findings: list[Reason] = []
+    for bank in banks_checked:
+        # Structural findings repeat per bank; data findings may differ.
+        findings.extend(r for r in check_events(result.log, bank) if r not in findings)
+    permitted = [r for r in findings if _permittable(r.code)]
+    run.check(CHECK_EVENTS, STAGE_POLICY, [r for r in findings if not _permittable(r.code)])
+    run.warnings.extend(permitted)
+    run.claims["eventlog"]["events_checked_in"] = banks_checked
+
+
+def _permittable(code: str) -> bool:
+    return code.startswith(_PERMITTABLE_PREFIX) or code in _PERMITTABLE

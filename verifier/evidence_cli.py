@@ -1,0 +1,232 @@
+"""`weightgate evidence verify tpm|replay|inspect`: offline evidence tools.
+
+For operators debugging a host and for our own checks: they read files in the
+formats tpm2-tools writes, run the verifier's own checks (same reason codes), and
+need no verifier connection. The checks live in the library
+(``verifier.evidence.tpm.offline_verify`` / ``offline_replay`` / ``inspect_file``);
+this module reads files, maps usage errors to exit 2 and prints. Exit statuses:
+0 affirming, 1 rejected, 2 unreadable input or bad usage (one line, naming the
+file), 3 accepted with warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from verifier.evidence.report import EXIT_REJECTED, EXIT_USAGE, EvidenceReport, exit_status
+from verifier.operator_cli import CliError, parse_pcrs_json
+
+__all__ = ["add_evidence_commands", "run_evidence_command"]
+
+# Larger than any evidence file: event logs are bounded at 16 MiB, quotes at 1 KiB.
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+_EXIT_HELP = """\
+exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
+3 accepted with warnings (e.g. a PEM AK, whose TPM attributes are unknown)."""
+
+_VERIFY_TPM_HELP = f"""\
+Verify one TPM quote as the verifier would, from files:
+
+  --ak        the enrolled attestation key: TPM2B_PUBLIC (tpm2_createak -u),
+              TPMT_PUBLIC (tpm2_readpublic -f tpmt) or a PEM public key or
+              certificate (then the AK's TPM attributes are unknown: checked
+              as far as possible, and the result is at best a warning)
+  --message   the quote: marshalled TPMS_ATTEST (tpm2_quote -m)
+  --signature the quote's TPMT_SIGNATURE (tpm2_quote -s, default format)
+  --nonce     the qualifying data the verifier issued, in hex (tpm2_quote -q)
+  --pcrs      PCR values read from the TPM at quote time, PCRS.json:
+              {{"pcrs": {{"sha256": {{"0": "<hex>", ...}}}}}} (weightgate-agent
+              read-pcrs); the quote's pcrDigest must match them. Without it the
+              digest is not checked (a warning)
+  --eventlog  a UEFI measured-boot log (binary_bios_measurements): replayed per
+              bank, every replayed PCR must equal its --pcrs value (the quoted
+              ones first), then its structure and event data are checked
+  --reference reference PCR values (PCRS.json format) to appraise against
+
+Checks run in stages (quote, eventlog-replay, eventlog-policy, reference); a
+stage that needs a failed one does not run. The output lists every check and
+every reason; --json prints one JSON object:
+{{"kind", "verdict", "reasons": [{{"code", "message"}}], "checks_run", "checks", "claims"}}.
+
+{_EXIT_HELP}"""
+
+_REPLAY_HELP = f"""\
+Replay a UEFI event log (binary_bios_measurements, SHA-1 legacy or crypto-agile)
+in every bank it declares, with the TPM's rules (PCR0 starts at the
+StartupLocality or H-CRTM value, EV_NO_ACTION is never extended), and print the
+replayed PCRs. With --pcrs (PCRS.json), compare each replayed PCR with the TPM's
+value: match, MISMATCH, or "no value given" for PCRs the file lacks.
+
+{_EXIT_HELP} Without --pcrs nothing is compared: 0 if the log replays."""
+
+_INSPECT_HELP = """\
+Recognise an evidence file and print its decoded fields, without verifying
+anything: TPMS_ATTEST quote (magic, type, signer, extra data, clock, firmware,
+PCR selection, digest), TPMT_SIGNATURE, TPM2B_PUBLIC / TPMT_PUBLIC, PEM or DER
+public key / certificate, UEFI event log (format, banks, and per event: PCR,
+type, digests, data summary), PCRS.json. Anything else is "unrecognised", with
+a hint. Exit status: 0 recognised, 1 recognised but malformed or unrecognised,
+2 unreadable."""
+
+
+class _UsageError(Exception):
+    """Bad usage or an unreadable input file: exit 2 with this one line."""
+
+
+def add_evidence_commands(commands: Any) -> None:
+    """Register ``evidence`` on the top-level subparsers."""
+    evidence = commands.add_parser(
+        "evidence",
+        help="offline evidence tools: verify a TPM quote, replay a boot log, inspect a file",
+        description="Offline evidence tools; they read files and need no verifier.",
+    )
+    sub = evidence.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    verify = sub.add_parser("verify", help="verify evidence as the verifier would")
+    kinds = verify.add_subparsers(dest="kind", required=True, metavar="KIND")
+    tpm = kinds.add_parser(
+        "tpm",
+        help="a TPM quote set (AK, quote, signature, nonce, PCRs, event log)",
+        description=_VERIFY_TPM_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tpm.add_argument("--ak", type=Path, required=True, metavar="AK", help="AK public key")
+    tpm.add_argument("--message", type=Path, required=True, metavar="QUOTE.attest")
+    tpm.add_argument("--signature", type=Path, required=True, metavar="QUOTE.sig")
+    tpm.add_argument("--nonce", required=True, metavar="HEX", help="the nonce issued, as hex")
+    tpm.add_argument("--pcrs", type=Path, metavar="PCRS.json", help="PCR values read at quote time")
+    tpm.add_argument("--eventlog", type=Path, metavar="LOG", help="UEFI event log to replay")
+    # EXTENSION POINT: --ima IMA_LOG (ASCII or binary runtime measurements) goes here, read
+    # into TpmEvidence.ima_log; it needs --pcrs like --eventlog (PCR10 must be quoted).
+    tpm.add_argument("--reference", type=Path, metavar="REF", help="reference PCRs (PCRS.json)")
+    tpm.add_argument(
+        "--allow-sha1",
+        action="store_true",
+        help="accept SHA-1 quote signatures (refused by default: tpm.quote.weak_hash)",
+    )
+    tpm.add_argument("--json", action="store_true", help="print one JSON object")
+
+    replay = sub.add_parser(
+        "replay",
+        help="replay a UEFI event log per bank; compare with PCR values",
+        description=_REPLAY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("--eventlog", type=Path, required=True, metavar="LOG")
+    replay.add_argument("--pcrs", type=Path, metavar="PCRS.json", help="TPM values to compare")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="recognise an evidence file and print its decoded fields",
+        description=_INSPECT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect.add_argument("file", type=Path, metavar="FILE")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_evidence_command(args: argparse.Namespace) -> int:
+    try:
+        if args.subcommand == "inspect":
+            return _inspect(args)
+        report = _verify_tpm(args) if args.subcommand == "verify" else _replay(args)
+    except (_UsageError, CliError) as exc:
+        print(f"weightgate evidence: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_report(report, as_json=args.json)
+    return exit_status(report.verdict)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _nonce(text: str) -> bytes:
+    cleaned = text.strip().removeprefix("0x")
+    try:
+        nonce = bytes.fromhex(cleaned)
+    except ValueError:
+        raise _UsageError(f"--nonce {text!r}: not hex") from None
+    if not nonce:
+        # A quote over an empty nonce proves no freshness; the verifier never issues one.
+        raise _UsageError("--nonce: empty; give the nonce the verifier issued, in hex")
+    return nonce
+
+
+def _verify_tpm(args: argparse.Namespace) -> EvidenceReport:
+    # Imported here so that `weightgate --help` does not load tpm2-pytss.
+    from verifier.evidence.errors import ParseError  # noqa: PLC0415
+    from verifier.evidence.tpm.akfile import load_ak  # noqa: PLC0415
+    from verifier.evidence.tpm.appraise import ReferencePcrs  # noqa: PLC0415
+    from verifier.evidence.tpm.offline_verify import TpmEvidence, verify_tpm_offline  # noqa: PLC0415
+
+    if args.pcrs is None and (args.eventlog is not None or args.reference is not None):
+        raise _UsageError(
+            "--eventlog and --reference need --pcrs: the quote signs only the digest of "
+            "the PCR values, so the values themselves must be given"
+        )
+    nonce = _nonce(args.nonce)
+    try:
+        ak = load_ak(_read(args.ak, "AK"))
+    except ParseError as exc:
+        raise _UsageError(f"AK {args.ak}: {exc}") from None
+    reference = None
+    if args.reference is not None:
+        try:
+            reference = ReferencePcrs(parse_pcrs_json(args.reference))
+        except ValueError as exc:
+            raise _UsageError(f"reference {args.reference}: {exc}") from None
+    evidence = TpmEvidence(
+        ak=ak,
+        attest=_read(args.message, "quote message"),
+        signature=_read(args.signature, "quote signature"),
+        nonce=nonce,
+        pcrs=None if args.pcrs is None else parse_pcrs_json(args.pcrs),
+        event_log=None if args.eventlog is None else _read(args.eventlog, "event log"),
+        reference=reference,
+        allow_sha1_signatures=args.allow_sha1,
+    )
+    return verify_tpm_offline(evidence)
+
+
+def _replay(args: argparse.Namespace) -> EvidenceReport:
+    from verifier.evidence.tpm.offline_replay import replay_report  # noqa: PLC0415
+
+    raw = _read(args.eventlog, "event log")
+    expected = None if args.pcrs is None else parse_pcrs_json(args.pcrs)
+    return replay_report(raw, expected)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from verifier.evidence.tpm.inspect_file import inspect_bytes  # noqa: PLC0415
+    from verifier.evidence_render import render_inspection  # noqa: PLC0415
+
+    try:
+        inspection = inspect_bytes(_read(args.file, "file"))
+    except _UsageError as exc:
+        print(f"weightgate evidence: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    document = {"file": str(args.file), **inspection.to_json()}
+    print(
+        json.dumps(document, indent=2) if args.json else render_inspection(str(args.file), document)
+    )
+    broken = inspection.error is not None or inspection.kind == "unrecognised"
+    return EXIT_REJECTED if broken else 0
+
+
+def _print_report(report: EvidenceReport, *, as_json: bool) -> None:
+    from verifier.evidence_render import render_report  # noqa: PLC0415
+
+    print(json.dumps(report.to_json(), indent=2) if as_json else render_report(report))
