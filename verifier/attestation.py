@@ -16,7 +16,9 @@ from verifier.challenges import IssuedChallenge
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
 from verifier.evidence.tpm.authenticate import authenticate_quote
-from verifier.evidence.tpm.boot_log_check import BootLogCheck, check_boot_log
+from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
+from verifier.evidence.tpm.boot_log_check import check_boot_log
+from verifier.evidence.tpm.boot_reference import BootReference
 from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
 from verifier.store import ClockState, HostRecord, ReferenceSet
 from verifier.verdict import Reason, Verdict, VerificationError
@@ -77,6 +79,7 @@ def evaluate(
     reference: ReferenceSet | None,
     consumed_qualifying_data: tuple[bytes, ...],
     allow_sha1_signatures: bool,
+    boot_reference: BootReference | None = None,
 ) -> Outcome:
     """Verify the TPM evidence answering `challenge`; see the module docstring."""
     if host.ak_public is None:
@@ -119,8 +122,16 @@ def evaluate(
         return Outcome(exc.to_verdict(), None, None)
     clock = quote.info.clock_info
     verdict = appraise_pcrs(quote, reference_pcrs)
-    if evidence.HasField("boot_log") and evidence.boot_log.event_log:
-        verdict = _with_boot_log(verdict, check_boot_log(evidence.boot_log.event_log, quote))
+    has_log = evidence.HasField("boot_log") and bool(evidence.boot_log.event_log)
+    if has_log:
+        boot_log = check_boot_log(evidence.boot_log.event_log, quote)
+        verdict = _with_boot_log(verdict, boot_log.checks_run, boot_log.reasons)
+        if boot_reference is not None and boot_log.passed:
+            verdict = _with_boot_log(verdict, *appraise_boot_log(boot_log, boot_reference))
+    elif boot_reference is not None:
+        why = evidence.boot_log.unavailable or "the agent sent none"
+        missing = Reason("tpm.boot.log_missing", f"the group has a boot reference; {why}")
+        verdict = _with_boot_log(verdict, frozenset(), (missing,))
     return Outcome(
         verdict,
         ClockState(clock.clock, clock.reset_count, clock.restart_count),
@@ -128,13 +139,15 @@ def evaluate(
     )
 
 
-def _with_boot_log(verdict: Verdict, boot_log: BootLogCheck) -> Verdict:
-    """The PCR appraisal combined with the boot log's replay against the same quote.
+def _with_boot_log(
+    verdict: Verdict, checks_run: frozenset[str], reasons: tuple[Reason, ...]
+) -> Verdict:
+    """The verdict so far combined with a boot-log finding on the same quote.
 
     A log that was sent must replay: a host that sends a log which does not match
     its quote is lying about its boot, even if its PCRs match the reference.
     """
-    checks = verdict.checks_run | boot_log.checks_run
-    if boot_log.reasons or not verdict.affirms:
-        return Verdict.contraindicated((*verdict.reasons, *boot_log.reasons), checks)
+    checks = verdict.checks_run | checks_run
+    if reasons or not verdict.affirms:
+        return Verdict.contraindicated((*verdict.reasons, *reasons), checks)
     return Verdict.affirming(checks)

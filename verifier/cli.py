@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from verifier.audit_cli import add_audit_commands, run_audit_command
+from verifier.boot_reference_cli import add_boot_reference_commands
 from verifier.config import ConfigError, load_config
 from verifier.evidence_cli import add_evidence_commands, run_evidence_command
 from verifier.gate_cli import add_gate_commands
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     reference_show.add_argument("--group", required=True)
     reference_show.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_arguments(reference_show)
+    add_boot_reference_commands(reference_commands)
 
     add_gate_commands(commands, hosts_commands)
     add_proposal_commands(commands)

@@ -17,7 +17,15 @@ from typing import Any
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
 # What a proposal may change (ProposedChange in operator.proto), each with its quorum.
-PROPOSAL_KINDS = ("reference_values", "site", "host_site", "review", "trust_anchor", "break_glass")
+PROPOSAL_KINDS = (
+    "reference_values",
+    "site",
+    "host_site",
+    "review",
+    "trust_anchor",
+    "break_glass",
+    "boot_reference",
+)
 DEFAULT_APPROVALS = 2
 # Break-glass waives the site clearance and the review: it takes one more person.
 DEFAULT_APPROVALS_BY_KIND: Mapping[str, int] = {"break_glass": 3}

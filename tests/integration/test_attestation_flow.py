@@ -6,6 +6,7 @@ one named reason.
 
 from __future__ import annotations
 
+import json
 import queue
 import secrets
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent.collectors.tpm import Tpm
+from tests.vectors import vectors_dir
 from tests.verifier_harness import VerifierHarness, running_verifier
+from verifier.boot_reference_cli import reference_document
 from weightgate.v1 import (
     attestation_pb2,
     common_pb2,
@@ -217,6 +220,35 @@ def test_honest_host_is_trusted_and_history_is_kept(
     assert detail.summary.status == operator_pb2.HOST_STATUS_TRUSTED
     assert len(detail.history) >= 2
     assert detail.ak_name == enrolled[1]
+
+
+def test_a_group_with_a_boot_reference_requires_the_boot_log(
+    verifier: VerifierHarness, tpm: Tpm
+) -> None:
+    group, host_id = "lab-boot", "node-boot"
+    verifier.operator.RegisterHost(operator_pb2.RegisterHostRequest(host_id=host_id, group=group))
+    set_reference_from(verifier, tpm, group)
+    ak_name = enroll(verifier, tpm, host_id)
+    vector = vectors_dir("tpm", "swtpm-rsa-sha1sha256-loc0")
+    document, _ = reference_document(vector / "eventlog.bin", vector / "pcrs.json")
+    change = operator_pb2.BootReferenceChange(
+        group=group, reference_json=json.dumps(document).encode()
+    )
+    verifier.operator.ProposeChange(
+        operator_pb2.ProposeChangeRequest(change=operator_pb2.ProposedChange(boot_reference=change))
+    )
+    stream = Stream(verifier, host_id, ak_name)
+    try:
+        challenge = stream.next_challenge()
+        assert challenge.want_boot_log
+        evidence = evidence_for(tpm, challenge)
+        evidence.boot_log.unavailable = "no event log at /sys/kernel/security/tpm0/..."
+        verdict = stream.answer(evidence)
+    finally:
+        stream.close()
+    assert verdict.tier == common_pb2.TIER_CONTRAINDICATED
+    assert codes(verdict) == ["tpm.boot.log_missing"]
+    assert "no event log at" in verdict.reasons[0].detail
 
 
 def test_wrong_nonce_is_rejected(tpm: Tpm, stream: Stream) -> None:

@@ -27,6 +27,11 @@ from verifier.challenges import (
     binding_key_qualifying_data,
 )
 from verifier.config import VerifierConfig
+from verifier.evidence.tpm.boot_reference import (
+    BootReference,
+    BootReferenceError,
+    load_boot_reference,
+)
 from verifier.evidence.tpm.certify import (
     AuthenticatedBindingKey,
     authenticate_binding_key,
@@ -312,6 +317,11 @@ class HostStream:
         except ChallengeError as exc:
             deps.challenges.discard(challenge.challenge_id)
             return Outcome(Verdict.contraindicated((exc.reason,), ()), None, None)
+        try:
+            boot_reference = _boot_reference(deps.store, host.group)
+        except BootReferenceError as exc:
+            reason = Reason("tpm.boot.reference_invalid", f"stored reference unusable: {exc}")
+            return Outcome(Verdict.contraindicated((reason,), ()), None, None)
         outcome = evaluate(
             host=host,
             challenge=redeemed,
@@ -319,6 +329,7 @@ class HostStream:
             reference=reference,
             consumed_qualifying_data=deps.challenges.consumed_qualifying_data(host.host_id),
             allow_sha1_signatures=deps.config.allow_sha1_signatures,
+            boot_reference=boot_reference,
         )
         if not evidence.HasField("binding_key") or reference is None or host.ak_public is None:
             return outcome
@@ -369,6 +380,12 @@ def _expected_policy(reference: ReferenceSet) -> bytes:
         selection={bank: sorted(values) for bank, values in reference.pcrs.items()},
         pcr_values=reference.pcrs,
     )
+
+
+def _boot_reference(store: Store, group: str) -> BootReference | None:
+    """The group's measured-boot reference, validated again on every use (it is data)."""
+    record = store.get_boot_reference(group)
+    return None if record is None else load_boot_reference(record.document)
 
 
 def _withdrawal_reason(host: HostRecord, outcome: Outcome) -> Reason | None:

@@ -35,8 +35,8 @@ from verifier.server.proposal_changes import (
     ChangeError,
     change_from_message,
     change_message,
-    diff_lines,
 )
+from verifier.server.proposal_diff import canonical_json, diff_lines
 from verifier.store import (
     AlreadyDecided,
     HostNotFound,
@@ -208,6 +208,22 @@ class ProposalRpcs:
         )
         return operator_pb2.ListReviewsResponse(
             reviews=[review_message(r) for r in reviews], known_controls=sorted(CONTROLS)
+        )
+
+    @audited("group")
+    async def GetBootReference(
+        self, request: operator_pb2.GetReferenceValuesRequest, context: Context
+    ) -> operator_pb2.BootReference:
+        reference = await asyncio.to_thread(self._store.get_boot_reference, request.group)
+        if reference is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no measured-boot reference for group {request.group!r}"
+            )
+        return operator_pb2.BootReference(
+            group=reference.group,
+            reference_json=canonical_json(reference.document),
+            updated_at=timestamp(reference.updated_at),
+            proposal_id=reference.proposal_id,
         )
 
     @audited("purpose")

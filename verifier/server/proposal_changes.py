@@ -4,12 +4,13 @@ A ``ProposedChange`` message becomes a :class:`Change` (kind, a label naming
 what it changes, and the JSON payload the store keeps, see
 verifier.store.proposal_kinds) only after every field is checked, so an
 approver is never asked to approve something that could not apply. The diff
-approvers see is computed from the stored payload, never from the request.
+they see is proposal_diff's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from typing import Any
 from cryptography import x509
 
 from verifier.attestation import DIGEST_SIZES
+from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
 from verifier.server.convert import IDENTIFIER, pcr_banks
+from verifier.server.proposal_diff import canonical_json
 from verifier.store.proposal_kinds import (
     ANCHOR_PURPOSES,
+    BOOT_REFERENCE,
     BREAK_GLASS,
     HOST_SITE,
     MAX_BREAK_GLASS_HOURS,
@@ -39,6 +43,7 @@ TIER = re.compile(r"[A-Za-z0-9._+:@/-]{1,128}")
 TEXT_LIMIT = 4096
 FINDINGS_LIMIT = 16384
 MAX_LIST = 32
+REFERENCE_LIMIT = 1024 * 1024
 
 
 class ChangeError(ValueError):
@@ -67,8 +72,11 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _trust_anchor(change.trust_anchor)
     if which == "break_glass":
         return _break_glass(change.break_glass)
+    if which == "boot_reference":
+        return _boot_reference(change.boot_reference)
     raise ChangeError(
-        "change: set one of reference_values, site, host_site, review, trust_anchor, break_glass"
+        "change: set one of reference_values, site, host_site, review, trust_anchor, "
+        "break_glass, boot_reference"
     )
 
 
@@ -117,37 +125,12 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             hours=payload["hours"],
         )
         return operator_pb2.ProposedChange(break_glass=grant)
+    if kind == BOOT_REFERENCE:
+        boot = operator_pb2.BootReferenceChange(
+            group=payload["group"], reference_json=canonical_json(payload["reference"])
+        )
+        return operator_pb2.ProposedChange(boot_reference=boot)
     raise ValueError(f"unknown proposal kind {kind!r}")
-
-
-def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> list[str]:
-    """What applying ``payload`` over ``base`` would change: "- old" / "+ new" lines."""
-    if kind == REFERENCE_VALUES:
-        lines = _pcr_diff(base["pcrs"] if base else {}, payload["pcrs"])
-    elif kind == SITE:
-        lines = _site_diff(base, payload)
-    elif kind == HOST_SITE:
-        old = base.get("site_id") if base else None
-        new = payload["site_id"]
-        lines = [] if old == new else [f"- site: {old or '(none)'}", f"+ site: {new}"]
-    elif kind == REVIEW:
-        lines = _review_diff(base, payload)
-    elif kind == TRUST_ANCHOR:
-        sign = "-" if payload["remove"] else "+"
-        fingerprint = hashlib.sha256(bytes.fromhex(payload["certificate_der"])).hexdigest()
-        lines = [f"{sign} {payload['purpose']} trust anchor sha256:{fingerprint}"]
-    elif kind == BREAK_GLASS:
-        lines = [
-            f"+ break-glass: host {payload['host_id']} may receive model "
-            f"{payload['manifest_digest']} for {payload['hours']} h without site clearance "
-            "or review (attestation still required)"
-        ]
-    else:
-        raise ValueError(f"unknown proposal kind {kind!r}")
-    return lines or ["(no change)"]
-
-
-# -- per kind ---------------------------------------------------------------------------
 
 
 def _reference_values(request: operator_pb2.SetReferenceValuesRequest) -> Change:
@@ -262,6 +245,28 @@ def _trust_anchor(request: operator_pb2.TrustAnchorChange) -> Change:
     return Change(TRUST_ANCHOR, target[:512], payload, {"fingerprint": fingerprint})
 
 
+def _boot_reference(request: operator_pb2.BootReferenceChange) -> Change:
+    if not IDENTIFIER.fullmatch(request.group):
+        raise ChangeError("boot_reference.group: not a valid group name")
+    if len(request.reference_json) > REFERENCE_LIMIT:
+        raise ChangeError(f"boot_reference.reference_json: larger than {REFERENCE_LIMIT} bytes")
+    try:
+        document = json.loads(request.reference_json)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ChangeError(f"boot_reference.reference_json: not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ChangeError("boot_reference.reference_json: expected a JSON object")
+    try:
+        load_boot_reference(document)
+    except BootReferenceError as exc:
+        raise ChangeError(f"boot_reference.reference_json: {exc}") from None
+    target = f"measured-boot reference of group {request.group}"
+    return Change(
+        BOOT_REFERENCE, target, {"group": request.group, "reference": document},
+        {"group": request.group},
+    )  # fmt: skip
+
+
 def _break_glass(request: operator_pb2.BreakGlassRelease) -> Change:
     if not IDENTIFIER.fullmatch(request.host_id):
         raise ChangeError("break_glass.host_id: not a valid id")
@@ -274,58 +279,3 @@ def _break_glass(request: operator_pb2.BreakGlassRelease) -> Change:
     ids = {"host_id": request.host_id, "manifest_digest": digest.hex()}
     target = f"break-glass for host {request.host_id}, model {digest.hex()[:16]}"
     return Change(BREAK_GLASS, target, payload, ids)
-
-
-def _pcr_diff(
-    old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
-) -> list[str]:
-    lines: list[str] = []
-    for bank in sorted(set(old) | set(new)):
-        before, after = old.get(bank, {}), new.get(bank, {})
-        for pcr in sorted(set(before) | set(after), key=int):
-            if before.get(pcr) == after.get(pcr):
-                continue
-            if pcr in before:
-                lines.append(f"- {bank}[{pcr}] = {before[pcr]}")
-            if pcr in after:
-                lines.append(f"+ {bank}[{pcr}] = {after[pcr]}")
-    return lines
-
-
-def _site_diff(base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> list[str]:
-    new_tiers = ", ".join(payload["cleared_risk_tiers"]) or "(none)"
-    if base is None:
-        return [
-            f"+ site {payload['site_id']} (new)",
-            f"+ cleared tiers: {new_tiers}",
-            f"+ description: {payload['description']}",
-        ]
-    lines: list[str] = []
-    if base["cleared_risk_tiers"] != payload["cleared_risk_tiers"]:
-        old_tiers = ", ".join(base["cleared_risk_tiers"]) or "(none)"
-        lines += [f"- cleared tiers: {old_tiers}", f"+ cleared tiers: {new_tiers}"]
-    if base["description"] != payload["description"]:
-        lines += [
-            f"- description: {base['description']}",
-            f"+ description: {payload['description']}",
-        ]
-    return lines
-
-
-def _review_diff(base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> list[str]:
-    controls = ", ".join(payload["required_controls"]) or "(none)"
-    lines = [
-        f"+ review of model {payload['manifest_digest']} for site {payload['site_id']}",
-        f"+ risk tier: {payload['risk_tier']}",
-        f"+ categories assessed: {', '.join(payload['categories_assessed'])}",
-        f"+ required controls: {controls}",
-        f"+ in force for {payload['valid_days']} days from approval",
-    ]
-    if base is not None:
-        old_controls = ", ".join(base["required_controls"]) or "(none)"
-        lines.insert(
-            0,
-            f"- review {base['review_id']} in force until {base['expires_at']} "
-            f"(required controls: {old_controls})",
-        )
-    return lines

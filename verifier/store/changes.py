@@ -32,7 +32,7 @@ from verifier.store.records import (
 )
 
 
-def _dialect(s: Session) -> ModuleType:
+def dialect_of(s: Session) -> ModuleType:
     """The dialect module whose ``insert`` has ``on_conflict_do_update``."""
     return postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
 
@@ -47,7 +47,7 @@ def replace_reference(
     check_id("group", group)
     require_aware("now", now)
     values = validated_pcrs(pcrs)
-    upsert = _dialect(s).insert(ReferenceSetRow).values(group=group, updated_at=now)
+    upsert = dialect_of(s).insert(ReferenceSetRow).values(group=group, updated_at=now)
     # The upsert also locks the set's row, serialising concurrent replacements.
     upsert = upsert.on_conflict_do_update(
         index_elements=[ReferenceSetRow.group],
@@ -95,7 +95,7 @@ def upsert_site(
         check_id("risk tier", tier)
     require_aware("now", now)
     values = {"cleared_risk_tiers": tiers, "description": description, "updated_at": now}
-    upsert = _dialect(s).insert(Site).values(site_id=site_id, **values)
+    upsert = dialect_of(s).insert(Site).values(site_id=site_id, **values)
     upsert = upsert.on_conflict_do_update(
         index_elements=[Site.site_id],
         set_={name: upsert.excluded[name] for name in values},

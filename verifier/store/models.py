@@ -33,7 +33,7 @@ from verifier.store.models_releases import (
     Review,
     Site,
 )
-from verifier.store.models_trust import BreakGlassGrantRow, TrustAnchorRow
+from verifier.store.models_trust import BootReferenceRow, BreakGlassGrantRow, TrustAnchorRow
 from verifier.store.records import (
     AttestationRecord,
     ClockState,
@@ -52,6 +52,7 @@ __all__ = [
     "AuditRecordRow",
     "Base",
     "BindingKey",
+    "BootReferenceRow",
     "BreakGlassGrantRow",
     "Enrollment",
     "Host",

@@ -1,18 +1,25 @@
 """ORM tables that approved proposals fill (created by migration 0006).
 
 ``trust_anchors``: CA certificates trusted for a purpose beside the config
-file's; ``break_glass_grants``: insert-only, time-limited waivers.
+file's; ``break_glass_grants``: insert-only, time-limited waivers;
+``boot_references`` (migration 0007): each host group's measured-boot reference.
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from verifier.store.base import Base
-from verifier.store.records_proposals import BreakGlassRecord, TrustAnchorRecord
+from verifier.store.records_proposals import (
+    BootReferenceRecord,
+    BreakGlassRecord,
+    TrustAnchorRecord,
+)
 
 
 class TrustAnchorRow(Base):
@@ -62,4 +69,18 @@ class BreakGlassGrantRow(Base):
             expires_at=self.expires_at,
             proposal_id=self.proposal_id,
             approvers=tuple(self.approvers),
+        )
+
+
+class BootReferenceRow(Base):
+    __tablename__ = "boot_references"
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    proposal_id: Mapped[str] = mapped_column(String(32))
+
+    def to_record(self) -> BootReferenceRecord:
+        return BootReferenceRecord(
+            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
         )

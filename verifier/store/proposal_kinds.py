@@ -14,8 +14,9 @@ Kinds and payloads::
                        "findings": f, "summary": m, "valid_days": n}
     trust_anchor      {"purpose": p, "certificate_der": "<hex>", "remove": bool}
     break_glass       {"host_id": h, "manifest_digest": "<hex>", "hours": n}
+    boot_reference    {"group": g, "reference": {a weightgate.boot-reference document}}
 
-Reference values, sites, host sites and trust anchors replace state: if it
+Reference values (PCRs and boot), sites, host sites and trust anchors replace state: if it
 changed between proposal and quorum, the approvers approved a diff that no
 longer describes what would happen, and the proposal goes stale instead of
 applying. Reviews and break-glass grants add records beside earlier ones, so
@@ -34,9 +35,10 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from verifier.store._core import add_event
+from verifier.store._core import add_event, check_id
 from verifier.store.changes import (
     assign_site,
+    dialect_of,
     effective_review_in,
     insert_review,
     read_reference,
@@ -46,7 +48,7 @@ from verifier.store.changes import (
 from verifier.store.errors import HostNotFound, ModelVersionNotFound, StoreError
 from verifier.store.models import Host
 from verifier.store.models_releases import ModelVersion, Site
-from verifier.store.models_trust import BreakGlassGrantRow, TrustAnchorRow
+from verifier.store.models_trust import BootReferenceRow, BreakGlassGrantRow, TrustAnchorRow
 
 REFERENCE_VALUES = "reference_values"
 SITE = "site"
@@ -54,8 +56,9 @@ HOST_SITE = "host_site"
 REVIEW = "review"
 TRUST_ANCHOR = "trust_anchor"
 BREAK_GLASS = "break_glass"
-KINDS = (REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS)
-REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR})
+BOOT_REFERENCE = "boot_reference"
+KINDS = (REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS, BOOT_REFERENCE)
+REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE})
 MAX_REVIEW_DAYS = 3660
 MAX_BREAK_GLASS_HOURS = 72
 ANCHOR_PURPOSES = frozenset({"tpm_ek"})  # what enrollment consults; more come with GPU/CVM
@@ -133,6 +136,9 @@ def target_state(s: Session, kind: str, payload: Mapping[str, Any], *, now: date
                 f"a {purpose} anchor"
             )
         return {"purpose": purpose, "fingerprint": fingerprint.hex(), "present": present}
+    if kind == BOOT_REFERENCE:
+        row = s.get(BootReferenceRow, _text(payload, "group"))
+        return None if row is None else {"group": row.group, "reference": row.document}
     if kind == BREAK_GLASS:
         host_id = _text(payload, "host_id")
         if s.get(Host, host_id) is None:
@@ -196,6 +202,20 @@ def apply_change(
         return f"review {review.review_id} in force until {review.expires_at.isoformat()}"
     if kind == TRUST_ANCHOR:
         return _apply_trust_anchor(s, payload, proposal_id=proposal_id, now=now)
+    if kind == BOOT_REFERENCE:
+        group, document = _text(payload, "group"), payload.get("reference")
+        check_id("group", group)
+        if not isinstance(document, dict) or not document:
+            raise PayloadError("reference must be a non-empty JSON object")
+        values = {"document": document, "updated_at": now, "proposal_id": proposal_id}
+        upsert = dialect_of(s).insert(BootReferenceRow).values(group=group, **values)
+        s.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[BootReferenceRow.group],
+                set_={name: upsert.excluded[name] for name in values},
+            )
+        )
+        return f"measured-boot reference of group {group} replaced"
     if kind == BREAK_GLASS:
         hours = payload.get("hours")
         if not isinstance(hours, int) or isinstance(hours, bool):

@@ -78,3 +78,13 @@ class BreakGlassRecord:
     expires_at: datetime
     proposal_id: str
     approvers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BootReferenceRecord:
+    """A host group's measured-boot reference document, as an approved proposal set it."""
+
+    group: str
+    document: Mapping[str, Any]
+    updated_at: datetime
+    proposal_id: str

@@ -1,4 +1,5 @@
-"""Reads of what approved proposals put in place: trust anchors, break-glass grants."""
+"""Reads of what approved proposals put in place: trust anchors, break-glass grants,
+measured-boot references."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from datetime import datetime
 from sqlalchemy import select
 
 from verifier.store._core import StoreCore, require_aware
-from verifier.store.models_trust import BreakGlassGrantRow, TrustAnchorRow
-from verifier.store.records_proposals import BreakGlassRecord, TrustAnchorRecord
+from verifier.store.models_trust import BootReferenceRow, BreakGlassGrantRow, TrustAnchorRow
+from verifier.store.records_proposals import (
+    BootReferenceRecord,
+    BreakGlassRecord,
+    TrustAnchorRecord,
+)
 
 
 class TrustMixin(StoreCore):
@@ -37,4 +42,9 @@ class TrustMixin(StoreCore):
         )
         with self._reader() as s:
             row = s.scalar(query)
+            return None if row is None else row.to_record()
+
+    def get_boot_reference(self, group: str) -> BootReferenceRecord | None:
+        with self._reader() as s:
+            row = s.get(BootReferenceRow, group)
             return None if row is None else row.to_record()

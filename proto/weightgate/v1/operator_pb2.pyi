@@ -799,6 +799,7 @@ class ProposedChange(_message.Message):
     REVIEW_FIELD_NUMBER: _builtins.int
     TRUST_ANCHOR_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_FIELD_NUMBER: _builtins.int
+    BOOT_REFERENCE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def reference_values(self) -> Global___SetReferenceValuesRequest: ...
     @_builtins.property
@@ -811,6 +812,8 @@ class ProposedChange(_message.Message):
     def trust_anchor(self) -> Global___TrustAnchorChange: ...
     @_builtins.property
     def break_glass(self) -> Global___BreakGlassRelease: ...
+    @_builtins.property
+    def boot_reference(self) -> Global___BootReferenceChange: ...
     def __init__(
         self,
         *,
@@ -820,16 +823,75 @@ class ProposedChange(_message.Message):
         review: Global___RecordReviewRequest | None = ...,
         trust_anchor: Global___TrustAnchorChange | None = ...,
         break_glass: Global___BreakGlassRelease | None = ...,
+        boot_reference: Global___BootReferenceChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
 Global___ProposedChange: _TypeAlias = ProposedChange  # noqa: Y015
+
+@_typing.final
+class BootReferenceChange(_message.Message):
+    """Replaces a host group's measured-boot reference: what the boot log of its
+    hosts must show (Secure Boot, PK/KEK/db/dbx, boot applications, kernel command
+    lines, firmware versions), as a weightgate.boot-reference v1 JSON document
+    (verifier/evidence/tpm/boot_reference_format.py). A group with one requires a
+    boot log that replays to every quote.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    REFERENCE_JSON_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    reference_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        reference_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "reference_json", b"reference_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BootReferenceChange: _TypeAlias = BootReferenceChange  # noqa: Y015
+
+@_typing.final
+class BootReference(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    REFERENCE_JSON_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    reference_json: _builtins.bytes
+    proposal_id: _builtins.str
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        reference_json: _builtins.bytes = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "proposal_id", b"proposal_id", "reference_json", b"reference_json", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BootReference: _TypeAlias = BootReference  # noqa: Y015
 
 @_typing.final
 class TrustAnchorChange(_message.Message):
@@ -1051,7 +1113,7 @@ class Proposal(_message.Message):
     kind: _builtins.str
     """"reference_values", "site", "host_site", "review","""
     target: _builtins.str
-    """"trust_anchor", "break_glass"
+    """"trust_anchor", "break_glass", "boot_reference"
     what it changes, e.g. "group default", "site dc-1"
     """
     state: Global___ProposalState.ValueType

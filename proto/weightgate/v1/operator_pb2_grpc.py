@@ -55,6 +55,11 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
                 _registered_method=True)
+        self.GetBootReference = channel.unary_unary(
+                '/weightgate.v1.Operator/GetBootReference',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.BootReference.FromString,
+                _registered_method=True)
         self.WatchHosts = channel.unary_stream(
                 '/weightgate.v1.Operator/WatchHosts',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.SerializeToString,
@@ -165,6 +170,12 @@ class OperatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetReferenceValues(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBootReference(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -308,6 +319,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.GetReferenceValues,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.ReferenceValues.SerializeToString,
+            ),
+            'GetBootReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBootReference,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.BootReference.SerializeToString,
             ),
             'WatchHosts': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchHosts,
@@ -504,6 +520,33 @@ class Operator:
             '/weightgate.v1.Operator/GetReferenceValues',
             weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.ReferenceValues.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBootReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/GetBootReference',
+            weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.BootReference.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,7 @@ class OperatorStub:
     ListHosts: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListHostsRequest, _operator_pb2.ListHostsResponse]
     GetHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]
     GetReferenceValues: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]
+    GetBootReference: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.BootReference]
     WatchHosts: _grpc.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]
     """Live trust changes: the current state of the selected hosts (if asked),
     then one HostChange per status change, until the client cancels.
@@ -82,6 +83,7 @@ class OperatorAsyncStub(OperatorStub):
     ListHosts: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListHostsRequest, _operator_pb2.ListHostsResponse]  # type: ignore[assignment]
     GetHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]  # type: ignore[assignment]
     GetReferenceValues: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]  # type: ignore[assignment]
+    GetBootReference: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.BootReference]  # type: ignore[assignment]
     WatchHosts: _aio.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]  # type: ignore[assignment]
     """Live trust changes: the current state of the selected hosts (if asked),
     then one HostChange per status change, until the client cancels.
@@ -148,6 +150,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.GetReferenceValuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ReferenceValues, _abc.Awaitable[_operator_pb2.ReferenceValues]]: ...
+
+    @_abc_1.abstractmethod
+    def GetBootReference(
+        self,
+        request: _operator_pb2.GetReferenceValuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.BootReference, _abc.Awaitable[_operator_pb2.BootReference]]: ...
 
     @_abc_1.abstractmethod
     def WatchHosts(

@@ -1,0 +1,131 @@
+"""Measured-boot references end to end on real swtpm vector sets.
+
+The flow the verifier runs each round: authenticate the quote, replay the boot
+log against it, then appraise the facts from verified PCRs against the group's
+reference. The reference is the one `weightgate reference propose
+--from-eventlog` builds from a known-good host; proposed through the operator
+API, it is what the verifier then holds the group's hosts to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.vectors import TPM_SWTPM_SETS, swtpm_quote_case, variant_file, vectors_dir
+from tests.verifier_harness import InsecureCli, running_verifier
+from verifier.boot_reference_cli import reference_document
+from verifier.evidence.tpm.authenticate import AuthenticatedQuote, authenticate_quote
+from verifier.evidence.tpm.boot_appraisal import CHECK_BOOT_REFERENCE, appraise_boot_log
+from verifier.evidence.tpm.boot_log_check import check_boot_log
+from verifier.evidence.tpm.boot_reference import load_boot_reference
+from verifier.evidence.tpm.parse import parse_quote_attest, parse_tpm2b_public
+from verifier.operator_cli import CliError
+from weightgate.v1 import operator_pb2
+
+
+def _quote(name: str, variant: str | None = None) -> AuthenticatedQuote:
+    case = swtpm_quote_case(name, variant)
+    selection = {s.hash_algorithm: s.pcrs for s in parse_quote_attest(case.attest).pcr_selection}
+    return authenticate_quote(
+        attest=case.attest,
+        signature=case.signature,
+        ak=parse_tpm2b_public(case.ak_public),
+        expected_qualifying_data=case.nonce,
+        required_pcrs=selection,
+        reported_pcrs=case.pcrs,
+        previous_clock=None,
+    )
+
+
+def _log(name: str, variant: str | None = None) -> bytes:
+    return variant_file(vectors_dir("tpm", name), "eventlog.bin", variant).read_bytes()
+
+
+def _reference(name: str) -> dict[str, Any]:
+    base = vectors_dir("tpm", name)
+    document, warnings = reference_document(base / "eventlog.bin", base / "pcrs.json")
+    assert warnings == []
+    return document
+
+
+@pytest.mark.parametrize("name", TPM_SWTPM_SETS)
+def test_a_host_matches_the_reference_proposed_from_its_own_log(name: str) -> None:
+    check = check_boot_log(_log(name), _quote(name))
+    assert check.passed, check.reasons
+    checks, reasons = appraise_boot_log(check, load_boot_reference(_reference(name)))
+    assert reasons == ()
+    assert checks == {CHECK_BOOT_REFERENCE}
+
+
+def test_another_hosts_boot_is_named_against_a_reference() -> None:
+    secure, insecure = "swtpm-rsa-sha1sha256-loc0", "swtpm-rsa-sha256sha384-hcrtm-sboff"
+    reference = load_boot_reference(_reference(secure))
+    check = check_boot_log(_log(insecure), _quote(insecure))
+    assert check.passed
+    checks, reasons = appraise_boot_log(check, reference)
+    assert checks == frozenset()
+    codes = {r.code for r in reasons}
+    assert "tpm.boot.secure_boot_disabled" in codes, reasons
+
+
+@pytest.mark.parametrize(
+    ("variant", "code"),
+    [
+        ("event-data-tampered", "tpm.eventlog.ipl_digest_mismatch"),
+        ("post-separator-injection", "tpm.eventlog.event_after_separator"),
+    ],
+)
+def test_a_log_that_replays_but_breaks_the_rules_fails_the_reference(
+    variant: str, code: str
+) -> None:
+    name = "swtpm-rsa-sha1sha256-loc0"
+    check = check_boot_log(_log(name, variant), _quote(name, variant))
+    assert check.passed, "these variants replay: only the event checks catch them"
+    _, reasons = appraise_boot_log(check, load_boot_reference(_reference(name)))
+    assert code in {r.code for r in reasons}
+
+
+def test_propose_refuses_a_log_that_does_not_match_its_pcrs(tmp_path: Path) -> None:
+    base = vectors_dir("tpm", "swtpm-rsa-sha1sha256-loc0")
+    other = vectors_dir("tpm", "swtpm-ecc-sha256-loc3")
+    with pytest.raises(CliError, match="does not replay to"):
+        reference_document(base / "eventlog.bin", other / "pcrs.json")
+    _, warnings = reference_document(base / "eventlog.bin", None)
+    assert warnings == ["no --pcrs: the log was not checked against a TPM's PCR values"]
+
+
+def test_propose_through_the_api_and_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = vectors_dir("tpm", "swtpm-rsa-sha1sha256-loc0")
+    with running_verifier(tmp_path, ek_ca_certificates=()) as verifier:
+        cli = InsecureCli(verifier, capsys)
+        code, out, err = cli(
+            "reference", "propose", "--group", "gpu", "--from-eventlog",
+            str(base / "eventlog.bin"), "--pcrs", str(base / "pcrs.json"),
+        )  # fmt: skip
+        assert code == 0, err
+        assert out.startswith("applied at once"), out  # the plaintext harness needs no quorum
+        code, out, _ = cli("reference", "show-boot", "--group", "gpu")
+        assert code == 0
+        assert json.loads(out) == _reference("swtpm-rsa-sha1sha256-loc0")
+        record = verifier.store.get_boot_reference("gpu")
+        assert record is not None and record.proposal_id
+        bad = operator_pb2.ProposeChangeRequest(
+            change=operator_pb2.ProposedChange(
+                boot_reference=operator_pb2.BootReferenceChange(
+                    group="gpu", reference_json=b'{"kind": "something else"}'
+                )
+            )
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            verifier.operator.ProposeChange(bad, timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("boot_reference.reference_json:")
+        code, _, err = cli("reference", "show-boot", "--group", "nobody")
+        assert code == 1 and "NOT_FOUND" in err

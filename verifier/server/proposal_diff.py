@@ -1,0 +1,127 @@
+"""What a proposal would change, shown to approvers as "- old" / "+ new" lines.
+
+Computed from the stored payload (never from the request) over the state it
+replaces: the current state for a pending proposal, the state it was proposed
+over once decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from verifier.store.proposal_kinds import (
+    BOOT_REFERENCE,
+    BREAK_GLASS,
+    HOST_SITE,
+    REFERENCE_VALUES,
+    REVIEW,
+    SITE,
+    TRUST_ANCHOR,
+)
+
+
+def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> list[str]:
+    """What applying ``payload`` over ``base`` would change: "- old" / "+ new" lines."""
+    if kind == REFERENCE_VALUES:
+        lines = _pcr_diff(base["pcrs"] if base else {}, payload["pcrs"])
+    elif kind == SITE:
+        lines = _site_diff(base, payload)
+    elif kind == HOST_SITE:
+        old = base.get("site_id") if base else None
+        new = payload["site_id"]
+        lines = [] if old == new else [f"- site: {old or '(none)'}", f"+ site: {new}"]
+    elif kind == REVIEW:
+        lines = _review_diff(base, payload)
+    elif kind == TRUST_ANCHOR:
+        sign = "-" if payload["remove"] else "+"
+        fingerprint = hashlib.sha256(bytes.fromhex(payload["certificate_der"])).hexdigest()
+        lines = [f"{sign} {payload['purpose']} trust anchor sha256:{fingerprint}"]
+    elif kind == BOOT_REFERENCE:
+        lines = _document_diff(base["reference"] if base else {}, payload["reference"])
+    elif kind == BREAK_GLASS:
+        lines = [
+            f"+ break-glass: host {payload['host_id']} may receive model "
+            f"{payload['manifest_digest']} for {payload['hours']} h without site clearance "
+            "or review (attestation still required)"
+        ]
+    else:
+        raise ValueError(f"unknown proposal kind {kind!r}")
+    return lines or ["(no change)"]
+
+
+# -- per kind ---------------------------------------------------------------------------
+
+
+def canonical_json(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _document_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """One line per top-level key that differs (values as canonical JSON)."""
+    lines: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        if key in old:
+            lines.append(f"- {key}: {canonical_json(old[key]).decode()}")
+        if key in new:
+            lines.append(f"+ {key}: {canonical_json(new[key]).decode()}")
+    return lines
+
+
+def _pcr_diff(
+    old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    lines: list[str] = []
+    for bank in sorted(set(old) | set(new)):
+        before, after = old.get(bank, {}), new.get(bank, {})
+        for pcr in sorted(set(before) | set(after), key=int):
+            if before.get(pcr) == after.get(pcr):
+                continue
+            if pcr in before:
+                lines.append(f"- {bank}[{pcr}] = {before[pcr]}")
+            if pcr in after:
+                lines.append(f"+ {bank}[{pcr}] = {after[pcr]}")
+    return lines
+
+
+def _site_diff(base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> list[str]:
+    new_tiers = ", ".join(payload["cleared_risk_tiers"]) or "(none)"
+    if base is None:
+        return [
+            f"+ site {payload['site_id']} (new)",
+            f"+ cleared tiers: {new_tiers}",
+            f"+ description: {payload['description']}",
+        ]
+    lines: list[str] = []
+    if base["cleared_risk_tiers"] != payload["cleared_risk_tiers"]:
+        old_tiers = ", ".join(base["cleared_risk_tiers"]) or "(none)"
+        lines += [f"- cleared tiers: {old_tiers}", f"+ cleared tiers: {new_tiers}"]
+    if base["description"] != payload["description"]:
+        lines += [
+            f"- description: {base['description']}",
+            f"+ description: {payload['description']}",
+        ]
+    return lines
+
+
+def _review_diff(base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> list[str]:
+    controls = ", ".join(payload["required_controls"]) or "(none)"
+    lines = [
+        f"+ review of model {payload['manifest_digest']} for site {payload['site_id']}",
+        f"+ risk tier: {payload['risk_tier']}",
+        f"+ categories assessed: {', '.join(payload['categories_assessed'])}",
+        f"+ required controls: {controls}",
+        f"+ in force for {payload['valid_days']} days from approval",
+    ]
+    if base is not None:
+        old_controls = ", ".join(base["required_controls"]) or "(none)"
+        lines.insert(
+            0,
+            f"- review {base['review_id']} in force until {base['expires_at']} "
+            f"(required controls: {old_controls})",
+        )
+    return lines
