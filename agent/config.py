@@ -13,6 +13,7 @@ Example::
     # insecure = true                  # plaintext gRPC, tests and demos only
     # The UEFI measured-boot event log, sent when the verifier asks (default shown).
     event_log_path = "/sys/kernel/security/tpm0/binary_bios_measurements"
+    ima_log_path = "/sys/kernel/security/ima/binary_runtime_measurements"
     # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
     # as soon as a model is configured.
     verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
@@ -58,6 +59,7 @@ _AGENT_KEYS = frozenset(
         "verifier_signing_key",
         "models",
         "event_log_path",
+        "ima_log_path",
     }
 )
 _MODEL_KEYS = frozenset({"manifest_digest", "target_dir"})
@@ -103,6 +105,8 @@ class AgentConfig:
     models: tuple[ModelConfig, ...] = ()
     # The measured-boot event log sent when the verifier asks for it.
     event_log_path: Path = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+    # The IMA runtime measurement list (binary), sent when the verifier asks for it.
+    ima_log_path: Path = Path("/sys/kernel/security/ima/binary_runtime_measurements")
 
 
 def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:
@@ -205,8 +209,12 @@ class _Validator:
         event_log_path = AgentConfig.event_log_path
         if "event_log_path" in agent:
             event_log_path = self._path_value(self._string("agent", agent, "event_log_path"))
+        ima_log_path = AgentConfig.ima_log_path
+        if "ima_log_path" in agent:
+            ima_log_path = self._path_value(self._string("agent", agent, "ima_log_path"))
         return AgentConfig(
             event_log_path=event_log_path,
+            ima_log_path=ima_log_path,
             host_id=host_id,
             verifier=verifier,
             tcti=tcti,

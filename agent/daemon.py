@@ -28,6 +28,7 @@ import grpc.aio
 from agent.backoff import Backoff
 from agent.binding import ensure_certified_binding_key
 from agent.collectors.boot_log import read_boot_log
+from agent.collectors.ima_log import read_ima_log
 from agent.collectors.tpm import Tpm, TpmError, ak_name
 from agent.config import AgentConfig, load_verifier_signing_key
 from agent.logs import EventLog
@@ -323,6 +324,18 @@ class Agent:
             evidence.boot_log.CopyFrom(boot_log)
         if not challenge.HasField("tpm"):
             return evidence
+        quote = await self._quote(challenge)
+        evidence.tpm.CopyFrom(quote)
+        if challenge.HasField("ima"):
+            # Read after quoting: the list can only have grown, and the verifier
+            # accepts the prefix that replays to the quoted PCR10.
+            ima = await asyncio.to_thread(
+                read_ima_log, self._config.ima_log_path, challenge.ima.from_entry
+            )
+            evidence.ima.CopyFrom(ima)
+        return evidence
+
+    async def _quote(self, challenge: attestation_pb2.Challenge) -> attestation_pb2.TpmQuote:
         selection: dict[str, list[int]] = {}
         for sel in challenge.tpm.pcr_selection:
             selection.setdefault(sel.hash_algorithm, []).extend(sel.pcrs)
@@ -336,17 +349,14 @@ class Agent:
                 selection=selection,
             )
         )
-        evidence.tpm.CopyFrom(
-            attestation_pb2.TpmQuote(
-                attest=quote.attest,
-                signature=quote.signature,
-                pcrs=[
-                    common_pb2.PcrBank(hash_algorithm=bank, values=values)
-                    for bank, values in quote.pcrs.items()
-                ],
-            )
+        return attestation_pb2.TpmQuote(
+            attest=quote.attest,
+            signature=quote.signature,
+            pcrs=[
+                common_pb2.PcrBank(hash_algorithm=bank, values=values)
+                for bank, values in quote.pcrs.items()
+            ],
         )
-        return evidence
 
     async def _certify_binding_key(
         self, request: attestation_pb2.BindingKeyRequest, evidence: attestation_pb2.Evidence

@@ -19,6 +19,8 @@ from verifier.evidence.tpm.authenticate import authenticate_quote
 from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
 from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.boot_reference import BootReference
+from verifier.evidence.tpm.ima_policy import RuntimePolicy
+from verifier.evidence.tpm.ima_round import ImaKept, appraise_ima_round
 from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
 from verifier.store import ClockState, HostRecord, ReferenceSet
 from verifier.verdict import Reason, Verdict, VerificationError
@@ -32,6 +34,7 @@ class Outcome:
     verdict: Verdict
     clock: ClockState | None  # set only when the quote authenticated
     boot_event: str | None
+    ima_kept: ImaKept | None = None  # IMA progress to keep for the next round
 
 
 class MalformedEvidenceError(Exception):
@@ -80,6 +83,8 @@ def evaluate(
     consumed_qualifying_data: tuple[bytes, ...],
     allow_sha1_signatures: bool,
     boot_reference: BootReference | None = None,
+    ima_policy: RuntimePolicy | None = None,
+    ima_kept: ImaKept | None = None,
 ) -> Outcome:
     """Verify the TPM evidence answering `challenge`; see the module docstring."""
     if host.ak_public is None:
@@ -132,10 +137,25 @@ def evaluate(
         why = evidence.boot_log.unavailable or "the agent sent none"
         missing = Reason("tpm.boot.log_missing", f"the group has a boot reference; {why}")
         verdict = _with_boot_log(verdict, frozenset(), (missing,))
+    kept: ImaKept | None = None
+    if ima_policy is not None:
+        ima = evidence.ima
+        ima_round = appraise_ima_round(
+            entries=ima.entries,
+            first_entry=ima.first_entry,
+            unavailable=ima.unavailable
+            or ("" if evidence.HasField("ima") else "the agent sent no IMA list"),
+            quote=quote,
+            policy=ima_policy,
+            kept=ima_kept,
+        )
+        verdict = _with_boot_log(verdict, ima_round.checks_run, ima_round.reasons)
+        kept = ima_round.kept
     return Outcome(
         verdict,
         ClockState(clock.clock, clock.reset_count, clock.restart_count),
         quote.boot_event,
+        kept,
     )
 
 

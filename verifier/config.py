@@ -25,6 +25,7 @@ PROPOSAL_KINDS = (
     "trust_anchor",
     "break_glass",
     "boot_reference",
+    "ima_policy",
 )
 DEFAULT_APPROVALS = 2
 # Break-glass waives the site clearance and the review: it takes one more person.

@@ -3,7 +3,8 @@
 For operators debugging a host and for our own checks: they read files in the
 formats tpm2-tools writes, run the verifier's own checks (same reason codes), and
 need no verifier connection. The checks live in the library
-(``verifier.evidence.tpm.offline_verify`` / ``offline_replay`` / ``inspect_file``);
+(``verifier.evidence.tpm.offline_verify`` / ``offline_replay`` / ``offline_ima`` /
+``inspect_file``);
 this module reads files, maps usage errors to exit 2 and prints. Exit statuses:
 0 affirming, 1 rejected, 2 unreadable input or bad usage (one line, naming the
 file), 3 accepted with warnings.
@@ -15,15 +16,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verifier.evidence.report import EXIT_REJECTED, EXIT_USAGE, EvidenceReport, exit_status
 from verifier.operator_cli import CliError, parse_pcrs_json
 
+if TYPE_CHECKING:
+    from verifier.evidence.tpm.ima_policy import RuntimePolicy
+
 __all__ = ["add_evidence_commands", "run_evidence_command"]
 
-# Larger than any evidence file: event logs are bounded at 16 MiB, quotes at 1 KiB.
-MAX_INPUT_BYTES = 64 * 1024 * 1024
+# As large as any evidence file: IMA lists are bounded at 128 MiB (ima.MAX_LIST_SIZE),
+# event logs at 16 MiB, quotes at 1 KiB.
+MAX_INPUT_BYTES = 128 * 1024 * 1024
 
 _EXIT_HELP = """\
 exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
@@ -46,21 +51,34 @@ Verify one TPM quote as the verifier would, from files:
   --eventlog  a UEFI measured-boot log (binary_bios_measurements): replayed per
               bank, every replayed PCR must equal its --pcrs value (the quoted
               ones first), then its structure and event data are checked
+  --ima       an IMA runtime measurement list (binary_runtime_measurements or
+              ascii_runtime_measurements, recognised by content). The quote must
+              cover PCR10: the WHOLE list must replay to the quoted PCR10 of every
+              bank that quotes it. A list read after the quote is usually longer
+              and is then rejected (the message says how many first entries match):
+              read the list right after quoting. Entry 0 (boot_aggregate) is checked
+              against PCRs 0-7 or 0-9 of its bank, quoted or else from --pcrs (then
+              a warning), or reported as not checked
+  --ima-policy a runtime policy (JSON: {{"version": 1, "digests": {{path: [digest]}},
+              "excludes", "keyrings", "buffers", "verification_keys"}}) to appraise
+              every replayed entry against; violations are warnings
   --reference reference PCR values (PCRS.json format) to appraise against
 
-Checks run in stages (quote, eventlog-replay, eventlog-policy, reference); a
-stage that needs a failed one does not run. The output lists every check and
-every reason; --json prints one JSON object:
+Checks run in stages (quote, eventlog-replay, eventlog-policy, ima-replay,
+ima-policy, reference); a stage that needs a failed one does not run. The output
+lists every check and every reason; --json prints one JSON object:
 {{"kind", "verdict", "reasons": [{{"code", "message"}}], "checks_run", "checks", "claims"}}.
 
 {_EXIT_HELP}"""
 
 _REPLAY_HELP = f"""\
-Replay a UEFI event log (binary_bios_measurements, SHA-1 legacy or crypto-agile)
-in every bank it declares, with the TPM's rules (PCR0 starts at the
-StartupLocality or H-CRTM value, EV_NO_ACTION is never extended), and print the
-replayed PCRs. With --pcrs (PCRS.json), compare each replayed PCR with the TPM's
-value: match, MISMATCH, or "no value given" for PCRs the file lacks.
+Replay a UEFI event log (--eventlog: binary_bios_measurements, SHA-1 legacy or
+crypto-agile) in every bank it declares, with the TPM's rules (PCR0 starts at
+the StartupLocality or H-CRTM value, EV_NO_ACTION is never extended), or an IMA
+list (--ima: binary or ASCII runtime measurements) into PCR10 of every bank of
+--pcrs (sha1, sha256, sha384, sha512 without it), and print the replayed PCRs.
+With --pcrs (PCRS.json), compare each replayed PCR with the TPM's value: match,
+MISMATCH, or "no value given" for PCRs the file lacks.
 
 {_EXIT_HELP} Without --pcrs nothing is compared: 0 if the log replays."""
 
@@ -69,7 +87,9 @@ Recognise an evidence file and print its decoded fields, without verifying
 anything: TPMS_ATTEST quote (magic, type, signer, extra data, clock, firmware,
 PCR selection, digest), TPMT_SIGNATURE, TPM2B_PUBLIC / TPMT_PUBLIC, PEM or DER
 public key / certificate, UEFI event log (format, banks, and per event: PCR,
-type, digests, data summary), PCRS.json. Anything else is "unrecognised", with
+type, digests, data summary), IMA runtime list, binary or ASCII (byte order,
+entry count, templates, violations, boot_aggregate, the first entries),
+PCRS.json. Anything else is "unrecognised", with
 a hint. Exit status: 0 recognised, 1 recognised but malformed or unrecognised,
 2 unreadable."""
 
@@ -90,7 +110,7 @@ def add_evidence_commands(commands: Any) -> None:
     kinds = verify.add_subparsers(dest="kind", required=True, metavar="KIND")
     tpm = kinds.add_parser(
         "tpm",
-        help="a TPM quote set (AK, quote, signature, nonce, PCRs, event log)",
+        help="a TPM quote set (AK, quote, signature, nonce, PCRs, event log, IMA list)",
         description=_VERIFY_TPM_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -100,8 +120,8 @@ def add_evidence_commands(commands: Any) -> None:
     tpm.add_argument("--nonce", required=True, metavar="HEX", help="the nonce issued, as hex")
     tpm.add_argument("--pcrs", type=Path, metavar="PCRS.json", help="PCR values read at quote time")
     tpm.add_argument("--eventlog", type=Path, metavar="LOG", help="UEFI event log to replay")
-    # EXTENSION POINT: --ima IMA_LOG (ASCII or binary runtime measurements) goes here, read
-    # into TpmEvidence.ima_log; it needs --pcrs like --eventlog (PCR10 must be quoted).
+    tpm.add_argument("--ima", type=Path, metavar="IMA_LOG", help="IMA list to replay (PCR10)")
+    tpm.add_argument("--ima-policy", type=Path, metavar="POLICY.json", help="IMA runtime policy")
     tpm.add_argument("--reference", type=Path, metavar="REF", help="reference PCRs (PCRS.json)")
     tpm.add_argument(
         "--allow-sha1",
@@ -112,11 +132,13 @@ def add_evidence_commands(commands: Any) -> None:
 
     replay = sub.add_parser(
         "replay",
-        help="replay a UEFI event log per bank; compare with PCR values",
+        help="replay a UEFI event log or an IMA list per bank; compare with PCR values",
         description=_REPLAY_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("--eventlog", type=Path, required=True, metavar="LOG")
+    logs = replay.add_mutually_exclusive_group(required=True)
+    logs.add_argument("--eventlog", type=Path, metavar="LOG", help="UEFI event log")
+    logs.add_argument("--ima", type=Path, metavar="IMA_LOG", help="IMA runtime list (PCR10)")
     replay.add_argument("--pcrs", type=Path, metavar="PCRS.json", help="TPM values to compare")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -172,11 +194,13 @@ def _verify_tpm(args: argparse.Namespace) -> EvidenceReport:
     from verifier.evidence.tpm.appraise import ReferencePcrs  # noqa: PLC0415
     from verifier.evidence.tpm.offline_verify import TpmEvidence, verify_tpm_offline  # noqa: PLC0415
 
-    if args.pcrs is None and (args.eventlog is not None or args.reference is not None):
+    if args.pcrs is None and any(x is not None for x in (args.eventlog, args.ima, args.reference)):
         raise _UsageError(
-            "--eventlog and --reference need --pcrs: the quote signs only the digest of "
-            "the PCR values, so the values themselves must be given"
+            "--eventlog, --ima and --reference need --pcrs: the quote signs only the digest "
+            "of the PCR values, so the values themselves must be given"
         )
+    if args.ima_policy is not None and args.ima is None:
+        raise _UsageError("--ima-policy needs --ima: the policy appraises the IMA list")
     nonce = _nonce(args.nonce)
     try:
         ak = load_ak(_read(args.ak, "AK"))
@@ -197,16 +221,32 @@ def _verify_tpm(args: argparse.Namespace) -> EvidenceReport:
         event_log=None if args.eventlog is None else _read(args.eventlog, "event log"),
         reference=reference,
         allow_sha1_signatures=args.allow_sha1,
+        ima_log=None if args.ima is None else _read(args.ima, "IMA list"),
+        ima_policy=None if args.ima_policy is None else _ima_policy(args.ima_policy),
     )
     return verify_tpm_offline(evidence)
 
 
+def _ima_policy(path: Path) -> RuntimePolicy:
+    from verifier.evidence.tpm.ima_policy import (  # noqa: PLC0415
+        RuntimePolicyError,
+        load_runtime_policy,
+    )
+
+    try:
+        return load_runtime_policy(_read(path, "IMA policy"))
+    except RuntimePolicyError as exc:
+        raise _UsageError(f"IMA policy {path}: {exc}") from None
+
+
 def _replay(args: argparse.Namespace) -> EvidenceReport:
+    from verifier.evidence.tpm.offline_ima import ima_replay_report  # noqa: PLC0415
     from verifier.evidence.tpm.offline_replay import replay_report  # noqa: PLC0415
 
-    raw = _read(args.eventlog, "event log")
     expected = None if args.pcrs is None else parse_pcrs_json(args.pcrs)
-    return replay_report(raw, expected)
+    if args.ima is not None:
+        return ima_replay_report(_read(args.ima, "IMA list"), expected)
+    return replay_report(_read(args.eventlog, "event log"), expected)
 
 
 def _inspect(args: argparse.Namespace) -> int:

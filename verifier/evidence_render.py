@@ -34,9 +34,31 @@ def render_report(report: EvidenceReport) -> str:
         lines.append("quote: " + _quote_line(claims["quote"]))
     if "eventlog" in claims:
         lines.extend(_eventlog_lines(claims["eventlog"]))
+    if "ima" in claims:
+        lines.extend(_ima_lines(claims["ima"]))
     if "replay" in claims:
         lines.extend(_replay_lines(claims["replay"], full=True))
     return "\n".join(lines)
+
+
+def _ima_lines(ima: dict[str, Any]) -> list[str]:
+    templates = ", ".join(f"{name} x{count}" for name, count in ima["templates"].items())
+    lines = [
+        f"ima list: {ima['format']} ({ima['byte_order']}-endian), {ima['entry_count']} entries "
+        f"({ima['violations']} violations), templates {templates or '(none)'}, "
+        f"template hash {ima['template_hash_alg']}"
+    ]
+    if "replay" in ima:
+        lines.extend(_replay_lines(ima["replay"], full=True))
+    check = ima.get("boot_aggregate_check")
+    if check:
+        lines.append(
+            f"  boot_aggregate {ima['boot_aggregate']}: {check['bank']} {check['rule']} "
+            f"({check['source']})"
+        )
+    if "policy_findings" in ima:
+        lines.append(f"  runtime policy: {ima['policy_findings']} finding(s)")
+    return lines
 
 
 def _ak_line(ak: dict[str, Any]) -> str:
@@ -105,7 +127,17 @@ def render_inspection(path: str, document: dict[str, Any]) -> str:
         lines.append(f"  hint: {document['hint']}")
     fields = dict(document.get("fields", {}))
     events = fields.pop("events", None)
+    entries = fields.pop("entries", None)
     lines.extend(_field_lines(fields, indent=2))
+    if entries:
+        lines.append(f"  {'#':>4} {'PCR':>4} {'template':<8} {'digest':<28} name")
+        for entry in entries:
+            digest = (entry["digest"] or "-")[: _HEX_SHOWN + 12]
+            flag = "  (violation)" if entry["violation"] else ""
+            lines.append(
+                f"  {entry['index']:>4} {entry['pcr']:>4} {entry['template']:<8} "
+                f"{digest:<28} {entry['name']}{flag}"
+            )
     if events is not None:
         lines.append(f"  {'#':>4} {'PCR':>4} {'type':<34} {'digest (first bank)':<18} data")
         for event in events:

@@ -143,7 +143,15 @@ class Stream:
     def answer_with_extra(
         self, evidence: attestation_pb2.Evidence
     ) -> tuple[common_pb2.Verdict, attestation_pb2.VerifierMessage]:
-        """The verdict, then the lease renewal or revocation that follows it."""
+        """The verdict, then the lease renewal or revocation that follows it.
+
+        Renewals and revocations already received belong to earlier rounds (a round
+        sends them before the next challenge, which the caller has read to build
+        ``evidence``): e.g. a release created while the previous round was still
+        renewing. They are dropped so that the one returned answers this verdict.
+        """
+        stale = ("lease_renewal", "revocation")
+        self._pending = [m for m in self._pending if m.WhichOneof("body") not in stale]
         verdict = self.answer(evidence)
         return verdict, self.receive("lease_renewal", "revocation")
 

@@ -92,11 +92,20 @@ EXPECTED_REJECTIONS = {
     "event-data-tampered": ("eventlog-policy", "tpm.eventlog.ipl_digest_mismatch"),
     # "a second SecureBoot EV_EFI_VARIABLE_DRIVER_CONFIG after the PCR7 separator"
     "post-separator-injection": ("eventlog-policy", "tpm.eventlog.event_after_separator"),
-    # Wired when `--ima` lands (the extension point in offline_verify.py):
+    # "IMA entry 3 (/usr/bin/sh): template-hash != SHA1(template data ...)" (1-based)
     "ima-entry-tampered": ("ima-replay", "tpm.ima.template_hash_mismatch"),
-    "ima-truncated": ("ima-replay", "tpm.ima.replay_mismatch"),
+    # "IMA log is missing its last entry: replay of PCR10 != quoted PCR10"
+    "ima-truncated": ("ima-replay", "tpm.ima.pcr_mismatch"),
 }
-STAGE_ORDER = ("quote", "eventlog-replay", "eventlog-policy", "ima-replay", "reference")
+STAGE_ORDER = (
+    "quote",
+    "eventlog-replay",
+    "eventlog-policy",
+    "ima-replay",
+    "ima-policy",
+    "reference",
+)
+IMA_CHECKS = ("tpm.ima.replay", "tpm.ima.boot_aggregate", "tpm.ima.policy")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -194,7 +203,8 @@ def test_swtpm_set_verifies(capsys: pytest.CaptureFixture[str], name: str) -> No
     code, doc = cli_json(capsys, *args)
     assert (code, doc["verdict"], doc["reasons"]) == (0, "affirming", [])
     checks = statuses(doc)
-    assert checks.pop("tpm.pcr.reference") == "not_run"
+    for check in ("tpm.pcr.reference", *IMA_CHECKS):
+        assert checks.pop(check) == "not_run", check
     assert set(checks.values()) == {"passed"}
     expected = json.loads(Path(tpm(name, "expected.json")).read_text())
     quote = doc["claims"]["quote"]
@@ -311,12 +321,6 @@ def test_verify_library_directly() -> None:
 VARIANTS = [(name, variant) for name in TPM_SWTPM_SETS for variant in VARIANT_NAMES]
 
 
-def _has_ima_option(capsys: pytest.CaptureFixture[str]) -> bool:
-    with pytest.raises(SystemExit):
-        main(["evidence", "verify", "tpm", "--help"])
-    return "--ima" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize(("name", "variant"), VARIANTS, ids=[f"{n}/{v}" for n, v in VARIANTS])
 def test_broken_variant_is_rejected_as_expected(
     capsys: pytest.CaptureFixture[str], name: str, variant: str
@@ -328,8 +332,6 @@ def test_broken_variant_is_rejected_as_expected(
     assert expected["failing_stage"] == stage
     ima: list[str] = []
     if stage == "ima-replay":
-        if not _has_ima_option(capsys):
-            pytest.skip("needs `evidence verify tpm --ima` (IMA library in progress)")
         ima = ["--ima", str(variant_file(base, "ima/ascii_runtime_measurements", variant))]
 
     def file(file_name: str) -> str:
@@ -359,9 +361,18 @@ def test_broken_variant_is_rejected_as_expected(
     assert bool(checks) == (stage != "quote")
     if expected.get("replay_should_match") or expected.get("quote_should_verify"):
         assert statuses(doc)["tpm.eventlog.replay"] == "passed"
+    messages = [r["message"] for r in doc["reasons"]]
     if "pcr" in expected:
-        messages = [r["message"] for r in doc["reasons"]]
         assert all(f"PCR{expected['pcr']}:" in m for m in messages), messages
+    if variant == "ima-entry-tampered":
+        assert messages == [
+            "entry 2 ('/usr/bin/sh'): template hash is not the sha1 of its template data"
+        ]
+    if variant == "ima-truncated":
+        assert len(messages) == 1 and messages[0].startswith("sha256 PCR10: quoted "), messages
+        assert "the whole list (5 entries)" in messages[0]
+    if stage == "ima-replay":
+        assert statuses(doc)["tpm.ima.boot_aggregate"] == "not_run"
 
 
 # --- evidence inspect ---------------------------------------------------------------
@@ -378,6 +389,9 @@ INSPECT_CASES = [
     ("swtpm-rsa-sha256sha384-hcrtm-sboff/eventlog.bin", "uefi_event_log"),
     ("go-tpm-tools/eventlogs/debian-10.bin", "uefi_event_log"),
     ("swtpm-rsa-sha1sha256-loc0/pcrs.json", "pcrs_json"),
+    ("swtpm-ecc-sha256-loc3/ima/ascii_runtime_measurements", "ima_runtime_list"),
+    ("swtpm-ecc-sha256-loc3/ima/binary_runtime_measurements", "ima_runtime_list"),
+    ("keylime/ima-sig/ima-sig-measurements.txt", "ima_runtime_list"),
 ]
 
 
@@ -420,7 +434,6 @@ def test_inspect_event_log_fields(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ("swtpm-ecc-sha256-loc3/nonce.bin", "32 raw bytes"),
         ("swtpm-ecc-sha256-loc3/nonce.hex", "hex text"),
-        ("swtpm-ecc-sha256-loc3/ima/ascii_runtime_measurements", "IMA ASCII"),
         ("manifest.json", "not PCRS.json"),
         ("keylime/binary_bios_measurements-empty", "empty"),
     ],

@@ -27,6 +27,7 @@ __all__ = [
     "EXIT_WARNING",
     "CheckOutcome",
     "EvidenceReport",
+    "ReportBuilder",
     "Status",
     "exit_status",
     "verdict_from",
@@ -108,3 +109,35 @@ def verdict_from(
     if warnings:
         return Verdict(Tier.WARNING, tuple(warnings), passed)
     return Verdict.affirming(passed)
+
+
+@dataclass
+class ReportBuilder:
+    """Collects the outcome of each check as the stages run, then builds the report.
+
+    Reasons reject; warnings make an accepted result a warning, never an affirmation.
+    """
+
+    checks: list[CheckOutcome] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
+    warnings: list[Reason] = field(default_factory=list)
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, name: str, stage: str, reasons: list[Reason], detail: str = "") -> None:
+        """Record one check that ran, failed iff ``reasons``."""
+        self.reasons.extend(reasons)
+        status: Status = "failed" if reasons else "passed"
+        summary = "; ".join(str(r) for r in reasons[:3]) + (" ..." if len(reasons) > 3 else "")
+        self.checks.append(CheckOutcome(name, stage, status, summary or detail))
+
+    def skip(self, names: tuple[str, ...], stage: str, why: str) -> None:
+        """Record checks that did not run, and why."""
+        self.checks.extend(CheckOutcome(name, stage, "not_run", why) for name in names)
+
+    def build(self, kind: str) -> EvidenceReport:
+        """The report; its verdict is ``none`` when no check ran and nothing was found."""
+        checks = tuple(self.checks)
+        verdict = verdict_from(self.reasons, self.warnings, checks)
+        if verdict.affirms and not verdict.checks_run:
+            verdict = Verdict(Tier.NONE)
+        return EvidenceReport(kind, verdict, checks, self.claims)

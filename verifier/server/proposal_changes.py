@@ -20,6 +20,7 @@ from cryptography import x509
 
 from verifier.attestation import DIGEST_SIZES
 from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
+from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
 from verifier.server.convert import IDENTIFIER, pcr_banks
 from verifier.server.proposal_diff import canonical_json
@@ -28,6 +29,7 @@ from verifier.store.proposal_kinds import (
     BOOT_REFERENCE,
     BREAK_GLASS,
     HOST_SITE,
+    IMA_POLICY,
     MAX_BREAK_GLASS_HOURS,
     MAX_REVIEW_DAYS,
     REFERENCE_VALUES,
@@ -44,6 +46,7 @@ TEXT_LIMIT = 4096
 FINDINGS_LIMIT = 16384
 MAX_LIST = 32
 REFERENCE_LIMIT = 1024 * 1024
+POLICY_LIMIT = 64 * 1024 * 1024  # a runtime policy lists every file a host may run
 
 
 class ChangeError(ValueError):
@@ -74,9 +77,11 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _break_glass(change.break_glass)
     if which == "boot_reference":
         return _boot_reference(change.boot_reference)
+    if which == "ima_policy":
+        return _ima_policy(change.ima_policy)
     raise ChangeError(
         "change: set one of reference_values, site, host_site, review, trust_anchor, "
-        "break_glass, boot_reference"
+        "break_glass, boot_reference, ima_policy"
     )
 
 
@@ -130,6 +135,11 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             group=payload["group"], reference_json=canonical_json(payload["reference"])
         )
         return operator_pb2.ProposedChange(boot_reference=boot)
+    if kind == IMA_POLICY:
+        policy = operator_pb2.ImaPolicyChange(
+            group=payload["group"], policy_json=canonical_json(payload["policy"])
+        )
+        return operator_pb2.ProposedChange(ima_policy=policy)
     raise ValueError(f"unknown proposal kind {kind!r}")
 
 
@@ -265,6 +275,22 @@ def _boot_reference(request: operator_pb2.BootReferenceChange) -> Change:
         BOOT_REFERENCE, target, {"group": request.group, "reference": document},
         {"group": request.group},
     )  # fmt: skip
+
+
+def _ima_policy(request: operator_pb2.ImaPolicyChange) -> Change:
+    if not IDENTIFIER.fullmatch(request.group):
+        raise ChangeError("ima_policy.group: not a valid group name")
+    if len(request.policy_json) > POLICY_LIMIT:
+        raise ChangeError(f"ima_policy.policy_json: larger than {POLICY_LIMIT} bytes")
+    try:
+        load_runtime_policy(bytes(request.policy_json))
+    except RuntimePolicyError as exc:
+        raise ChangeError(f"ima_policy.policy_json: {exc}") from None
+    document = json.loads(request.policy_json)
+    target = f"IMA runtime policy of group {request.group}"
+    return Change(
+        IMA_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
+    )
 
 
 def _break_glass(request: operator_pb2.BreakGlassRelease) -> Change:

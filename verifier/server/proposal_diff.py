@@ -16,6 +16,7 @@ from verifier.store.proposal_kinds import (
     BOOT_REFERENCE,
     BREAK_GLASS,
     HOST_SITE,
+    IMA_POLICY,
     REFERENCE_VALUES,
     REVIEW,
     SITE,
@@ -41,6 +42,8 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
         lines = [f"{sign} {payload['purpose']} trust anchor sha256:{fingerprint}"]
     elif kind == BOOT_REFERENCE:
         lines = _document_diff(base["reference"] if base else {}, payload["reference"])
+    elif kind == IMA_POLICY:
+        lines = _policy_diff(base["policy"] if base else {}, payload["policy"])
     elif kind == BREAK_GLASS:
         lines = [
             f"+ break-glass: host {payload['host_id']} may receive model "
@@ -125,3 +128,20 @@ def _review_diff(base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> 
             f"(required controls: {old_controls})",
         )
     return lines
+
+
+def _policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Paths whose allowed digests change, one line each, then the other keys."""
+    old_digests, new_digests = old.get("digests", {}), new.get("digests", {})
+    lines: list[str] = []
+    for path in sorted(set(old_digests) | set(new_digests)):
+        before, after = old_digests.get(path), new_digests.get(path)
+        if before == after:
+            continue
+        if before is not None:
+            lines.append(f"- {path}: {', '.join(before)}")
+        if after is not None:
+            lines.append(f"+ {path}: {', '.join(after)}")
+    rest_old = {k: v for k, v in old.items() if k != "digests"}
+    rest_new = {k: v for k, v in new.items() if k != "digests"}
+    return lines + _document_diff(rest_old, rest_new)

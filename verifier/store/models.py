@@ -33,7 +33,13 @@ from verifier.store.models_releases import (
     Review,
     Site,
 )
-from verifier.store.models_trust import BootReferenceRow, BreakGlassGrantRow, TrustAnchorRow
+from verifier.store.models_trust import (
+    BootReferenceRow,
+    BreakGlassGrantRow,
+    ImaPolicyRow,
+    ImaProgressRow,
+    TrustAnchorRow,
+)
 from verifier.store.records import (
     AttestationRecord,
     ClockState,
@@ -57,6 +63,8 @@ __all__ = [
     "Enrollment",
     "Host",
     "HostEventRow",
+    "ImaPolicyRow",
+    "ImaProgressRow",
     "ModelDataKey",
     "ModelVersion",
     "ProposalDecisionRow",

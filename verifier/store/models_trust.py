@@ -2,7 +2,9 @@
 
 ``trust_anchors``: CA certificates trusted for a purpose beside the config
 file's; ``break_glass_grants``: insert-only, time-limited waivers;
-``boot_references`` (migration 0007): each host group's measured-boot reference.
+``boot_references`` (migration 0007): each host group's measured-boot reference;
+``ima_policies`` and ``ima_progress`` (0008): each group's IMA runtime policy,
+and how far each host's IMA list has been appraised in its current boot.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from verifier.store.base import Base
 from verifier.store.records_proposals import (
     BootReferenceRecord,
     BreakGlassRecord,
+    ImaPolicyRecord,
+    ImaProgress,
     TrustAnchorRecord,
 )
 
@@ -83,4 +87,34 @@ class BootReferenceRow(Base):
     def to_record(self) -> BootReferenceRecord:
         return BootReferenceRecord(
             self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
+        )
+
+
+class ImaPolicyRow(Base):
+    __tablename__ = "ima_policies"
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    proposal_id: Mapped[str] = mapped_column(String(32))
+
+    def to_record(self) -> ImaPolicyRecord:
+        return ImaPolicyRecord(
+            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
+        )
+
+
+class ImaProgressRow(Base):
+    __tablename__ = "ima_progress"
+    __table_args__ = (CheckConstraint("entry_count >= 0", name="entry_count"),)
+
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.host_id"), primary_key=True)
+    reset_count: Mapped[int] = mapped_column(BigInteger)
+    entry_count: Mapped[int] = mapped_column(BigInteger)
+    pcrs: Mapped[dict[str, str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+    def to_record(self) -> ImaProgress:
+        return ImaProgress(
+            self.host_id, self.reset_count, self.entry_count, dict(self.pcrs), self.updated_at
         )

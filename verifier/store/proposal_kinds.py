@@ -15,6 +15,7 @@ Kinds and payloads::
     trust_anchor      {"purpose": p, "certificate_der": "<hex>", "remove": bool}
     break_glass       {"host_id": h, "manifest_digest": "<hex>", "hours": n}
     boot_reference    {"group": g, "reference": {a weightgate.boot-reference document}}
+    ima_policy        {"group": g, "policy": {an IMA runtime policy document}}
 
 Reference values (PCRs and boot), sites, host sites and trust anchors replace state: if it
 changed between proposal and quorum, the approvers approved a diff that no
@@ -48,7 +49,12 @@ from verifier.store.changes import (
 from verifier.store.errors import HostNotFound, ModelVersionNotFound, StoreError
 from verifier.store.models import Host
 from verifier.store.models_releases import ModelVersion, Site
-from verifier.store.models_trust import BootReferenceRow, BreakGlassGrantRow, TrustAnchorRow
+from verifier.store.models_trust import (
+    BootReferenceRow,
+    BreakGlassGrantRow,
+    ImaPolicyRow,
+    TrustAnchorRow,
+)
 
 REFERENCE_VALUES = "reference_values"
 SITE = "site"
@@ -57,8 +63,16 @@ REVIEW = "review"
 TRUST_ANCHOR = "trust_anchor"
 BREAK_GLASS = "break_glass"
 BOOT_REFERENCE = "boot_reference"
-KINDS = (REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS, BOOT_REFERENCE)
-REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE})
+IMA_POLICY = "ima_policy"
+KINDS = (
+    REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS, BOOT_REFERENCE,
+    IMA_POLICY,
+)  # fmt: skip
+REPLACES_STATE = frozenset(
+    {REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE, IMA_POLICY}
+)
+# Per-group documents: proposal kind -> the payload key holding the document.
+_GROUP_DOCUMENTS = {BOOT_REFERENCE: "reference", IMA_POLICY: "policy"}
 MAX_REVIEW_DAYS = 3660
 MAX_BREAK_GLASS_HOURS = 72
 ANCHOR_PURPOSES = frozenset({"tpm_ek"})  # what enrollment consults; more come with GPU/CVM
@@ -136,9 +150,12 @@ def target_state(s: Session, kind: str, payload: Mapping[str, Any], *, now: date
                 f"a {purpose} anchor"
             )
         return {"purpose": purpose, "fingerprint": fingerprint.hex(), "present": present}
-    if kind == BOOT_REFERENCE:
-        row = s.get(BootReferenceRow, _text(payload, "group"))
-        return None if row is None else {"group": row.group, "reference": row.document}
+    if kind in _GROUP_DOCUMENTS:
+        group = _text(payload, "group")
+        row = (
+            s.get(BootReferenceRow, group) if kind == BOOT_REFERENCE else s.get(ImaPolicyRow, group)
+        )
+        return None if row is None else {"group": row.group, _GROUP_DOCUMENTS[kind]: row.document}
     if kind == BREAK_GLASS:
         host_id = _text(payload, "host_id")
         if s.get(Host, host_id) is None:
@@ -202,20 +219,22 @@ def apply_change(
         return f"review {review.review_id} in force until {review.expires_at.isoformat()}"
     if kind == TRUST_ANCHOR:
         return _apply_trust_anchor(s, payload, proposal_id=proposal_id, now=now)
-    if kind == BOOT_REFERENCE:
-        group, document = _text(payload, "group"), payload.get("reference")
+    if kind in _GROUP_DOCUMENTS:
+        group, document = _text(payload, "group"), payload.get(_GROUP_DOCUMENTS[kind])
         check_id("group", group)
         if not isinstance(document, dict) or not document:
-            raise PayloadError("reference must be a non-empty JSON object")
+            raise PayloadError(f"{_GROUP_DOCUMENTS[kind]} must be a non-empty JSON object")
         values = {"document": document, "updated_at": now, "proposal_id": proposal_id}
-        upsert = dialect_of(s).insert(BootReferenceRow).values(group=group, **values)
+        table = _document_table(kind)
+        upsert = dialect_of(s).insert(table).values(group=group, **values)
         s.execute(
             upsert.on_conflict_do_update(
-                index_elements=[BootReferenceRow.group],
+                index_elements=[table.group],
                 set_={name: upsert.excluded[name] for name in values},
             )
         )
-        return f"measured-boot reference of group {group} replaced"
+        what = "measured-boot reference" if kind == BOOT_REFERENCE else "IMA runtime policy"
+        return f"{what} of group {group} replaced"
     if kind == BREAK_GLASS:
         hours = payload.get("hours")
         if not isinstance(hours, int) or isinstance(hours, bool):
@@ -236,6 +255,10 @@ def apply_change(
         s.flush()
         return f"break-glass grant {grant.grant_id} until {grant.expires_at.isoformat()}"
     raise PayloadError(f"unknown proposal kind {kind!r}")
+
+
+def _document_table(kind: str) -> type[BootReferenceRow] | type[ImaPolicyRow]:
+    return BootReferenceRow if kind == BOOT_REFERENCE else ImaPolicyRow
 
 
 def _apply_trust_anchor(

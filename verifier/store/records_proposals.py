@@ -88,3 +88,29 @@ class BootReferenceRecord:
     document: Mapping[str, Any]
     updated_at: datetime
     proposal_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImaPolicyRecord:
+    """A host group's IMA runtime policy document, as an approved proposal set it."""
+
+    group: str
+    document: Mapping[str, Any]
+    updated_at: datetime
+    proposal_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImaProgress:
+    """How far a host's IMA list has been replayed and appraised in its current boot.
+
+    ``entry_count`` entries (from the list's start) are accounted for; ``pcrs``
+    holds the running PCR10 per bank after them (hex). Only valid while the TPM's
+    ``reset_count`` is unchanged: a reboot starts a new list.
+    """
+
+    host_id: str
+    reset_count: int
+    entry_count: int
+    pcrs: Mapping[str, str]
+    updated_at: datetime

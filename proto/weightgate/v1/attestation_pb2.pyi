@@ -132,6 +132,7 @@ class Challenge(_message.Message):
     EXPIRES_IN_SECONDS_FIELD_NUMBER: _builtins.int
     BINDING_KEY_FIELD_NUMBER: _builtins.int
     WANT_BOOT_LOG_FIELD_NUMBER: _builtins.int
+    IMA_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     nonce: _builtins.bytes
     """>= 32 fresh random bytes, single use"""
@@ -150,6 +151,10 @@ class Challenge(_message.Message):
         host binding key and send the certification with the evidence.
         """
 
+    @_builtins.property
+    def ima(self) -> Global___ImaRequest:
+        """Send the IMA runtime measurement list from this entry on (ImaLog)."""
+
     def __init__(
         self,
         *,
@@ -159,14 +164,37 @@ class Challenge(_message.Message):
         expires_in_seconds: _builtins.int = ...,
         binding_key: Global___BindingKeyRequest | None = ...,
         want_boot_log: _builtins.bool = ...,
+        ima: Global___ImaRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "nonce", b"nonce", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "ima", b"ima", "nonce", b"nonce", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Challenge: _TypeAlias = Challenge  # noqa: Y015
+
+@_typing.final
+class ImaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_ENTRY_FIELD_NUMBER: _builtins.int
+    from_entry: _builtins.int
+    """The verifier holds the running PCR10 up to this entry (0: from the start,
+    e.g. after a reboot); the agent sends entries from here on only.
+    """
+    def __init__(
+        self,
+        *,
+        from_entry: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_entry", b"from_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImaRequest: _TypeAlias = ImaRequest  # noqa: Y015
 
 @_typing.final
 class BindingKeyRequest(_message.Message):
@@ -228,6 +256,7 @@ class Evidence(_message.Message):
     TPM_FIELD_NUMBER: _builtins.int
     BINDING_KEY_FIELD_NUMBER: _builtins.int
     BOOT_LOG_FIELD_NUMBER: _builtins.int
+    IMA_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     @_builtins.property
     def tpm(self) -> Global___TpmQuote: ...
@@ -239,6 +268,10 @@ class Evidence(_message.Message):
     def boot_log(self) -> Global___BootLog:
         """answers Challenge.want_boot_log"""
 
+    @_builtins.property
+    def ima(self) -> Global___ImaLog:
+        """answers Challenge.ima"""
+
     def __init__(
         self,
         *,
@@ -246,14 +279,47 @@ class Evidence(_message.Message):
         tpm: Global___TpmQuote | None = ...,
         binding_key: Global___BindingKeyCertification | None = ...,
         boot_log: Global___BootLog | None = ...,
+        ima: Global___ImaLog | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class ImaLog(_message.Message):
+    """IMA runtime measurements as the kernel exports them
+    (binary_runtime_measurements), untouched, from entry `first_entry` on. The
+    list is read after the quote, so it may run past what the quote covers: the
+    verifier appraises only the prefix that replays to the quoted PCR10.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    FIRST_ENTRY_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    entries: _builtins.bytes
+    first_entry: _builtins.int
+    unavailable: _builtins.str
+    """set instead when the agent has no list to send, and why"""
+    def __init__(
+        self,
+        *,
+        entries: _builtins.bytes = ...,
+        first_entry: _builtins.int = ...,
+        unavailable: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "first_entry", b"first_entry", "unavailable", b"unavailable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImaLog: _TypeAlias = ImaLog  # noqa: Y015
 
 @_typing.final
 class BootLog(_message.Message):

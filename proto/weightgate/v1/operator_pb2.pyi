@@ -800,6 +800,7 @@ class ProposedChange(_message.Message):
     TRUST_ANCHOR_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_FIELD_NUMBER: _builtins.int
     BOOT_REFERENCE_FIELD_NUMBER: _builtins.int
+    IMA_POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def reference_values(self) -> Global___SetReferenceValuesRequest: ...
     @_builtins.property
@@ -814,6 +815,8 @@ class ProposedChange(_message.Message):
     def break_glass(self) -> Global___BreakGlassRelease: ...
     @_builtins.property
     def boot_reference(self) -> Global___BootReferenceChange: ...
+    @_builtins.property
+    def ima_policy(self) -> Global___ImaPolicyChange: ...
     def __init__(
         self,
         *,
@@ -824,16 +827,45 @@ class ProposedChange(_message.Message):
         trust_anchor: Global___TrustAnchorChange | None = ...,
         break_glass: Global___BreakGlassRelease | None = ...,
         boot_reference: Global___BootReferenceChange | None = ...,
+        ima_policy: Global___ImaPolicyChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference", "ima_policy"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
 Global___ProposedChange: _TypeAlias = ProposedChange  # noqa: Y015
+
+@_typing.final
+class ImaPolicyChange(_message.Message):
+    """Replaces a host group's IMA runtime policy (verifier/evidence/tpm/ima_policy.py:
+    allowed digests per path, excludes, trusted keys for ima-sig). A group with one
+    requires every host's IMA list, replayed into the quoted PCR10 and appraised
+    incrementally each round.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    POLICY_JSON_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    policy_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        policy_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "policy_json", b"policy_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImaPolicyChange: _TypeAlias = ImaPolicyChange  # noqa: Y015
 
 @_typing.final
 class BootReferenceChange(_message.Message):
@@ -1113,7 +1145,8 @@ class Proposal(_message.Message):
     kind: _builtins.str
     """"reference_values", "site", "host_site", "review","""
     target: _builtins.str
-    """"trust_anchor", "break_glass", "boot_reference"
+    """"trust_anchor", "break_glass", "boot_reference",
+    "ima_policy"
     what it changes, e.g. "group default", "site dc-1"
     """
     state: Global___ProposalState.ValueType

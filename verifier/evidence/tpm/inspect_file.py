@@ -3,7 +3,8 @@
 Kinds, tried in this order (each test is a strict parse, so the first that parses
 is the answer; the order only puts cheap, distinctive prefixes first): PEM public
 key or certificate, PCRS.json, TPMS_ATTEST (by its TPM_GENERATED magic), TPMT_SIGNATURE,
-TPM2B_PUBLIC, TPMT_PUBLIC, DER certificate, UEFI event log. A file whose prefix
+TPM2B_PUBLIC, TPMT_PUBLIC, DER certificate, UEFI event log, IMA runtime list
+(binary or ASCII, by its first entry). A file whose prefix
 says what it is but which does not parse is reported as that kind with the
 parse error; anything else is ``unrecognised``, with a hint.
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from verifier.evidence.tpm.describe import (
     signature_fields,
 )
 from verifier.evidence.tpm.eventlog import parse_event_log
+from verifier.evidence.tpm.offline_ima_file import ima_list_fields, looks_like_ima, read_ima_list
 from verifier.evidence.tpm.parse import (
     HASH_SIZES,
     TPM_GENERATED_VALUE,
@@ -46,8 +47,6 @@ __all__ = ["Inspection", "inspect_bytes"]
 
 _SIG_ALGS = (0x0014, 0x0016, 0x0018)  # TPM_ALG_RSASSA, RSAPSS, ECDSA
 _KEY_TYPES = (0x0001, 0x0023)  # TPM_ALG_RSA, TPM_ALG_ECC
-_IMA_LINE = re.compile(rb"^\d+ [0-9a-f]{40} (ima|ima-ng|ima-sig|ima-buf|ima-modsig)\b")
-_IMA_PCR_LE = (10).to_bytes(4, "little")  # binary IMA entries: PCR, template hash, name
 _NONCE_SIZES = (16, 20, 32, 48, 64)
 
 
@@ -225,14 +224,19 @@ def _event_log(data: bytes) -> Inspection | None:
     return Inspection("uefi_event_log", fields)
 
 
+def _ima_list(data: bytes) -> Inspection | None:
+    if not looks_like_ima(data):
+        return None
+    try:
+        return Inspection("ima_runtime_list", ima_list_fields(read_ima_list(data)))
+    except ParseError as exc:
+        return Inspection("ima_runtime_list", error=str(exc))
+
+
 def _hint(data: bytes) -> str:
     if not data:
         return "the file is empty"
     head = data[:4096]
-    if _IMA_LINE.match(head):
-        return "an IMA ASCII runtime log: not decoded by inspect yet"
-    if head[:4] == _IMA_PCR_LE and head[28:31] == b"ima":
-        return "an IMA binary runtime log: not decoded by inspect yet"
     text = head.strip()
     if text and all(c in b"0123456789abcdefABCDEF" for c in text):
         return "hex text: a nonce? `evidence verify tpm --nonce` takes it as it is"
@@ -240,7 +244,7 @@ def _hint(data: bytes) -> str:
         return f"{len(data)} raw bytes: a digest or a nonce? (--nonce takes hex: xxd -p FILE)"
     return (
         "expected a TPMS_ATTEST quote, TPMT_SIGNATURE, TPM2B_PUBLIC/TPMT_PUBLIC, "
-        "PEM key or certificate, UEFI event log or PCRS.json"
+        "PEM key or certificate, UEFI event log, IMA runtime list or PCRS.json"
     )
 
 
@@ -253,4 +257,5 @@ _RECOGNISERS: tuple[Callable[[bytes], Inspection | None], ...] = (
     _tpmt_public,
     _der_certificate,
     _event_log,
+    _ima_list,
 )

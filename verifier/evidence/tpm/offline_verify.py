@@ -13,7 +13,10 @@ test vectors' ``failing_stage``:
 3. ``eventlog-policy``: :func:`check_events` (event data against digests, structure)
    in every quoted bank the log replayed; the findings a reference may permit
    (vendor quirks, SHA-1-only logs) are warnings here;
-4. ``reference`` (with a reference): :func:`appraise_pcrs`.
+4. ``ima-replay`` and ``ima-policy`` (with an IMA list, and a runtime policy):
+   :func:`~verifier.evidence.tpm.offline_ima.ima_stages`, the whole list against
+   the quoted PCR10, boot_aggregate, then the policy;
+5. ``reference`` (with a reference): :func:`appraise_pcrs`.
 
 An AK given as a PEM key has unknown TPM attributes: the result is at best a
 warning (``tpm.ak.attributes_unknown``).
@@ -22,11 +25,10 @@ warning (``tpm.ak.attributes_unknown``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.report import CheckOutcome, EvidenceReport, Status, verdict_from
+from verifier.evidence.report import EvidenceReport, ReportBuilder
 from verifier.evidence.tpm.akfile import LoadedAk
 from verifier.evidence.tpm.appraise import CHECK_PCR_REFERENCE, ReferencePcrs, appraise_pcrs
 from verifier.evidence.tpm.authenticate import (
@@ -42,6 +44,8 @@ from verifier.evidence.tpm.authenticate import (
 from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.describe import public_fields, quote_fields
 from verifier.evidence.tpm.event_checks import check_events
+from verifier.evidence.tpm.ima_policy import RuntimePolicy
+from verifier.evidence.tpm.offline_ima import STAGE_IMA_POLICY, STAGE_IMA_REPLAY, ima_stages
 from verifier.evidence.tpm.offline_replay import (
     CHECK_REPLAY,
     STAGE_REPLAY,
@@ -58,7 +62,14 @@ __all__ = ["STAGES", "TpmEvidence", "verify_tpm_offline"]
 STAGE_QUOTE = "quote"
 STAGE_POLICY = "eventlog-policy"
 STAGE_REFERENCE = "reference"
-STAGES = (STAGE_QUOTE, STAGE_REPLAY, STAGE_POLICY, STAGE_REFERENCE)
+STAGES = (
+    STAGE_QUOTE,
+    STAGE_REPLAY,
+    STAGE_POLICY,
+    STAGE_IMA_REPLAY,
+    STAGE_IMA_POLICY,
+    STAGE_REFERENCE,
+)
 _QUOTE_CHECKS = (
     CHECK_PARSE,
     CHECK_SIGNATURE,
@@ -82,8 +93,9 @@ _BANKS = ("sha256", "sha384", "sha512", "sha1")
 class TpmEvidence:
     """Everything ``evidence verify tpm`` was given, read and parsed where trusted.
 
-    ``pcrs`` are the values read from the TPM at quote time (PCRS.json); a log or a
-    reference needs them, because the quote carries only their digest.
+    ``pcrs`` are the values read from the TPM at quote time (PCRS.json); a log, an
+    IMA list or a reference needs them, because the quote carries only their digest.
+    ``ima_log`` is an IMA list (binary or ASCII, as read); ``ima_policy`` needs it.
     """
 
     ak: LoadedAk
@@ -94,36 +106,20 @@ class TpmEvidence:
     event_log: bytes | None = None
     reference: ReferencePcrs | None = None
     allow_sha1_signatures: bool = False
-    # EXTENSION POINT (--ima IMA_LOG): an ``ima_log: bytes | None`` field here, and an
-    # "ima-replay" stage in verify_tpm_offline between the event-log policy and the
-    # reference, replaying the IMA log into the *quoted* PCR10 (ima.py, in progress).
+    ima_log: bytes | None = None
+    ima_policy: RuntimePolicy | None = None
 
     def __post_init__(self) -> None:
-        if self.pcrs is None and (self.event_log is not None or self.reference is not None):
-            raise ValueError("an event log or a reference needs the PCR values (pcrs)")
-
-
-@dataclass
-class _Run:
-    checks: list[CheckOutcome] = field(default_factory=list)
-    reasons: list[Reason] = field(default_factory=list)
-    warnings: list[Reason] = field(default_factory=list)
-    claims: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, name: str, stage: str, reasons: list[Reason], detail: str = "") -> None:
-        """Record one check that ran, failed iff ``reasons``."""
-        self.reasons.extend(reasons)
-        status: Status = "failed" if reasons else "passed"
-        summary = "; ".join(str(r) for r in reasons[:3]) + (" ..." if len(reasons) > 3 else "")
-        self.checks.append(CheckOutcome(name, stage, status, summary or detail))
-
-    def skip(self, names: tuple[str, ...], stage: str, why: str) -> None:
-        self.checks.extend(CheckOutcome(name, stage, "not_run", why) for name in names)
+        needs_pcrs = (self.event_log, self.ima_log, self.reference)
+        if self.pcrs is None and any(x is not None for x in needs_pcrs):
+            raise ValueError("an event log, IMA list or reference needs the PCR values (pcrs)")
+        if self.ima_policy is not None and self.ima_log is None:
+            raise ValueError("an IMA runtime policy needs the IMA list (ima_log)")
 
 
 def verify_tpm_offline(evidence: TpmEvidence) -> EvidenceReport:
     """Run every stage that can run (module docstring) and report all of them."""
-    run = _Run()
+    run = ReportBuilder()
     run.claims["ak"] = {
         "format": evidence.ak.source_format,
         **public_fields(evidence.ak.public, attributes_known=evidence.ak.attributes_known),
@@ -144,8 +140,7 @@ def verify_tpm_offline(evidence: TpmEvidence) -> EvidenceReport:
     else:
         _eventlog_stages(evidence.event_log, quote, evidence.pcrs or {}, run)
 
-    # EXTENSION POINT (--ima): the "ima-replay" stage goes here. It needs ``quote``
-    # (the quoted PCR10 and the boot_aggregate PCRs 0-7/0-9), never PCRS.json alone.
+    ima_stages(evidence.ima_log, evidence.ima_policy, quote, evidence.pcrs or {}, run)
 
     if evidence.reference is None:
         run.skip((CHECK_PCR_REFERENCE,), STAGE_REFERENCE, "no --reference")
@@ -155,12 +150,10 @@ def verify_tpm_offline(evidence: TpmEvidence) -> EvidenceReport:
         appraisal = appraise_pcrs(quote, evidence.reference)
         run.check(CHECK_PCR_REFERENCE, STAGE_REFERENCE, list(appraisal.reasons))
 
-    checks = tuple(run.checks)
-    verdict = verdict_from(run.reasons, run.warnings, checks)
-    return EvidenceReport("tpm", verdict, checks, run.claims)
+    return run.build("tpm")
 
 
-def _quote_stage(evidence: TpmEvidence, run: _Run) -> AuthenticatedQuote | None:
+def _quote_stage(evidence: TpmEvidence, run: ReportBuilder) -> AuthenticatedQuote | None:
     required: Mapping[str, tuple[int, ...] | frozenset[int]] = {}
     try:
         info = parse_quote_attest(evidence.attest)
@@ -206,7 +199,10 @@ def _quote_stage(evidence: TpmEvidence, run: _Run) -> AuthenticatedQuote | None:
 
 
 def _eventlog_stages(
-    raw: bytes, quote: AuthenticatedQuote, pcrs: Mapping[str, Mapping[int, bytes]], run: _Run
+    raw: bytes,
+    quote: AuthenticatedQuote,
+    pcrs: Mapping[str, Mapping[int, bytes]],
+    run: ReportBuilder,
 ) -> None:
     """Replay against the quote (the verifier's check) and the rest against ``pcrs``."""
     result = check_boot_log(raw, quote)

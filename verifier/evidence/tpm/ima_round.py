@@ -1,0 +1,132 @@
+"""One attestation round's IMA check, incremental across rounds of one boot.
+
+The verifier keeps, per host, how many entries of the current boot's list it has
+appraised and the running PCR10 after them (:class:`verifier.store.ImaProgress`).
+Each round the agent sends the entries from there on (or the whole list: starting
+over from entry 0 is always accepted). The chunk is parsed strictly, replayed
+from the kept state, and the shortest prefix whose replay equals the *quoted*
+PCR10 is accepted (the agent reads its list after quoting, so a tail beyond the
+quote is normal and waits for the next round); the accepted entries are then
+appraised against the group's runtime policy. A list started from 0 must begin
+with a boot_aggregate that matches the quoted PCRs 0-7 or 0-9.
+
+Progress advances only when every accepted entry passes the policy: a file that
+should not have run keeps the host untrusted until it reboots, instead of
+scrolling out of the next round's chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.authenticate import AuthenticatedQuote
+from verifier.evidence.tpm.ima import ImaEntry, parse_binary
+from verifier.evidence.tpm.ima_policy import RuntimePolicy, appraise_ima
+from verifier.evidence.tpm.ima_replay import (
+    ImaReplayError,
+    ImaReplayState,
+    check_boot_aggregate,
+    replay_until_quote,
+    start_state,
+)
+from verifier.verdict import Reason
+
+CHECK_IMA_REPLAY = "tpm.ima.replay"
+CHECK_IMA_POLICY = "tpm.ima.policy"
+IMA_PCR = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ImaKept:
+    """What the verifier kept from earlier rounds of this boot."""
+
+    reset_count: int
+    entry_count: int
+    pcrs: Mapping[str, bytes]  # bank -> running PCR10
+
+
+@dataclass(frozen=True, slots=True)
+class ImaRound:
+    checks_run: frozenset[str]
+    reasons: tuple[Reason, ...]
+    kept: ImaKept | None = None  # what to keep for the next round (set only on success)
+
+
+def _failed(code: str, detail: str, checks: frozenset[str] = frozenset()) -> ImaRound:
+    return ImaRound(checks, (Reason(code, detail),))
+
+
+def appraise_ima_round(
+    *,
+    entries: bytes,
+    first_entry: int,
+    unavailable: str,
+    quote: AuthenticatedQuote,
+    policy: RuntimePolicy,
+    kept: ImaKept | None,
+) -> ImaRound:
+    reset_count = quote.info.clock_info.reset_count
+    if kept is not None and kept.reset_count != reset_count:
+        kept = None  # a reboot: the list started over
+    if first_entry == 0:
+        kept = None
+    quoted = {bank: {IMA_PCR: values[IMA_PCR]} for bank, values in quote.pcrs.items()
+              if IMA_PCR in values}  # fmt: skip
+    if not quoted:
+        return _failed("tpm.ima.pcr10_not_quoted", "the quote does not cover PCR10")
+    if kept is None and first_entry != 0:
+        return _failed(
+            "tpm.ima.out_of_order", f"the list was sent from entry {first_entry}, expected 0"
+        )
+    if kept is not None and first_entry != kept.entry_count:
+        detail = f"the list was sent from entry {first_entry}, expected {kept.entry_count} or 0"
+        return _failed("tpm.ima.out_of_order", detail)
+    if unavailable and not entries:
+        return _failed("tpm.ima.log_missing", unavailable)
+    try:
+        parsed = parse_binary(entries, first_index=first_entry).entries if entries else ()
+    except ParseError as exc:
+        return _failed("tpm.ima.malformed", str(exc))
+    try:
+        state = (
+            start_state(quoted)
+            if kept is None
+            else ImaReplayState(
+                kept.entry_count, {bank: {IMA_PCR: kept.pcrs[bank]} for bank in quoted}
+            )
+        )
+        accepted_state = replay_until_quote(state, parsed, quoted)
+    except (ImaReplayError, KeyError) as exc:
+        code = exc.code if isinstance(exc, ImaReplayError) else "no_bank"
+        return _failed(f"tpm.ima.{code}", str(exc))
+    accepted = parsed[: accepted_state.count - first_entry]
+    checks = frozenset({CHECK_IMA_REPLAY})
+    if first_entry == 0:
+        reason = _boot_aggregate(accepted, quote)
+        if reason is not None:
+            return ImaRound(checks, (reason,))
+    reasons = tuple(appraise_ima(accepted, policy))
+    if reasons:
+        return ImaRound(checks, reasons)
+    pcrs = {bank: accepted_state.value(bank, IMA_PCR) for bank in quoted}
+    return ImaRound(
+        checks | {CHECK_IMA_POLICY}, (), ImaKept(reset_count, accepted_state.count, pcrs)
+    )
+
+
+def _boot_aggregate(accepted: Sequence[ImaEntry], quote: AuthenticatedQuote) -> Reason | None:
+    """None if the list's first entry is a boot_aggregate matching a quoted bank."""
+    if not accepted:
+        return Reason("tpm.ima.boot_aggregate_missing", "the quoted list is empty")
+    first = accepted[0]
+    errors: list[str] = []
+    for bank, values in quote.pcrs.items():
+        try:
+            check_boot_aggregate(first, values, bank)
+        except ImaReplayError as exc:
+            errors.append(f"{bank}: {exc}")
+            continue
+        return None
+    return Reason("tpm.ima.boot_aggregate_mismatch", "; ".join(errors) or "no bank to check")
