@@ -1,4 +1,4 @@
-"""`weightgate reference propose --from-eventlog` and `reference show-boot`.
+"""`weightgate reference propose --from-eventlog`, `reference propose-ima`, `reference show-boot`.
 
 A measured-boot reference is proposed from a known-good host's event log: the
 log is replayed (and, with --pcrs, checked against the PCRs its TPM reported),
@@ -18,6 +18,7 @@ from verifier.evidence.tpm.boot_facts import extract_boot_facts
 from verifier.evidence.tpm.boot_reference import reference_from_facts
 from verifier.evidence.tpm.event_checks import check_events
 from verifier.evidence.tpm.eventlog import parse_event_log
+from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
 from verifier.evidence.tpm.replay import ReplayError, replay
 from verifier.operator_cli import (
     RPC_TIMEOUT_SECONDS,
@@ -27,6 +28,8 @@ from verifier.operator_cli import (
 )
 from verifier.proposal_cli import add_justification_argument, propose
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
+
+_OURS = ("propose", "propose-ima", "show-boot")
 
 
 def add_boot_reference_commands(reference_commands: Any) -> None:
@@ -50,6 +53,17 @@ def add_boot_reference_commands(reference_commands: Any) -> None:
     proposal.add_argument("--dry-run", action="store_true", help="print the reference only")
     add_justification_argument(proposal)
     add_connection_arguments(proposal)
+    ima = reference_commands.add_parser(
+        "propose-ima",
+        help="propose a group's IMA runtime policy (allowed file digests, excludes, keys)",
+        description="The policy format is documented in verifier/evidence/tpm/ima_policy.py "
+        "(close to Keylime's runtime policy). Once approved, every host of the group sends its "
+        "IMA list each round, incrementally, and every new entry is appraised against it.",
+    )
+    ima.add_argument("--group", required=True)
+    ima.add_argument("--policy", type=Path, required=True, help="the policy JSON file")
+    add_justification_argument(ima)
+    add_connection_arguments(ima)
     show = reference_commands.add_parser("show-boot", help="print a group's boot reference")
     show.add_argument("--group", required=True)
     add_connection_arguments(show)
@@ -90,8 +104,23 @@ def reference_document(eventlog: Path, pcrs: Path | None) -> tuple[dict[str, Any
 def run_boot_reference_command(
     stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace
 ) -> str | None:
-    if args.command != "reference" or args.subcommand not in ("propose", "show-boot"):
+    if args.command != "reference" or args.subcommand not in (
+        "propose",
+        "propose-ima",
+        "show-boot",
+    ):
         return None
+    if args.subcommand == "propose-ima":
+        try:
+            policy = args.policy.read_bytes()
+        except OSError as exc:
+            raise CliError(f"{args.policy}: cannot read: {exc.strerror}") from None
+        try:
+            load_runtime_policy(policy)  # say what is wrong before anyone is asked to approve
+        except RuntimePolicyError as exc:
+            raise CliError(f"{args.policy}: {exc}") from None
+        ima = operator_pb2.ImaPolicyChange(group=args.group, policy_json=policy)
+        return propose(stub, operator_pb2.ProposedChange(ima_policy=ima), args.justification)
     if args.subcommand == "show-boot":
         reference = stub.GetBootReference(
             operator_pb2.GetReferenceValuesRequest(group=args.group), timeout=RPC_TIMEOUT_SECONDS

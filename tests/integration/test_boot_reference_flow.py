@@ -129,3 +129,19 @@ def test_propose_through_the_api_and_show(
         assert refused.value.details().startswith("boot_reference.reference_json:")
         code, _, err = cli("reference", "show-boot", "--group", "nobody")
         assert code == 1 and "NOT_FOUND" in err
+
+
+def test_propose_an_ima_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "policy.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"version": 1, "digests": {"/usr/bin/a": ["sha256:" + "ab" * 32]}}))
+    bad.write_text(json.dumps({"version": 1, "digest": {}}))
+    with running_verifier(tmp_path / "state", ek_ca_certificates=()) as verifier:
+        cli = InsecureCli(verifier, capsys)
+        code, _, err = cli("reference", "propose-ima", "--group", "gpu", "--policy", str(bad))
+        assert code == 2 and "unknown keys" in err
+        assert verifier.store.get_ima_policy("gpu") is None
+        code, out, err = cli("reference", "propose-ima", "--group", "gpu", "--policy", str(good))
+        assert code == 0, err
+        assert "IMA runtime policy of group gpu replaced" in out
+        record = verifier.store.get_ima_policy("gpu")
+        assert record is not None and record.document == json.loads(good.read_text())
