@@ -15,10 +15,11 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from agent.collectors.kernel_file import read_kernel_file
 from weightgate.v1 import attestation_pb2
 
 DEFAULT_PATH = Path("/sys/kernel/security/ima/binary_runtime_measurements")
-MAX_SIZE = 128 * 1024 * 1024  # securityfs reports size 0: the read is bounded instead
+MAX_SIZE = 128 * 1024 * 1024
 _HEADER = struct.Struct("<I20sI")
 _LENGTH = struct.Struct("<I")
 _MAX_NAME = 255
@@ -47,15 +48,9 @@ def entry_offset(raw: bytes, entry: int) -> int | None:
 
 
 def read_ima_log(path: Path, from_entry: int) -> attestation_pb2.ImaLog:
-    try:
-        with path.open("rb") as log:
-            raw = log.read(MAX_SIZE + 1)
-    except FileNotFoundError:
-        return attestation_pb2.ImaLog(unavailable=f"no IMA list at {path}")
-    except OSError as exc:
-        return attestation_pb2.ImaLog(unavailable=f"cannot read {path}: {exc.strerror}")
-    if len(raw) > MAX_SIZE:
-        return attestation_pb2.ImaLog(unavailable=f"{path} is larger than {MAX_SIZE} bytes")
+    raw = read_kernel_file(path, MAX_SIZE, what="IMA list")
+    if isinstance(raw, str):
+        return attestation_pb2.ImaLog(unavailable=raw)
     offset = entry_offset(raw, from_entry) if from_entry else 0
     if offset is None:
         return attestation_pb2.ImaLog(entries=raw, first_entry=0)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.fuzz_ima import fuzz_one, seed_inputs
+from tests.mutations import edited_seed
 from tests.vectors import vectors_dir
 
 _MAX_BODY = 2048
@@ -62,23 +63,7 @@ def seeds() -> list[bytes]:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_hypothesis_mutations(seeds: list[bytes], data: st.DataObject) -> None:
-    seed = bytearray(data.draw(st.sampled_from(seeds)))
-    edits = data.draw(
-        st.lists(
-            st.tuples(
-                st.integers(0, 2), st.integers(1, max(1, len(seed) - 1)), st.binary(max_size=8)
-            ),
-            max_size=4,
-        )
-    )
-    for kind, offset, chunk in edits:
-        if kind == 0:  # overwrite
-            seed[offset : offset + len(chunk)] = chunk
-        elif kind == 1:  # insert
-            seed[offset:offset] = chunk
-        else:  # delete
-            del seed[offset : offset + len(chunk) + 1]
-    fuzz_one(bytes(seed))
+    fuzz_one(edited_seed(data, seeds))
 
 
 @settings(max_examples=500, deadline=None)

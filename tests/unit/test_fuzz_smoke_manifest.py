@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.fuzz_manifest import fuzz_one, seed_inputs
+from tests.mutations import edited_seed
 from weightgate.checkpoint.manifest import Manifest
 
 SEEDS = list(seed_inputs())
@@ -70,25 +71,11 @@ def test_deterministic_mutations() -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_hypothesis_mutations(data: st.DataObject) -> None:
-    seed = bytearray(data.draw(st.sampled_from(SEEDS)))
-    edits = data.draw(
-        st.lists(
-            st.tuples(
-                st.integers(0, 2),
-                st.integers(0, len(seed) - 1),
-                st.binary(max_size=8) | st.sampled_from(SPLICES),
-            ),
-            max_size=4,
+    fuzz_one(
+        edited_seed(
+            data, SEEDS, first_offset=0, chunks=st.binary(max_size=8) | st.sampled_from(SPLICES)
         )
     )
-    for kind, offset, chunk in edits:
-        if kind == 0:
-            seed[offset : offset + len(chunk)] = chunk
-        elif kind == 1:
-            seed[offset:offset] = chunk
-        else:
-            del seed[offset : offset + len(chunk) + 1]
-    fuzz_one(bytes(seed))
 
 
 @settings(max_examples=300, deadline=None)
