@@ -94,6 +94,9 @@ class WatchRpcs:
                 details=request_fields(request, ("include_current",)),
             ) as recording:
                 await _check_host_ids(wanted, recording)
+                # Refuse unknown hosts before subscribing: an abort sends the status at
+                # once, and the client must find no watcher left behind when it sees it.
+                await self._selected_hosts(wanted, recording)
                 try:
                     # Subscribed before the hosts are read: a change in between is
                     # sent after the snapshot (perhaps repeating it), never lost.
