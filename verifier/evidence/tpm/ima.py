@@ -33,17 +33,20 @@ input is an empty list: incremental callers send only new entries, possibly none
 ParseError codes: ``truncated``, ``too_large``, ``bad_pcr``, ``byte_order``,
 ``bad_field`` (a known template's fields), ``malformed`` (names), ``bad_argument``.
 
+:mod:`verifier.evidence.tpm.ima_binary` reads the entries, most of them in bulk (its
+docstring says how the bulk path keeps to these checks); parsers build entries with
+:data:`new_entry`, which skips the frozen dataclass's slow ``__init__``.
+
 Nothing here is authenticated: an entry is a claim until its replay matches a quote
 (:mod:`verifier.evidence.tpm.ima_replay`).
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, cast
 
 from verifier.evidence.errors import ParseError
 
@@ -60,6 +63,7 @@ __all__ = [
     "ImaList",
     "check_digest",
     "fail",
+    "new_entry",
     "parse_binary",
 ]
 
@@ -78,11 +82,8 @@ MAX_TEMPLATE_DATA = 1024 * 1024
 MAX_TEMPLATE_NAME = 255
 # IMA_EVENT_NAME_LEN_MAX: the legacy ``ima`` template truncates names to this.
 _IMA_NAME_MAX = 255
-# CRYPTO_MAX_ALG_NAME is 128 but no kernel hash name is longer than 11 bytes.
-_MAX_ALG_NAME = 64
 # HASH_MAX_DIGESTSIZE: SHA-512 and friends.
 _MAX_DIGEST = 64
-_MAX_PCR = 23
 
 # Kernel hash_algo_name -> digest size (include/crypto/hash_info.h). A d-ng digest
 # of a named algorithm must have its size; other names are kept with any size.
@@ -117,11 +118,8 @@ TEMPLATES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 _SHA1_SIZE = 20
-_ALG_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
-_NAME_CHARS = bytes(range(0x21, 0x7F))
 
 ByteOrder = Literal["little", "big"]
-_U32 = {"little": struct.Struct("<I"), "big": struct.Struct(">I")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +146,7 @@ class ImaEntry:
     @property
     def is_violation(self) -> bool:
         """An all-zero template hash: the kernel logged a violation and extended ff..ff."""
-        return self.template_hash.count(0) == len(self.template_hash)
+        return not any(self.template_hash)
 
     @property
     def known_template(self) -> bool:
@@ -161,6 +159,71 @@ class ImaEntry:
         # digest (20) || strlen (u32, either byte order) || name -> digest || name[256]
         data = self.template_data
         return data[:_SHA1_SIZE] + data[_SHA1_SIZE + 4 :].ljust(_IMA_NAME_MAX + 1, b"\0")
+
+
+class _EntrySlots:
+    """An ImaEntry's slots, filled without the frozen dataclass ``__init__``.
+
+    That ``__init__`` sets each of the eleven fields with ``object.__setattr__``, which
+    costs more than the rest of parsing an entry. This class has the same slots on the
+    same base, so an instance becomes an ImaEntry by assigning ``__class__`` at the
+    end of ``__init__``: callers only ever see ordinary, frozen ImaEntry objects (the
+    assignment raises TypeError if the two layouts ever differ).
+    """
+
+    __slots__ = (
+        "buffer",
+        "digest",
+        "digest_alg",
+        "index",
+        "name",
+        "offset",
+        "pcr",
+        "signature",
+        "template_data",
+        "template_hash",
+        "template_name",
+    )
+
+    def __init__(  # noqa: PLR0917 - the fields of ImaEntry, in order
+        self,
+        index: int,
+        pcr: int,
+        template_hash: bytes,
+        template_name: str,
+        template_data: bytes,
+        digest_alg: str | None,
+        digest: bytes | None,
+        name: str | None,
+        signature: bytes | None,
+        buffer: bytes | None,
+        offset: int,
+    ) -> None:
+        self.index = index
+        self.pcr = pcr
+        self.template_hash = template_hash
+        self.template_name = template_name
+        self.template_data = template_data
+        self.digest_alg = digest_alg
+        self.digest = digest
+        self.name = name
+        self.signature = signature
+        self.buffer = buffer
+        self.offset = offset
+        self.__class__ = ImaEntry  # type: ignore[assignment]  # noqa: PLE0237 - see the docstring
+
+
+# CPython lays slots out in sorted order, so the same names make the same layout.
+if sorted(_EntrySlots.__slots__) != sorted(ImaEntry.__slots__):  # pragma: no cover
+    raise ImportError("ima._EntrySlots must have ImaEntry's fields")
+
+# ImaEntry(index, pcr, template_hash, template_name, template_data, digest_alg, digest,
+# name, signature, buffer, offset), all eleven positional: what parsers build with.
+new_entry = cast(
+    "Callable[[int, int, bytes, str, bytes, str | None, bytes | None, str | None, "
+    "bytes | None, bytes | None, int], ImaEntry]",
+    _EntrySlots,
+)
 
 
 @dataclass(frozen=True)
@@ -178,15 +241,6 @@ def fail(message: str, *, index: int, offset: int, code: str = "malformed") -> P
     return ParseError(f"IMA list: {message} (entry {index} at offset {offset})", code=code)
 
 
-# digest_alg, digest, name, signature, buffer (all None for an unknown template)
-_Decoded = tuple[str | None, bytes | None, str | None, bytes | None, bytes | None]
-_UNDECODED: _Decoded = (None, None, None, None, None)
-# Parsing a list looks up the same few names thousands of times: known ones skip
-# the character checks and the decoding.
-_KNOWN_ALGS = MappingProxyType({name.encode(): name for name in HASH_SIZES})
-_KNOWN_TEMPLATES = MappingProxyType({name.encode(): name for name in TEMPLATES})
-
-
 def check_digest(alg: str, digest: bytes, *, violation: bool) -> None:
     """ValueError unless ``digest`` can be a d-ng digest of ``alg``."""
     size = HASH_SIZES.get(alg)
@@ -197,60 +251,6 @@ def check_digest(alg: str, digest: bytes, *, violation: bool) -> None:
             raise ValueError(f"{alg} digest of {len(digest)} bytes")
     elif len(digest) > _MAX_DIGEST:
         raise ValueError(f"{alg} digest of {len(digest)} bytes")
-
-
-def _decode_fields(template: str, data: bytes, u32: struct.Struct, *, violation: bool) -> _Decoded:
-    """The fields of a known, non-``ima`` template; ValueError says what is wrong."""
-    values: list[bytes] = []
-    pos, end = 0, len(data)
-    for field_id in TEMPLATES[template]:
-        if end - pos < 4:
-            raise ValueError(f"template data ends before field {field_id}")
-        size = u32.unpack_from(data, pos)[0]
-        pos += 4
-        if size > end - pos:
-            raise ValueError(f"field {field_id} length {size} exceeds the template data")
-        values.append(data[pos : pos + size])
-        pos += size
-    if pos != end:
-        raise ValueError(f"{end - pos} bytes after the last field")
-    d_ng, n_ng = values[0], values[1]
-    sep = d_ng.find(b":\0")
-    alg = _KNOWN_ALGS.get(d_ng[:sep]) if sep > 0 else None
-    if alg is None:
-        if not 0 < sep <= _MAX_ALG_NAME or d_ng[:sep].translate(None, _ALG_CHARS):
-            raise ValueError("d-ng field has no valid 'alg:' prefix")
-        alg = d_ng[:sep].decode("ascii")
-    digest = d_ng[sep + 2 :]
-    check_digest(alg, digest, violation=violation)
-    if n_ng.find(b"\0") != len(n_ng) - 1:
-        raise ValueError("n-ng field is not one NUL-terminated name")
-    name = n_ng[:-1].decode("utf-8", "surrogateescape")
-    if template == "ima-sig":
-        return alg, digest, name, values[2], None
-    if template == "ima-buf":
-        return alg, digest, name, None, values[2]
-    return alg, digest, name, None, None
-
-
-def _detect_byte_order(raw: bytes, hash_size: int) -> ByteOrder:
-    """Little- or big-endian, from the first entry's name length, else its PCR index."""
-    name_at = 4 + hash_size
-    if len(raw) < name_at + 4:
-        raise fail("truncated entry header", index=0, offset=0, code="truncated")
-    for at, limit in ((name_at, MAX_TEMPLATE_NAME), (0, _MAX_PCR)):
-        little = _U32["little"].unpack_from(raw, at)[0]
-        big = _U32["big"].unpack_from(raw, at)[0]
-        # A zero (custom template with an empty name, PCR0) reads the same both ways.
-        if little != big:
-            if little <= limit:
-                return "little"
-            if big <= limit:
-                return "big"
-            break
-    else:
-        return "little"
-    raise fail("neither byte order gives a valid header", index=0, offset=0, code="byte_order")
 
 
 def parse_binary(
@@ -265,6 +265,9 @@ def parse_binary(
     ``byte_order`` None detects it; give it to parse a chunk of a list whose order a
     previous chunk established.
     """
+    # The reader builds on this module's types: imported here, not at the top.
+    from verifier.evidence.tpm import ima_binary  # noqa: PLC0415
+
     hash_size = TEMPLATE_HASH_SIZES.get(template_hash_alg)
     if hash_size is None:
         raise ParseError(f"IMA list: template hash {template_hash_alg!r}", code="bad_argument")
@@ -272,93 +275,9 @@ def parse_binary(
         raise ParseError(f"IMA list: {len(raw)} bytes exceeds {MAX_LIST_SIZE}", code="too_large")
     if not raw:
         return ImaList("binary", byte_order or "little", template_hash_alg, ())
-    order = byte_order or _detect_byte_order(raw, hash_size)
-    u32 = _U32[order]
-    entries: list[ImaEntry] = []
-    pos, end = 0, len(raw)
-    while pos < end:
-        index = first_index + len(entries)
-        if len(entries) >= MAX_ENTRIES:
-            raise fail(
-                f"more than {MAX_ENTRIES} entries", index=index, offset=pos, code="too_large"
-            )
-        entry, pos = _read_entry(raw, pos, index, hash_size, u32)
-        entries.append(entry)
-    return ImaList("binary", order, template_hash_alg, tuple(entries))
-
-
-def _read_entry(
-    raw: bytes, start: int, index: int, hash_size: int, u32: struct.Struct
-) -> tuple[ImaEntry, int]:
-    left = len(raw) - start
-    if left < 8 + hash_size:
-        raise fail("truncated entry header", index=index, offset=start, code="truncated")
-    pcr = u32.unpack_from(raw, start)[0]
-    if pcr > _MAX_PCR:
-        raise fail(f"PCR index {pcr}", index=index, offset=start, code="bad_pcr")
-    pos = start + 4 + hash_size
-    template_hash = raw[start + 4 : pos]
-    name_len = u32.unpack_from(raw, pos)[0]
-    pos += 4
-    if name_len > MAX_TEMPLATE_NAME:
-        raise fail(f"template name of {name_len} bytes", index=index, offset=start)
-    if name_len + 4 > len(raw) - pos:  # the name and the data length (or ima digest)
-        raise fail("truncated template name", index=index, offset=start, code="truncated")
-    tname = raw[pos : pos + name_len]
-    pos += name_len
-    template = _KNOWN_TEMPLATES.get(tname)
-    if template is None:
-        if tname.translate(None, _NAME_CHARS):
-            raise fail("template name is not printable ASCII", index=index, offset=start)
-        template = tname.decode("ascii")
-    violation = template_hash.count(0) == hash_size
-    if template == "ima":
-        return _read_ima_template(
-            raw, start, pos, index=index, pcr=pcr, template_hash=template_hash, u32=u32
-        )
-    size = u32.unpack_from(raw, pos)[0]
-    pos += 4
-    if size > MAX_TEMPLATE_DATA:
-        raise fail(f"template data of {size} bytes", index=index, offset=start, code="too_large")
-    if size > len(raw) - pos:
-        raise fail("truncated template data", index=index, offset=start, code="truncated")
-    data = raw[pos : pos + size]
-    decoded = _UNDECODED
-    if template in TEMPLATES:
-        try:
-            decoded = _decode_fields(template, data, u32, violation=violation)
-        except ValueError as exc:
-            raise fail(f"{template}: {exc}", index=index, offset=start, code="bad_field") from None
-    entry = ImaEntry(index, pcr, template_hash, template, data, *decoded, start)
-    return entry, pos + size
-
-
-def _read_ima_template(
-    raw: bytes,
-    start: int,
-    pos: int,
-    *,
-    index: int,
-    pcr: int,
-    template_hash: bytes,
-    u32: struct.Struct,
-) -> tuple[ImaEntry, int]:
-    """The legacy template: a 20-byte digest, then the name's strlen and the name."""
-    if len(raw) - pos < _SHA1_SIZE + 4:
-        raise fail("truncated ima template data", index=index, offset=start, code="truncated")
-    digest = raw[pos : pos + _SHA1_SIZE]
-    size = u32.unpack_from(raw, pos + _SHA1_SIZE)[0]
-    if size > _IMA_NAME_MAX:
-        raise fail(f"ima template name of {size} bytes", index=index, offset=start)
-    name_at = pos + _SHA1_SIZE + 4
-    if size > len(raw) - name_at:
-        raise fail("truncated ima template name", index=index, offset=start, code="truncated")
-    name = raw[name_at : name_at + size]
-    if b"\0" in name:
-        raise fail("NUL in ima template name", index=index, offset=start)
-    text = name.decode("utf-8", "surrogateescape")
-    data = raw[pos : name_at + size]
-    entry = ImaEntry(
-        index, pcr, template_hash, "ima", data, "sha1", digest, text, None, None, start
+    raw = bytes(raw)  # a bytearray or memoryview would give its type to every field
+    order = byte_order or ima_binary.detect_byte_order(raw, hash_size)
+    entries = ima_binary.read_entries(
+        raw, hash_size=hash_size, byte_order=order, first_index=first_index, limit=MAX_ENTRIES
     )
-    return entry, name_at + size
+    return ImaList("binary", order, template_hash_alg, tuple(entries))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-from verifier.evidence.tpm.ima import TEMPLATES, ByteOrder, ImaEntry
+from verifier.evidence.tpm.ima import TEMPLATES, ByteOrder, ImaEntry, new_entry
 
 __all__ = ["build_entry", "encode_ascii", "encode_binary"]
 
@@ -42,21 +42,22 @@ def build_entry(
     the ``ima`` template's digest is always SHA-1, whatever ``digest_alg`` says.
     """
     name_bytes = name.encode("utf-8", "surrogateescape")
-    u32 = _U32[byte_order]
+    pack = _U32[byte_order].pack
     if template_name == "ima":
         if len(digest) != _SHA1_SIZE or len(name_bytes) > _IMA_NAME_MAX:
             raise ValueError("the ima template holds a 20-byte digest and at most 255 name bytes")
-        data = digest + u32.pack(len(name_bytes)) + name_bytes
-        return ImaEntry(index, pcr, template_hash, "ima", data, "sha1", digest, name, offset=offset)
-    fields = [digest_alg.encode("ascii") + b":\0" + digest, name_bytes + b"\0"]
-    if template_name == "ima-sig":
-        fields.append(b"" if signature is None else signature)
-    elif template_name == "ima-buf":
-        fields.append(b"" if buffer is None else buffer)
+        data = digest + pack(len(name_bytes)) + name_bytes
+        return new_entry(
+            index, pcr, template_hash, "ima", data, "sha1", digest, name, None, None, offset
+        )
+    d_ng = digest_alg.encode("ascii") + b":\0" + digest
+    data = pack(len(d_ng)) + d_ng + pack(len(name_bytes) + 1) + name_bytes + b"\0"
+    if template_name in ("ima-sig", "ima-buf"):
+        third = (signature if template_name == "ima-sig" else buffer) or b""
+        data += pack(len(third)) + third
     elif template_name != "ima-ng":
         raise ValueError(f"cannot build template data for {template_name!r}")
-    data = b"".join(u32.pack(len(f)) + f for f in fields)
-    return ImaEntry(
+    return new_entry(
         index,
         pcr,
         template_hash,

@@ -20,6 +20,12 @@ the zero-padded SHA-1 template hash instead; that rule is not implemented.
    otherwise the log lies about what was extended (``template_hash_mismatch``);
 3. it extends its PCR in every bank of the state.
 
+Speed: the checks and hashes of a chunk whose entries all extend one PCR are made
+in bulk (:mod:`verifier.evidence.tpm.ima_replay_bulk`: C-level loops over the chunk,
+the same values); a chunk it cannot take, or one with a failing entry, is replayed
+entry by entry as above, which raises at the first failure (or, for
+:func:`replay_until_quote`, stops at a matching prefix before it).
+
 **Incremental contract.** An :class:`ImaReplayState` is the running value after the
 first ``count`` entries of one boot's list. :func:`replay_entries` takes such a state
 and exactly the entries ``count, count+1, ...`` (as parsed with
@@ -41,6 +47,13 @@ from types import MappingProxyType
 from typing import Literal, Protocol
 
 from verifier.evidence.tpm.ima import ImaEntry
+from verifier.evidence.tpm.ima_replay_bulk import (
+    final_value,
+    first_match,
+    measurements,
+    prepare,
+    running_values,
+)
 
 __all__ = [
     "BootAggregateRule",
@@ -141,6 +154,15 @@ def start_state(banks: Iterable[str]) -> ImaReplayState:
     return ImaReplayState(0, {bank: {} for bank in names})
 
 
+def _sequence(entries: Sequence[ImaEntry]) -> Sequence[ImaEntry]:
+    # Callers may hand any iterable despite the annotation; the bulk path needs len().
+    return entries if isinstance(entries, list | tuple) else tuple(entries)
+
+
+def _getter(values: Mapping[int, bytes], size: int) -> Callable[[int], bytes]:
+    return lambda pcr: values.get(pcr, bytes(size))
+
+
 class _Replayer:
     """The mutable running values of one replay; states are snapshots of it."""
 
@@ -179,6 +201,48 @@ class _Replayer:
                 values[pcr] = hasher(current + measured).digest()
         self.count += 1
 
+    def extend(self, entries: Sequence[ImaEntry]) -> None:
+        """Replay every entry: in bulk when the chunk allows it, else one by one."""
+        entries = _sequence(entries)
+        chunk = prepare(entries, start=self.count, check=self.check) if entries else None
+        if chunk is None:
+            for entry in entries:
+                self.step(entry)
+            return
+        for bank, hasher, size, values in self.banks:
+            measured = measurements(chunk, hasher, size, logged=bank == self.alg)
+            values[chunk.pcr] = final_value(hasher, values.get(chunk.pcr, bytes(size)), measured)
+        self.count += len(entries)
+
+    def extend_until(
+        self, entries: Sequence[ImaEntry], quoted: Mapping[str, Mapping[int, bytes]]
+    ) -> bool:
+        """Replay up to the first entry after which ``quoted`` matches (True), else all."""
+        entries = _sequence(entries)
+        chunk = prepare(entries, start=self.count, check=self.check) if entries else None
+        if chunk is None:
+            for entry in entries:
+                self.step(entry)
+                if self.matches(quoted):
+                    return True
+            return False
+        pcr = chunk.pcr
+        runs = {
+            bank: running_values(
+                hasher,
+                values.get(pcr, bytes(size)),
+                measurements(chunk, hasher, size, logged=bank == self.alg),
+            )
+            for bank, hasher, size, values in self.banks
+        }
+        current = {bank: _getter(values, size) for bank, _h, size, values in self.banks}
+        done = first_match(pcr, runs, current, quoted)
+        taken = len(entries) if done is None else done
+        for bank, _h, _s, values in self.banks:
+            values[pcr] = runs[bank][taken - 1]
+        self.count += taken
+        return done is not None
+
     def matches(self, quoted: Mapping[str, Mapping[int, bytes]]) -> bool:
         running = {bank: (size, values) for bank, _h, size, values in self.banks}
         for bank, pcrs in quoted.items():
@@ -196,8 +260,7 @@ def replay_entries(
 ) -> ImaReplayState:
     """Continue ``state`` over ``entries`` (checks: module docstring)."""
     replayer = _Replayer(state, template_hash_alg)
-    for entry in entries:
-        replayer.step(entry)
+    replayer.extend(entries)
     return replayer.state()
 
 
@@ -229,10 +292,8 @@ def replay_until_quote(
     replayer = _Replayer(state, template_hash_alg)
     if replayer.matches(quoted):
         return state
-    for entry in entries:
-        replayer.step(entry)
-        if replayer.matches(quoted):
-            return replayer.state()
+    if replayer.extend_until(entries, quoted):
+        return replayer.state()
     end = replayer.state()
     detail = ", ".join(
         f"{bank} PCR{pcr}: replayed {end.value(bank, pcr).hex()} quoted {value.hex()}"
