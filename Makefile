@@ -60,6 +60,7 @@ bench: $(STAMP_PIP)
 	$(PY) bench/weights.py --size 1GiB
 	bash ../shared/bench/keylime/setup.sh
 	$(PY) bench/tpm_verify.py
+	bash ../shared/bench/nvidia/setup.sh && $(PY) bench/gpu_verify.py
 
 # Coverage-guided fuzzing of every parser of untrusted bytes (a minute each).
 fuzz: $(STAMP_PIP)
