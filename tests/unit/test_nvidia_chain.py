@@ -330,6 +330,28 @@ def test_leaf_signature_flip_is_signature_invalid() -> None:
     assert code_of(info) == "nvidia.chain.signature_invalid"
 
 
+def test_remembered_links_never_vouch_for_other_bytes() -> None:
+    """The genuine chain verifies (its links are now remembered); a leaf whose
+    signature differs by one bit still fails, and the genuine one still passes."""
+    ev = load_evidence(HOPPER)
+    blocks = pem_blocks(ev.chain_pem)
+    verify_device_chain(ev.chain_pem, pinned_roots=[device_root()], at=AT)
+    leaf_der = x509.load_pem_x509_certificate(blocks[0]).public_bytes(serialization.Encoding.DER)
+    tampered = x509.load_der_x509_certificate(flip(leaf_der, len(leaf_der) - 1))
+    pem = b"".join([tampered.public_bytes(serialization.Encoding.PEM), *blocks[1:]])
+    for _ in range(2):
+        with pytest.raises(VerificationError) as info:
+            verify_device_chain(pem, pinned_roots=[device_root()], at=AT)
+        assert code_of(info) == "nvidia.chain.signature_invalid"
+    again = verify_device_chain(ev.chain_pem, pinned_roots=[device_root()], at=AT)
+    assert again.leaf == x509.load_pem_x509_certificate(blocks[0])
+    with pytest.raises(VerificationError) as late:
+        verify_device_chain(
+            ev.chain_pem, pinned_roots=[device_root()], at=datetime.max.replace(tzinfo=UTC)
+        )
+    assert code_of(late) == "nvidia.chain.expired", "validity is checked on every call"
+
+
 def test_only_a_root_is_malformed() -> None:
     ev = load_evidence(HOPPER)
     with pytest.raises(VerificationError) as info:

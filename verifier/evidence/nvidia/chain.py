@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,6 +108,12 @@ def parse_pem_chain(pem_chain: bytes) -> list[x509.Certificate]:
     return certificates
 
 
+_FINGERPRINT = hashes.SHA256()
+_VERIFIED_LINKS: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+_VERIFIED_LINKS_MAX = 4096  # links (child, issuer) remembered, least recently used out
+_LINKS_LOCK = threading.Lock()
+
+
 def _is_self_issued(certificate: x509.Certificate) -> bool:
     return certificate.subject == certificate.issuer
 
@@ -117,11 +125,24 @@ def _check_link(child: x509.Certificate, issuer: x509.Certificate) -> None:
         raise _fail("algorithm_unsupported", f"{_name(issuer)} key is not ECDSA P-256/384/521")
     if not isinstance(child.signature_hash_algorithm, _HASHES):
         raise _fail("algorithm_unsupported", f"{_name(child)} is not signed with SHA-2")
+    # Every Hopper GPU sends the same intermediates, so most links repeat from GPU to
+    # GPU and round to round. A link is a pure function of the two certificates'
+    # bytes (SHA-256 names them), so a verified one is remembered; validity at `at`
+    # and every other check still run on each call, and failures are never cached.
+    link = (child.fingerprint(_FINGERPRINT), issuer.fingerprint(_FINGERPRINT))
+    with _LINKS_LOCK:
+        if link in _VERIFIED_LINKS:
+            _VERIFIED_LINKS.move_to_end(link)
+            return
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         # ValueError: names differ or algorithm mismatch; InvalidSignature: bad signature.
         raise _fail("signature_invalid", f"{_name(issuer)} did not sign {_name(child)}") from None
+    with _LINKS_LOCK:
+        _VERIFIED_LINKS[link] = None
+        if len(_VERIFIED_LINKS) > _VERIFIED_LINKS_MAX:
+            _VERIFIED_LINKS.popitem(last=False)
 
 
 def _check_validity(certificate: x509.Certificate, at: datetime) -> None:
