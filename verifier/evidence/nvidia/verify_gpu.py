@@ -27,7 +27,8 @@ from verifier.evidence.nvidia.gpu_policy import CHECK_POLICY, CcState, GpuPolicy
 from verifier.evidence.nvidia.opaque import DeviceKind
 from verifier.evidence.nvidia.report import AttestationReport, parse_report
 from verifier.evidence.nvidia.report_files import EvidenceEntry
-from verifier.evidence.nvidia.rim import VerifiedRim, verify_rim
+from verifier.evidence.nvidia.rim import VerifiedRim
+from verifier.evidence.nvidia.rim_cache import verify_rim_cached
 from verifier.evidence.nvidia.signature import (
     CHECK_FWID,
     CHECK_NONCE,
@@ -134,7 +135,9 @@ class _RimCache:
                 self._seen[rim_id] = Reason("nvidia.rim.missing", f"{rim_id} is not available")
             else:
                 try:
-                    self._seen[rim_id] = verify_rim(xml, pinned_roots=self._roots, at=self._at)
+                    self._seen[rim_id] = verify_rim_cached(
+                        xml, pinned_roots=self._roots, at=self._at
+                    )
                 except VerificationError as exc:
                     reason = exc.reason
                     self._seen[rim_id] = Reason(reason.code, f"{rim_id}: {reason.detail}")
