@@ -15,9 +15,10 @@ root, report signature, nonce, both RIMs' XML-DSig + signing chain, measurement
 comparison, policy). Files are read and hex decoded once, outside the timed
 region; the RIMs are VERIFIED in every call (NVIDIA verifies them per GPU; we
 verify each RIM id once per call, so at K = 8 we verify 2 RIMs, NVIDIA 16).
-A second line, "ours+rimcache", reuses each VerifiedRim across calls (content-
-addressed memo, see gpu_verify_ours.rim_cache). OCSP: no check on our side
-(verify_devices does none), as NVIDIA's is a stub answering "good".
+A second line, "ours+rimcache", keeps the verifier's own in-process reuse of
+verified RIMs (verifier.evidence.nvidia.rim_cache; see
+gpu_verify_ours.rim_verification). OCSP: no check on our side (verify_devices
+does none), as NVIDIA's is a stub answering "good".
 One warm-up call, then --n timed calls for NVIDIA, --n-ours for ours.
 
 Both must give the same verdict (NVIDIA: pass; ours: affirming, except that at
@@ -52,7 +53,7 @@ from gpu_verify_ours import (
     load_inputs,
     make_call,
     profile,
-    rim_cache,
+    rim_verification,
     time_call,
     verdict_summary,
     wrong_nonce,
@@ -97,8 +98,9 @@ def run_nvidia(gpus: int, n: int) -> dict[str, Any]:
 
 
 def run_ours(inputs: Inputs, gpus: int, n: int) -> dict[str, Any]:
-    result = time_call(make_call(inputs, gpus), gpus, n)
-    with rim_cache() as counts:
+    with rim_verification(reuse=False):
+        result = time_call(make_call(inputs, gpus), gpus, n)
+    with rim_verification(reuse=True) as counts:
         cached = time_call(make_call(inputs, gpus), gpus, n)
     cached["rim_verifications"] = dict(counts)
     control = verdict_summary(make_call(inputs, gpus, wrong_nonce(NONCE))())

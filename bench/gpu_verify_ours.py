@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from verifier.evidence.nvidia import verify_gpu
 from verifier.evidence.nvidia.gpu_policy import (
@@ -33,7 +32,8 @@ from verifier.evidence.nvidia.gpu_policy import (
     parse_firmware_version,
 )
 from verifier.evidence.nvidia.report_files import EvidenceEntry, report_from_hex
-from verifier.evidence.nvidia.rim import VerifiedRim
+from verifier.evidence.nvidia.rim import VerifiedRim, verify_rim
+from verifier.evidence.nvidia.rim_cache import clear_rim_cache
 from verifier.evidence.nvidia.verify_gpu import DevicesVerdict, verify_devices
 
 VECTORS = (
@@ -125,39 +125,38 @@ def make_call(inputs: Inputs, gpus: int, nonce: str = NONCE) -> Call:
 
 
 @contextmanager
-def rim_cache() -> Iterator[dict[str, int]]:
-    """Verify each RIM content once, then reuse its VerifiedRim (keyed by content digest).
+def rim_verification(*, reuse: bool) -> Iterator[dict[str, int]]:
+    """Count RIM verifications in verify_devices; with ``reuse=False``, verify every time.
 
-    verify_devices takes RIM bytes and verifies them on every call (a RIM id once
-    per call); it has no entry point for pre-verified RIMs yet, so this wraps the
-    verify_rim it calls with a memo keyed by SHA-256 of the XML, the roots and
-    ``at``: what a content-addressed in-memory RIM cache would give.
+    verify_devices reuses VerifiedRims in-process (verifier.evidence.nvidia.rim_cache).
+    The cold line replaces that with a plain verify_rim per RIM per call, which is
+    what NVIDIA's verifier does (per GPU, even); the warm line keeps the product's
+    cache, starting empty, and counts how often a RIM was verified or reused.
     """
     namespace = vars(verify_gpu)  # the module's globals: what verify_devices looks up
-    real = namespace["verify_rim"]
-    memo: dict[tuple[str, tuple[bytes, ...], datetime], VerifiedRim] = {}
+    real = namespace["verify_rim_cached"]
     counts = {"verified": 0, "reused": 0}
+    seen: dict[str, VerifiedRim] = {}
+    clear_rim_cache()
 
-    def cached(
+    def counted(
         xml_bytes: bytes, *, pinned_roots: list[x509.Certificate], at: datetime
     ) -> VerifiedRim:
-        key = (
-            hashlib.sha256(xml_bytes).hexdigest(),
-            tuple(r.fingerprint(hashes.SHA256()) for r in pinned_roots),
-            at,
-        )
-        if key not in memo:
-            memo[key] = real(xml_bytes, pinned_roots=pinned_roots, at=at)
+        if not reuse:
             counts["verified"] += 1
-        else:
-            counts["reused"] += 1
-        return memo[key]
+            return verify_rim(xml_bytes, pinned_roots=pinned_roots, at=at)
+        rim = real(xml_bytes, pinned_roots=pinned_roots, at=at)
+        digest = hashlib.sha256(xml_bytes).hexdigest()
+        counts["reused" if seen.get(digest) is rim else "verified"] += 1
+        seen[digest] = rim
+        return rim
 
-    namespace["verify_rim"] = cached
+    namespace["verify_rim_cached"] = counted
     try:
         yield counts
     finally:
-        namespace["verify_rim"] = real
+        namespace["verify_rim_cached"] = real
+        clear_rim_cache()
 
 
 def verdict_summary(result: DevicesVerdict) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from verifier.evidence_cli import add_evidence_commands, run_evidence_command
 from verifier.gate_cli import add_gate_commands
 from verifier.host_cli import HOST_COMMANDS, add_host_commands, run_host_command
 from verifier.keystore import KeyStoreError
+from verifier.nvgpu_cli import add_import_rim_command, run_import_rim_command
 from verifier.operator_cli import add_connection_arguments, run_operator_command
 from verifier.pki_cli import add_pki_commands, run_pki_command
 from verifier.proposal_cli import add_justification_argument, add_proposal_commands
@@ -55,6 +56,9 @@ weightgate decides which hosts may receive model weights, from hardware evidence
       [--pcrs PCRS.json] [--eventlog LOG] [--reference REF]   check a quote offline
   weightgate evidence replay --eventlog LOG [--pcrs PCRS.json]   replay a boot log per bank
   weightgate evidence inspect FILE                   what an evidence file is, decoded
+  weightgate evidence verify nvgpu --evidence EVIDENCE.json --nonce HEX --rim-store DIR ...
+                                                     check NVIDIA GPUs / NVSwitches offline
+  weightgate reference import-rim FILE... --store DIR --rim-root PEM   verify and store RIMs
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -112,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     reference_show.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_arguments(reference_show)
     add_boot_reference_commands(reference_commands)
+    add_import_rim_command(reference_commands)
 
     add_gate_commands(commands, hosts_commands)
     add_proposal_commands(commands)
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_evidence_command(args)
     if args.command == "pki":
         return run_pki_command(args)
+    if args.command == "reference" and args.subcommand == "import-rim":
+        return run_import_rim_command(args)
     if args.command == "hosts" and args.subcommand in HOST_COMMANDS:
         return run_host_command(args)
     return run_operator_command(args)

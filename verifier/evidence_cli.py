@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from verifier.evidence.report import EXIT_REJECTED, EXIT_USAGE, EvidenceReport, exit_status
+from verifier.nvgpu_cli import add_nvgpu_command, run_nvgpu_command
 from verifier.operator_cli import CliError, parse_pcrs_json
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ def add_evidence_commands(commands: Any) -> None:
         help="accept SHA-1 quote signatures (refused by default: tpm.quote.weak_hash)",
     )
     tpm.add_argument("--json", action="store_true", help="print one JSON object")
+    add_nvgpu_command(kinds)
 
     replay = sub.add_parser(
         "replay",
@@ -156,6 +158,8 @@ def run_evidence_command(args: argparse.Namespace) -> int:
     try:
         if args.subcommand == "inspect":
             return _inspect(args)
+        if args.subcommand == "verify" and args.kind == "nvgpu":
+            return run_nvgpu_command(args)
         report = _verify_tpm(args) if args.subcommand == "verify" else _replay(args)
     except (_UsageError, CliError) as exc:
         print(f"weightgate evidence: {exc}", file=sys.stderr)

@@ -46,3 +46,9 @@ def verify_rim_cached(
         while len(_CACHE) > _MAX_ENTRIES:
             _CACHE.popitem(last=False)
     return verified
+
+
+def clear_rim_cache() -> None:
+    """Forget every reused RIM (benchmarks measuring cold verification; tests)."""
+    with _LOCK:
+        _CACHE.clear()

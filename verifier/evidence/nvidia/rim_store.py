@@ -10,6 +10,9 @@ Layout of the directory (mode 0700)::
 
     rims/<sha256>.xml                  the exact bytes, written atomically
     by-id/<sha256(tag id)>/<sha256>    empty marker: this content has this tag id
+    by-rim-id/<sha256(RIM id)>/<sha256>  empty marker: imported under NVIDIA's RIM id
+                                       (NV_GPU_DRIVER_GH100_545.00, ...), the name
+                                       verify_devices asks for; SWID tag ids are hashes
 """
 
 from __future__ import annotations
@@ -76,14 +79,33 @@ class FileRimStore:
         self._root = _private_dir(Path(directory))
         self._rims = _private_dir(self._root / "rims")
         self._by_id = _private_dir(self._root / "by-id")
+        self._by_rim_id = _private_dir(self._root / "by-rim-id")
         self._pinned_roots = tuple(pinned_roots)
 
     def _id_dir(self, tag_id: str) -> Path:
         # Tag ids are free text in SWID; hashing them makes a safe file name.
         return self._by_id / hashlib.sha256(tag_id.encode()).hexdigest()
 
-    def import_bytes(self, xml_bytes: bytes, *, at: datetime) -> VerifiedRim:
-        """Verify (raising VerificationError) and only then store the exact bytes."""
+    def _rim_id_dir(self, rim_id: str) -> Path:
+        return self._by_rim_id / hashlib.sha256(rim_id.encode()).hexdigest()
+
+    def verify(self, xml_bytes: bytes, *, at: datetime) -> VerifiedRim:
+        """verify_rim with the store's pinned roots, storing nothing."""
+        return verify_rim(xml_bytes, pinned_roots=self._pinned_roots, at=at)
+
+    def has(self, digest: str) -> bool:
+        """Whether content with this digest is stored (unverified: a lookup, not a use)."""
+        return bool(_DIGEST.fullmatch(digest)) and (self._rims / f"{digest}.xml").is_file()
+
+    def import_bytes(
+        self, xml_bytes: bytes, *, at: datetime, rim_id: str | None = None
+    ) -> VerifiedRim:
+        """Verify (raising VerificationError) and only then store the exact bytes.
+
+        ``rim_id`` (NVIDIA's name for the RIM, which the signed content does not
+        fully carry) adds the content to that id's set; the caller checks that the
+        id agrees with the content (``offline_rims.check_rim_id``).
+        """
         rim = verify_rim(xml_bytes, pinned_roots=self._pinned_roots, at=at)
         target = self._rims / f"{rim.sha256}.xml"
         if not target.exists():
@@ -91,6 +113,10 @@ class FileRimStore:
         marker_dir = self._id_dir(rim.tag_id)
         marker_dir.mkdir(mode=0o700, exist_ok=True)
         (marker_dir / rim.sha256).touch(mode=0o600, exist_ok=True)
+        if rim_id is not None:
+            id_dir = self._rim_id_dir(rim_id)
+            id_dir.mkdir(mode=0o700, exist_ok=True)
+            (id_dir / rim.sha256).touch(mode=0o600, exist_ok=True)
         return rim
 
     def import_rim(self, path: Path, *, at: datetime) -> VerifiedRim:
@@ -99,6 +125,46 @@ class FileRimStore:
             # Read one byte past the limit so that verify_rim reports the size.
             data = handle.read(MAX_RIM_BYTES + 1)
         return self.import_bytes(data, at=at)
+
+    def digests_for_rim_id(self, rim_id: str) -> frozenset[str]:
+        """Digests of every content imported under NVIDIA's RIM id (possibly several)."""
+        marker_dir = self._rim_id_dir(rim_id)
+        if not marker_dir.is_dir():
+            return frozenset()
+        return frozenset(p.name for p in marker_dir.iterdir() if _DIGEST.fullmatch(p.name))
+
+    def load_bytes(self, digest: str) -> bytes:
+        """The stored bytes with this digest, unverified (verify_rim them before use).
+
+        Raises KeyError if absent, RimStoreError if they no longer hash to the name.
+        """
+        if not _DIGEST.fullmatch(digest):
+            raise KeyError(digest)
+        path = self._rims / f"{digest}.xml"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise RimStoreError(f"{path} does not hash to its name")
+        return data
+
+    def rims_for_rim_id(
+        self, rim_id: str, *, at: datetime
+    ) -> tuple[tuple[VerifiedRim, bytes], ...]:
+        """Every content imported under NVIDIA's ``rim_id`` that verifies at ``at``, with its bytes.
+
+        Contents that no longer verify (expired signers) are left out.
+        """
+        found = []
+        for digest in sorted(self.digests_for_rim_id(rim_id)):
+            try:
+                data = self.load_bytes(digest)
+                rim = verify_rim(data, pinned_roots=self._pinned_roots, at=at)
+            except (KeyError, VerificationError):
+                continue
+            found.append((rim, data))
+        return tuple(found)
 
     def digests_for(self, tag_id: str) -> frozenset[str]:
         """Digests of every stored content with this tag id (possibly several)."""
@@ -113,15 +179,7 @@ class FileRimStore:
         Raises KeyError if absent, RimStoreError if the file's bytes no longer
         hash to its name, VerificationError if it does not verify at ``at``.
         """
-        if not _DIGEST.fullmatch(digest):
-            raise KeyError(digest)
-        path = self._rims / f"{digest}.xml"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise KeyError(digest) from None
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise RimStoreError(f"{path} does not hash to its name")
+        data = self.load_bytes(digest)
         return verify_rim(data, pinned_roots=self._pinned_roots, at=at)
 
     def rims_for(self, tag_id: str, *, at: datetime) -> tuple[VerifiedRim, ...]:
