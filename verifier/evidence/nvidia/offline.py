@@ -220,14 +220,14 @@ def rim_signing_path_for(
 ) -> Callable[[bytes], Sequence[x509.Certificate]]:
     """A function giving a stored RIM's verified KeyInfo path, leaf → pinned root."""
     from verifier.evidence.nvidia.rim import (  # noqa: PLC0415
-        _keyinfo_certificates,
-        _parse,
+        keyinfo_certificates,
+        parse_rim_xml,
     )
     from verifier.evidence.nvidia.rim_chain import verify_signing_chain  # noqa: PLC0415
 
     def path(xml: bytes) -> Sequence[x509.Certificate]:
         done: list[str] = []
-        ders = _keyinfo_certificates(_parse(xml, done), done)
+        ders = keyinfo_certificates(parse_rim_xml(xml, done), done)
         return verify_signing_chain(ders, pinned_roots=rim_roots, at=at, done=done).certificates
 
     return path

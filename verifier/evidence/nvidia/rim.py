@@ -130,7 +130,7 @@ def _safe_parser() -> etree.XMLParser:
     )
 
 
-def _parse(xml_bytes: bytes, done: Sequence[str]) -> etree._Element:
+def parse_rim_xml(xml_bytes: bytes, done: Sequence[str]) -> etree._Element:
     if len(xml_bytes) > MAX_RIM_BYTES:
         _fail("nvidia.rim.malformed", f"{len(xml_bytes)} bytes, limit {MAX_RIM_BYTES}", done)
     try:
@@ -147,7 +147,7 @@ def _parse(xml_bytes: bytes, done: Sequence[str]) -> etree._Element:
     return root
 
 
-def _keyinfo_certificates(root: etree._Element, done: Sequence[str]) -> list[bytes]:
+def keyinfo_certificates(root: etree._Element, done: Sequence[str]) -> list[bytes]:
     # Exactly one signature, and it is the root's child: a second one (or one
     # elsewhere) is how wrapping attacks smuggle a signed subtree next to unsigned data.
     signatures = root.findall(f".//{{{_DS}}}Signature")
@@ -222,8 +222,8 @@ def verify_rim(
     certificates; pass the current time unless re-checking historical evidence.
     """
     done: list[str] = []
-    root = _parse(xml_bytes, done)
-    ders = _keyinfo_certificates(root, done)
+    root = parse_rim_xml(xml_bytes, done)
+    ders = keyinfo_certificates(root, done)
     done.append(CHECK_PARSE)
     path = verify_signing_chain(ders, pinned_roots=pinned_roots, at=at, done=done)
     done.append(CHECK_CHAIN)
