@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.mtls import client_channels
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier import pki
 from verifier.audit.chain import OK
@@ -82,21 +83,8 @@ def verifier(tmp_path_factory: pytest.TempPathFactory, material: Pki) -> Iterato
 
 @pytest.fixture(scope="module")
 def channels(verifier: VerifierHarness, material: Pki) -> Iterator[dict[str, grpc.Channel]]:
-    ca = (material.directory / pki.CA_CERTIFICATE).read_bytes()
-    opened = {
-        who: grpc.secure_channel(
-            verifier.address,
-            grpc.ssl_channel_credentials(
-                root_certificates=ca,
-                private_key=files.private_key.read_bytes(),
-                certificate_chain=files.certificate.read_bytes(),
-            ),
-        )
-        for who, files in material.clients.items()
-    }
-    yield opened
-    for channel in opened.values():
-        channel.close()
+    with client_channels(verifier.address, material.directory, material.clients) as opened:
+        yield opened
 
 
 def _refusal(call: Any) -> grpc.RpcError:

@@ -19,6 +19,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
+from tests.mtls import client_channels
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier import pki
 from verifier.audit.chain import OK, AuditEntry, verify_chain
@@ -75,21 +76,8 @@ def verifier(tmp_path_factory: pytest.TempPathFactory, material: Pki) -> Iterato
 
 @pytest.fixture(scope="module")
 def stubs(verifier: VerifierHarness, material: Pki) -> Iterator[dict[str, Any]]:
-    ca = (material.directory / pki.CA_CERTIFICATE).read_bytes()
-    channels = {
-        name: grpc.secure_channel(
-            verifier.address,
-            grpc.ssl_channel_credentials(
-                root_certificates=ca,
-                private_key=files.private_key.read_bytes(),
-                certificate_chain=files.certificate.read_bytes(),
-            ),
-        )
-        for name, files in material.people.items()
-    }
-    yield {name: operator_pb2_grpc.OperatorStub(channel) for name, channel in channels.items()}
-    for channel in channels.values():
-        channel.close()
+    with client_channels(verifier.address, material.directory, material.people) as channels:
+        yield {name: operator_pb2_grpc.OperatorStub(c) for name, c in channels.items()}
 
 
 def _reference_change(group: str, fill: str) -> operator_pb2.ProposedChange:

@@ -24,6 +24,7 @@ import grpc
 import pytest
 from cryptography import x509
 
+from tests.mtls import client_channels
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier import pki
 from verifier.cli import main
@@ -95,22 +96,9 @@ def verifier(tmp_path_factory: pytest.TempPathFactory, setup: Setup) -> Iterator
 
 @pytest.fixture(scope="module")
 def channels(verifier: VerifierHarness, setup: Setup) -> Iterator[dict[str, grpc.Channel]]:
-    ca = (setup.directory / pki.CA_CERTIFICATE).read_bytes()
-    opened = {
-        who: grpc.secure_channel(
-            verifier.address,
-            grpc.ssl_channel_credentials(
-                root_certificates=ca,
-                private_key=files.private_key.read_bytes(),
-                certificate_chain=files.certificate.read_bytes(),
-            ),
-        )
-        for who, files in setup.clients.items()
-        if who != "server"
-    }
-    yield opened
-    for channel in opened.values():
-        channel.close()
+    clients = {who: files for who, files in setup.clients.items() if who != "server"}
+    with client_channels(verifier.address, setup.directory, clients) as opened:
+        yield opened
 
 
 @pytest.fixture
