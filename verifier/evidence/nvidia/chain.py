@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -103,9 +103,38 @@ def parse_pem_chain(pem_chain: bytes) -> list[x509.Certificate]:
         raise ParseError(f"chain over {MAX_CHAIN_CERTS} certificates", code="too_large")
     try:
         certificates = x509.load_pem_x509_certificates(pem_chain)
-    except ValueError as exc:
+    # InvalidVersion (an X.509 version other than v1/v3) is not a ValueError.
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ParseError(f"certificate chain does not parse: {exc}") from None
+    for certificate in certificates:
+        decode_fields(certificate)
     return certificates
+
+
+# What pyca raises when a lazily decoded field of a loaded certificate is malformed.
+_FIELD_ERRORS = (
+    ValueError,
+    TypeError,  # a Name attribute whose value type its OID does not allow
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def decode_fields(certificate: x509.Certificate) -> None:
+    """Decode every field the chain checks read, or raise :class:`ParseError`.
+
+    pyca loads a certificate's outer structure eagerly but decodes names,
+    extensions, the key and the signature algorithm only when first read, so a
+    malformed one would otherwise surface as a ValueError (or worse) deep inside
+    a check instead of as a parse failure.
+    """
+    try:
+        _ = (certificate.subject, certificate.issuer, certificate.extensions)
+        _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+        _ = (certificate.public_key(), certificate.signature_hash_algorithm)
+    except _FIELD_ERRORS as exc:
+        raise ParseError(f"certificate field does not decode: {exc}") from None
 
 
 _FINGERPRINT = hashes.SHA256()

@@ -315,8 +315,9 @@ def check_ocsp(
         single = _answer(response, certificate, issuer)
         signer = _signer(response, issuer, at, trusted_responder_roots)
         _check_signature(response, signer)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        # A field pyca can only decode lazily (an odd algorithm, a bad extension).
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # A field pyca can only decode lazily (an odd algorithm, a bad extension, a
+        # Name attribute whose value type its OID forbids: TypeError).
         raise _fail("malformed", f"response field does not decode: {exc}") from None
     if nonce is not None:
         _check_nonce(response, nonce)

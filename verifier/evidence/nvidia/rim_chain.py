@@ -22,6 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from verifier.evidence.errors import ParseError
+from verifier.evidence.nvidia.chain import decode_fields
 from verifier.verdict import Reason, VerificationError
 
 __all__ = [
@@ -91,9 +93,13 @@ def _load(ders: Sequence[bytes], done: Sequence[str]) -> list[x509.Certificate]:
     if len(ders) > MAX_KEYINFO_CERTIFICATES:
         raise _fail("nvidia.rim.malformed", f"{len(ders)} certificates in KeyInfo", done)
     try:
-        return [x509.load_der_x509_certificate(der) for der in ders]
-    except ValueError as exc:
+        certificates = [x509.load_der_x509_certificate(der) for der in ders]
+        for certificate in certificates:
+            decode_fields(certificate)  # pyca decodes names and extensions lazily
+    # InvalidVersion (an X.509 version other than v1/v3) is not a ValueError.
+    except (ValueError, x509.InvalidVersion, ParseError) as exc:
         raise _fail("nvidia.rim.malformed", f"bad KeyInfo certificate: {exc}", done) from None
+    return certificates
 
 
 def verify_signing_chain(
