@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import NoReturn
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm.keys import check_attestation_key
+from verifier.evidence.tpm.keys import attestation_public_key
 from verifier.evidence.tpm.parse import (
     HASH_SIZES,
     ClockInfo,
     QuoteInfo,
     TpmPublic,
-    TpmSignature,
     parse_quote_attest,
     parse_signature,
 )
@@ -45,26 +44,28 @@ _PARSE_CODES = {"bad_magic": "tpm.quote.bad_magic", "not_a_quote": "tpm.quote.no
 
 
 class _Seal:
-    """Proof that authenticate_quote built an AuthenticatedQuote, bound to its content.
+    """Proof that authenticate_quote built an AuthenticatedQuote, bound to its values.
 
-    Binding to the content (not just a sentinel) means ``dataclasses.replace(quote,
-    pcrs=...)``, which copies the seal, fails instead of yielding a doctored quote.
+    It holds the very objects the quote was built with (all immutable: a frozen
+    QuoteInfo, read-only mappings over private dicts, a str, a frozenset), and the
+    quote must hold the same ones. So ``dataclasses.replace(quote, pcrs=...)``, which
+    copies the seal, fails instead of yielding a doctored quote. Checking identity
+    instead of comparing copies of the content keeps the seal off the per-quote cost.
     """
 
-    __slots__ = ("content",)
+    __slots__ = ("boot_event", "checks_run", "info", "pcrs")
 
-    def __init__(self, content: object) -> None:
-        self.content = content
-
-
-def _content(
-    info: QuoteInfo,
-    pcrs: Mapping[str, Mapping[int, bytes]],
-    boot_event: str,
-    checks_run: frozenset[str],
-) -> object:
-    frozen_pcrs = tuple([(bank, tuple(sorted(values.items()))) for bank, values in pcrs.items()])
-    return (info, frozen_pcrs, boot_event, checks_run)
+    def __init__(
+        self,
+        info: QuoteInfo,
+        pcrs: Mapping[str, Mapping[int, bytes]],
+        boot_event: str,
+        checks_run: frozenset[str],
+    ) -> None:
+        self.info = info
+        self.pcrs = pcrs
+        self.boot_event = boot_event
+        self.checks_run = checks_run
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +85,58 @@ class AuthenticatedQuote:
     _seal: object = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
-        content = _content(self.info, self.pcrs, self.boot_event, self.checks_run)
-        if not isinstance(self._seal, _Seal) or self._seal.content != content:
+        seal = self._seal
+        if (
+            type(seal) is not _Seal
+            or seal.info is not self.info
+            or seal.pcrs is not self.pcrs
+            or seal.boot_event is not self.boot_event
+            or seal.checks_run is not self.checks_run
+        ):
             raise TypeError("AuthenticatedQuote is built only by authenticate_quote()")
 
 
-def _fail(code: str, detail: str, done: list[str]) -> NoReturn:
+# The checks that have passed when each stage runs (what a failure there reports),
+# fixed tuples rather than a list grown per quote.
+_BEFORE_SIGNATURE = (CHECK_PARSE,)
+_BEFORE_NONCE = (*_BEFORE_SIGNATURE, CHECK_SIGNATURE)
+_BEFORE_PCR_SELECTION = (*_BEFORE_NONCE, CHECK_NONCE)
+_BEFORE_PCR_DIGEST = (*_BEFORE_PCR_SELECTION, CHECK_PCR_SELECTION)
+_BEFORE_CLOCK = (*_BEFORE_PCR_DIGEST, CHECK_PCR_DIGEST)
+_ALL_CHECKS = frozenset((*_BEFORE_CLOCK, CHECK_CLOCK))
+
+
+# AuthenticatedQuote's slots, set directly by _sealed_quote, which must set them all:
+# checked here, at import, so that a field added later cannot be left unset.
+_QUOTE_FIELDS = ("info", "pcrs", "boot_event", "checks_run", "_seal")
+if tuple(f.name for f in fields(AuthenticatedQuote)) != _QUOTE_FIELDS:
+    raise TypeError("AuthenticatedQuote: _sealed_quote no longer matches its fields")
+_SET_INFO, _SET_PCRS, _SET_BOOT_EVENT, _SET_CHECKS_RUN, _SET_SEAL = (
+    AuthenticatedQuote.__dict__[name].__set__ for name in _QUOTE_FIELDS
+)
+
+
+def _sealed_quote(
+    info: QuoteInfo, pcrs: Mapping[str, Mapping[int, bytes]], boot_event: str
+) -> AuthenticatedQuote:
+    """The AuthenticatedQuote of a quote that passed every check, with its seal.
+
+    Its builder sets the slots itself, as the frozen dataclass's ``__init__`` would
+    (through ``object.__setattr__``), and skips ``__post_init__``, whose seal check
+    would hold by construction: half the cost of the constructor, per quote.
+    Everyone else goes through ``__init__`` and that check.
+    """
+    quote: AuthenticatedQuote = object.__new__(AuthenticatedQuote)
+    _SET_INFO(quote, info)
+    _SET_PCRS(quote, pcrs)
+    _SET_BOOT_EVENT(quote, boot_event)
+    _SET_CHECKS_RUN(quote, _ALL_CHECKS)
+    _SET_SEAL(quote, _Seal(info, pcrs, boot_event, _ALL_CHECKS))
+    return quote
+
+
+def _fail(code: str, detail: str, done: tuple[str, ...]) -> NoReturn:
     raise VerificationError(Reason(code, detail), done)
-
-
-def _verify_signature(
-    attest: bytes, sig: TpmSignature, ak: TpmPublic, *, allow_sha1: bool, done: list[str]
-) -> None:
-    try:
-        verify_tpm_signature(attest, sig, ak, allow_sha1=allow_sha1)
-    except SignatureCheckError as exc:
-        # The kinds are named after the quote codes: tpm.quote.signature_invalid etc.
-        _fail(f"tpm.quote.{exc.kind}", exc.detail, done)
 
 
 # The hash constructors for the banks HASH_SIZES knows (hashlib.new is slower).
@@ -112,24 +148,63 @@ _HASHERS = {
 }
 
 
+_NO_VALUES: Mapping[int, bytes] = MappingProxyType({})
+_NONE_QUOTED: frozenset[int] = frozenset()
+
+
 def _covered_pcrs(
     info: QuoteInfo,
     reported: Mapping[str, Mapping[int, bytes]],
     digest_alg: str,
-    done: list[str],
+    done: tuple[str, ...],
 ) -> Mapping[str, Mapping[int, bytes]]:
     """Check the reported values against pcrDigest; return only the covered ones."""
-    covered: dict[str, dict[int, bytes]] = {}
     # TPM 2.0 Part 3, 18.4: banks in TPML order, PCRs ascending, hashed with the
     # signing scheme's hash.
+    covered: dict[str, Mapping[int, bytes]] = {}
+    ordered: list[bytes] = []
+    for selection in info.pcr_selection:
+        bank = selection.hash_algorithm
+        size = HASH_SIZES[bank]
+        values = reported.get(bank, _NO_VALUES)
+        bank_values: dict[int, bytes] = {}
+        for index in selection.pcrs:
+            value = values.get(index)
+            # Exact bytes of the exact length only; anything else (a missing value,
+            # a bytearray to copy, a wrong length) takes the path that reports it.
+            if type(value) is not bytes or len(value) != size:
+                break
+            bank_values[index] = value
+        else:
+            covered[bank] = MappingProxyType(bank_values)
+            ordered += bank_values.values()
+            continue
+        covered, ordered = _checked_values(info, reported, done)
+        break
+    digest = _HASHERS[digest_alg](b"".join(ordered)).digest()
+    if not hmac.compare_digest(digest, info.pcr_digest):
+        _fail(
+            "tpm.quote.pcr_digest_mismatch",
+            f"{digest_alg} of the reported PCR values != quoted pcrDigest",
+            done,
+        )
+    return MappingProxyType(covered)
+
+
+def _checked_values(
+    info: QuoteInfo, reported: Mapping[str, Mapping[int, bytes]], done: tuple[str, ...]
+) -> tuple[dict[str, Mapping[int, bytes]], list[bytes]]:
+    """The covered values one by one: every missing and every malformed one named
+    (in selection order), private ``bytes`` copies of the others."""
+    covered: dict[str, Mapping[int, bytes]] = {}
     ordered: list[bytes] = []
     missing: list[str] = []
     malformed: list[str] = []
     for selection in info.pcr_selection:
         bank = selection.hash_algorithm
         size = HASH_SIZES[bank]
-        values = reported.get(bank, {})
-        covered[bank] = bank_values = {}
+        values = reported.get(bank, _NO_VALUES)
+        bank_values: dict[int, bytes] = {}
         for index in selection.pcrs:
             value = values.get(index)
             if value is None:
@@ -143,21 +218,30 @@ def _covered_pcrs(
                 malformed.append(f"{bank}:{index} ({len(value)} bytes)")
             bank_values[index] = value
             ordered.append(value)
+        covered[bank] = MappingProxyType(bank_values)
     if missing:
         _fail("tpm.quote.pcr_values_missing", "no value for " + ", ".join(missing), done)
     if malformed:
         _fail("tpm.quote.pcr_value_malformed", "wrong length: " + ", ".join(malformed), done)
-    digest = _HASHERS[digest_alg](b"".join(ordered)).digest()
-    if not hmac.compare_digest(digest, info.pcr_digest):
-        _fail(
-            "tpm.quote.pcr_digest_mismatch",
-            f"{digest_alg} of the reported PCR values != quoted pcrDigest",
-            done,
-        )
-    return MappingProxyType({b: MappingProxyType(v) for b, v in covered.items()})
+    return covered, ordered
 
 
-def _boot_event(current: ClockInfo, previous: ClockInfo | None, done: list[str]) -> str:
+def _selection_incomplete(
+    selected: Mapping[str, frozenset[int]],
+    required_pcrs: Mapping[str, Collection[int]],
+    done: tuple[str, ...],
+) -> NoReturn:
+    not_selected = sorted(
+        (bank, index)
+        for bank, indices in required_pcrs.items()
+        for index in indices
+        if index not in selected.get(bank, ())
+    )
+    detail = "not quoted: " + ", ".join(f"{bank}:{index}" for bank, index in not_selected)
+    _fail("tpm.quote.pcr_selection_incomplete", detail, done)
+
+
+def _boot_event(current: ClockInfo, previous: ClockInfo | None, done: tuple[str, ...]) -> str:
     if previous is None:
         return "first"
     if current.reset_count < previous.reset_count:
@@ -227,56 +311,45 @@ def authenticate_quote(
     """
     if not expected_qualifying_data:
         raise ValueError("expected_qualifying_data must be a non-empty verifier nonce")
-    done: list[str] = []
-
     try:
         info = parse_quote_attest(attest)
     except ParseError as exc:
-        _fail(_PARSE_CODES.get(exc.code, "tpm.quote.malformed"), str(exc), done)
-    done.append(CHECK_PARSE)
+        _fail(_PARSE_CODES.get(exc.code, "tpm.quote.malformed"), str(exc), ())
 
     try:
-        check_attestation_key(ak)
+        public = attestation_public_key(ak)  # check_attestation_key, and its key
     except VerificationError as exc:
-        raise VerificationError(exc.reason, done) from exc
+        raise VerificationError(exc.reason, _BEFORE_SIGNATURE) from exc
     try:
         sig = parse_signature(signature)
     except ParseError as exc:
-        _fail("tpm.quote.signature_malformed", str(exc), done)
-    _verify_signature(bytes(attest), sig, ak, allow_sha1=allow_sha1_signatures, done=done)
-    done.append(CHECK_SIGNATURE)
+        _fail("tpm.quote.signature_malformed", str(exc), _BEFORE_SIGNATURE)
+    signed = attest if type(attest) is bytes else bytes(attest)
+    try:
+        verify_tpm_signature(signed, sig, ak, allow_sha1=allow_sha1_signatures, public=public)
+    except SignatureCheckError as exc:
+        # The kinds are named after the quote codes: tpm.quote.signature_invalid etc.
+        _fail(f"tpm.quote.{exc.kind}", exc.detail, _BEFORE_SIGNATURE)
 
     if not hmac.compare_digest(info.extra_data, bytes(expected_qualifying_data)):
         # Tell a replayed old quote from a merely wrong one: the former is an attack signal.
         if any(hmac.compare_digest(info.extra_data, bytes(c)) for c in consumed_qualifying_data):
-            _fail("tpm.quote.nonce_replayed", "extraData is a nonce already consumed", done)
-        _fail("tpm.quote.nonce_mismatch", "extraData != the nonce issued for this quote", done)
-    done.append(CHECK_NONCE)
+            _fail(
+                "tpm.quote.nonce_replayed", "extraData is a nonce already consumed", _BEFORE_NONCE
+            )
+        _fail(
+            "tpm.quote.nonce_mismatch",
+            "extraData != the nonce issued for this quote",
+            _BEFORE_NONCE,
+        )
 
-    selected = {s.hash_algorithm: s.pcrs for s in info.pcr_selection}
-    not_selected = [
-        (bank, index)
-        for bank, indices in required_pcrs.items()
-        for index in indices
-        if index not in selected.get(bank, ())
-    ]
-    if not_selected:
-        not_selected.sort()
-        detail = "not quoted: " + ", ".join(f"{bank}:{index}" for bank, index in not_selected)
-        _fail("tpm.quote.pcr_selection_incomplete", detail, done)
-    done.append(CHECK_PCR_SELECTION)
+    selected = {s.hash_algorithm: s.pcr_set for s in info.pcr_selection}
+    for bank, indices in required_pcrs.items():
+        if not selected.get(bank, _NONE_QUOTED).issuperset(indices):
+            _selection_incomplete(selected, required_pcrs, _BEFORE_PCR_SELECTION)
 
-    pcrs = _covered_pcrs(info, reported_pcrs, sig.hash_algorithm, done)
-    done.append(CHECK_PCR_DIGEST)
+    pcrs = _covered_pcrs(info, reported_pcrs, sig.hash_algorithm, _BEFORE_PCR_DIGEST)
 
-    boot_event = _boot_event(info.clock_info, previous_clock, done)
-    done.append(CHECK_CLOCK)
+    boot_event = _boot_event(info.clock_info, previous_clock, _BEFORE_CLOCK)
 
-    checks_run = frozenset(done)
-    return AuthenticatedQuote(
-        info=info,
-        pcrs=pcrs,
-        boot_event=boot_event,
-        checks_run=checks_run,
-        _seal=_Seal(_content(info, pcrs, boot_event, checks_run)),
-    )
+    return _sealed_quote(info, pcrs, boot_event)

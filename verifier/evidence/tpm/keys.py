@@ -5,9 +5,11 @@ quote it signs. Both depend only on the enrolled key, a trusted input, so they a
 memoised (bounded LRU) keyed by the whole :class:`TpmPublic` value -- its exact
 TPMT_PUBLIC bytes and every field derived from them -- so that two values that
 differ in anything never share an entry. Only successes are cached: a refused key
-is checked afresh each time. Nothing derived from per-quote (untrusted) bytes is
-cached, and :func:`public_key`, which is also used on keys a host presents (binding
-keys), is not cached either.
+is checked afresh each time. :func:`attestation_public_key` returns the check and
+the key from one lookup (the quote path); :func:`verification_key` returns the key
+alone, unchecked. Nothing derived from per-quote (untrusted) bytes is cached, and
+:func:`public_key`, which is also used on keys a host presents (binding keys), is
+not cached either.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from verifier.evidence.tpm.parse import TpmPublic
 from verifier.verdict import Reason, VerificationError
 
-__all__ = ["TpmaObject", "check_attestation_key", "public_key", "tpm_name", "verification_key"]
+__all__ = [
+    "PublicKey",
+    "TpmaObject",
+    "attestation_public_key",
+    "check_attestation_key",
+    "public_key",
+    "tpm_name",
+    "verification_key",
+]
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 # Enrolled AKs whose check result and key object are kept; one verifier serves a
 # fleet, but a quote burst comes from far fewer AKs than this.
@@ -62,7 +74,7 @@ _TPM_RESIDENT = TpmaObject.FIXED_TPM | TpmaObject.FIXED_PARENT | TpmaObject.SENS
 _SIGNING_SCHEMES = {"rsa": frozenset({"rsassa", "rsapss"}), "ecc": frozenset({"ecdsa"})}
 
 
-def public_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+def public_key(pub: TpmPublic) -> PublicKey:
     """The ``cryptography`` public key of an RSA or ECC TPM public area.
 
     Raises ValueError if the key material is not a valid key (e.g. an ECC point not
@@ -86,11 +98,11 @@ def public_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
 
 
 @functools.lru_cache(maxsize=AK_CACHE_SIZE)
-def _cached_public_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+def _cached_public_key(pub: TpmPublic) -> PublicKey:
     return public_key(pub)
 
 
-def verification_key(pub: TpmPublic) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+def verification_key(pub: TpmPublic) -> PublicKey:
     """:func:`public_key` of an attestation key (trusted: enrolled), memoised.
 
     For keys that ``check_attestation_key`` accepted: the signing key of quotes,
@@ -129,15 +141,22 @@ def check_attestation_key(pub: TpmPublic) -> None:
     4. RSA of at least 2048 bits or ECC P-256/P-384/P-521 (``enrollment.ak_weak_key``);
     5. the key material is a valid public key (``enrollment.ak_invalid_key``).
     """
+    attestation_public_key(pub)
+
+
+def attestation_public_key(pub: TpmPublic) -> PublicKey:
+    """:func:`check_attestation_key`, then the AK's ``cryptography`` key, in one
+    memoised lookup (the per-quote path needs both: the check, then the key to
+    verify the signature with). Raises as ``check_attestation_key`` does."""
     try:
-        _check_attestation_key_cached(pub)
+        return _check_attestation_key_cached(pub)
     except TypeError:
         # Unhashable: check without the cache (a TypeError of the check itself is
         # raised again).
-        _check_attestation_key(pub)
+        return _check_attestation_key(pub)
 
 
-def _check_attestation_key(pub: TpmPublic) -> None:
+def _check_attestation_key(pub: TpmPublic) -> PublicKey:
     attributes = TpmaObject(pub.attributes)
     if (attributes & _RESTRICTED_SIGNING) != _RESTRICTED_SIGNING or (
         attributes & TpmaObject.DECRYPT
@@ -169,10 +188,11 @@ def _check_attestation_key(pub: TpmPublic) -> None:
     if pub.key_type == "ecc" and pub.ecc_curve not in _CURVES:
         raise VerificationError(Reason("enrollment.ak_weak_key", f"AK curve {pub.ecc_curve}"))
     try:
-        public_key(pub)
+        return public_key(pub)
     except ValueError as exc:
         raise VerificationError(Reason("enrollment.ak_invalid_key", str(exc))) from exc
 
 
-# Raises on refusal, and lru_cache does not keep exceptions: only acceptance is cached.
+# Raises on refusal, and lru_cache does not keep exceptions: only acceptance (and the
+# key object built while checking it) is cached.
 _check_attestation_key_cached = functools.lru_cache(maxsize=AK_CACHE_SIZE)(_check_attestation_key)

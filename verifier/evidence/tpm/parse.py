@@ -19,10 +19,11 @@ Nothing here is authenticated: the results are claims, to be checked by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -55,6 +56,7 @@ MAX_PUBLIC_SIZE = 2048
 TPM_GENERATED_VALUE = 0xFF544347
 _ATTEST_HEADER = struct.Struct(">IH")  # magic, type
 TPM_ST_ATTEST_QUOTE = 0x8018
+_QUOTE_HEADER = _ATTEST_HEADER.pack(TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE)
 
 # TPM_ALG_ID -> hashlib name, for the hashes this verifier can recompute.
 _HASH_ALGS = {0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
@@ -95,10 +97,17 @@ class ClockInfo:
 
 @dataclass(frozen=True, slots=True)
 class PcrSelection:
-    """One TPMS_PCR_SELECTION: a bank and the PCR indices selected, ascending."""
+    """One TPMS_PCR_SELECTION: a bank and the PCR indices selected, ascending.
+
+    ``pcr_set`` holds the same indices, for membership tests (derived, not compared).
+    """
 
     hash_algorithm: str
     pcrs: tuple[int, ...]
+    pcr_set: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pcr_set", frozenset(self.pcrs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +163,49 @@ class TpmPublic:
 
 
 _T = TypeVar("_T")
+
+
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any], None], ...]:
+    """The slot setters of a frozen slots dataclass, for a builder on the per-quote path.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``;
+    setting the slots directly takes half the time. The builders must set every
+    field and the class must have no ``__post_init__``: both are checked here, at
+    import, so that a field added later cannot be left unset.
+    """
+    if tuple(f.name for f in fields(cls)) != names or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: the fast builder no longer matches its fields")
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_CLOCK_CLOCK, _CLOCK_RESET, _CLOCK_RESTART, _CLOCK_SAFE = _slot_setters(
+    ClockInfo, ("clock", "reset_count", "restart_count", "safe")
+)
+_QUOTE_SIGNER, _QUOTE_EXTRA, _QUOTE_CLOCK, _QUOTE_FIRMWARE, _QUOTE_SELECTION, _QUOTE_DIGEST = (
+    _slot_setters(
+        QuoteInfo,
+        (
+            "qualified_signer",
+            "extra_data",
+            "clock_info",
+            "firmware_version",
+            "pcr_selection",
+            "pcr_digest",
+        ),
+    )
+)
+_SIG_SCHEME, _SIG_HASH, _SIG_VALUE = _slot_setters(
+    TpmSignature, ("scheme", "hash_algorithm", "signature")
+)
+
+
+def _new_signature(scheme: str, hash_algorithm: str, signature: bytes) -> TpmSignature:
+    """``TpmSignature(scheme, hash_algorithm, signature)``, slot by slot (_slot_setters)."""
+    sig: TpmSignature = object.__new__(TpmSignature)
+    _SIG_SCHEME(sig, scheme)
+    _SIG_HASH(sig, hash_algorithm)
+    _SIG_VALUE(sig, signature)
+    return sig
 
 
 def as_bytes(data: bytes, *, what: str, limit: int) -> bytes:
@@ -214,10 +266,20 @@ _PCRS_SET: tuple[tuple[tuple[int, ...], ...], ...] = tuple(
 )
 
 
-def _pcr_selection(selections: list[tuple[int, bytes]]) -> tuple[PcrSelection, ...]:
+# Distinct TPML_PCR_SELECTION encodings whose decoding is kept: a host quotes the
+# same selection every time, and a fleet uses a handful; a bound keeps untrusted
+# input from growing the cache.
+SELECTION_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=SELECTION_CACHE_SIZE)
+def _pcr_selection(selection: bytes) -> tuple[PcrSelection, ...]:
+    """Decode a framed TPML_PCR_SELECTION. A pure function of its bytes, and its
+    result is immutable, so equal encodings share one decoded value (failures, which
+    raise, are not cached)."""
     result: list[PcrSelection] = []
     seen: set[str] = set()
-    for alg_id, bitmap in selections:
+    for alg_id, bitmap in wire.read_pcr_selection(selection):
         bank = _hash_name(alg_id, what="PCR selection")
         if bank in seen:
             # A bank listed twice would make "the value of sha256 PCR n" ambiguous
@@ -274,17 +336,31 @@ def parse_quote_attest(data: bytes) -> QuoteInfo:
     ParseError codes: ``bad_magic`` (not TPM_GENERATED_VALUE: not produced by a
     TPM), ``not_a_quote`` (another attestation type), ``malformed`` otherwise.
     """
-    raw = attest_header(
-        data, expected_type=TPM_ST_ATTEST_QUOTE, type_name="quote", type_code="not_a_quote"
-    )
-    signer, extra, clock, reset, restart, safe, firmware, selections, digest = wire.read_quote_body(
+    raw = as_bytes(data, what="TPMS_ATTEST", limit=MAX_ATTEST_SIZE)
+    if raw[:6] != _QUOTE_HEADER:
+        # Truncated, bad magic or not a quote: attest_header raises the precise error.
+        attest_header(
+            raw, expected_type=TPM_ST_ATTEST_QUOTE, type_name="quote", type_code="not_a_quote"
+        )
+    signer, extra, clock, reset, restart, safe, firmware, selection, digest = wire.read_quote_body(
         raw
     )
     if safe not in (0, 1):
         raise ParseError(f"TPMS_ATTEST: clockInfo.safe is {safe}, not a TPMI_YES_NO")
-    # Positional, in field order: this is the per-quote path.
-    clock_info = ClockInfo(clock, reset, restart, safe == 1)
-    return QuoteInfo(signer, extra, clock_info, firmware, _pcr_selection(selections), digest)
+    # QuoteInfo(signer, extra, ClockInfo(...), ...), slot by slot (_slot_setters).
+    clock_info: ClockInfo = object.__new__(ClockInfo)
+    _CLOCK_CLOCK(clock_info, clock)
+    _CLOCK_RESET(clock_info, reset)
+    _CLOCK_RESTART(clock_info, restart)
+    _CLOCK_SAFE(clock_info, safe == 1)
+    info: QuoteInfo = object.__new__(QuoteInfo)
+    _QUOTE_SIGNER(info, signer)
+    _QUOTE_EXTRA(info, extra)
+    _QUOTE_CLOCK(info, clock_info)
+    _QUOTE_FIRMWARE(info, firmware)
+    _QUOTE_SELECTION(info, _pcr_selection(selection))
+    _QUOTE_DIGEST(info, digest)
+    return info
 
 
 def parse_signature(data: bytes) -> TpmSignature:
@@ -297,11 +373,11 @@ def parse_signature(data: bytes) -> TpmSignature:
         if not r or not s:
             raise ParseError("TPMT_SIGNATURE: empty ECDSA r or s")
         der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
-        return TpmSignature(scheme, _hash_name(hash_alg, what="ECDSA"), der)
+        return _new_signature(scheme, _hash_name(hash_alg, what="ECDSA"), der)
     (value,) = parts
     if not value:
         raise ParseError("TPMT_SIGNATURE: empty RSA signature")
-    return TpmSignature(scheme, _hash_name(hash_alg, what=scheme), value)
+    return _new_signature(scheme, _hash_name(hash_alg, what=scheme), value)
 
 
 def parse_tpm2b_public(data: bytes) -> TpmPublic:

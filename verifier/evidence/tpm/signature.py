@@ -6,13 +6,13 @@ maps :class:`SignatureCheckError` ``kind`` to its own reason code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from verifier.evidence.tpm.keys import verification_key
+from verifier.evidence.tpm.keys import PublicKey, verification_key
 from verifier.evidence.tpm.parse import TpmPublic, TpmSignature
 
 __all__ = ["SignatureCheckError", "SignatureFailure", "verify_tpm_signature"]
@@ -50,11 +50,18 @@ class SignatureCheckError(Exception):
 
 
 def verify_tpm_signature(
-    signed: bytes, sig: TpmSignature, key: TpmPublic, *, allow_sha1: bool
+    signed: bytes,
+    sig: TpmSignature,
+    key: TpmPublic,
+    *,
+    allow_sha1: bool,
+    public: PublicKey | None = None,
 ) -> None:
     """Raise SignatureCheckError unless ``sig`` by ``key`` verifies over ``signed``.
 
     ``key`` must already be a valid public key (``check_attestation_key`` passed).
+    ``public`` is its ``cryptography`` key when the caller already holds it
+    (``keys.attestation_public_key``); otherwise it is looked up from ``key``.
     Checks, in order: the scheme suits the key type and the key's fixed scheme and
     hash (``signature_scheme_mismatch``); the hash is not SHA-1 unless
     ``allow_sha1`` (``weak_hash``); the signature verifies over the exact
@@ -78,13 +85,20 @@ def verify_tpm_signature(
         # but we do not accept the weaker hash unless the caller opts in.
         raise SignatureCheckError("weak_hash", "signed with SHA-1")
     name = sig.hash_algorithm
-    verifier_key = verification_key(key)
+    verifier_key = verification_key(key) if public is None else public
     try:
-        if isinstance(verifier_key, rsa.RSAPublicKey):
+        # key_type decides the key class (keys.public_key builds an RSA key exactly
+        # for "rsa"), and the scheme check above tied the scheme to it; a string
+        # compare instead of isinstance against the ABC, which costs more.
+        if key.key_type == "rsa":
             pad: padding.AsymmetricPadding = _PKCS1V15 if sig.scheme == "rsassa" else _PSS[name]
-            verifier_key.verify(sig.signature, signed, pad, _HASH_OBJECTS[name])
+            cast(rsa.RSAPublicKey, verifier_key).verify(
+                sig.signature, signed, pad, _HASH_OBJECTS[name]
+            )
         else:
-            verifier_key.verify(sig.signature, signed, _ECDSA[name])
+            cast(ec.EllipticCurvePublicKey, verifier_key).verify(
+                sig.signature, signed, _ECDSA[name]
+            )
     except InvalidSignature:
         # InvalidSignature carries no message; it is the failure, never a flag.
         raise SignatureCheckError(
