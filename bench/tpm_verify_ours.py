@@ -79,6 +79,8 @@ _SELECTION = struct.Struct("<HB4sx")
 _SELECTIONS_SIZE = 4 + 16 * _SELECTION.size
 _DIGEST_LIST = struct.Struct("<I" + "H64s" * 8)
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_SLOT = 2 + 64  # one TPM2B_DIGEST as tpm2-tools writes it: size, then a full 64-byte buffer
 # sizeofSelect, pcrSelect -> the PCRs it selects, ascending (a selection holds at most
 # 32 bits; quotes repeat the same few, so the bit walk is done once per bitmap).
 _PCR_BITS: dict[bytes, tuple[int, ...]] = {}
@@ -114,14 +116,16 @@ def parse_tools_pcrs(raw: bytes) -> dict[str, dict[int, bytes]]:
         raise ToolsPcrsError(f"{len(raw)} bytes for {lists} digest lists")
     values: list[bytes] = []
     for i in range(lists):
-        n, *slots = _DIGEST_LIST.unpack_from(raw, _SELECTIONS_SIZE + 4 + i * _DIGEST_LIST.size)
+        start = _SELECTIONS_SIZE + 4 + i * _DIGEST_LIST.size
+        (n,) = _U32.unpack_from(raw, start)
         if n > 8:
             raise ToolsPcrsError(f"digest list of {n}")
-        for k in range(0, 2 * n, 2):
-            size = slots[k]
+        # Only the n used TPM2B_DIGEST slots (u16 size + 64-byte buffer) are read.
+        for offset in range(start + 4, start + 4 + n * _SLOT, _SLOT):
+            (size,) = _U16.unpack_from(raw, offset)
             if size > 64:
                 raise ToolsPcrsError(f"digest of {size} bytes")
-            values.append(slots[k + 1][:size])
+            values.append(raw[offset + 2 : offset + 2 + size])
     out: dict[str, dict[int, bytes]] = {}
     used = 0
     for i in range(count):
