@@ -130,13 +130,13 @@ def evaluate(
     has_log = evidence.HasField("boot_log") and bool(evidence.boot_log.event_log)
     if has_log:
         boot_log = check_boot_log(evidence.boot_log.event_log, quote)
-        verdict = _with_boot_log(verdict, boot_log.checks_run, boot_log.reasons)
+        verdict = _combined(verdict, boot_log.checks_run, boot_log.reasons)
         if boot_reference is not None and boot_log.passed:
-            verdict = _with_boot_log(verdict, *appraise_boot_log(boot_log, boot_reference))
+            verdict = _combined(verdict, *appraise_boot_log(boot_log, boot_reference))
     elif boot_reference is not None:
         why = evidence.boot_log.unavailable or "the agent sent none"
         missing = Reason("tpm.boot.log_missing", f"the group has a boot reference; {why}")
-        verdict = _with_boot_log(verdict, frozenset(), (missing,))
+        verdict = _combined(verdict, frozenset(), (missing,))
     kept: ImaKept | None = None
     if ima_policy is not None:
         ima = evidence.ima
@@ -149,7 +149,7 @@ def evaluate(
             policy=ima_policy,
             kept=ima_kept,
         )
-        verdict = _with_boot_log(verdict, ima_round.checks_run, ima_round.reasons)
+        verdict = _combined(verdict, ima_round.checks_run, ima_round.reasons)
         kept = ima_round.kept
     return Outcome(
         verdict,
@@ -159,10 +159,9 @@ def evaluate(
     )
 
 
-def _with_boot_log(
-    verdict: Verdict, checks_run: frozenset[str], reasons: tuple[Reason, ...]
-) -> Verdict:
-    """The verdict so far combined with a boot-log finding on the same quote.
+def _combined(verdict: Verdict, checks_run: frozenset[str], reasons: tuple[Reason, ...]) -> Verdict:
+    """The verdict so far combined with another finding on the same quote (boot log,
+    boot reference, IMA): any reason makes it contraindicated.
 
     A log that was sent must replay: a host that sends a log which does not match
     its quote is lying about its boot, even if its PCRs match the reference.

@@ -37,11 +37,10 @@ from verifier.evidence.tpm.certify import (
     authenticate_binding_key,
     binding_key_policy_digest,
 )
-from verifier.evidence.tpm.ima_policy import RuntimePolicyError
 from verifier.evidence.tpm.parse import parse_tpm2b_public
 from verifier.server.convert import timestamp, verdict_message
 from verifier.server.host_watch import HostWatchHub
-from verifier.server.ima_rounds import ImaRounds, with_ima_pcrs
+from verifier.server.ima_rounds import ImaPlan, ImaRounds, with_ima_pcrs
 from verifier.server.release_desk import ReleaseDesk
 from verifier.store import HostRecord, HostStatus, ReferenceSet, ReleaseRecord, Store
 from verifier.verdict import Reason, Verdict, VerificationError
@@ -166,17 +165,17 @@ class HostStream:
                 return
             await self._send_pending_revocations(host)
             reference = await asyncio.to_thread(deps.store.get_reference, host.group)
-            ima_from = await asyncio.to_thread(self._ima_from_entry, host)
+            ima = await asyncio.to_thread(self._ima.plan, host)
             selection = challenge_selection(deps.config.pcr_selection, reference)
             challenge = deps.challenges.issue(
                 host.host_id,
-                selection if ima_from is None else with_ima_pcrs(selection),
+                selection if ima is None else with_ima_pcrs(selection),
                 ttl_seconds=deps.config.challenge_timeout_seconds,
             )
             message = self._challenge(challenge, reference)
-            if ima_from is not None:
+            if ima is not None:
                 message.ima.SetInParent()  # present even when asking from entry 0
-                message.ima.from_entry = ima_from
+                message.ima.from_entry = ima.from_entry
             await self._outbox.put(attestation_pb2.VerifierMessage(challenge=message))
             try:
                 evidence = await asyncio.wait_for(
@@ -193,7 +192,9 @@ class HostStream:
             if evidence is None:
                 deps.challenges.discard(challenge.challenge_id)
                 return
-            outcome = await asyncio.to_thread(self._appraise, host, challenge, evidence, reference)
+            outcome = await asyncio.to_thread(
+                self._appraise, host, challenge, evidence, reference, ima
+            )
             await self._after_verdict(host, challenge, outcome)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -276,18 +277,6 @@ class HostStream:
         await self._outbox.put(await asyncio.to_thread(self._deps.desk.revoke, release, reason))
         self._revocations_sent.add(release.release_id)
 
-    def _ima_from_entry(self, host: HostRecord) -> int | None:
-        """None when the group has no IMA policy; else where the agent's list should start.
-
-        An unusable stored policy still asks for the list: the round then fails
-        with the policy's reason instead of silently skipping IMA."""
-        try:
-            if self._ima.policy(host.group) is None:
-                return None
-        except RuntimePolicyError:
-            return 0
-        return self._ima.from_entry(host)
-
     def _challenge(
         self, challenge: IssuedChallenge, reference: ReferenceSet | None
     ) -> attestation_pb2.Challenge:
@@ -329,6 +318,7 @@ class HostStream:
         challenge: IssuedChallenge,
         evidence: attestation_pb2.Evidence,
         reference: ReferenceSet | None,
+        ima: ImaPlan | None,
     ) -> Outcome:
         deps = self._deps
         try:
@@ -338,10 +328,11 @@ class HostStream:
             return Outcome(Verdict.contraindicated((exc.reason,), ()), None, None)
         try:
             boot_reference = _boot_reference(deps.store, host.group)
-            ima_policy = self._ima.policy(host.group)
-        except (BootReferenceError, RuntimePolicyError) as exc:
-            code = "boot" if isinstance(exc, BootReferenceError) else "ima"
-            reason = Reason(f"tpm.{code}.reference_invalid", f"stored document unusable: {exc}")
+        except BootReferenceError as exc:
+            reason = Reason("tpm.boot.reference_invalid", f"stored document unusable: {exc}")
+            return Outcome(Verdict.contraindicated((reason,), ()), None, None)
+        if ima is not None and ima.policy is None:
+            reason = Reason("tpm.ima.reference_invalid", f"stored document unusable: {ima.error}")
             return Outcome(Verdict.contraindicated((reason,), ()), None, None)
         outcome = evaluate(
             host=host,
@@ -351,8 +342,8 @@ class HostStream:
             consumed_qualifying_data=deps.challenges.consumed_qualifying_data(host.host_id),
             allow_sha1_signatures=deps.config.allow_sha1_signatures,
             boot_reference=boot_reference,
-            ima_policy=ima_policy,
-            ima_kept=None if ima_policy is None else self._ima.kept(host),
+            ima_policy=None if ima is None else ima.policy,
+            ima_kept=None if ima is None else ima.kept,
         )
         if outcome.ima_kept is not None:
             self._ima.save(host.host_id, outcome.ima_kept, now=deps.now())

@@ -11,13 +11,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
-from verifier.evidence.tpm.ima_policy import RuntimePolicy, load_runtime_policy
+from verifier.evidence.tpm.ima_policy import (
+    RuntimePolicy,
+    RuntimePolicyError,
+    load_runtime_policy,
+)
 from verifier.evidence.tpm.ima_round import IMA_PCR, ImaKept
 from verifier.store import HostRecord, Store
 
 _ROUND_PCRS = range(IMA_PCR + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ImaPlan:
+    """One round's IMA inputs: the policy (None if the stored one is unusable, ``error``
+    says why), the progress kept from earlier rounds, and where the chunk starts."""
+
+    policy: RuntimePolicy | None
+    error: str
+    kept: ImaKept | None
+    from_entry: int
 
 
 class ImaRounds:
@@ -38,19 +54,31 @@ class ImaRounds:
         self._cached = (group, record.updated_at, policy)
         return policy
 
-    def kept(self, host: HostRecord) -> ImaKept | None:
-        progress = self._store.ima_progress(host.host_id)
+    def plan(self, host: HostRecord) -> ImaPlan | None:
+        """What this round asks and checks, read once; None when the group has no policy.
+
+        An unusable stored policy still asks for the list (from entry 0): the round
+        then fails with the policy's reason instead of silently skipping IMA."""
+        try:
+            policy = self.policy(host.group)
+        except RuntimePolicyError as exc:
+            return ImaPlan(None, str(exc), None, 0)
+        if policy is None:
+            return None
+        kept = self._kept(host.host_id)
+        same_boot = (
+            kept is not None
+            and host.last_clock is not None
+            and kept.reset_count == host.last_clock.reset_count
+        )
+        return ImaPlan(policy, "", kept, kept.entry_count if same_boot and kept else 0)
+
+    def _kept(self, host_id: str) -> ImaKept | None:
+        progress = self._store.ima_progress(host_id)
         if progress is None:
             return None
         pcrs = {bank: bytes.fromhex(value) for bank, value in progress.pcrs.items()}
         return ImaKept(progress.reset_count, progress.entry_count, pcrs)
-
-    def from_entry(self, host: HostRecord) -> int:
-        """Where the agent's chunk should start: 0 unless progress is of this boot."""
-        kept = self.kept(host)
-        if kept is None or host.last_clock is None:
-            return 0
-        return kept.entry_count if kept.reset_count == host.last_clock.reset_count else 0
 
     def save(self, host_id: str, kept: ImaKept, *, now: datetime) -> None:
         self._store.save_ima_progress(

@@ -54,9 +54,10 @@ class StoreCore:
         with self._writer.begin() as session:  # commits, or rolls back on any exception
             yield session
 
-    def _dialect(self) -> ModuleType:
-        """The dialect module whose ``insert`` has ``on_conflict_do_update``."""
-        return postgresql if self._engine.dialect.name == "postgresql" else sqlite
+
+def dialect_of(s: Session) -> ModuleType:
+    """The dialect module whose ``insert`` has ``on_conflict_do_update``."""
+    return postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
 
 
 def lock_host(s: Session, host_id: str) -> Host:

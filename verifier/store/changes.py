@@ -13,13 +13,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from types import ModuleType
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from verifier.store._core import add_event, check_digest, check_id, lock_host, require_aware
+from verifier.store._core import (
+    add_event,
+    check_digest,
+    check_id,
+    dialect_of,
+    lock_host,
+    require_aware,
+)
 from verifier.store.errors import ModelVersionNotFound, SiteNotFound
 from verifier.store.models import ReferenceSetRow, ReferenceValue
 from verifier.store.models_releases import ModelVersion, Review, Site
@@ -30,12 +35,6 @@ from verifier.store.records import (
     SiteRecord,
     validated_pcrs,
 )
-
-
-def dialect_of(s: Session) -> ModuleType:
-    """The dialect module whose ``insert`` has ``on_conflict_do_update``."""
-    return postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-
 
 # -- reference values ------------------------------------------------------------
 

@@ -36,10 +36,9 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from verifier.store._core import add_event, check_id
+from verifier.store._core import add_event, check_id, dialect_of
 from verifier.store.changes import (
     assign_site,
-    dialect_of,
     effective_review_in,
     insert_review,
     read_reference,
