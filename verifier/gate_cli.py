@@ -26,8 +26,8 @@ from verifier.operator_cli import (
     RPC_TIMEOUT_SECONDS,
     CliError,
     add_connection_arguments,
+    field_time,
     format_table,
-    format_time,
 )
 from verifier.proposal_cli import add_justification_argument, propose
 from weightgate.checkpoint.format import CheckpointFormatError
@@ -145,10 +145,6 @@ def _digest(text: str) -> bytes:
     return digest
 
 
-def _stamp(message: Any, field: str) -> str | None:
-    return format_time(getattr(message, field), present=message.HasField(field))
-
-
 def _model(model: operator_pb2.ModelVersion) -> dict[str, Any]:
     return {
         "name": model.name,
@@ -157,22 +153,22 @@ def _model(model: operator_pb2.ModelVersion) -> dict[str, Any]:
         "digest": model.manifest_digest.hex(),
         "files": model.file_count,
         "bytes": model.plaintext_bytes,
-        "added_at": _stamp(model, "added_at"),
+        "added_at": field_time(model, "added_at"),
     }
 
 
-def _release(release: operator_pb2.Release) -> dict[str, Any]:
+def release_document(release: operator_pb2.Release) -> dict[str, Any]:
     return {
         "release": release.release_id,
         "host": release.host_id,
         "model": release.model,
         "digest": release.manifest_digest.hex(),
         "state": RELEASE_STATES.get(release.state, "unknown"),
-        "released_at": _stamp(release, "released_at"),
-        "lease_expires_at": _stamp(release, "lease_expires_at"),
-        "renewed_at": _stamp(release, "renewed_at"),
-        "revoked_at": _stamp(release, "revoked_at"),
-        "erased_at": _stamp(release, "erased_at"),
+        "released_at": field_time(release, "released_at"),
+        "lease_expires_at": field_time(release, "lease_expires_at"),
+        "renewed_at": field_time(release, "renewed_at"),
+        "revoked_at": field_time(release, "revoked_at"),
+        "erased_at": field_time(release, "erased_at"),
         "revocation_reason": release.revocation_reason,
     }
 
@@ -276,7 +272,9 @@ def run_gate_command(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namesp
         request = operator_pb2.ListReleasesRequest(
             host_id=args.host, manifest_digest=_digest(args.model) if args.model else b""
         )
-        releases = [_release(r) for r in stub.ListReleases(request, timeout=timeout).releases]
+        releases = [
+            release_document(r) for r in stub.ListReleases(request, timeout=timeout).releases
+        ]
         if args.json:
             return json.dumps({"releases": releases}, indent=2)
         rows = [["HOST", "MODEL", "STATE", "RELEASED", "LEASE UNTIL", "ERASED", "REASON"]]
@@ -322,8 +320,8 @@ def reviews_list(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace)
             "summary": r.summary,
             "proposer": r.reviewer,
             "approvers": list(r.approvers),
-            "recorded_at": _stamp(r, "recorded_at"),
-            "expires_at": _stamp(r, "expires_at"),
+            "recorded_at": field_time(r, "recorded_at"),
+            "expires_at": field_time(r, "expires_at"),
             "proposal_id": r.proposal_id,
         }
         for r in response.reviews

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from verifier.gate_cli import release_document
 from verifier.operator_cli import (
     HOST_STATUS_NAMES,
     RPC_TIMEOUT_SECONDS,
@@ -32,12 +33,6 @@ from verifier.operator_cli import (
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
 HOST_COMMANDS = frozenset({"show", "watch"})
-RELEASE_STATES = {
-    operator_pb2.RELEASE_STATE_RELEASED: "released",
-    operator_pb2.RELEASE_STATE_REVOKED: "revoked",
-    operator_pb2.RELEASE_STATE_ERASED: "erased",
-    operator_pb2.RELEASE_STATE_EXPIRED: "expired",
-}
 # Stream endings that are not a refusal of the request: the watch was lost, and
 # running the command again reconnects (and prints the current state again).
 LOST = frozenset(
@@ -121,24 +116,6 @@ def run_host_command(args: argparse.Namespace) -> int:
 # -- hosts show ---------------------------------------------------------------------
 
 
-def _stamp(message: Any, field: str) -> str | None:
-    return format_time(getattr(message, field), present=message.HasField(field))
-
-
-def _release(release: operator_pb2.Release) -> dict[str, Any]:
-    return {
-        "release": release.release_id,
-        "model": release.model,
-        "digest": release.manifest_digest.hex(),
-        "state": RELEASE_STATES.get(release.state, "unknown"),
-        "released_at": _stamp(release, "released_at"),
-        "lease_expires_at": _stamp(release, "lease_expires_at"),
-        "revoked_at": _stamp(release, "revoked_at"),
-        "erased_at": _stamp(release, "erased_at"),
-        "revocation_reason": release.revocation_reason,
-    }
-
-
 def host_document(
     stub: operator_pb2_grpc.OperatorStub, host_id: str, *, history: int
 ) -> dict[str, Any]:
@@ -154,7 +131,7 @@ def host_document(
     return summary_document(detail.summary) | {
         "site": detail.summary.site or None,
         "ak_name": detail.ak_name.hex(),
-        "releases": [_release(r) for r in releases],
+        "releases": [release_document(r) for r in releases],
         "history": [
             {
                 "at": format_time(v.appraised_at, present=True),

@@ -93,6 +93,11 @@ def format_time(stamp: Any, *, present: bool) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def field_time(message: Any, field: str) -> str | None:
+    """A Timestamp field of ``message`` as format_time prints it; None when unset."""
+    return format_time(getattr(message, field), present=message.HasField(field))
+
+
 def reasons_document(reasons: Any) -> list[dict[str, str]]:
     return [{"code": r.code, "detail": r.detail} for r in reasons]
 

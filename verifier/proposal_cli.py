@@ -15,8 +15,8 @@ from verifier.operator_cli import (
     RPC_TIMEOUT_SECONDS,
     CliError,
     add_connection_arguments,
+    field_time,
     format_table,
-    format_time,
 )
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
@@ -83,7 +83,7 @@ def propose(
             f"proposal {proposal.proposal_id}: {proposal.target}",
             *(f"  {line}" for line in proposal.diff),
             f"awaits {needed} approval{'s' if needed != 1 else ''} from people other than you, "
-            f"until {_stamp(proposal, 'expires_at')}:",
+            f"until {field_time(proposal, 'expires_at')}:",
             f"  weightgate proposals approve {proposal.proposal_id}",
         ]
     )
@@ -127,10 +127,6 @@ def run_proposal_command(
     return _decision_text(proposal)
 
 
-def _stamp(message: Any, field: str) -> str | None:
-    return format_time(getattr(message, field), present=message.HasField(field))
-
-
 def _document(proposal: operator_pb2.Proposal) -> dict[str, Any]:
     return {
         "proposal_id": proposal.proposal_id,
@@ -146,13 +142,13 @@ def _document(proposal: operator_pb2.Proposal) -> dict[str, Any]:
                 "actor": d.actor,
                 "decision": "approve" if d.approve else "reject",
                 "comment": d.comment,
-                "at": _stamp(d, "at"),
+                "at": field_time(d, "at"),
             }
             for d in proposal.decisions
         ],
-        "proposed_at": _stamp(proposal, "proposed_at"),
-        "expires_at": _stamp(proposal, "expires_at"),
-        "decided_at": _stamp(proposal, "decided_at"),
+        "proposed_at": field_time(proposal, "proposed_at"),
+        "expires_at": field_time(proposal, "expires_at"),
+        "decided_at": field_time(proposal, "decided_at"),
         "diff": list(proposal.diff),
         "outcome": proposal.outcome_detail,
     }

@@ -20,8 +20,8 @@ from verifier.operator_cli import (
     RPC_TIMEOUT_SECONDS,
     CliError,
     add_connection_arguments,
+    field_time,
     format_table,
-    format_time,
 )
 from verifier.proposal_cli import add_justification_argument, propose
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
@@ -113,8 +113,8 @@ def _list(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str
             "purpose": a.purpose,
             "fingerprint": a.fingerprint.hex(),
             "subject": a.subject,
-            "not_after": format_time(a.not_after, present=a.HasField("not_after")),
-            "added_at": format_time(a.added_at, present=a.HasField("added_at")),
+            "not_after": field_time(a, "not_after"),
+            "added_at": field_time(a, "added_at"),
             "proposal_id": a.proposal_id,
         }
         for a in response.anchors
