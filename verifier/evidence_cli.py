@@ -61,8 +61,9 @@ Verify one TPM quote as the verifier would, from files:
               against PCRs 0-7 or 0-9 of its bank, quoted or else from --pcrs (then
               a warning), or reported as not checked
   --ima-policy a runtime policy (JSON: {{"version": 1, "digests": {{path: [digest]}},
-              "excludes", "keyrings", "buffers", "verification_keys"}}) to appraise
-              every replayed entry against; violations are warnings
+              "excludes", "keyrings", "buffers", "verification_keys", "violations"}})
+              to appraise every replayed entry against; violations are warnings,
+              or, with "violations": "tolerate", no finding (counted in the claims)
   --reference reference PCR values (PCRS.json format) to appraise against
 
 Checks run in stages (quote, eventlog-replay, eventlog-policy, ima-replay,

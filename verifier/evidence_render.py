@@ -57,7 +57,9 @@ def _ima_lines(ima: dict[str, Any]) -> list[str]:
             f"({check['source']})"
         )
     if "policy_findings" in ima:
-        lines.append(f"  runtime policy: {ima['policy_findings']} finding(s)")
+        tolerated = ima.get("violations_tolerated", 0)
+        extra = f", {tolerated} violation(s) tolerated" if tolerated else ""
+        lines.append(f"  runtime policy: {ima['policy_findings']} finding(s){extra}")
     return lines
 
 

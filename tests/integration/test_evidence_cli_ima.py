@@ -115,6 +115,57 @@ def test_policy_built_from_the_list(
     assert statuses(doc)["tpm.ima.policy"] == "failed"
 
 
+@pytest.mark.parametrize("name", TPM_SWTPM_SETS)
+def test_policy_that_tolerates_violations(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    """One mutation of the policy above ("violations": "tolerate"): the violation is
+    counted, not a finding; a violation line the TPM never saw still fails the replay."""
+    policy = tmp_path / "policy.json"
+    document = _policy_from_list(Path(tpm(name, ASCII)))
+    policy.write_text(json.dumps({**document, "violations": "deny"}))
+    args = _verify_args(name, "--ima", _ima(name, "binary"), "--ima-policy", str(policy))
+    code, doc = cli_json(capsys, *args)
+    assert (code, doc["verdict"], codes(doc)) == (3, "warning", ["tpm.ima.violation"])
+    ima = doc["claims"]["ima"]
+    assert (ima["policy_violations"], ima["violations_tolerated"]) == ("deny", 0)
+
+    policy.write_text(json.dumps({**document, "violations": "tolerate"}))
+    code, doc = cli_json(capsys, *args)
+    assert (code, doc["verdict"], doc["reasons"]) == (0, "affirming", [])
+    ima = doc["claims"]["ima"]
+    assert (ima["violations"], ima["policy_findings"]) == (1, 0)
+    assert (ima["policy_violations"], ima["violations_tolerated"]) == ("tolerate", 1)
+    check = next(c for c in doc["checks"] if c["name"] == "tpm.ima.policy")
+    assert (check["status"], check["detail"]) == (
+        "passed",
+        "1 violation(s) tolerated by the policy",
+    )
+
+    lines = Path(tpm(name, ASCII)).read_text().splitlines(keepends=True)
+    (violation,) = [line for line in lines if set(line.split(" ")[1]) == {"0"}]
+    injected = tmp_path / "ascii_runtime_measurements"
+    injected.write_text("".join([*lines[:2], violation, *lines[2:]]))
+    args = _verify_args(name, "--ima", str(injected), "--ima-policy", str(policy))
+    code, doc = cli_json(capsys, *args)
+    assert (code, codes(doc)) == (1, ["tpm.ima.pcr_mismatch"])
+    assert statuses(doc)["tpm.ima.policy"] == "not_run"
+    assert "violations_tolerated" not in doc["claims"]["ima"]
+
+
+def test_text_output_counts_tolerated_violations(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    name = TPM_SWTPM_SETS[0]
+    policy = tmp_path / "policy.json"
+    document = _policy_from_list(Path(tpm(name, ASCII)))
+    policy.write_text(json.dumps({**document, "violations": "tolerate"}))
+    args = _verify_args(name, "--ima", _ima(name, "binary"), "--ima-policy", str(policy))
+    code, out, _ = cli(capsys, *args)
+    assert code == 0
+    assert "runtime policy: 0 finding(s), 1 violation(s) tolerated" in out
+
+
 def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     name = TPM_SWTPM_SETS[0]
     code, out, _ = cli(capsys, *_verify_args(name, "--ima", _ima(name, "binary")))

@@ -30,6 +30,7 @@ from verifier.evidence.tpm.ima_policy import (
     RuntimePolicy,
     RuntimePolicyError,
     appraise_ima,
+    appraise_ima_full,
     load_runtime_policy,
 )
 from verifier.evidence.tpm.ima_signature import key_id, load_verification_key, parse_ima_signature
@@ -366,3 +367,43 @@ def test_other_buffers() -> None:
     )
     assert _codes([entry], _policy(buffers={"kexec-cmdline": [digest.hex()]})) == []
     assert _codes([entry], _policy(keyrings={".ima": [digest.hex()]})) == ["tpm.ima.buffer_unknown"]
+
+
+# --- violations: deny (the default) or tolerate --------------------------------------
+
+
+@pytest.mark.parametrize("value", ["allow", "Tolerate", "", True, 1, None, ["tolerate"]])
+def test_refuses_unknown_violation_modes(value: object) -> None:
+    document = json.dumps({"version": 1, "digests": {"/a": ["ab" * 32]}, "violations": value})
+    with pytest.raises(RuntimePolicyError, match=r'violations .* is not "deny" or "tolerate"'):
+        load_runtime_policy(document)
+
+
+def test_violation_mode_defaults_to_deny() -> None:
+    assert _policy(digests={"/a": ["ab" * 32]}).violations == "deny"
+    assert _policy(digests={"/a": ["ab" * 32]}, violations="deny").violations == "deny"
+    assert _policy(digests={"/a": ["ab" * 32]}, violations="tolerate").violations == "tolerate"
+    # Tolerating violations allows no file: the policy must still allow something.
+    with pytest.raises(RuntimePolicyError, match="allows nothing"):
+        _policy(violations="tolerate")
+
+
+def test_tolerated_violation_is_counted_not_a_finding() -> None:
+    entries = _swtpm_entries()
+    assert [e.index for e in entries if e.is_violation] == [4]
+    digests = _digests_of(entries)
+    denied = appraise_ima_full(entries, _policy(digests=digests, violations="deny"))
+    assert [r.code for r in denied.reasons] == ["tpm.ima.violation"]
+    assert denied.violations_tolerated == 0
+    tolerated = appraise_ima_full(entries, _policy(digests=digests, violations="tolerate"))
+    assert (tolerated.reasons, tolerated.violations_tolerated) == ((), 1)
+    # Every other finding stays one: tolerating violations allows no file.
+    changed = {**digests, "/usr/bin/sh": ["sha256:" + "00" * 32]}
+    other = appraise_ima_full(entries, _policy(digests=changed, violations="tolerate"))
+    assert [r.code for r in other.reasons] == ["tpm.ima.digest_not_allowed"]
+    assert other.violations_tolerated == 1
+    # A violation's name is never appraised, so it is tolerated whatever it shows.
+    renamed = [replace(e, name="/usr/bin/not-allowed") if e.is_violation else e for e in entries]
+    assert appraise_ima_full(renamed, _policy(digests=digests, violations="tolerate")) == (
+        tolerated
+    )

@@ -16,7 +16,7 @@ import pytest
 
 from tests.vectors import TPM_SWTPM_SETS, QuoteCase, swtpm_quote_case
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm import parse, wire
+from verifier.evidence.tpm import parse, parse_common, wire
 from verifier.evidence.tpm.authenticate import AuthenticatedQuote, authenticate_quote
 from verifier.evidence.tpm.keys import (
     attestation_public_key,
@@ -270,9 +270,9 @@ def test_slot_builder_refuses_a_class_it_does_not_match() -> None:
         a: int
         b: int
 
-    assert len(parse._slot_setters(Two, ("a", "b"))) == 2
+    assert len(parse_common.slot_setters(Two, ("a", "b"))) == 2
     with pytest.raises(TypeError):
-        parse._slot_setters(Two, ("a",))
+        parse_common.slot_setters(Two, ("a",))
 
     @dataclass(frozen=True, slots=True)
     class Checked:
@@ -282,7 +282,7 @@ def test_slot_builder_refuses_a_class_it_does_not_match() -> None:
             pass
 
     with pytest.raises(TypeError):
-        parse._slot_setters(Checked, ("a",))
+        parse_common.slot_setters(Checked, ("a",))
 
 
 # --- the AK: one lookup for the check and the key ---------------------------------

@@ -23,13 +23,11 @@ from tests import vectors
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm import wire
 from verifier.evidence.tpm.parse import (
-    _SIG_SCHEMES,
     MAX_SIGNATURE_SIZE,
     TPM_ST_ATTEST_QUOTE,
     PcrSelection,
     QuoteInfo,
     TpmSignature,
-    _hash_name,
     as_bytes,
     parse_quote_attest,
     parse_signature,
@@ -38,6 +36,8 @@ from verifier.evidence.tpm.parse import (
     unmarshal_attest,
     unmarshal_exact,
 )
+from verifier.evidence.tpm.parse_common import hash_name as _hash_name
+from verifier.evidence.tpm.parse_signatures import SIG_SCHEMES as _SIG_SCHEMES
 
 # --- the pytss reference (the implementation the readers replaced) --------------------
 

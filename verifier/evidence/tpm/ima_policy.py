@@ -8,6 +8,7 @@ The policy document is JSON, close to Keylime's runtime policy::
       "excludes": ["/tmp/.*", "/var/log/.*"],
       "keyrings": {".ima": ["sha256:..."]},
       "buffers": {"kexec-cmdline": ["sha256:..."]},
+      "violations": "deny",
       "verification_keys": ["-----BEGIN PUBLIC KEY-----\\n...", "-----BEGIN CERTIFICATE-----\\n..."]
     }
 
@@ -23,11 +24,20 @@ The policy document is JSON, close to Keylime's runtime policy::
 * ``verification_keys``: PEM public keys or X.509 certificates (RSA >= 2048 bits or
   EC) trusted to sign files (ima-sig); a file with a valid signature by one of them
   is accepted at any path.
+* ``violations``: ``"deny"`` (the default) or ``"tolerate"``, what a violation entry
+  (all-zero template hash: the kernel measured a file open for writing, ToMToU or
+  open-writers, and extended PCR10 with ff..ff) is. ``deny``: a finding,
+  ``tpm.ima.violation``. ``tolerate`` (Keylime's option, for fleets whose benign
+  races log violations): not a finding, but counted
+  (:attr:`ImaAppraisal.violations_tolerated`). Either way the entry is replayed (it
+  must still take the list to the quoted PCR10) and its name is never appraised:
+  nothing binds it.
 
 Only ``version`` is required, but a policy that allows nothing, an unknown key (a
 typo would silently drop a rule), a path with no digests, an exclude that matches
 the empty path or ``/`` (``.*``, ``/.*``: excluding everything) and two keys with
-the same key id are refused when loading (:class:`RuntimePolicyError`).
+the same key id and a ``violations`` other than ``"deny"``/``"tolerate"`` are refused
+when loading (:class:`RuntimePolicyError`).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.ima import HASH_SIZES, ImaEntry
@@ -51,10 +61,22 @@ from verifier.evidence.tpm.ima_signature import (
 )
 from verifier.verdict import Reason
 
-__all__ = ["RuntimePolicy", "RuntimePolicyError", "appraise_ima", "load_runtime_policy"]
+__all__ = [
+    "ImaAppraisal",
+    "RuntimePolicy",
+    "RuntimePolicyError",
+    "ViolationMode",
+    "appraise_ima",
+    "appraise_ima_full",
+    "load_runtime_policy",
+]
 
 Digest = tuple[str, bytes]  # (kernel algorithm name, digest)
-_KEYS = frozenset({"version", "digests", "excludes", "keyrings", "buffers", "verification_keys"})
+ViolationMode = Literal["deny", "tolerate"]
+_VIOLATION_MODES: tuple[ViolationMode, ...] = get_args(ViolationMode)
+_KEYS = frozenset(
+    {"version", "digests", "excludes", "keyrings", "buffers", "verification_keys", "violations"}
+)
 _BARE_HEX_ALGS = MappingProxyType({20: "sha1", 32: "sha256", 48: "sha384", 64: "sha512"})
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _BOOT_AGGREGATE = "boot_aggregate"
@@ -76,6 +98,7 @@ class RuntimePolicy:
     buffers: Mapping[str, frozenset[Digest]]
     keys: Mapping[bytes, VerificationKey]
     exclude_pattern: re.Pattern[str] | None  # the excludes as one alternation
+    violations: ViolationMode = "deny"  # fail closed unless the document says otherwise
 
     def excluded(self, path: str) -> bool:
         return self.exclude_pattern is not None and self.exclude_pattern.fullmatch(path) is not None
@@ -145,6 +168,15 @@ def _keys(doc: Mapping[str, Any]) -> Mapping[bytes, VerificationKey]:
     return MappingProxyType(keys)
 
 
+def _violations(doc: Mapping[str, Any]) -> ViolationMode:
+    raw = doc.get("violations", "deny")
+    for mode in _VIOLATION_MODES:
+        if raw == mode and isinstance(raw, str):
+            return mode
+    allowed = " or ".join(f'"{m}"' for m in _VIOLATION_MODES)
+    raise RuntimePolicyError(f"violations {raw!r} is not {allowed}")
+
+
 def load_runtime_policy(document: str | bytes) -> RuntimePolicy:
     """Parse and validate a policy document; raises RuntimePolicyError."""
     try:
@@ -167,6 +199,7 @@ def load_runtime_policy(document: str | bytes) -> RuntimePolicy:
         buffers=_digest_map(doc, "buffers"),
         keys=_keys(doc),
         exclude_pattern=pattern,
+        violations=_violations(doc),
     )
     if not (policy.digests or policy.keyrings or policy.buffers or policy.keys):
         raise RuntimePolicyError("the policy allows nothing (no digests, buffers or keys)")
@@ -218,13 +251,28 @@ def _appraise_file(entry: ImaEntry, digest: Digest, policy: RuntimePolicy) -> Re
     return Reason("tpm.ima.digest_not_allowed", f"{_where(entry)}: {digest[0]}:{digest[1].hex()}")
 
 
+@dataclass(frozen=True, slots=True)
+class ImaAppraisal:
+    """What :func:`appraise_ima_full` found: the findings, and the violations let pass."""
+
+    reasons: tuple[Reason, ...]
+    violations_tolerated: int  # 0 unless the policy's violations is "tolerate"
+
+
 def appraise_ima(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> list[Reason]:
+    """Every finding in ``entries``: :func:`appraise_ima_full`'s reasons."""
+    return list(appraise_ima_full(entries, policy).reasons)
+
+
+def appraise_ima_full(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> ImaAppraisal:
     """Every finding in ``entries`` (replayed ones only: their replay matched a quote).
 
     Rejects by default. Per entry, in order: entry 0 named ``boot_aggregate`` is
     skipped (:func:`~verifier.evidence.tpm.ima_replay.check_boot_aggregate` checks it
     against the quoted PCRs); a violation is ``tpm.ima.violation`` whatever its name (a
-    violation extends ff..ff, so nothing binds the name it shows); an unknown
+    violation extends ff..ff, so nothing binds the name it shows), or, when the
+    policy's ``violations`` is ``tolerate``, counted in ``violations_tolerated``
+    instead; an unknown
     template is ``tpm.ima.template_unknown``; an ima-buf entry must have a digest of its
     buffer that its keyring or buffer name allows (``tpm.ima.buffer_digest_mismatch``,
     ``tpm.ima.buffer_unknown``, ``tpm.ima.digest_not_allowed``); a file entry passes if its
@@ -234,6 +282,7 @@ def appraise_ima(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> list[Rea
     ``_algorithm_mismatch``), ``tpm.ima.path_unknown`` or ``tpm.ima.digest_not_allowed``.
     """
     reasons: list[Reason] = []
+    tolerated = 0
     allowed = policy.digests.get
     for entry in entries:
         # What most entries are, decided without building anything: a file (not a
@@ -248,7 +297,9 @@ def appraise_ima(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> list[Rea
         reason = _finding(entry, policy)
         if reason is not None:
             reasons.append(reason)
-    return reasons
+        elif entry.is_violation and not (entry.index == 0 and entry.name == _BOOT_AGGREGATE):
+            tolerated += 1  # _finding passes a violation only when the policy tolerates it
+    return ImaAppraisal(tuple(reasons), tolerated)
 
 
 def _finding(entry: ImaEntry, policy: RuntimePolicy) -> Reason | None:
@@ -256,6 +307,8 @@ def _finding(entry: ImaEntry, policy: RuntimePolicy) -> Reason | None:
     if entry.index == 0 and entry.name == _BOOT_AGGREGATE:
         return None
     if entry.is_violation:
+        if policy.violations == "tolerate":
+            return None
         return Reason("tpm.ima.violation", f"{_where(entry)} (name unauthenticated)")
     if entry.digest_alg is None or entry.digest is None:
         return Reason("tpm.ima.template_unknown", f"entry {entry.index}: {entry.template_name!r}")

@@ -13,6 +13,10 @@ with a boot_aggregate that matches the quoted PCRs 0-7 or 0-9.
 Progress advances only when every accepted entry passes the policy: a file that
 should not have run keeps the host untrusted until it reboots, instead of
 scrolling out of the next round's chunk.
+
+A violation entry is replayed like any other (the ff..ff it extended must be in the
+quoted PCR10); the policy decides whether it is a finding (``violations``: ``deny``)
+or is let pass and counted in :attr:`ImaRound.violations_tolerated` (``tolerate``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.authenticate import AuthenticatedQuote
 from verifier.evidence.tpm.ima import ImaEntry, parse_binary
-from verifier.evidence.tpm.ima_policy import RuntimePolicy, appraise_ima
+from verifier.evidence.tpm.ima_policy import RuntimePolicy, appraise_ima_full
 from verifier.evidence.tpm.ima_replay import (
     ImaReplayError,
     ImaReplayState,
@@ -52,6 +56,8 @@ class ImaRound:
     checks_run: frozenset[str]
     reasons: tuple[Reason, ...]
     kept: ImaKept | None = None  # what to keep for the next round (set only on success)
+    # Violation entries among this round's accepted ones that the policy tolerated.
+    violations_tolerated: int = 0
 
 
 def _failed(code: str, detail: str, checks: frozenset[str] = frozenset()) -> ImaRound:
@@ -107,13 +113,13 @@ def appraise_ima_round(
         reason = _boot_aggregate(accepted, quote)
         if reason is not None:
             return ImaRound(checks, (reason,))
-    reasons = tuple(appraise_ima(accepted, policy))
-    if reasons:
-        return ImaRound(checks, reasons)
+    appraisal = appraise_ima_full(accepted, policy)
+    tolerated = appraisal.violations_tolerated
+    if appraisal.reasons:
+        return ImaRound(checks, appraisal.reasons, violations_tolerated=tolerated)
     pcrs = {bank: accepted_state.value(bank, IMA_PCR) for bank in quoted}
-    return ImaRound(
-        checks | {CHECK_IMA_POLICY}, (), ImaKept(reset_count, accepted_state.count, pcrs)
-    )
+    kept_now = ImaKept(reset_count, accepted_state.count, pcrs)
+    return ImaRound(checks | {CHECK_IMA_POLICY}, (), kept_now, tolerated)
 
 
 def _boot_aggregate(accepted: Sequence[ImaEntry], quote: AuthenticatedQuote) -> Reason | None:

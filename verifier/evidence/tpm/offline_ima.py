@@ -17,11 +17,12 @@
    ``tpm.ima.boot_aggregate_unchecked``: nothing authenticates them); when the PCRs a
    rule needs are in neither, it is not checked (the same warning);
 3. ``ima-policy`` / ``tpm.ima.policy`` (with a runtime policy, on a list that
-   replayed): :func:`.appraise_ima`, every finding. A violation
+   replayed): :func:`.appraise_ima_full`, every finding. A violation
    (``tpm.ima.violation``: a file measured while open for writing; the kernel
-   extends ff..ff, so nothing binds its name) cannot be allowed by a policy: here it
-   is a warning, never an affirmation, like the event-log quirks a reference must
-   allow.
+   extends ff..ff, so nothing binds its name) under a policy whose ``violations`` is
+   ``deny`` (the default) is a warning here, never an affirmation, like the event-log
+   quirks a reference must allow; under ``tolerate`` it is no finding, and the claims
+   count it (``violations_tolerated``). Either way it was replayed in stage 1.
 
 Reason codes come from :data:`.IMA_REASON_CODES` (the IMA library's codes under
 ``tpm.ima.``). :func:`ima_replay_report` is ``evidence replay --ima``.
@@ -37,7 +38,7 @@ from verifier.evidence.report import EvidenceReport, ReportBuilder
 from verifier.evidence.tpm.authenticate import AuthenticatedQuote
 from verifier.evidence.tpm.describe import pcr_ranges, selection_text
 from verifier.evidence.tpm.ima import ImaEntry, ImaList
-from verifier.evidence.tpm.ima_policy import RuntimePolicy, appraise_ima
+from verifier.evidence.tpm.ima_policy import RuntimePolicy, appraise_ima_full
 from verifier.evidence.tpm.ima_replay import (
     ImaReplayError,
     check_boot_aggregate,
@@ -66,7 +67,7 @@ CHECK_BOOT_AGGREGATE = "tpm.ima.boot_aggregate"
 CHECK_IMA_POLICY = "tpm.ima.policy"  # the key-release control "ima_runtime" needs it
 IMA_PCR = 10
 _UNCHECKED = "tpm.ima.boot_aggregate_unchecked"
-# Policy findings no runtime policy can allow (module docstring): warnings offline.
+# Findings that only a policy's "violations": "tolerate" allows: warnings offline.
 _PERMITTABLE = frozenset({"tpm.ima.violation"})
 # The kernel's hash names that differ from the TPM bank's.
 _BANK_OF = MappingProxyType({"sm3": "sm3_256"})
@@ -113,14 +114,23 @@ def ima_stages(
     if policy is None:
         run.skip((CHECK_IMA_POLICY,), STAGE_IMA_POLICY, no_policy)
         return
-    findings = appraise_ima(ima_list.entries, policy)
+    appraisal = appraise_ima_full(ima_list.entries, policy)
+    findings = list(appraisal.reasons)
     permitted = [r for r in findings if r.code in _PERMITTABLE]
-    detail = f"{len(permitted)} violation(s): warnings" if permitted else ""
+    tolerated = appraisal.violations_tolerated
+    details = [f"{len(permitted)} violation(s): warnings"] if permitted else []
+    if tolerated:
+        details.append(f"{tolerated} violation(s) tolerated by the policy")
     run.check(
-        CHECK_IMA_POLICY, STAGE_IMA_POLICY, [r for r in findings if r not in permitted], detail
+        CHECK_IMA_POLICY,
+        STAGE_IMA_POLICY,
+        [r for r in findings if r not in permitted],
+        "; ".join(details),
     )
     run.warnings.extend(permitted)
     claims["policy_findings"] = len(findings)
+    claims["policy_violations"] = policy.violations
+    claims["violations_tolerated"] = tolerated
 
 
 def _list_claims(ima_list: ImaList) -> dict[str, object]:

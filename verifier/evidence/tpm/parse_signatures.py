@@ -1,0 +1,67 @@
+"""Parse a TPMT_SIGNATURE (untrusted bytes): RSASSA, RSAPSS or ECDSA, bounded.
+
+Framed by the strict hand-written reader of :mod:`.wire` (pytss is its test
+oracle); an ECDSA (r, s) is re-encoded as DER, which is what ``cryptography``
+verifies. Nothing is verified here: ``signature`` checks it against a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm import wire
+from verifier.evidence.tpm.parse_common import (
+    MAX_SIGNATURE_SIZE,
+    as_bytes,
+    hash_name,
+    slot_setters,
+)
+
+__all__ = ["SIG_SCHEMES", "TpmSignature", "parse_signature"]
+
+# TPM_ALG_ID of the signature schemes -> our name.
+SIG_SCHEMES = {0x0014: "rsassa", 0x0016: "rsapss", 0x0018: "ecdsa"}
+
+
+@dataclass(frozen=True, slots=True)
+class TpmSignature:
+    """A TPMT_SIGNATURE. For ECDSA, ``signature`` is the DER encoding of (r, s),
+    which is what ``cryptography`` verifies."""
+
+    scheme: str
+    hash_algorithm: str
+    signature: bytes
+
+
+_SIG_SCHEME, _SIG_HASH, _SIG_VALUE = slot_setters(
+    TpmSignature, ("scheme", "hash_algorithm", "signature")
+)
+
+
+def _new_signature(scheme: str, hash_algorithm: str, signature: bytes) -> TpmSignature:
+    """``TpmSignature(scheme, hash_algorithm, signature)``, slot by slot (slot_setters)."""
+    sig: TpmSignature = object.__new__(TpmSignature)
+    _SIG_SCHEME(sig, scheme)
+    _SIG_HASH(sig, hash_algorithm)
+    _SIG_VALUE(sig, signature)
+    return sig
+
+
+def parse_signature(data: bytes) -> TpmSignature:
+    """Parse a marshalled TPMT_SIGNATURE (RSASSA, RSAPSS or ECDSA)."""
+    raw = as_bytes(data, what="TPMT_SIGNATURE", limit=MAX_SIGNATURE_SIZE)
+    alg, hash_alg, parts = wire.read_signature(raw)
+    scheme = SIG_SCHEMES[alg]
+    if scheme == "ecdsa":
+        r, s = parts
+        if not r or not s:
+            raise ParseError("TPMT_SIGNATURE: empty ECDSA r or s")
+        der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+        return _new_signature(scheme, hash_name(hash_alg, what="ECDSA"), der)
+    (value,) = parts
+    if not value:
+        raise ParseError("TPMT_SIGNATURE: empty RSA signature")
+    return _new_signature(scheme, hash_name(hash_alg, what=scheme), value)
