@@ -39,11 +39,11 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
-	$(VENV)/bin/ruff check agent verifier tests bench tools proto/weightgate/checkpoint
-	$(VENV)/bin/ruff format --check agent verifier tests bench tools proto/weightgate/checkpoint
+	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py
+	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py
 
 typecheck: $(STAMP_PIP)
-	$(VENV)/bin/mypy agent verifier tools proto/weightgate/checkpoint
+	$(VENV)/bin/mypy agent verifier devsim tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py
 
 contracts: $(STAMP_PIP)
 	$(VENV)/bin/lint-imports

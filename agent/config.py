@@ -14,6 +14,10 @@ Example::
     # The UEFI measured-boot event log, sent when the verifier asks (default shown).
     event_log_path = "/sys/kernel/security/tpm0/binary_bios_measurements"
     ima_log_path = "/sys/kernel/security/ima/binary_runtime_measurements"
+    # NVIDIA GPU evidence, sent when the verifier's GPU policy asks: "nvml" (default;
+    # needs the `gpu` extra, nvidia-ml-py), "off", or "simulator" with gpu_simulator,
+    # a devsim fleet directory (tests and demos only).
+    gpu_evidence = "nvml"
     # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
     # as soon as a model is configured.
     verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
@@ -39,7 +43,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -60,12 +64,17 @@ _AGENT_KEYS = frozenset(
         "models",
         "event_log_path",
         "ima_log_path",
+        "gpu_evidence",
+        "gpu_simulator",
     }
 )
 _MODEL_KEYS = frozenset({"manifest_digest", "target_dir"})
 _DIGEST_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 _TLS_KEYS = frozenset({"ca_certificate", "certificate", "private_key", "server_name"})
 _VERIFIER_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+
+
+GpuSource = Literal["nvml", "off", "simulator"]
 
 
 class ConfigError(Exception):
@@ -107,6 +116,9 @@ class AgentConfig:
     event_log_path: Path = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
     # The IMA runtime measurement list (binary), sent when the verifier asks for it.
     ima_log_path: Path = Path("/sys/kernel/security/ima/binary_runtime_measurements")
+    # Where GPU evidence comes from when the verifier asks for it.
+    gpu_evidence: GpuSource = "nvml"
+    gpu_simulator: Path | None = None  # a devsim fleet directory, with "simulator"
 
 
 def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:
@@ -212,7 +224,10 @@ class _Validator:
         ima_log_path = AgentConfig.ima_log_path
         if "ima_log_path" in agent:
             ima_log_path = self._path_value(self._string("agent", agent, "ima_log_path"))
+        gpu_evidence, gpu_simulator = self._gpu(agent)
         return AgentConfig(
+            gpu_evidence=gpu_evidence,
+            gpu_simulator=gpu_simulator,
             event_log_path=event_log_path,
             ima_log_path=ima_log_path,
             host_id=host_id,
@@ -227,6 +242,21 @@ class _Validator:
             verifier_signing_key=signing_key,
             models=models,
         )
+
+    def _gpu(self, agent: dict[str, Any]) -> tuple[GpuSource, Path | None]:
+        source = agent.get("gpu_evidence", "nvml")
+        if source not in get_args(GpuSource):
+            self._fail("agent", "gpu_evidence", 'expected "nvml", "off" or "simulator"')
+        simulator: Path | None = None
+        if "gpu_simulator" in agent:
+            simulator = self._path_value(self._string("agent", agent, "gpu_simulator"))
+        if (source == "simulator") != (simulator is not None):
+            self._fail(
+                "agent",
+                "gpu_simulator",
+                'a devsim fleet directory, set exactly when gpu_evidence = "simulator"',
+            )
+        return source, simulator
 
     def _models(self, docs: object) -> tuple[ModelConfig, ...]:
         if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):

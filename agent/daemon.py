@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
-from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,12 +25,13 @@ import grpc.aio
 from agent.backoff import Backoff
 from agent.binding import ensure_certified_binding_key
 from agent.collectors.boot_log import read_boot_log
+from agent.collectors.gpu_evidence import gpu_evidence_message
 from agent.collectors.ima_log import read_ima_log
 from agent.collectors.tpm import Tpm, TpmError, ak_name
 from agent.config import AgentConfig, load_verifier_signing_key
+from agent.enrollment_state import EnrollmentState, delete_state, load_state, save_state
 from agent.logs import EventLog
 from agent.release_manager import ReleaseManager
-from agent.statefile import write_atomically
 from agent.tpmwork import TpmWorker
 from weightgate.v1 import (
     attestation_pb2,
@@ -43,7 +41,6 @@ from weightgate.v1 import (
     enrollment_pb2_grpc,
 )
 
-STATE_FILE = "enrollment.json"
 _RPC_TIMEOUT_S = 30.0  # unary enrollment calls; the stream itself has no deadline
 # The verifier's gRPC server refuses pings more often than every 5 minutes by default.
 _KEEPALIVE_MS = 300_000
@@ -62,55 +59,6 @@ class EnrollmentError(Exception):
 
 class EnrollmentUnknownError(Exception):
     """The verifier does not know our enrollment (FAILED_PRECONDITION on Hello)."""
-
-
-@dataclass(frozen=True)
-class EnrollmentState:
-    host_id: str
-    verifier: str
-    ak_name: bytes
-    ak_handle: int
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "host_id": self.host_id,
-                "verifier": self.verifier,
-                "ak_name": self.ak_name.hex(),
-                "ak_handle": self.ak_handle,
-            },
-            indent=2,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> EnrollmentState:
-        doc = json.loads(text)
-        return cls(
-            host_id=str(doc["host_id"]),
-            verifier=str(doc["verifier"]),
-            ak_name=bytes.fromhex(doc["ak_name"]),
-            ak_handle=int(doc["ak_handle"]),
-        )
-
-
-def load_state(state_dir: Path) -> EnrollmentState | None:
-    """The saved enrollment, or None when there is none or it is unreadable."""
-    try:
-        return EnrollmentState.from_json((state_dir / STATE_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a corrupt file is as good as none: enroll again
-
-
-def save_state(state_dir: Path, state: EnrollmentState) -> None:
-    """Write atomically: temp file, fsync, rename, fsync the directory."""
-    write_atomically(state_dir, STATE_FILE, state.to_json().encode())
-
-
-def delete_state(state_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / STATE_FILE).unlink()
 
 
 def open_channel(config: AgentConfig) -> grpc.aio.Channel:
@@ -333,6 +281,16 @@ class Agent:
                 read_ima_log, self._config.ima_log_path, challenge.ima.from_entry
             )
             evidence.ima.CopyFrom(ima)
+        if challenge.HasField("gpu"):
+            # After quoting: each GPU's nonce is derived from the quote's bytes.
+            gpu = await asyncio.to_thread(
+                gpu_evidence_message,
+                source=self._config.gpu_evidence,
+                simulator_dir=self._config.gpu_simulator,
+                challenge_nonce=bytes(challenge.nonce),
+                tpm_attest=bytes(quote.attest),
+            )
+            evidence.gpu.CopyFrom(gpu)
         return evidence
 
     async def _quote(self, challenge: attestation_pb2.Challenge) -> attestation_pb2.TpmQuote:

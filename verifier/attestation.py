@@ -9,11 +9,12 @@ a named reason; nothing here returns a bool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from verifier.challenges import IssuedChallenge
 from verifier.evidence.errors import ParseError
+from verifier.evidence.nvidia.host_round import GpuRoundResult
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
 from verifier.evidence.tpm.authenticate import authenticate_quote
 from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
@@ -35,6 +36,11 @@ class Outcome:
     clock: ClockState | None  # set only when the quote authenticated
     boot_event: str | None
     ima_kept: ImaKept | None = None  # IMA progress to keep for the next round
+
+
+# The round's GPU check, given the authenticated quote's exact TPMS_ATTEST bytes
+# (each GPU's nonce is derived from them: weightgate.gpu_nonce).
+GpuCheck = Callable[[bytes], GpuRoundResult]
 
 
 class MalformedEvidenceError(Exception):
@@ -85,6 +91,7 @@ def evaluate(
     boot_reference: BootReference | None = None,
     ima_policy: RuntimePolicy | None = None,
     ima_kept: ImaKept | None = None,
+    gpu: GpuCheck | None = None,
 ) -> Outcome:
     """Verify the TPM evidence answering `challenge`; see the module docstring."""
     if host.ak_public is None:
@@ -151,6 +158,10 @@ def evaluate(
         )
         verdict = _combined(verdict, ima_round.checks_run, ima_round.reasons)
         kept = ima_round.kept
+    if gpu is not None:
+        # Only now: the GPU nonces bind to quote bytes the AK is proven to have signed.
+        gpus = gpu(evidence.tpm.attest)
+        verdict = _combined(verdict, gpus.checks_run, gpus.reasons)
     return Outcome(
         verdict,
         ClockState(clock.clock, clock.reset_count, clock.restart_count),

@@ -21,6 +21,7 @@ from verifier.keystore import KeyStoreError
 from verifier.nvgpu_cli import add_import_rim_command, run_import_rim_command
 from verifier.operator_cli import add_connection_arguments, run_operator_command
 from verifier.pki_cli import add_pki_commands, run_pki_command
+from verifier.policy_cli import add_policy_commands
 from verifier.proposal_cli import add_justification_argument, add_proposal_commands
 from verifier.trust_cli import add_trust_commands
 
@@ -59,6 +60,8 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate evidence verify nvgpu --evidence EVIDENCE.json --nonce HEX --rim-store DIR ...
                                                      check NVIDIA GPUs / NVSwitches offline
   weightgate reference import-rim FILE... --store DIR --rim-root PEM   verify and store RIMs
+  weightgate reference propose-gpu --group G --policy FILE   propose a group's NVIDIA GPU policy
+  weightgate reference show-gpu --group G [--json]   a group's GPU policy (show-ima: IMA policy)
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -116,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     reference_show.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_arguments(reference_show)
     add_boot_reference_commands(reference_commands)
+    add_policy_commands(reference_commands)
     add_import_rim_command(reference_commands)
 
     add_gate_commands(commands, hosts_commands)

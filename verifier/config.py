@@ -6,13 +6,14 @@ config on a partner host has nothing else to go on.
 
 from __future__ import annotations
 
-import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from verifier.config_nvidia import NvidiaConfig, nvidia_config
+from verifier.config_reader import ConfigError, Reader, check_private_key_file
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
@@ -26,15 +27,12 @@ PROPOSAL_KINDS = (
     "break_glass",
     "boot_reference",
     "ima_policy",
+    "gpu_policy",
 )
 DEFAULT_APPROVALS = 2
 # Break-glass waives the site clearance and the review: it takes one more person.
 DEFAULT_APPROVALS_BY_KIND: Mapping[str, int] = {"break_glass": 3}
 DEFAULT_PROPOSAL_TTL_HOURS = 72.0
-
-
-class ConfigError(Exception):
-    """A configuration problem, with enough context to fix it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,59 +91,11 @@ class VerifierConfig:
     review_valid_days: int
     approvals: ApprovalPolicy
     audit_checkpoint_interval_seconds: float  # how often the verifier signs the audit head
+    # NVIDIA GPU evidence ([verifier.nvidia]); None: GPU policies cannot be met.
+    nvidia: NvidiaConfig | None = None
 
 
-def _key_line(text: str, table: str, key: str) -> int | None:
-    """Best-effort line number of `key` inside `[table]` (tomllib keeps no positions)."""
-    current = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        header = re.fullmatch(r"\[([^\[\]]+)\]", stripped)
-        if header:
-            current = header.group(1).strip()
-            continue
-        if current == table and re.match(rf"{re.escape(key)}\s*=", stripped):
-            return number
-    return None
-
-
-class _Reader:
-    """Typed access to one TOML table that reports errors by file, line and key."""
-
-    def __init__(self, path: Path, text: str, table: str, data: Mapping[str, Any]) -> None:
-        self._path, self._text, self._table, self._data = path, text, table, data
-
-    def fail(self, key: str, message: str) -> ConfigError:
-        line = _key_line(self._text, self._table, key)
-        where = f"{self._path}:{line}" if line else str(self._path)
-        return ConfigError(f"{where}: [{self._table}] {key}: {message}")
-
-    def get(self, key: str, kind: type[Any], default: Any, expected: str) -> Any:
-        value = self._data.get(key, default)
-        if value is None:
-            raise self.fail(key, f"missing; expected {expected}")
-        # bool is an int in Python; never accept true where a number is meant
-        if kind in (int, float) and isinstance(value, bool):
-            raise self.fail(key, f"expected {expected}, got {value!r}")
-        if kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, kind):
-            raise self.fail(key, f"expected {expected}, got {value!r}")
-        return value
-
-    def positive(self, key: str, default: float) -> float:
-        value: float = self.get(key, float, default, "a positive number of seconds")
-        if value <= 0:
-            raise self.fail(key, f"expected a positive number of seconds, got {value!r}")
-        return value
-
-    def unknown_keys(self, known: set[str]) -> None:
-        for key in self._data:
-            if key not in known:
-                raise self.fail(key, "unknown key")
-
-
-def _pcr_selection(reader: _Reader, raw: Any) -> dict[str, tuple[int, ...]]:
+def _pcr_selection(reader: Reader, raw: Any) -> dict[str, tuple[int, ...]]:
     if raw is None:
         return dict(DEFAULT_PCR_SELECTION)
     if not isinstance(raw, dict) or not raw:
@@ -166,15 +116,6 @@ def _pcr_selection(reader: _Reader, raw: Any) -> dict[str, tuple[int, ...]]:
     return selection
 
 
-def _check_private_key_file(reader: _Reader, key: str, path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise reader.fail(key, f"cannot read {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise reader.fail(key, f"{path} is accessible by group or others; chmod 600 it")
-
-
 def load_config(path: Path) -> VerifierConfig:
     """Read and validate a verifier config file; raise ConfigError naming line and key."""
     try:
@@ -189,14 +130,14 @@ def load_config(path: Path) -> VerifierConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s): {', '.join(sorted(unknown))}")
     raw = document.get("verifier", {})
-    reader = _Reader(path, text, "verifier", raw)
+    reader = Reader(path, text, "verifier", raw)
     reader.unknown_keys(
         {
             "listen", "database", "state_dir", "insecure", "tls", "attestation_interval_seconds",
             "challenge_timeout_seconds", "enrollment_timeout_seconds", "pcr_selection",
             "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
             "keystore", "blob_dir", "lease_seconds", "release_freshness_seconds",
-            "review_valid_days", "approvals", "audit_checkpoint_interval_seconds",
+            "review_valid_days", "approvals", "audit_checkpoint_interval_seconds", "nvidia",
         }
     )  # fmt: skip
     base = path.parent
@@ -245,6 +186,7 @@ def load_config(path: Path) -> VerifierConfig:
         audit_checkpoint_interval_seconds=reader.positive(
             "audit_checkpoint_interval_seconds", 3600.0
         ),
+        nvidia=nvidia_config(path, text, raw.get("nvidia"), base),
     )
 
 
@@ -253,7 +195,7 @@ def _approvals(path: Path, text: str, raw: Any) -> ApprovalPolicy:
         return ApprovalPolicy.default()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: [verifier.approvals] must be a table")
-    reader = _Reader(path, text, "verifier.approvals", raw)
+    reader = Reader(path, text, "verifier.approvals", raw)
     reader.unknown_keys({*PROPOSAL_KINDS, "proposal_ttl_hours", "allow_without_approval"})
     allow_zero = reader.get("allow_without_approval", bool, False, "true or false")
     required: dict[str, int] = {}
@@ -282,7 +224,7 @@ def _tls(path: Path, text: str, raw: Any, base: Path, *, insecure: bool) -> TlsC
             f"{path}: [verifier.tls] is required (certificate, private_key, client_ca) "
             "unless insecure = true"
         )
-    reader = _Reader(path, text, "verifier.tls", raw)
+    reader = Reader(path, text, "verifier.tls", raw)
     reader.unknown_keys({"certificate", "private_key", "client_ca", "client_crl"})
     crl = raw.get("client_crl")
     tls = TlsConfig(
@@ -291,7 +233,7 @@ def _tls(path: Path, text: str, raw: Any, base: Path, *, insecure: bool) -> TlsC
         client_ca=base / reader.get("client_ca", str, None, "a PEM file path"),
         client_crl=None if crl is None else base / reader.get("client_crl", str, None, "a path"),
     )
-    _check_private_key_file(reader, "private_key", tls.private_key)
+    check_private_key_file(reader, "private_key", tls.private_key)
     # Only that it is there: its content is checked on every call, so a CRL that
     # goes stale later refuses calls rather than being accepted from a start check.
     if tls.client_crl is not None and not tls.client_crl.is_file():

@@ -266,10 +266,17 @@ def call_verifier(
 def _dispatch(stub: operator_pb2_grpc.OperatorStub, args: argparse.Namespace) -> str:
     from verifier.boot_reference_cli import run_boot_reference_command  # noqa: PLC0415
     from verifier.gate_cli import run_gate_command  # noqa: PLC0415 - gate_cli imports this module
+    from verifier.policy_cli import run_policy_command  # noqa: PLC0415 - likewise
     from verifier.proposal_cli import run_proposal_command  # noqa: PLC0415 - likewise
     from verifier.trust_cli import run_trust_command  # noqa: PLC0415 - likewise
 
-    runs = (run_gate_command, run_proposal_command, run_trust_command, run_boot_reference_command)
+    runs = (
+        run_gate_command,
+        run_proposal_command,
+        run_trust_command,
+        run_boot_reference_command,
+        run_policy_command,
+    )
     for run in runs:
         output = run(stub, args)
         if output is not None:

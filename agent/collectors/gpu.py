@@ -6,8 +6,9 @@ GPU's attestation certificate chain, and keeps both exactly as the driver return
 them, trimmed only to the sizes NVML reports. Nothing here parses or judges the
 evidence: it is untrusted, and the verifier parses, authenticates and appraises it
 (``verifier/evidence/nvidia``). The system-wide CC state, protected-PCIe mode and
-driver version are recorded as hints for operators; the verifier takes the
-authoritative CC and devtools state from the signed report's opaque data.
+driver version are recorded too: the report's opaque data states no CC or devtools
+mode, so the verifier's GPU policy takes the mode from NVML (``cc_mode``) and checks
+it against what the signed report does attest (the v1 FEATURE_FLAG).
 
 NVML is reached through :class:`NvmlApi`, which names exactly the calls used, so
 tests drive the collector with recorded evidence. In production it is pynvml
@@ -152,6 +153,9 @@ class GpuCollection:
     driver_version: str | None = None
     cc_state: str | None = None
     multi_gpu_mode: str | None = None
+    # The mode the verifier's GPU policy speaks of: "on", "devtools", "ppcie", "off";
+    # None when NVML could not say (the verifier then fails the policy, never guesses).
+    cc_mode: str | None = None
     reasons: tuple[str, ...] = ()
 
 
@@ -200,6 +204,7 @@ def _collect(nvml: NvmlApi, nonce_for: Callable[[int], bytes], reasons: list[str
         driver_version=driver_version,
         cc_state=state.describe() if state is not None else None,
         multi_gpu_mode=_MULTI_GPU_MODE.get(mode, str(mode)) if mode is not None else None,
+        cc_mode=cc_mode(state, mode),
     )
     try:
         count = nvml.device_count()
@@ -213,6 +218,22 @@ def _collect(nvml: NvmlApi, nonce_for: Callable[[int], bytes], reasons: list[str
         )
     gpus = tuple(_collect_one(nvml, index, nonce_for) for index in range(count))
     return replace(system, gpus=gpus)
+
+
+def cc_mode(state: ConfComputeState | None, multi_gpu_mode: int | None) -> str | None:
+    """NVML's state as one mode: protected PCIe, CC with devtools, CC on, or off.
+
+    None unless every value needed is known: an unknown enum value is not "off".
+    """
+    if state is None or multi_gpu_mode not in _MULTI_GPU_MODE:
+        return None
+    if multi_gpu_mode == 1:
+        return "ppcie"
+    if state.cc_feature not in _ON_OFF or state.devtools_mode not in _ON_OFF:
+        return None
+    if state.cc_feature == 0:
+        return "off"
+    return "devtools" if state.devtools_mode == 1 else "on"
 
 
 def _system(reasons: list[str], call: Callable[[], T]) -> T | None:

@@ -18,8 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +28,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from verifier.demo.boot_log import build_event_log
+from verifier.demo.processes import (
+    free_port,
+    proposal_id,
+    run,
+    say,
+    start,
+    tool,
+    wait_for,
+)
 from verifier.demo.swtpm import start_swtpm
 
 HOST_ID = "demo-host"
@@ -42,7 +49,6 @@ SAMPLE_FILES = {  # a tiny stand-in for a checkpoint: name -> size in bytes
     "model-00002-of-00002.safetensors": 3 * 1024 * 1024,
 }
 REFERENCE_PCRS = "0-7"
-WAIT_SECONDS = 40.0
 PROPOSER = "alice"
 APPROVERS = ("bob", "carol")
 AUDITOR = "dana"
@@ -54,69 +60,6 @@ BOOT_MEASUREMENTS = (
     (4, "bootloader: grubx64.efi"),
     (7, "secure boot: enabled, db=demo-ca"),
 )
-
-
-def _say(text: str) -> None:
-    print(f"\n==> {text}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _bin(name: str) -> str:
-    """Our console scripts live beside the running interpreter (the venv's bin/)."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
-
-
-def _run(argv: list[str], *, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)  # noqa: S603
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:3])} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def _proposal_id(output: str) -> str:
-    """The id in `weightgate ... set|assign|propose` output ("proposal <id>: ...")."""
-    first = output.split()
-    if len(first) < 2 or first[0] != "proposal":
-        raise RuntimeError(f"expected a proposal, got: {output.strip()}")
-    return first[1].rstrip(":")
-
-
-def _start(argv: list[str], log_path: Path, stack: ExitStack) -> subprocess.Popen[bytes]:
-    log_file = stack.enter_context(log_path.open("wb"))
-    process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    stack.callback(stop)
-    return process
-
-
-def _wait_for(
-    what: str, check: Callable[[], bool], processes: list[subprocess.Popen[bytes]]
-) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        if check():
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def run_demo(*, keep: bool) -> int:
@@ -149,13 +92,13 @@ class _Demo:
         self.target = state / "agent-weights"
         self.verifier_config = state / "verifier.toml"
         self.agent_config = state / "agent.toml"
-        self.address = f"127.0.0.1:{_free_port()}"
+        self.address = f"127.0.0.1:{free_port()}"
         self.pki = state / "pki"
         self.boot_log = state / "binary_bios_measurements"
 
     def weightgate(self, *argv: str, who: str = PROPOSER) -> str:
         """Run `weightgate` as ``who``, with that person's certificate (mutual TLS)."""
-        return _run([_bin("weightgate"), *argv, *self.connection(who)])
+        return run([tool("weightgate"), *argv, *self.connection(who)])
 
     def connection(self, who: str) -> list[str]:
         return [
@@ -169,23 +112,23 @@ class _Demo:
         """Run a change command as the proposer; show its diff; return the proposal id."""
         output = self.weightgate(*argv, "--justification", "weightgate demo")
         print("\n".join("    " + line for line in output.strip().splitlines()))
-        return _proposal_id(output)
+        return proposal_id(output)
 
     def approve(self, proposal_ids: list[str]) -> None:
         for approver in APPROVERS:
-            for proposal_id in proposal_ids:
-                result = self.weightgate("proposals", "approve", proposal_id, who=approver)
+            for proposal in proposal_ids:
+                result = self.weightgate("proposals", "approve", proposal, who=approver)
                 print(f"    {approver}: {result.strip()}")
 
     def wait(self, what: str, check: Callable[[], bool]) -> None:
-        _wait_for(what, check, self.processes)
+        wait_for(what, check, self.processes)
 
     def status(self) -> str:
         hosts = json.loads(self.weightgate("hosts", "list", "--json"))["hosts"]
         return str(hosts[0]["status"]) if hosts else "missing"
 
     def start_tpm(self) -> None:
-        _say("starting a private software TPM (swtpm) with an EK certificate from a local CA")
+        say("starting a private software TPM (swtpm) with an EK certificate from a local CA")
         self.tpm = start_swtpm(self.state / "swtpm")
         self.stack.callback(self.tpm.stop)
         print(f"    swtpm pid {self.tpm.pid}, {self.tpm.tcti}")
@@ -202,17 +145,17 @@ class _Demo:
         event = self.state / "event.bin"
         event.write_text(measurement)
         tools_env = os.environ | {"TPM2TOOLS_TCTI": self.tpm.tcti}
-        _run(["tpm2_pcrevent", str(pcr), str(event)], env=tools_env)
+        run(["tpm2_pcrevent", str(pcr), str(event)], env=tools_env)
 
     def issue_certificates(self) -> None:
-        _say("an evaluation CA issues certificates: the verifier, the agent and four people")
+        say("an evaluation CA issues certificates: the verifier, the agent and four people")
         pki = str(self.pki)
-        _run([_bin("weightgate"), "pki", "init", "--dir", pki])
-        _run([_bin("weightgate"), "pki", "issue", "server", "verifier", "--san", "127.0.0.1",
+        run([tool("weightgate"), "pki", "init", "--dir", pki])
+        run([tool("weightgate"), "pki", "issue", "server", "verifier", "--san", "127.0.0.1",
               "--dir", pki])  # fmt: skip
-        _run([_bin("weightgate"), "pki", "issue", "agent", HOST_ID, "--dir", pki])
+        run([tool("weightgate"), "pki", "issue", "agent", HOST_ID, "--dir", pki])
         for name, role in PEOPLE:
-            _run([_bin("weightgate"), "pki", "issue", "operator", name, "--role", role,
+            run([tool("weightgate"), "pki", "issue", "operator", name, "--role", role,
                   "--dir", pki])  # fmt: skip
             print(f"    {name}: {role}")
 
@@ -231,9 +174,15 @@ class _Demo:
             "\n[verifier.approvals]  # the two-person rule: two approvers besides the proposer\n"
             "reference_values = 2\nsite = 2\nhost_site = 2\nreview = 2\n"
         )
-        _say(f"starting the verifier on {self.address} (SQLite in {self.state / 'verifier'})")
-        argv = [_bin("weightgate"), "verifier", "serve", "--config", str(self.verifier_config)]
-        verifier = _start(argv, self.state / "verifier.log", self.stack)
+        say(f"starting the verifier on {self.address} (SQLite in {self.state / 'verifier'})")
+        argv = [
+            tool("weightgate"),
+            "verifier",
+            "serve",
+            "--config",
+            str(self.verifier_config),
+        ]
+        verifier = start(argv, self.state / "verifier.log", self.stack)
         self.processes.append(verifier)
 
         def reachable() -> bool:
@@ -247,13 +196,13 @@ class _Demo:
         print(f"    verifier pid {verifier.pid}")
 
     def register_host(self) -> None:
-        _say(f"alice registers {HOST_ID} in group {GROUP!r}")
+        say(f"alice registers {HOST_ID} in group {GROUP!r}")
         print("    " + self.weightgate("hosts", "add", HOST_ID, "--group", GROUP).strip())
         self.write_agent_config()
-        _say("alice proposes reference PCRs 0-7 read from the known-good host")
+        say("alice proposes reference PCRs 0-7 read from the known-good host")
         pcrs_file = self.state / "reference-pcrs.json"
         pcrs_file.write_text(
-            _run([_bin("weightgate-agent"), "read-pcrs", "--config", str(self.agent_config),
+            run([tool("weightgate-agent"), "read-pcrs", "--config", str(self.agent_config),
                   "--bank", "sha256", "--pcrs", REFERENCE_PCRS])
         )  # fmt: skip
         self.proposals = [
@@ -278,7 +227,7 @@ class _Demo:
         )
 
     def publish_sample_model(self) -> None:
-        _say("alice encrypts a sample checkpoint, then proposes a site, the host's assignment "
+        say("alice encrypts a sample checkpoint, then proposes a site, the host's assignment "
              "and a pre-deployment review")  # fmt: skip
         source = self.state / "sample-model"
         source.mkdir()
@@ -299,19 +248,19 @@ class _Demo:
                   "--controls", "measured_boot_log",
                   "--summary", "sample model cleared for the demo site")  # fmt: skip
         self.proposals.append(self.propose(*review))
-        _say("nothing takes effect yet: the proposals await two approvers besides alice")
+        say("nothing takes effect yet: the proposals await two approvers besides alice")
         print(self.weightgate("proposals", "list", "--state", "pending", who=AUDITOR))
         refused = subprocess.run(  # noqa: S603
-            [_bin("weightgate"), "proposals", "approve", self.proposals[0],
+            [tool("weightgate"), "proposals", "approve", self.proposals[0],
              *self.connection(PROPOSER)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         print(f"    alice approving her own proposal: {refused.stderr.strip()}")
-        _say("bob and carol approve each proposal; it applies at the second approval")
+        say("bob and carol approve each proposal; it applies at the second approval")
         self.approve(self.proposals)
         public_key = self.state / "verifier-signing.pub"
         public_key.write_text(
-            _run([_bin("weightgate"), "verifier", "public-key", "--config",
+            run([tool("weightgate"), "verifier", "public-key", "--config",
                   str(self.verifier_config)])
         )  # fmt: skip
         self.public_key = public_key
@@ -323,13 +272,13 @@ class _Demo:
         )
 
     def start_agent(self) -> None:
-        _say("starting the agent: it enrolls its TPM (EK cert, AK, credential activation)")
-        argv = [_bin("weightgate-agent"), "run", "--config", str(self.agent_config)]
-        agent = _start(argv, self.state / "agent.log", self.stack)
+        say("starting the agent: it enrolls its TPM (EK cert, AK, credential activation)")
+        argv = [tool("weightgate-agent"), "run", "--config", str(self.agent_config)]
+        agent = start(argv, self.state / "agent.log", self.stack)
         self.processes.append(agent)
         print(f"    agent pid {agent.pid}")
         self.wait("the host to become trusted", lambda: self.status() == "trusted")
-        _say("the host is attested and TRUSTED")
+        say("the host is attested and TRUSTED")
         print(self.weightgate("hosts", "list"))
 
     def receive_weights(self) -> None:
@@ -337,7 +286,7 @@ class _Demo:
             return all((self.target / name).is_file() for name in SAMPLE_FILES)
 
         self.wait("the weights to be released and decrypted", holds_weights)
-        _say("keys released to the host's TPM binding key; the agent decrypted the weights")
+        say("keys released to the host's TPM binding key; the agent decrypted the weights")
         print(self.weightgate("releases", "list"))
         for name in sorted(SAMPLE_FILES):
             copy, original = self.target / name, self.state / "sample-model" / name
@@ -345,10 +294,10 @@ class _Demo:
             print(f"    {copy}: {copy.stat().st_size} bytes, bit-exact={same}")
 
     def tamper_and_erase(self) -> None:
-        _say("an unapproved boot component is measured into PCR4 (tpm2_pcrevent)")
+        say("an unapproved boot component is measured into PCR4 (tpm2_pcrevent)")
         self.measure(4, "bootloader: evil-grubx64.efi")
         self.wait("the host to become untrusted", lambda: self.status() == "untrusted")
-        _say("the next quote shows it: the host is UNTRUSTED, with the reason")
+        say("the next quote shows it: the host is UNTRUSTED, with the reason")
         print(self.weightgate("hosts", "list"))
 
         def erased() -> bool:
@@ -356,7 +305,7 @@ class _Demo:
             return bool(releases) and all(r["state"] == "erased" for r in releases)
 
         self.wait("the weights to be erased", erased)
-        _say("the release was revoked; the agent erased the weights and sent an AK-signed receipt")
+        say("the release was revoked; the agent erased the weights and sent an AK-signed receipt")
         print(self.weightgate("releases", "list"))
         files = (
             sorted(p for p in self.target.rglob("*") if p.is_file()) if self.target.exists() else []
@@ -366,7 +315,7 @@ class _Demo:
         print("\n".join(self.weightgate("hosts", "show", HOST_ID).splitlines()[:8]))
 
     def audit(self) -> None:
-        _say("dana (auditor) has the verifier sign a checkpoint and verifies the audit log")
+        say("dana (auditor) has the verifier sign a checkpoint and verifies the audit log")
         checkpoint = self.state / "audit-checkpoint.json"
         self.weightgate("audit", "checkpoint", "--out", str(checkpoint), who=AUDITOR)
         verified = self.weightgate(
@@ -374,7 +323,7 @@ class _Demo:
             "--public-key", str(self.public_key), who=AUDITOR,
         )  # fmt: skip
         print("\n".join("    " + line for line in verified.strip().splitlines()))
-        _say("someone with database access changes one byte of one audit record")
+        say("someone with database access changes one byte of one audit record")
         database = self.state / "verifier" / "verifier.db"
         with contextlib.closing(sqlite3.connect(database)) as db, db:
             seq, actor = db.execute(
@@ -384,7 +333,7 @@ class _Demo:
             db.execute("UPDATE audit_records SET actor = ? WHERE seq = ?", ("alicf", seq))
         print(f"    record {seq}: actor {actor!r} -> 'alicf'")
         tampered = subprocess.run(  # noqa: S603
-            [_bin("weightgate"), "audit", "verify", "--checkpoint", str(checkpoint),
+            [tool("weightgate"), "audit", "verify", "--checkpoint", str(checkpoint),
              "--public-key", str(self.public_key), *self.connection(AUDITOR)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
@@ -406,4 +355,4 @@ def _demo(state: Path, stack: ExitStack) -> None:
     demo.receive_weights()
     demo.tamper_and_erase()
     demo.audit()
-    _say("stopping the agent, the verifier and the TPM")
+    say("stopping the agent, the verifier and the TPM")

@@ -6,7 +6,7 @@ control stands for. Unknown names are refused when the review is proposed, so
 a typo cannot become a control nobody enforces.
 
 Controls whose evidence this verifier does not verify yet (confidential-VM
-reports, GPU attestation) can be required already: no verdict records their
+reports) can be required already: no verdict records their
 checks, so every release under such a review is denied, naming the control.
 That is the fail-closed reading of "required".
 """
@@ -32,8 +32,9 @@ CONTROLS: Mapping[str, Control] = MappingProxyType(
             frozenset({"cvm.snp.report", "cvm.tdx.quote"}),
         ),
         "gpu_attestation": Control(
-            "every NVIDIA GPU attested in confidential-computing mode",
-            frozenset({"nvidia.gpu.report"}),
+            "every NVIDIA GPU the host lists attested (report bound to the quote, RIMs, "
+            "OCSP) against the group's GPU policy",
+            frozenset({"nvidia.gpu.attested"}),
         ),
         "measured_boot_log": Control(
             "UEFI event log replayed against the quoted PCRs and appraised",

@@ -18,6 +18,7 @@ from verifier.authz import Authorizer
 from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
+from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.keystore import FileKeyStore, KeyStoreError
 from verifier.revocation import ClientRevocationList
 from verifier.server.attestation_service import AttestationService, OpenStreams
@@ -151,6 +152,7 @@ async def start_verifier(
         desk=ReleaseDesk(store=store, keystore=keystore, config=config, now=now),
         now=now,
         host_watch=host_watch,
+        gpu_verifier=None if config.nvidia is None else GpuVerifier(config.nvidia),
     )
     if config.insecure:
         log.warning(

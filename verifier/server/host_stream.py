@@ -19,32 +19,17 @@ from typing import Any
 
 import grpc
 
-from verifier.attestation import Outcome, challenge_selection, evaluate
-from verifier.challenges import (
-    ChallengeError,
-    ChallengeRegistry,
-    IssuedChallenge,
-    binding_key_qualifying_data,
-)
+from verifier.attestation import Outcome
+from verifier.challenges import ChallengeRegistry, IssuedChallenge
 from verifier.config import VerifierConfig
-from verifier.evidence.tpm.boot_reference import (
-    BootReference,
-    BootReferenceError,
-    load_boot_reference,
-)
-from verifier.evidence.tpm.certify import (
-    AuthenticatedBindingKey,
-    authenticate_binding_key,
-    binding_key_policy_digest,
-)
-from verifier.evidence.tpm.parse import parse_tpm2b_public
+from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.server.convert import timestamp, verdict_message
 from verifier.server.host_watch import HostWatchHub
-from verifier.server.ima_rounds import ImaPlan, ImaRounds, with_ima_pcrs
 from verifier.server.release_desk import ReleaseDesk
-from verifier.store import HostRecord, HostStatus, ReferenceSet, ReleaseRecord, Store
-from verifier.verdict import Reason, Verdict, VerificationError
-from weightgate.v1 import attestation_pb2, common_pb2
+from verifier.server.round_appraisal import RoundAppraiser
+from verifier.store import HostRecord, HostStatus, ReleaseRecord, Store
+from verifier.verdict import Reason
+from weightgate.v1 import attestation_pb2
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +50,7 @@ class StreamDeps:
     desk: ReleaseDesk
     now: Callable[[], datetime]
     host_watch: HostWatchHub  # told of every verdict that moves a host's status
+    gpu_verifier: GpuVerifier | None = None  # None: no [verifier.nvidia] trust material
 
 
 Outgoing = attestation_pb2.VerifierMessage | StreamAbort
@@ -84,9 +70,14 @@ class HostStream:
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._evidence: asyncio.Queue[attestation_pb2.Evidence | None] = asyncio.Queue()
         self._wake = asyncio.Event()
-        self._binding_key: AuthenticatedBindingKey | None = None
         self._revocations_sent: set[str] = set()
-        self._ima = ImaRounds(deps.store)
+        self._rounds = RoundAppraiser(
+            store=deps.store,
+            challenges=deps.challenges,
+            config=deps.config,
+            now=deps.now,
+            gpu_verifier=deps.gpu_verifier,
+        )
 
     def wake(self) -> None:
         """Run the next round now (e.g. the host was quarantined)."""
@@ -132,7 +123,7 @@ class HostStream:
                 if await self._refused():
                     return
                 answer = await asyncio.to_thread(
-                    desk.request, self.host_id, message.release_request, self._binding_key
+                    desk.request, self.host_id, message.release_request, self._rounds.binding_key
                 )
                 await self._outbox.put(answer)
             elif kind == "erase_receipt":
@@ -164,18 +155,8 @@ class HostStream:
                 )
                 return
             await self._send_pending_revocations(host)
-            reference = await asyncio.to_thread(deps.store.get_reference, host.group)
-            ima = await asyncio.to_thread(self._ima.plan, host)
-            selection = challenge_selection(deps.config.pcr_selection, reference)
-            challenge = deps.challenges.issue(
-                host.host_id,
-                selection if ima is None else with_ima_pcrs(selection),
-                ttl_seconds=deps.config.challenge_timeout_seconds,
-            )
-            message = self._challenge(challenge, reference)
-            if ima is not None:
-                message.ima.SetInParent()  # present even when asking from entry 0
-                message.ima.from_entry = ima.from_entry
+            plan = await asyncio.to_thread(self._rounds.plan, host)
+            challenge, message = self._rounds.challenge(host, plan)
             await self._outbox.put(attestation_pb2.VerifierMessage(challenge=message))
             try:
                 evidence = await asyncio.wait_for(
@@ -193,7 +174,7 @@ class HostStream:
                 deps.challenges.discard(challenge.challenge_id)
                 return
             outcome = await asyncio.to_thread(
-                self._appraise, host, challenge, evidence, reference, ima
+                self._rounds.appraise, host, challenge, evidence, plan
             )
             await self._after_verdict(host, challenge, outcome)
             self._wake.clear()
@@ -276,132 +257,6 @@ class HostStream:
     async def _revoke(self, release: ReleaseRecord, reason: Reason) -> None:
         await self._outbox.put(await asyncio.to_thread(self._deps.desk.revoke, release, reason))
         self._revocations_sent.add(release.release_id)
-
-    def _challenge(
-        self, challenge: IssuedChallenge, reference: ReferenceSet | None
-    ) -> attestation_pb2.Challenge:
-        message = attestation_pb2.Challenge(
-            challenge_id=challenge.challenge_id,
-            nonce=challenge.nonce,
-            tpm=attestation_pb2.TpmQuoteRequest(
-                qualifying_data=challenge.tpm_qualifying_data,
-                pcr_selection=[
-                    common_pb2.PcrSelection(hash_algorithm=bank, pcrs=list(pcrs))
-                    for bank, pcrs in challenge.pcr_selection.items()
-                ],
-            ),
-            expires_in_seconds=int(self._deps.config.challenge_timeout_seconds),
-            # Every round: a log that was verified once says nothing about a later
-            # quote, and the `measured_boot_log` control reads the latest verdict.
-            want_boot_log=True,
-        )
-        if reference is not None and self._binding_key_needed(reference):
-            message.binding_key.CopyFrom(
-                attestation_pb2.BindingKeyRequest(
-                    qualifying_data=binding_key_qualifying_data(challenge.nonce),
-                    pcr_selection=[
-                        common_pb2.PcrSelection(hash_algorithm=bank, pcrs=sorted(values))
-                        for bank, values in sorted(reference.pcrs.items())
-                    ],
-                )
-            )
-        return message
-
-    def _binding_key_needed(self, reference: ReferenceSet) -> bool:
-        if self._binding_key is None:
-            return True
-        return self._binding_key.public.auth_policy != _expected_policy(reference)
-
-    def _appraise(
-        self,
-        host: HostRecord,
-        challenge: IssuedChallenge,
-        evidence: attestation_pb2.Evidence,
-        reference: ReferenceSet | None,
-        ima: ImaPlan | None,
-    ) -> Outcome:
-        deps = self._deps
-        try:
-            redeemed = deps.challenges.redeem(host.host_id, evidence.challenge_id)
-        except ChallengeError as exc:
-            deps.challenges.discard(challenge.challenge_id)
-            return Outcome(Verdict.contraindicated((exc.reason,), ()), None, None)
-        try:
-            boot_reference = _boot_reference(deps.store, host.group)
-        except BootReferenceError as exc:
-            reason = Reason("tpm.boot.reference_invalid", f"stored document unusable: {exc}")
-            return Outcome(Verdict.contraindicated((reason,), ()), None, None)
-        if ima is not None and ima.policy is None:
-            reason = Reason("tpm.ima.reference_invalid", f"stored document unusable: {ima.error}")
-            return Outcome(Verdict.contraindicated((reason,), ()), None, None)
-        outcome = evaluate(
-            host=host,
-            challenge=redeemed,
-            evidence=evidence,
-            reference=reference,
-            consumed_qualifying_data=deps.challenges.consumed_qualifying_data(host.host_id),
-            allow_sha1_signatures=deps.config.allow_sha1_signatures,
-            boot_reference=boot_reference,
-            ima_policy=None if ima is None else ima.policy,
-            ima_kept=None if ima is None else ima.kept,
-        )
-        if outcome.ima_kept is not None:
-            self._ima.save(host.host_id, outcome.ima_kept, now=deps.now())
-        if not evidence.HasField("binding_key") or reference is None or host.ak_public is None:
-            return outcome
-        return self._with_binding_key(host, redeemed, evidence.binding_key, reference, outcome)
-
-    def _with_binding_key(
-        self,
-        host: HostRecord,
-        challenge: IssuedChallenge,
-        certification: attestation_pb2.BindingKeyCertification,
-        reference: ReferenceSet,
-        outcome: Outcome,
-    ) -> Outcome:
-        """A binding key rides along with the quote; a forged one taints the verdict."""
-        assert host.ak_public is not None
-        policy = _expected_policy(reference)
-        try:
-            key = authenticate_binding_key(
-                attest=certification.attest,
-                signature=certification.signature,
-                ak=parse_tpm2b_public(host.ak_public),
-                binding_public=certification.public,
-                expected_qualifying_data=binding_key_qualifying_data(challenge.nonce),
-                expected_policy_digest=policy,
-            )
-        except VerificationError as exc:
-            reasons = (*outcome.verdict.reasons, exc.reason)
-            checks = outcome.verdict.checks_run | exc.checks_run
-            return Outcome(Verdict.contraindicated(reasons, checks), outcome.clock,
-                           outcome.boot_event)  # fmt: skip
-        self._binding_key = key
-        self._deps.store.set_binding_key(
-            host.host_id,
-            public=bytes(certification.public),
-            policy_digest=policy,
-            pcr_selection={bank: sorted(values) for bank, values in reference.pcrs.items()},
-            now=self._deps.now(),
-        )
-        checks = outcome.verdict.checks_run | key.checks_run
-        verdict = outcome.verdict
-        if verdict.affirms:
-            verdict = Verdict.affirming(checks)
-        return Outcome(verdict, outcome.clock, outcome.boot_event)
-
-
-def _expected_policy(reference: ReferenceSet) -> bytes:
-    return binding_key_policy_digest(
-        selection={bank: sorted(values) for bank, values in reference.pcrs.items()},
-        pcr_values=reference.pcrs,
-    )
-
-
-def _boot_reference(store: Store, group: str) -> BootReference | None:
-    """The group's measured-boot reference, validated again on every use (it is data)."""
-    record = store.get_boot_reference(group)
-    return None if record is None else load_boot_reference(record.document)
 
 
 def _withdrawal_reason(host: HostRecord, outcome: Outcome) -> Reason | None:

@@ -30,6 +30,7 @@ from verifier.server.convert import (
 from verifier.server.host_watch import HostWatchHub
 from verifier.server.operator_audit_rpcs import AuditRpcs
 from verifier.server.operator_gate_rpcs import GateRpcs
+from verifier.server.operator_policy_rpcs import PolicyRpcs
 from verifier.server.operator_proposal_rpcs import ProposalRpcs
 from verifier.server.operator_watch_rpcs import WatchRpcs
 from verifier.store import HostAlreadyRegistered, HostTransition, Store
@@ -42,7 +43,12 @@ Context = grpc.aio.ServicerContext[object, object]
 
 
 class OperatorService(
-    GateRpcs, ProposalRpcs, AuditRpcs, WatchRpcs, operator_pb2_grpc.OperatorServicer
+    GateRpcs,
+    ProposalRpcs,
+    PolicyRpcs,
+    AuditRpcs,
+    WatchRpcs,
+    operator_pb2_grpc.OperatorServicer,
 ):
     def __init__(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from verifier.attestation import DIGEST_SIZES
+from verifier.evidence.nvidia.gpu_policy import MAX_POLICY_BYTES, PolicyError, load_policy
 from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
 from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
@@ -28,6 +29,7 @@ from verifier.store.proposal_kinds import (
     ANCHOR_PURPOSES,
     BOOT_REFERENCE,
     BREAK_GLASS,
+    GPU_POLICY,
     HOST_SITE,
     IMA_POLICY,
     MAX_BREAK_GLASS_HOURS,
@@ -79,9 +81,11 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _boot_reference(change.boot_reference)
     if which == "ima_policy":
         return _ima_policy(change.ima_policy)
+    if which == "gpu_policy":
+        return _gpu_policy(change.gpu_policy)
     raise ChangeError(
         "change: set one of reference_values, site, host_site, review, trust_anchor, "
-        "break_glass, boot_reference, ima_policy"
+        "break_glass, boot_reference, ima_policy, gpu_policy"
     )
 
 
@@ -140,6 +144,11 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             group=payload["group"], policy_json=canonical_json(payload["policy"])
         )
         return operator_pb2.ProposedChange(ima_policy=policy)
+    if kind == GPU_POLICY:
+        gpu = operator_pb2.GpuPolicyChange(
+            group=payload["group"], policy_json=canonical_json(payload["policy"])
+        )
+        return operator_pb2.ProposedChange(gpu_policy=gpu)
     raise ValueError(f"unknown proposal kind {kind!r}")
 
 
@@ -290,6 +299,24 @@ def _ima_policy(request: operator_pb2.ImaPolicyChange) -> Change:
     target = f"IMA runtime policy of group {request.group}"
     return Change(
         IMA_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
+    )
+
+
+def _gpu_policy(request: operator_pb2.GpuPolicyChange) -> Change:
+    if not IDENTIFIER.fullmatch(request.group):
+        raise ChangeError("gpu_policy.group: not a valid group name")
+    if len(request.policy_json) > MAX_POLICY_BYTES:
+        raise ChangeError(f"gpu_policy.policy_json: larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        # The loader refuses unknown keys and a policy that allows no RIM, so what is
+        # stored is exactly what appraisal will enforce.
+        load_policy(bytes(request.policy_json))
+    except PolicyError as exc:
+        raise ChangeError(f"gpu_policy.policy_json: {exc}") from None
+    document = json.loads(request.policy_json)
+    target = f"NVIDIA GPU policy of group {request.group}"
+    return Change(
+        GPU_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
     )
 
 

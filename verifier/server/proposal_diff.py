@@ -15,6 +15,7 @@ from typing import Any
 from verifier.store.proposal_kinds import (
     BOOT_REFERENCE,
     BREAK_GLASS,
+    GPU_POLICY,
     HOST_SITE,
     IMA_POLICY,
     REFERENCE_VALUES,
@@ -44,6 +45,8 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
         lines = _document_diff(base["reference"] if base else {}, payload["reference"])
     elif kind == IMA_POLICY:
         lines = _policy_diff(base["policy"] if base else {}, payload["policy"])
+    elif kind == GPU_POLICY:
+        lines = _gpu_policy_diff(base["policy"] if base else {}, payload["policy"])
     elif kind == BREAK_GLASS:
         lines = [
             f"+ break-glass: host {payload['host_id']} may receive model "
@@ -145,3 +148,22 @@ def _policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     rest_old = {k: v for k, v in old.items() if k != "digests"}
     rest_new = {k: v for k, v in new.items() if k != "digests"}
     return lines + _document_diff(rest_old, rest_new)
+
+
+def _gpu_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """RIM ids and CC states allowed or no longer allowed, one line each, then the rest."""
+    lines: list[str] = []
+    for key in ("allowed_rim_ids", "allowed_cc_states"):
+        before, after = _gpu_list(old, key), _gpu_list(new, key)
+        lines += [f"- {key}: {value}" for value in sorted(before - after)]
+        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
+    lists = {"allowed_rim_ids", "allowed_cc_states"}
+    rest_old = {k: v for k, v in old.items() if k not in lists}
+    rest_new = {k: v for k, v in new.items() if k not in lists}
+    return lines + _document_diff(rest_old, rest_new)
+
+
+def _gpu_list(policy: Mapping[str, Any], key: str) -> set[str]:
+    if key == "allowed_cc_states" and policy and key not in policy:
+        return {"on"}  # the loader's default (verifier.evidence.nvidia.gpu_policy)
+    return set(policy.get(key, ()))

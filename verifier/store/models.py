@@ -36,6 +36,7 @@ from verifier.store.models_releases import (
 from verifier.store.models_trust import (
     BootReferenceRow,
     BreakGlassGrantRow,
+    GpuPolicyRow,
     ImaPolicyRow,
     ImaProgressRow,
     TrustAnchorRow,
@@ -61,6 +62,7 @@ __all__ = [
     "BootReferenceRow",
     "BreakGlassGrantRow",
     "Enrollment",
+    "GpuPolicyRow",
     "Host",
     "HostEventRow",
     "ImaPolicyRow",

@@ -4,7 +4,8 @@
 file's; ``break_glass_grants``: insert-only, time-limited waivers;
 ``boot_references`` (migration 0007): each host group's measured-boot reference;
 ``ima_policies`` and ``ima_progress`` (0008): each group's IMA runtime policy,
-and how far each host's IMA list has been appraised in its current boot.
+and how far each host's IMA list has been appraised in its current boot;
+``gpu_policies`` (0009): each group's NVIDIA GPU policy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from verifier.store.base import Base
 from verifier.store.records_proposals import (
     BootReferenceRecord,
     BreakGlassRecord,
+    GpuPolicyRecord,
     ImaPolicyRecord,
     ImaProgress,
     TrustAnchorRecord,
@@ -100,6 +102,20 @@ class ImaPolicyRow(Base):
 
     def to_record(self) -> ImaPolicyRecord:
         return ImaPolicyRecord(
+            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
+        )
+
+
+class GpuPolicyRow(Base):
+    __tablename__ = "gpu_policies"
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    proposal_id: Mapped[str] = mapped_column(String(32))
+
+    def to_record(self) -> GpuPolicyRecord:
+        return GpuPolicyRecord(
             self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
         )
 

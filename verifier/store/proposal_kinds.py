@@ -16,8 +16,10 @@ Kinds and payloads::
     break_glass       {"host_id": h, "manifest_digest": "<hex>", "hours": n}
     boot_reference    {"group": g, "reference": {a weightgate.boot-reference document}}
     ima_policy        {"group": g, "policy": {an IMA runtime policy document}}
+    gpu_policy        {"group": g, "policy": {an NVIDIA GPU policy document}}
 
-Reference values (PCRs and boot), sites, host sites and trust anchors replace state: if it
+Reference values (PCRs and boot), per-group policies (IMA and GPU), sites, host
+sites and trust anchors replace state: if it
 changed between proposal and quorum, the approvers approved a diff that no
 longer describes what would happen, and the proposal goes stale instead of
 applying. Reviews and break-glass grants add records beside earlier ones, so
@@ -51,6 +53,7 @@ from verifier.store.models_releases import ModelVersion, Site
 from verifier.store.models_trust import (
     BootReferenceRow,
     BreakGlassGrantRow,
+    GpuPolicyRow,
     ImaPolicyRow,
     TrustAnchorRow,
 )
@@ -63,15 +66,23 @@ TRUST_ANCHOR = "trust_anchor"
 BREAK_GLASS = "break_glass"
 BOOT_REFERENCE = "boot_reference"
 IMA_POLICY = "ima_policy"
+GPU_POLICY = "gpu_policy"
 KINDS = (
     REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS, BOOT_REFERENCE,
-    IMA_POLICY,
+    IMA_POLICY, GPU_POLICY,
 )  # fmt: skip
 REPLACES_STATE = frozenset(
-    {REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE, IMA_POLICY}
+    {REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE, IMA_POLICY, GPU_POLICY}
 )
 # Per-group documents: proposal kind -> the payload key holding the document.
-_GROUP_DOCUMENTS = {BOOT_REFERENCE: "reference", IMA_POLICY: "policy"}
+_GROUP_DOCUMENTS = {BOOT_REFERENCE: "reference", IMA_POLICY: "policy", GPU_POLICY: "policy"}
+# ... and what each is called in the outcome line.
+_DOCUMENT_NAMES = {
+    BOOT_REFERENCE: "measured-boot reference",
+    IMA_POLICY: "IMA runtime policy",
+    GPU_POLICY: "NVIDIA GPU policy",
+}
+_DocumentTable = type[BootReferenceRow] | type[ImaPolicyRow] | type[GpuPolicyRow]
 MAX_REVIEW_DAYS = 3660
 MAX_BREAK_GLASS_HOURS = 72
 ANCHOR_PURPOSES = frozenset({"tpm_ek"})  # what enrollment consults; more come with GPU/CVM
@@ -151,9 +162,7 @@ def target_state(s: Session, kind: str, payload: Mapping[str, Any], *, now: date
         return {"purpose": purpose, "fingerprint": fingerprint.hex(), "present": present}
     if kind in _GROUP_DOCUMENTS:
         group = _text(payload, "group")
-        row = (
-            s.get(BootReferenceRow, group) if kind == BOOT_REFERENCE else s.get(ImaPolicyRow, group)
-        )
+        row = _document_row(s, kind, group)
         return None if row is None else {"group": row.group, _GROUP_DOCUMENTS[kind]: row.document}
     if kind == BREAK_GLASS:
         host_id = _text(payload, "host_id")
@@ -232,8 +241,7 @@ def apply_change(
                 set_={name: upsert.excluded[name] for name in values},
             )
         )
-        what = "measured-boot reference" if kind == BOOT_REFERENCE else "IMA runtime policy"
-        return f"{what} of group {group} replaced"
+        return f"{_DOCUMENT_NAMES[kind]} of group {group} replaced"
     if kind == BREAK_GLASS:
         hours = payload.get("hours")
         if not isinstance(hours, int) or isinstance(hours, bool):
@@ -256,8 +264,23 @@ def apply_change(
     raise PayloadError(f"unknown proposal kind {kind!r}")
 
 
-def _document_table(kind: str) -> type[BootReferenceRow] | type[ImaPolicyRow]:
-    return BootReferenceRow if kind == BOOT_REFERENCE else ImaPolicyRow
+def _document_row(
+    s: Session, kind: str, group: str
+) -> BootReferenceRow | ImaPolicyRow | GpuPolicyRow | None:
+    if kind == BOOT_REFERENCE:
+        return s.get(BootReferenceRow, group)
+    if kind == IMA_POLICY:
+        return s.get(ImaPolicyRow, group)
+    return s.get(GpuPolicyRow, group)
+
+
+def _document_table(kind: str) -> _DocumentTable:
+    tables: dict[str, _DocumentTable] = {
+        BOOT_REFERENCE: BootReferenceRow,
+        IMA_POLICY: ImaPolicyRow,
+        GPU_POLICY: GpuPolicyRow,
+    }
+    return tables[kind]
 
 
 def _apply_trust_anchor(

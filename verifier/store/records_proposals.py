@@ -101,6 +101,16 @@ class ImaPolicyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuPolicyRecord:
+    """A host group's NVIDIA GPU policy document, as an approved proposal set it."""
+
+    group: str
+    document: Mapping[str, Any]
+    updated_at: datetime
+    proposal_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ImaProgress:
     """How far a host's IMA list has been replayed and appraised in its current boot.
 

@@ -1,5 +1,5 @@
 """Reads of what approved proposals put in place: trust anchors, break-glass grants,
-measured-boot references."""
+measured-boot references, IMA and GPU policies."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from verifier.store._core import StoreCore, require_aware
 from verifier.store.models_trust import (
     BootReferenceRow,
     BreakGlassGrantRow,
+    GpuPolicyRow,
     ImaPolicyRow,
     ImaProgressRow,
     TrustAnchorRow,
@@ -19,6 +20,7 @@ from verifier.store.models_trust import (
 from verifier.store.records_proposals import (
     BootReferenceRecord,
     BreakGlassRecord,
+    GpuPolicyRecord,
     ImaPolicyRecord,
     ImaProgress,
     TrustAnchorRecord,
@@ -61,6 +63,11 @@ class TrustMixin(StoreCore):
     def get_ima_policy(self, group: str) -> ImaPolicyRecord | None:
         with self._reader() as s:
             row = s.get(ImaPolicyRow, group)
+            return None if row is None else row.to_record()
+
+    def get_gpu_policy(self, group: str) -> GpuPolicyRecord | None:
+        with self._reader() as s:
+            row = s.get(GpuPolicyRow, group)
             return None if row is None else row.to_record()
 
     def ima_progress(self, host_id: str) -> ImaProgress | None:

@@ -133,6 +133,7 @@ class Challenge(_message.Message):
     BINDING_KEY_FIELD_NUMBER: _builtins.int
     WANT_BOOT_LOG_FIELD_NUMBER: _builtins.int
     IMA_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     nonce: _builtins.bytes
     """>= 32 fresh random bytes, single use"""
@@ -155,6 +156,12 @@ class Challenge(_message.Message):
     def ima(self) -> Global___ImaRequest:
         """Send the IMA runtime measurement list from this entry on (ImaLog)."""
 
+    @_builtins.property
+    def gpu(self) -> Global___GpuRequest:
+        """Present when the host's group has an NVIDIA GPU policy: send every GPU's
+        attestation report and certificate chain (GpuEvidence).
+        """
+
     def __init__(
         self,
         *,
@@ -165,14 +172,36 @@ class Challenge(_message.Message):
         binding_key: Global___BindingKeyRequest | None = ...,
         want_boot_log: _builtins.bool = ...,
         ima: Global___ImaRequest | None = ...,
+        gpu: Global___GpuRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "gpu", b"gpu", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "ima", b"ima", "nonce", b"nonce", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "gpu", b"gpu", "ima", b"ima", "nonce", b"nonce", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Challenge: _TypeAlias = Challenge  # noqa: Y015
+
+@_typing.final
+class GpuRequest(_message.Message):
+    """Each GPU's SPDM nonce is weightgate.gpu_nonce.gpu_nonce(Challenge.nonce,
+    TpmQuote.attest of this evidence, position in GpuEvidence.devices): derived
+    from the verifier's nonce *and* the host's own quote, so a GPU report answers
+    this challenge on this host only and cannot be replayed into another session.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GpuRequest: _TypeAlias = GpuRequest  # noqa: Y015
 
 @_typing.final
 class ImaRequest(_message.Message):
@@ -257,6 +286,7 @@ class Evidence(_message.Message):
     BINDING_KEY_FIELD_NUMBER: _builtins.int
     BOOT_LOG_FIELD_NUMBER: _builtins.int
     IMA_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     @_builtins.property
     def tpm(self) -> Global___TpmQuote: ...
@@ -272,6 +302,10 @@ class Evidence(_message.Message):
     def ima(self) -> Global___ImaLog:
         """answers Challenge.ima"""
 
+    @_builtins.property
+    def gpu(self) -> Global___GpuEvidence:
+        """answers Challenge.gpu"""
+
     def __init__(
         self,
         *,
@@ -280,14 +314,85 @@ class Evidence(_message.Message):
         binding_key: Global___BindingKeyCertification | None = ...,
         boot_log: Global___BootLog | None = ...,
         ima: Global___ImaLog | None = ...,
+        gpu: Global___GpuEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "gpu", b"gpu", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "gpu", b"gpu", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class GpuEvidence(_message.Message):
+    """NVIDIA GPU evidence as NVML returned it, untouched. Device i answers the nonce
+    derived for position i (see GpuRequest); NVML's device index is the position.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICES_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    CC_STATE_FIELD_NUMBER: _builtins.int
+    DRIVER_VERSION_FIELD_NUMBER: _builtins.int
+    unavailable: _builtins.str
+    """set instead when the agent has no GPU evidence, and why"""
+    cc_state: _builtins.str
+    """NVML's system confidential-computing mode: "on", "devtools", "ppcie" or "off"
+    (empty: NVML could not say). Untrusted: checked against the signed reports.
+    """
+    driver_version: _builtins.str
+    """NVML's driver version, for operators only"""
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuDevice]: ...
+    def __init__(
+        self,
+        *,
+        devices: _abc.Iterable[Global___GpuDevice] | None = ...,
+        unavailable: _builtins.str = ...,
+        cc_state: _builtins.str = ...,
+        driver_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cc_state", b"cc_state", "devices", b"devices", "driver_version", b"driver_version", "unavailable", b"unavailable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GpuEvidence: _TypeAlias = GpuEvidence  # noqa: Y015
+
+@_typing.final
+class GpuDevice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARCH_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    arch: _builtins.str
+    """"HOPPER", "BLACKWELL", "LS10" (NVSwitch); empty: a GPU"""
+    report: _builtins.bytes
+    """SPDM GET_MEASUREMENTS request + response, exactly as returned"""
+    certificate_chain: _builtins.bytes
+    """the device's PEM certificate chain, exactly as returned"""
+    unavailable: _builtins.str
+    """set instead when this device gave no evidence, and why"""
+    def __init__(
+        self,
+        *,
+        arch: _builtins.str = ...,
+        report: _builtins.bytes = ...,
+        certificate_chain: _builtins.bytes = ...,
+        unavailable: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arch", b"arch", "certificate_chain", b"certificate_chain", "report", b"report", "unavailable", b"unavailable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GpuDevice: _TypeAlias = GpuDevice  # noqa: Y015
 
 @_typing.final
 class ImaLog(_message.Message):

@@ -801,6 +801,7 @@ class ProposedChange(_message.Message):
     BREAK_GLASS_FIELD_NUMBER: _builtins.int
     BOOT_REFERENCE_FIELD_NUMBER: _builtins.int
     IMA_POLICY_FIELD_NUMBER: _builtins.int
+    GPU_POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def reference_values(self) -> Global___SetReferenceValuesRequest: ...
     @_builtins.property
@@ -817,6 +818,8 @@ class ProposedChange(_message.Message):
     def boot_reference(self) -> Global___BootReferenceChange: ...
     @_builtins.property
     def ima_policy(self) -> Global___ImaPolicyChange: ...
+    @_builtins.property
+    def gpu_policy(self) -> Global___GpuPolicyChange: ...
     def __init__(
         self,
         *,
@@ -828,16 +831,75 @@ class ProposedChange(_message.Message):
         break_glass: Global___BreakGlassRelease | None = ...,
         boot_reference: Global___BootReferenceChange | None = ...,
         ima_policy: Global___ImaPolicyChange | None = ...,
+        gpu_policy: Global___GpuPolicyChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "gpu_policy", b"gpu_policy", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "gpu_policy", b"gpu_policy", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference", "ima_policy"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference", "ima_policy", "gpu_policy"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
 Global___ProposedChange: _TypeAlias = ProposedChange  # noqa: Y015
+
+@_typing.final
+class GpuPolicyChange(_message.Message):
+    """Replaces a host group's NVIDIA GPU policy (verifier/evidence/nvidia/gpu_policy.py:
+    CC modes, minimum driver/VBIOS versions, allowed RIM ids, protected PCIe). A
+    group with one requires every GPU's evidence each round, each GPU verified.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    POLICY_JSON_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    policy_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        policy_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "policy_json", b"policy_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GpuPolicyChange: _TypeAlias = GpuPolicyChange  # noqa: Y015
+
+@_typing.final
+class GroupPolicy(_message.Message):
+    """A host group's IMA runtime policy or GPU policy as an approved proposal set it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    POLICY_JSON_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    policy_json: _builtins.bytes
+    proposal_id: _builtins.str
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        policy_json: _builtins.bytes = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "policy_json", b"policy_json", "proposal_id", b"proposal_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupPolicy: _TypeAlias = GroupPolicy  # noqa: Y015
 
 @_typing.final
 class ImaPolicyChange(_message.Message):
@@ -1146,7 +1208,7 @@ class Proposal(_message.Message):
     """"reference_values", "site", "host_site", "review","""
     target: _builtins.str
     """"trust_anchor", "break_glass", "boot_reference",
-    "ima_policy"
+    "ima_policy", "gpu_policy"
     what it changes, e.g. "group default", "site dc-1"
     """
     state: Global___ProposalState.ValueType

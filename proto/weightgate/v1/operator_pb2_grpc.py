@@ -60,6 +60,16 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.BootReference.FromString,
                 _registered_method=True)
+        self.GetImaPolicy = channel.unary_unary(
+                '/weightgate.v1.Operator/GetImaPolicy',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+                _registered_method=True)
+        self.GetGpuPolicy = channel.unary_unary(
+                '/weightgate.v1.Operator/GetGpuPolicy',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+                _registered_method=True)
         self.WatchHosts = channel.unary_stream(
                 '/weightgate.v1.Operator/WatchHosts',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.SerializeToString,
@@ -176,6 +186,18 @@ class OperatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBootReference(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImaPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGpuPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -324,6 +346,16 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.GetBootReference,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.BootReference.SerializeToString,
+            ),
+            'GetImaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImaPolicy,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.SerializeToString,
+            ),
+            'GetGpuPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGpuPolicy,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.SerializeToString,
             ),
             'WatchHosts': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchHosts,
@@ -547,6 +579,60 @@ class Operator:
             '/weightgate.v1.Operator/GetBootReference',
             weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.BootReference.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/GetImaPolicy',
+            weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGpuPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/GetGpuPolicy',
+            weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
             options,
             channel_credentials,
             insecure,

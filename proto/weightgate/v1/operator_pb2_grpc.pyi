@@ -38,6 +38,8 @@ class OperatorStub:
     GetHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]
     GetReferenceValues: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]
     GetBootReference: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.BootReference]
+    GetImaPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]
+    GetGpuPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]
     WatchHosts: _grpc.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]
     """Live trust changes: the current state of the selected hosts (if asked),
     then one HostChange per status change, until the client cancels.
@@ -84,6 +86,8 @@ class OperatorAsyncStub(OperatorStub):
     GetHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetHostRequest, _operator_pb2.HostDetail]  # type: ignore[assignment]
     GetReferenceValues: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.ReferenceValues]  # type: ignore[assignment]
     GetBootReference: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.BootReference]  # type: ignore[assignment]
+    GetImaPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]  # type: ignore[assignment]
+    GetGpuPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]  # type: ignore[assignment]
     WatchHosts: _aio.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]  # type: ignore[assignment]
     """Live trust changes: the current state of the selected hosts (if asked),
     then one HostChange per status change, until the client cancels.
@@ -157,6 +161,20 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.GetReferenceValuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.BootReference, _abc.Awaitable[_operator_pb2.BootReference]]: ...
+
+    @_abc_1.abstractmethod
+    def GetImaPolicy(
+        self,
+        request: _operator_pb2.GetReferenceValuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.GroupPolicy, _abc.Awaitable[_operator_pb2.GroupPolicy]]: ...
+
+    @_abc_1.abstractmethod
+    def GetGpuPolicy(
+        self,
+        request: _operator_pb2.GetReferenceValuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.GroupPolicy, _abc.Awaitable[_operator_pb2.GroupPolicy]]: ...
 
     @_abc_1.abstractmethod
     def WatchHosts(

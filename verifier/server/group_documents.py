@@ -1,0 +1,92 @@
+"""A host group's measured-boot reference and GPU policy, read each round, parsed on change.
+
+Both are JSON documents set by approved proposals. Each round reads the group's
+record (cheap: one row) so that an approved change applies from the next round,
+but the document is validated and parsed again only when the record changed
+(another group, or a newer ``updated_at``): the per-round cost of a large boot
+reference or GPU policy is then one lookup. A stored document that no longer loads
+is reported every round as that group's failure, never skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from verifier.evidence.nvidia.gpu_policy import GpuPolicy, PolicyError, load_policy
+from verifier.evidence.tpm.boot_reference import (
+    BootReference,
+    load_boot_reference,
+)
+from verifier.store import Store
+
+__all__ = ["BootReferences", "GpuPlan", "GpuPolicies"]
+
+T = TypeVar("T")
+
+
+class _GroupRecord(Protocol):
+    @property
+    def document(self) -> Mapping[str, Any]: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+class _ParsedPerGroup(Generic[T]):
+    """The last parsed document, kept while the group's record is unchanged."""
+
+    def __init__(
+        self,
+        fetch: Callable[[str], _GroupRecord | None],
+        parse: Callable[[Mapping[str, Any]], T],
+    ) -> None:
+        self._fetch, self._parse = fetch, parse
+        self._cached: tuple[str, datetime, T] | None = None
+
+    def get(self, group: str) -> T | None:
+        """The group's parsed document, None if it has none; the parser's error if unusable."""
+        record = self._fetch(group)
+        if record is None:
+            return None
+        if self._cached is not None and self._cached[:2] == (group, record.updated_at):
+            return self._cached[2]
+        parsed = self._parse(record.document)
+        self._cached = (group, record.updated_at, parsed)
+        return parsed
+
+
+class BootReferences:
+    """The group's measured-boot reference; BootReferenceError if the stored one is unusable."""
+
+    def __init__(self, store: Store) -> None:
+        self._documents = _ParsedPerGroup(store.get_boot_reference, load_boot_reference)
+
+    def get(self, group: str) -> BootReference | None:
+        return self._documents.get(group)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPlan:
+    """One round's GPU policy, or (policy None) why the stored one cannot be used."""
+
+    policy: GpuPolicy | None
+    error: str
+
+
+class GpuPolicies:
+    def __init__(self, store: Store) -> None:
+        self._documents = _ParsedPerGroup(
+            store.get_gpu_policy, lambda document: load_policy(json.dumps(document))
+        )
+
+    def plan(self, group: str) -> GpuPlan | None:
+        """None when the group has no GPU policy (GPU evidence is then not asked for)."""
+        try:
+            policy = self._documents.get(group)
+        except PolicyError as exc:
+            return GpuPlan(None, str(exc))
+        return None if policy is None else GpuPlan(policy, "")

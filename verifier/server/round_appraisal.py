@@ -1,0 +1,249 @@
+"""One host's attestation rounds: what each challenge asks for and how its answer is judged.
+
+Per round, :meth:`RoundAppraiser.plan` reads the group's material once (PCR reference
+values, IMA policy and progress, GPU policy), :meth:`RoundAppraiser.challenge` mints
+the challenge that asks for exactly the evidence that material needs, and
+:meth:`RoundAppraiser.appraise` redeems the challenge and judges the evidence
+(:func:`verifier.attestation.evaluate`), adding the binding-key certification when
+one rides along. The stream plumbing lives in :mod:`.host_stream`.
+
+Held per stream: the host's authenticated binding key, the parsed boot reference,
+IMA and GPU policies (re-parsed only when an approved proposal changed them).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from verifier.attestation import Outcome, challenge_selection, evaluate
+from verifier.challenges import (
+    ChallengeError,
+    ChallengeRegistry,
+    IssuedChallenge,
+    binding_key_qualifying_data,
+)
+from verifier.config import VerifierConfig
+from verifier.evidence.nvidia.host_round import GpuRoundResult, GpuVerifier
+from verifier.evidence.tpm.boot_reference import BootReferenceError
+from verifier.evidence.tpm.certify import (
+    AuthenticatedBindingKey,
+    authenticate_binding_key,
+    binding_key_policy_digest,
+)
+from verifier.evidence.tpm.parse import parse_tpm2b_public
+from verifier.server.group_documents import BootReferences, GpuPlan, GpuPolicies
+from verifier.server.ima_rounds import ImaPlan, ImaRounds, with_ima_pcrs
+from verifier.store import HostRecord, ReferenceSet, Store
+from verifier.verdict import Reason, Verdict, VerificationError
+from weightgate.v1 import attestation_pb2, common_pb2
+
+__all__ = ["RoundAppraiser", "RoundPlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    """What one round needs, read once before the challenge is issued."""
+
+    reference: ReferenceSet | None
+    ima: ImaPlan | None
+    gpu: GpuPlan | None  # None: the group has no GPU policy
+
+
+def _failed(code: str, detail: str) -> Outcome:
+    return Outcome(Verdict.contraindicated((Reason(code, detail),), ()), None, None)
+
+
+class RoundAppraiser:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        challenges: ChallengeRegistry,
+        config: VerifierConfig,
+        now: Callable[[], datetime],
+        gpu_verifier: GpuVerifier | None,
+    ) -> None:
+        self._store = store
+        self._challenges = challenges
+        self._config = config
+        self._now = now
+        self._gpu_verifier = gpu_verifier
+        self._ima = ImaRounds(store)
+        self._boot_references = BootReferences(store)
+        self._gpu_policies = GpuPolicies(store)
+        self.binding_key: AuthenticatedBindingKey | None = None
+
+    def plan(self, host: HostRecord) -> RoundPlan:
+        return RoundPlan(
+            reference=self._store.get_reference(host.group),
+            ima=self._ima.plan(host),
+            gpu=self._gpu_policies.plan(host.group),
+        )
+
+    def challenge(
+        self, host: HostRecord, plan: RoundPlan
+    ) -> tuple[IssuedChallenge, attestation_pb2.Challenge]:
+        """A fresh challenge for ``host`` and the message that asks for its evidence."""
+        selection = challenge_selection(self._config.pcr_selection, plan.reference)
+        issued = self._challenges.issue(
+            host.host_id,
+            selection if plan.ima is None else with_ima_pcrs(selection),
+            ttl_seconds=self._config.challenge_timeout_seconds,
+        )
+        message = attestation_pb2.Challenge(
+            challenge_id=issued.challenge_id,
+            nonce=issued.nonce,
+            tpm=attestation_pb2.TpmQuoteRequest(
+                qualifying_data=issued.tpm_qualifying_data,
+                pcr_selection=[
+                    common_pb2.PcrSelection(hash_algorithm=bank, pcrs=list(pcrs))
+                    for bank, pcrs in issued.pcr_selection.items()
+                ],
+            ),
+            expires_in_seconds=int(self._config.challenge_timeout_seconds),
+            # Every round: a log that was verified once says nothing about a later
+            # quote, and the `measured_boot_log` control reads the latest verdict.
+            want_boot_log=True,
+        )
+        reference = plan.reference
+        if reference is not None and self._binding_key_needed(reference):
+            message.binding_key.CopyFrom(
+                attestation_pb2.BindingKeyRequest(
+                    qualifying_data=binding_key_qualifying_data(issued.nonce),
+                    pcr_selection=[
+                        common_pb2.PcrSelection(hash_algorithm=bank, pcrs=sorted(values))
+                        for bank, values in sorted(reference.pcrs.items())
+                    ],
+                )
+            )
+        if plan.ima is not None:
+            message.ima.SetInParent()  # present even when asking from entry 0
+            message.ima.from_entry = plan.ima.from_entry
+        if plan.gpu is not None:
+            # Asked even when the policy is unusable: the round then fails naming it.
+            message.gpu.SetInParent()
+        return issued, message
+
+    def _binding_key_needed(self, reference: ReferenceSet) -> bool:
+        if self.binding_key is None:
+            return True
+        return self.binding_key.public.auth_policy != _expected_policy(reference)
+
+    def appraise(
+        self,
+        host: HostRecord,
+        challenge: IssuedChallenge,
+        evidence: attestation_pb2.Evidence,
+        plan: RoundPlan,
+    ) -> Outcome:
+        """Redeem the challenge the evidence names, then judge the evidence."""
+        challenges = self._challenges
+        try:
+            redeemed = challenges.redeem(host.host_id, evidence.challenge_id)
+        except ChallengeError as exc:
+            challenges.discard(challenge.challenge_id)
+            return Outcome(Verdict.contraindicated((exc.reason,), ()), None, None)
+        try:
+            boot_reference = self._boot_references.get(host.group)
+        except BootReferenceError as exc:
+            return _failed("tpm.boot.reference_invalid", f"stored document unusable: {exc}")
+        ima = plan.ima
+        if ima is not None and ima.policy is None:
+            return _failed("tpm.ima.reference_invalid", f"stored document unusable: {ima.error}")
+        gpu = self._gpu_check(plan.gpu, evidence, redeemed)
+        if isinstance(gpu, Outcome):
+            return gpu
+        outcome = evaluate(
+            host=host,
+            challenge=redeemed,
+            evidence=evidence,
+            reference=plan.reference,
+            consumed_qualifying_data=challenges.consumed_qualifying_data(host.host_id),
+            allow_sha1_signatures=self._config.allow_sha1_signatures,
+            boot_reference=boot_reference,
+            ima_policy=None if ima is None else ima.policy,
+            ima_kept=None if ima is None else ima.kept,
+            gpu=gpu,
+        )
+        if outcome.ima_kept is not None:
+            self._ima.save(host.host_id, outcome.ima_kept, now=self._now())
+        reference = plan.reference
+        if not evidence.HasField("binding_key") or reference is None or host.ak_public is None:
+            return outcome
+        return self._with_binding_key(host, redeemed, evidence.binding_key, reference, outcome)
+
+    def _gpu_check(
+        self,
+        plan: GpuPlan | None,
+        evidence: attestation_pb2.Evidence,
+        challenge: IssuedChallenge,
+    ) -> Callable[[bytes], GpuRoundResult] | Outcome | None:
+        """The GPU check ``evaluate`` runs once the quote authenticated, None when the
+        group has no GPU policy, or the failed outcome when the policy cannot be met."""
+        if plan is None:
+            return None
+        if plan.policy is None:
+            return _failed("nvidia.policy_invalid", f"stored GPU policy unusable: {plan.error}")
+        if self._gpu_verifier is None:
+            return _failed(
+                "nvidia.verifier_unconfigured",
+                "the group has a GPU policy but this verifier has no [verifier.nvidia] "
+                "trust material",
+            )
+        verify = functools.partial(
+            self._gpu_verifier.verify,
+            evidence.gpu if evidence.HasField("gpu") else None,
+            challenge_nonce=challenge.nonce,
+            policy=plan.policy,
+            at=self._now(),
+        )
+        return lambda tpm_attest: verify(tpm_attest=tpm_attest)
+
+    def _with_binding_key(
+        self,
+        host: HostRecord,
+        challenge: IssuedChallenge,
+        certification: attestation_pb2.BindingKeyCertification,
+        reference: ReferenceSet,
+        outcome: Outcome,
+    ) -> Outcome:
+        """A binding key rides along with the quote; a forged one taints the verdict."""
+        assert host.ak_public is not None
+        policy = _expected_policy(reference)
+        try:
+            key = authenticate_binding_key(
+                attest=certification.attest,
+                signature=certification.signature,
+                ak=parse_tpm2b_public(host.ak_public),
+                binding_public=certification.public,
+                expected_qualifying_data=binding_key_qualifying_data(challenge.nonce),
+                expected_policy_digest=policy,
+            )
+        except VerificationError as exc:
+            reasons = (*outcome.verdict.reasons, exc.reason)
+            checks = outcome.verdict.checks_run | exc.checks_run
+            return Outcome(Verdict.contraindicated(reasons, checks), outcome.clock,
+                           outcome.boot_event)  # fmt: skip
+        self.binding_key = key
+        self._store.set_binding_key(
+            host.host_id,
+            public=bytes(certification.public),
+            policy_digest=policy,
+            pcr_selection={bank: sorted(values) for bank, values in reference.pcrs.items()},
+            now=self._now(),
+        )
+        checks = outcome.verdict.checks_run | key.checks_run
+        verdict = outcome.verdict
+        if verdict.affirms:
+            verdict = Verdict.affirming(checks)
+        return Outcome(verdict, outcome.clock, outcome.boot_event)
+
+
+def _expected_policy(reference: ReferenceSet) -> bytes:
+    return binding_key_policy_digest(
+        selection={bank: sorted(values) for bank, values in reference.pcrs.items()},
+        pcr_values=reference.pcrs,
+    )
