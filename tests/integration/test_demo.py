@@ -69,9 +69,12 @@ def test_demo_shows_trusted_then_untrusted_and_stops_everything(tmp_path: Path) 
     assert re.search(r"carol: proposal \w+ applied: reference values of group demo", output)
     assert re.search(r"carol: proposal \w+ applied: review \w+ in force", output)
     assert "alice approving her own proposal: weightgate: PERMISSION_DENIED" in output
-    # The review requires the boot log to replay against each quote: the release
-    # below happened, so the agent's log matched the swtpm's PCRs.
-    assert "+ required controls: measured_boot_log" in output
+    # The review requires the boot log to replay against each quote and every GPU
+    # to attest: the release below happened, so the agent's log matched the swtpm's
+    # PCRs and the four simulated GPUs answered nonces bound to the quote.
+    assert "+ required controls: gpu_attestation, measured_boot_log" in output
+    assert re.search(r"carol: proposal \w+ applied: NVIDIA GPU policy of group demo", output)
+    assert re.search(r"its 4 GPUs each answered .*nvidia\.gpu\.attested", output), output
     first_applied = output.index(" applied: ")
     assert output.index("bob: proposal") < first_applied < trusted.start()
     # The audit log verifies, then a one-byte edit is caught.

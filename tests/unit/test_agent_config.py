@@ -145,3 +145,37 @@ def test_readable_private_key_is_refused(tls_files: Path, mode: int) -> None:
     path = _write(tls_files, GOOD)
     with pytest.raises(ConfigError, match=r":13: \[agent.tls\] private_key: .*group or others"):
         load_config(path)
+
+
+def test_gpu_evidence_defaults_to_nvml(tls_files: Path) -> None:
+    config = load_config(_write(tls_files, GOOD))
+    assert config.gpu_evidence == "nvml"
+    assert config.gpu_simulator is None
+
+
+def test_gpu_simulator_is_explicit(tls_files: Path) -> None:
+    text = GOOD.replace(
+        "reconnect_max_seconds = 30\n",
+        'reconnect_max_seconds = 30\ngpu_evidence = "simulator"\ngpu_simulator = "fleet"\n',
+    )
+    config = load_config(_write(tls_files, text))
+    assert config.gpu_evidence == "simulator"
+    assert config.gpu_simulator == tls_files.resolve() / "fleet"
+
+
+@pytest.mark.parametrize(
+    ("keys", "where"),
+    [
+        ('gpu_evidence = "nvidia"', ":9: [agent] gpu_evidence"),
+        ('gpu_evidence = "simulator"', "[agent] gpu_simulator: a devsim fleet directory"),
+        ('gpu_simulator = "fleet"', ":9: [agent] gpu_simulator: a devsim fleet directory"),
+    ],
+)
+def test_bad_gpu_settings_are_located(tls_files: Path, keys: str, where: str) -> None:
+    path = _write(
+        tls_files,
+        GOOD.replace("reconnect_max_seconds = 30\n", f"reconnect_max_seconds = 30\n{keys}\n"),
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert where in str(e.value), str(e.value)

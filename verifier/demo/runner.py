@@ -2,9 +2,11 @@
 
 It shows what an operator would see, with mutual TLS throughout: an
 evaluation CA issues certificates to the verifier, the agent and four people;
-alice (operator) proposes the reference values, the site, the host's
-assignment and the pre-deployment review, and bob and carol (approvers) approve
-each before it takes effect. The host enrolls its TPM, becomes trusted and
+alice (operator) proposes the reference values, the group's GPU policy, the
+site, the host's assignment and the pre-deployment review (which requires the
+measured-boot log and GPU attestation), and bob and carol (approvers) approve
+each before it takes effect. The host enrolls its TPM, becomes trusted (its four
+simulated GPUs, devsim with TEST roots, attested in the same rounds) and
 receives the weights; then a PCR that the reference covers is extended (as an
 unapproved boot component would), the host turns untrusted with the reason, and
 the weights are erased. Finally dana (auditor) verifies the audit log, which
@@ -28,6 +30,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from verifier.demo.boot_log import build_event_log
+from verifier.demo.gpus import make_demo_gpus
 from verifier.demo.processes import (
     free_port,
     proposal_id,
@@ -49,6 +52,7 @@ SAMPLE_FILES = {  # a tiny stand-in for a checkpoint: name -> size in bytes
     "model-00002-of-00002.safetensors": 3 * 1024 * 1024,
 }
 REFERENCE_PCRS = "0-7"
+GPUS = 4
 PROPOSER = "alice"
 APPROVERS = ("bob", "carol")
 AUDITOR = "dana"
@@ -160,6 +164,9 @@ class _Demo:
             print(f"    {name}: {role}")
 
     def start_verifier(self) -> None:
+        say(f"{GPUS} simulated NVIDIA H100 GPUs (devsim, TEST roots); their signed RIMs are "
+            "imported into the verifier's RIM store")  # fmt: skip
+        self.gpus = make_demo_gpus(self.state, GPUS)
         ca_list = ", ".join(json.dumps(str(p)) for p in self.tpm.ek_ca_certificates)
         self.verifier_config.write_text(
             "[verifier]\n"
@@ -172,7 +179,8 @@ class _Demo:
             f'private_key = "{self.pki / "server-verifier.key"}"\n'
             f'client_ca = "{self.pki / "ca.crt"}"\n'
             "\n[verifier.approvals]  # the two-person rule: two approvers besides the proposer\n"
-            "reference_values = 2\nsite = 2\nhost_site = 2\nreview = 2\n"
+            "reference_values = 2\nsite = 2\nhost_site = 2\nreview = 2\ngpu_policy = 2\n"
+            f"{self.gpus.verifier_table()}"
         )
         say(f"starting the verifier on {self.address} (SQLite in {self.state / 'verifier'})")
         argv = [
@@ -208,6 +216,10 @@ class _Demo:
         self.proposals = [
             self.propose("reference", "set", "--group", GROUP, "--pcrs", str(pcrs_file))
         ]
+        say("alice proposes the group's GPU policy: CC mode on, minimum driver and VBIOS, "
+            "the allowed RIMs")  # fmt: skip
+        policy = ("reference", "propose-gpu", "--group", GROUP, "--policy", str(self.gpus.policy))
+        self.proposals.append(self.propose(*policy))
 
     def write_agent_config(self, extra: str = "", tables: str = "") -> None:
         self.agent_config.write_text(
@@ -218,6 +230,7 @@ class _Demo:
             f'state_dir = "{self.state / "agent"}"\n'
             "reconnect_initial_seconds = 0.5\n"
             f'event_log_path = "{self.boot_log}"\n'
+            f"{self.gpus.agent_keys()}"
             f"{extra}"
             "\n[agent.tls]\n"
             f'ca_certificate = "{self.pki / "ca.crt"}"\n'
@@ -245,7 +258,7 @@ class _Demo:
         self.proposals.append(self.propose("hosts", "assign", HOST_ID, "--site", SITE))
         review = ("reviews", "propose", digest, "--site", SITE,
                   "--categories", "cyber,cbrn,autonomy", "--findings", "none blocking",
-                  "--controls", "measured_boot_log",
+                  "--controls", "measured_boot_log,gpu_attestation",
                   "--summary", "sample model cleared for the demo site")  # fmt: skip
         self.proposals.append(self.propose(*review))
         say("nothing takes effect yet: the proposals await two approvers besides alice")
@@ -280,6 +293,12 @@ class _Demo:
         self.wait("the host to become trusted", lambda: self.status() == "trusted")
         say("the host is attested and TRUSTED")
         print(self.weightgate("hosts", "list"))
+        shown = json.loads(self.weightgate("hosts", "show", HOST_ID, "--json", "--history", "1"))
+        checks = shown["history"][0]["checks_run"] if shown["history"] else []
+        if "nvidia.gpu.attested" not in checks:
+            raise RuntimeError(f"the trusted verdict did not attest the GPUs: {checks}")
+        print(f"    its {GPUS} GPUs each answered a nonce bound to this round's quote; checks: "
+              + ", ".join(c for c in checks if c.startswith("nvidia.")))  # fmt: skip
 
     def receive_weights(self) -> None:
         def holds_weights() -> bool:
