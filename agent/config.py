@@ -18,6 +18,7 @@ Example::
     # needs the `gpu` extra, nvidia-ml-py), "off", or "simulator" with gpu_simulator,
     # a devsim fleet directory (tests and demos only).
     gpu_evidence = "nvml"
+    gpu_timeout_seconds = 20.0         # default; then "unavailable" instead of waiting on NVML
     # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
     # as soon as a model is configured.
     verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
@@ -66,6 +67,7 @@ _AGENT_KEYS = frozenset(
         "ima_log_path",
         "gpu_evidence",
         "gpu_simulator",
+        "gpu_timeout_seconds",
     }
 )
 _MODEL_KEYS = frozenset({"manifest_digest", "target_dir"})
@@ -119,6 +121,9 @@ class AgentConfig:
     # Where GPU evidence comes from when the verifier asks for it.
     gpu_evidence: GpuSource = "nvml"
     gpu_simulator: Path | None = None  # a devsim fleet directory, with "simulator"
+    # How long one collection over every GPU may take before the agent answers
+    # "unavailable" (NVML calls cannot be interrupted; a hung one is not waited for).
+    gpu_timeout_seconds: float = 20.0
 
 
 def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:
@@ -226,6 +231,7 @@ class _Validator:
             ima_log_path = self._path_value(self._string("agent", agent, "ima_log_path"))
         gpu_evidence, gpu_simulator = self._gpu(agent)
         return AgentConfig(
+            gpu_timeout_seconds=self._seconds(agent, "gpu_timeout_seconds", 20.0),
             gpu_evidence=gpu_evidence,
             gpu_simulator=gpu_simulator,
             event_log_path=event_log_path,

@@ -25,7 +25,7 @@ import grpc.aio
 from agent.backoff import Backoff
 from agent.binding import ensure_certified_binding_key
 from agent.collectors.boot_log import read_boot_log
-from agent.collectors.gpu_evidence import gpu_evidence_message
+from agent.collectors.gpu_evidence import BoundedGpuCollector
 from agent.collectors.ima_log import read_ima_log
 from agent.collectors.tpm import Tpm, TpmError, ak_name
 from agent.config import AgentConfig, load_verifier_signing_key
@@ -99,6 +99,11 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, tpm: Tpm | None = None) -> None:
         self._config = config
+        self._gpus = BoundedGpuCollector(
+            source=config.gpu_evidence,
+            simulator_dir=config.gpu_simulator,
+            timeout_seconds=config.gpu_timeout_seconds,
+        )
         self._tpm = tpm or Tpm(config.tcti)
         self._worker = TpmWorker(self._tpm)
         self._log = EventLog(config.host_id)
@@ -283,12 +288,8 @@ class Agent:
             evidence.ima.CopyFrom(ima)
         if challenge.HasField("gpu"):
             # After quoting: each GPU's nonce is derived from the quote's bytes.
-            gpu = await asyncio.to_thread(
-                gpu_evidence_message,
-                source=self._config.gpu_evidence,
-                simulator_dir=self._config.gpu_simulator,
-                challenge_nonce=bytes(challenge.nonce),
-                tpm_attest=bytes(quote.attest),
+            gpu = await self._gpus.collect(
+                challenge_nonce=bytes(challenge.nonce), tpm_attest=bytes(quote.attest)
             )
             evidence.gpu.CopyFrom(gpu)
         return evidence

@@ -25,25 +25,25 @@ which production configs never set::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from verifier.config_reader import ConfigError, Reader
-from verifier.evidence.nvidia.chain import DEVICE_ROOT_SPKI_SHA256, spki_sha256
-from verifier.evidence.nvidia.rim_chain import NVIDIA_RIM_ROOT_SHA256
+from verifier.evidence.nvidia.trust_dir import (
+    NvidiaRoots,
+    TrustDirError,
+    load_test_roots,
+    load_trust_dir,
+)
 
 __all__ = ["NvidiaConfig", "nvidia_config"]
 
 log = logging.getLogger(__name__)
 
-# A root file is one or two certificates; bound what reading a wrong file costs.
-_MAX_ROOT_FILE_BYTES = 64 * 1024
 _KEYS = {
     "trust_dir",
     "rim_store",
@@ -64,60 +64,6 @@ class NvidiaConfig:
     ocsp_max_age: timedelta
     ocsp_stale_grace: timedelta
     test_roots_trusted: bool  # insecure_test_roots named any root
-
-
-def _certificates(reader: Reader, key: str, path: Path) -> list[x509.Certificate]:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_ROOT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise reader.fail(key, f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > _MAX_ROOT_FILE_BYTES:
-        raise reader.fail(key, f"{path}: larger than {_MAX_ROOT_FILE_BYTES} bytes")
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise reader.fail(key, f"{path}: not PEM certificates") from None
-
-
-def _is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
-def _sorted_roots(
-    reader: Reader, key: str, files: Iterable[Path], *, pinned_only: bool
-) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
-    """(device roots, RIM roots) from ``files``.
-
-    Pinned: NVIDIA's by SPKI (device) or fingerprint (RIM). Otherwise (only for
-    ``insecure_test_roots``) a CA certificate whose subject says device or RIM.
-    """
-    devices: list[x509.Certificate] = []
-    rims: list[x509.Certificate] = []
-    for path in files:
-        for certificate in _certificates(reader, key, path):
-            name = certificate.subject.rfc4514_string()
-            if spki_sha256(certificate) == DEVICE_ROOT_SPKI_SHA256:
-                devices.append(certificate)
-            elif certificate.fingerprint(hashes.SHA256()).hex() == NVIDIA_RIM_ROOT_SHA256:
-                rims.append(certificate)
-            elif pinned_only:
-                raise reader.fail(
-                    key,
-                    f"{path}: {name} is neither NVIDIA's Device Identity CA nor NVIDIA's RIM "
-                    "root (both are pinned in weightgate); a simulator's root belongs in "
-                    "insecure_test_roots",
-                )
-            elif not _is_ca(certificate):
-                raise reader.fail(key, f"{path}: {name} is not a CA certificate")
-            elif "RIM" in name.upper():
-                rims.append(certificate)
-            else:
-                devices.append(certificate)
-    return devices, rims
 
 
 def _directory(reader: Reader, key: str, base: Path) -> Path:
@@ -143,35 +89,35 @@ def nvidia_config(path: Path, text: str, raw: Any, base: Path) -> NvidiaConfig |
         raise ConfigError(f"{path}: [verifier.nvidia] must be a table")
     reader = Reader(path, text, "verifier.nvidia", raw)
     reader.unknown_keys(_KEYS)
-    devices: list[x509.Certificate] = []
-    rims: list[x509.Certificate] = []
+    roots = NvidiaRoots((), ())
     if "trust_dir" in raw or "insecure_test_roots" not in raw:
         trust_dir = _directory(reader, "trust_dir", base)
-        devices, rims = _sorted_roots(
-            reader, "trust_dir", sorted(trust_dir.glob("*.pem")), pinned_only=True
-        )
+        try:
+            roots = load_trust_dir(trust_dir)
+        except TrustDirError as exc:
+            raise reader.fail("trust_dir", str(exc)) from None
     test_files = reader.get("insecure_test_roots", list, [], "a list of PEM file paths")
     if not all(isinstance(name, str) for name in test_files):
         raise reader.fail("insecure_test_roots", "expected a list of PEM file paths")
-    test_devices, test_rims = _sorted_roots(
-        reader, "insecure_test_roots", [base / name for name in test_files], pinned_only=False
-    )
+    try:
+        test_roots = load_test_roots(base / name for name in test_files)
+    except TrustDirError as exc:
+        raise reader.fail("insecure_test_roots", str(exc)) from None
     if test_files:
         log.warning(
             "[verifier.nvidia] insecure_test_roots trusts %d simulator root(s): "
             "GPU evidence signed by them is accepted (tests and demos only)",
-            len(test_devices) + len(test_rims),
+            len(test_roots.device_roots) + len(test_roots.rim_roots),
         )
-    devices += test_devices
-    rims += test_rims
-    if not devices:
+    roots += test_roots
+    if not roots.device_roots:
         raise reader.fail("trust_dir", "no NVIDIA Device Identity CA (verifier_device_root.pem)")
-    if not rims:
+    if not roots.rim_roots:
         raise reader.fail("trust_dir", "no NVIDIA RIM root (verifier_RIM_root.pem)")
     return NvidiaConfig(
-        device_roots=tuple(devices),
-        device_spki_pins=frozenset(spki_sha256(root) for root in devices),
-        rim_roots=tuple(rims),
+        device_roots=roots.device_roots,
+        device_spki_pins=roots.device_spki_pins,
+        rim_roots=roots.rim_roots,
         rim_store=_directory(reader, "rim_store", base),
         ocsp_dir=_directory(reader, "ocsp_dir", base),
         ocsp_max_age=_hours(reader, "ocsp_max_age_hours", 168.0, allow_zero=False),

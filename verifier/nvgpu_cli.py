@@ -56,8 +56,9 @@ with no network:
                looked up by NVIDIA's RIM id (NV_GPU_DRIVER_GH100_545.00, ...),
                and of several contents under one id the one whose signing
                path stays valid longest at --at is used (the output names it)
-  --device-root the NVIDIA Device Identity CA (PEM), checked against its pinned
-               fingerprint; --rim-root the NVIDIA RIM root (PEM), likewise
+  --trust-dir  a directory holding NVIDIA's Device Identity CA and RIM root (PEM),
+               each checked against the pins in weightgate (anything else refused);
+               or --device-root and --rim-root, the two files, checked likewise
   --policy     POLICY.json: {{"version": 1, "min_driver_version": "550.54.15",
                "min_vbios_version": "96.00.5e.00.01", "allowed_rim_ids": [...],
                "allowed_cc_states": ["on"], "min_switch_bios_version", "require_ppcie"}}
@@ -110,8 +111,15 @@ def add_nvgpu_command(kinds: Any) -> None:
         "--nonce", action="append", required=True, metavar="HEX", help="once, or per device"
     )
     nvgpu.add_argument("--rim-store", type=Path, required=True, metavar="DIR")
-    nvgpu.add_argument("--device-root", type=Path, required=True, metavar="PEM")
-    nvgpu.add_argument("--rim-root", type=Path, required=True, metavar="PEM")
+    nvgpu.add_argument(
+        "--trust-dir",
+        type=Path,
+        metavar="DIR",
+        help="NVIDIA's Device Identity CA and RIM root (PEM files; each must match the pins "
+        "in weightgate); instead of --device-root and --rim-root",
+    )
+    nvgpu.add_argument("--device-root", type=Path, metavar="PEM")
+    nvgpu.add_argument("--rim-root", type=Path, metavar="PEM")
     nvgpu.add_argument(
         "--allow-other-roots",
         action="store_true",
@@ -177,23 +185,6 @@ def _read(path: Path, what: str) -> bytes:
     if len(data) > MAX_INPUT_BYTES:
         raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
     return data
-
-
-def _roots(path: Path, *, pinned: str | None, what: str) -> list[x509.Certificate]:
-    from verifier.evidence.nvidia.offline_rims import RootFileError, load_root_file  # noqa: PLC0415
-
-    try:
-        return load_root_file(path, expected_sha256=pinned, what=what)
-    except RootFileError as exc:
-        raise _UsageError(str(exc)) from None
-
-
-def _rim_roots(path: Path | None, *, allow_other: bool) -> list[x509.Certificate]:
-    from verifier.evidence.nvidia.rim_chain import NVIDIA_RIM_ROOT_SHA256  # noqa: PLC0415
-
-    if path is None:
-        raise _UsageError("--rim-root: name the NVIDIA RIM root file (PEM); none is assumed")
-    return _roots(path, pinned=None if allow_other else NVIDIA_RIM_ROOT_SHA256, what="RIM root")
 
 
 def _store(directory: Path, roots: list[x509.Certificate]) -> Any:
@@ -280,9 +271,7 @@ def _entries(args: argparse.Namespace) -> list[EvidenceEntry]:
 
 
 def _verify(args: argparse.Namespace) -> EvidenceReport:
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
 
-    from verifier.evidence.nvidia.chain import DEVICE_ROOT_SPKI_SHA256, spki_sha256  # noqa: PLC0415
     from verifier.evidence.nvidia.gpu_policy import CcState, PolicyError, load_policy  # noqa: PLC0415
     from verifier.evidence.nvidia.ocsp import OcspPolicy  # noqa: PLC0415
     from verifier.evidence.nvidia.ocsp_cache import OcspCache  # noqa: PLC0415
@@ -295,19 +284,7 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
     at = _at(args.at)
     entries = _entries(args)
     nonces = _nonces(args.nonce, len(entries))
-    device_roots = _roots(args.device_root, pinned=None, what="device root")
-    if args.allow_other_roots:
-        pins = frozenset(spki_sha256(r) for r in device_roots)
-    else:
-        pins = frozenset({DEVICE_ROOT_SPKI_SHA256})
-        for root in device_roots:
-            if spki_sha256(root) not in pins:
-                raise _UsageError(
-                    f"device root {args.device_root}: {root.subject.rfc4514_string()} "
-                    f"(SHA-256 {root.fingerprint(hashes.SHA256()).hex()}) is not NVIDIA's "
-                    "pinned Device Identity CA; a test root needs --allow-other-roots"
-                )
-    rim_roots = _rim_roots(args.rim_root, allow_other=args.allow_other_roots)
+    device_roots, pins, rim_roots = _trust(args)
     try:
         policy = load_policy(_read(args.policy, "policy"))
     except PolicyError as exc:
@@ -336,6 +313,31 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
         device_spki_pins=pins,
         rim_signing_paths=rim_signing_path_for(rim_roots, at),
     )
+
+
+def _trust(
+    args: argparse.Namespace,
+) -> tuple[list[x509.Certificate], frozenset[bytes], list[x509.Certificate]]:
+    from verifier.nvgpu_roots import RootsError, roots_from_options  # noqa: PLC0415
+
+    try:
+        return roots_from_options(
+            trust_dir=args.trust_dir,
+            device_root=args.device_root,
+            rim_root=args.rim_root,
+            allow_other_roots=args.allow_other_roots,
+        )
+    except RootsError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _rim_roots(path: Path | None, *, allow_other: bool) -> list[x509.Certificate]:
+    from verifier.nvgpu_roots import RootsError, rim_roots  # noqa: PLC0415
+
+    try:
+        return rim_roots(path, allow_other=allow_other)
+    except RootsError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def run_nvgpu_command(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ into the message untouched; whatever could not be collected is said in
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from agent.collectors.gpu import GpuCollection, NvmlApi, collect_gpu_evidence
@@ -16,7 +17,7 @@ from agent.config import GpuSource
 from weightgate.gpu_nonce import gpu_nonce
 from weightgate.v1 import attestation_pb2
 
-__all__ = ["gpu_evidence_message"]
+__all__ = ["BoundedGpuCollector", "gpu_evidence_message"]
 
 
 def _nvml_for(source: GpuSource, simulator_dir: Path | None) -> NvmlApi | str | None:
@@ -66,3 +67,48 @@ def _message(collection: GpuCollection) -> attestation_pb2.GpuEvidence:
         else:
             device.unavailable = "; ".join(gpu.reasons) or "NVML returned no report or chain"
     return message
+
+
+class BoundedGpuCollector:
+    """One collection at a time, each given at most ``timeout_seconds``.
+
+    NVML calls block in C and cannot be interrupted: a hung driver would hold the
+    round past the verifier's deadline. So the collection runs in a worker thread,
+    the round waits at most ``timeout_seconds`` and then answers "unavailable"
+    (the verifier fails the round, naming it), and while that thread has not
+    returned, later rounds answer "unavailable" at once instead of stacking more
+    threads on a hung driver.
+    """
+
+    def __init__(
+        self, *, source: GpuSource, simulator_dir: Path | None, timeout_seconds: float
+    ) -> None:
+        self._source, self._simulator_dir = source, simulator_dir
+        self._timeout = timeout_seconds
+        self._in_flight: asyncio.Future[attestation_pb2.GpuEvidence] | None = None
+
+    async def collect(
+        self, *, challenge_nonce: bytes, tpm_attest: bytes
+    ) -> attestation_pb2.GpuEvidence:
+        if self._in_flight is not None and not self._in_flight.done():
+            return attestation_pb2.GpuEvidence(
+                unavailable="the previous GPU collection has not returned (NVML not answering)"
+            )
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                gpu_evidence_message,
+                source=self._source,
+                simulator_dir=self._simulator_dir,
+                challenge_nonce=challenge_nonce,
+                tpm_attest=tpm_attest,
+            )
+        )
+        self._in_flight = work
+        try:
+            # shield: a timeout abandons the wait, not the thread (it cannot be stopped).
+            return await asyncio.wait_for(asyncio.shield(work), self._timeout)
+        except TimeoutError:
+            return attestation_pb2.GpuEvidence(
+                unavailable=f"GPU collection did not finish within {self._timeout:g} s "
+                "(gpu_timeout_seconds)"
+            )

@@ -300,3 +300,62 @@ def test_subprocess_run_of_v1(v1_store: Path, policy: Path) -> None:
     assert done.returncode == 3, done.stderr
     assert "gpu0: warning" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+# --- --trust-dir -----------------------------------------------------------------
+
+
+def _trust_args(store: Path, policy: Path, *roots: str) -> list[str]:
+    return [
+        "evidence", "verify", "nvgpu", "--rim-store", str(store), *roots,
+        "--policy", str(policy), "--cc-state", "on",
+        "--report", str(_v(V1_REPORT)), "--chain", str(_v(V1_CHAIN)),
+        "--nonce", V1_NONCE, "--at", AT_V1, "--ocsp-skip", "--json",
+    ]  # fmt: skip
+
+
+def test_trust_dir_gives_the_same_verdict_as_the_root_files(
+    v1_store: Path, policy: Path, capsys: Any
+) -> None:
+    capsys.readouterr()
+    by_files = main(_v1_args(v1_store, policy, V1_NONCE, "--ocsp-skip", "--json"))
+    from_files = json.loads(capsys.readouterr().out)
+    by_dir = main(_trust_args(v1_store, policy, "--trust-dir", str(vectors_dir("nvidia", "roots"))))
+    from_dir = json.loads(capsys.readouterr().out)
+    assert by_files == by_dir == 3  # affirming but for OCSP, skipped: a warning
+    assert from_dir["verdict"] == from_files["verdict"] == "warning"
+    assert from_dir["reasons"] == from_files["reasons"]
+
+
+def test_trust_dir_refuses_a_foreign_root_naming_it(
+    tmp_path: Path, v1_store: Path, policy: Path, capsys: Any
+) -> None:
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    for pem in vectors_dir("nvidia", "roots").glob("*.pem"):
+        (trust / pem.name).write_bytes(pem.read_bytes())
+    # Beside NVIDIA's two roots, a certificate that is no pinned root (the V1
+    # device chain's leaf): the whole directory is refused, naming the file.
+    chain = _v(V1_CHAIN).read_bytes()
+    (trust / "extra.pem").write_bytes(chain[: chain.index(b"-----END CERTIFICATE-----") + 26])
+    capsys.readouterr()
+    code = main(_trust_args(v1_store, policy, "--trust-dir", str(trust)))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "extra.pem" in err and "pinned" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "roots",
+    [
+        [],  # nothing assumed
+        ["--device-root", "x.pem"],  # half of the pair
+        ["--trust-dir", "DIR", "--allow-other-roots"],  # a pinned dir cannot be widened
+    ],
+)
+def test_roots_must_be_named(v1_store: Path, policy: Path, capsys: Any, roots: list[str]) -> None:
+    roots = [str(vectors_dir("nvidia", "roots")) if r == "DIR" else r for r in roots]
+    capsys.readouterr()
+    code = main(_trust_args(v1_store, policy, *roots))
+    assert code == 2
+    assert "weightgate evidence:" in capsys.readouterr().err

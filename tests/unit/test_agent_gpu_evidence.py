@@ -65,3 +65,42 @@ def test_cc_mode_from_nvml(cc: int, devtools: int, multi: int, mode: str | None)
 def test_cc_mode_unknown_without_state() -> None:
     assert cc_mode(None, 0) is None
     assert cc_mode(ConfComputeState(2, 1, 0), None) is None
+
+
+def test_a_hung_collection_is_not_waited_for_nor_stacked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """NVML cannot be interrupted, so a hang is stood in for by a blocked call."""
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from agent.collectors import gpu_evidence  # noqa: PLC0415
+
+    release = threading.Event()
+    calls: list[bytes] = []
+    real = gpu_evidence.gpu_evidence_message
+
+    def hanging(**kwargs: object) -> object:
+        calls.append(bytes(kwargs["challenge_nonce"]))  # type: ignore[arg-type]
+        release.wait(10)
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpu_evidence, "gpu_evidence_message", hanging)
+    create_fleet(tmp_path / "fleet", gpus=1)
+    collector = gpu_evidence.BoundedGpuCollector(
+        source="simulator", simulator_dir=tmp_path / "fleet", timeout_seconds=0.2
+    )
+
+    async def rounds() -> list[object]:
+        first = await collector.collect(challenge_nonce=NONCE, tpm_attest=ATTEST)
+        second = await collector.collect(challenge_nonce=NONCE, tpm_attest=ATTEST)
+        release.set()
+        await asyncio.sleep(0.5)  # the hung thread returns
+        third = await collector.collect(challenge_nonce=NONCE, tpm_attest=ATTEST)
+        return [first, second, third]
+
+    first, second, third = asyncio.run(rounds())
+    assert "did not finish within 0.2 s" in first.unavailable  # type: ignore[attr-defined]
+    assert "previous GPU collection has not returned" in second.unavailable  # type: ignore[attr-defined]
+    assert third.unavailable == "" and len(third.devices) == 1  # type: ignore[attr-defined]
+    assert len(calls) == 2, "no thread was stacked on the hung one"
