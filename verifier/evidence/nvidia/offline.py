@@ -107,15 +107,16 @@ def verify_nvgpu_offline(
     rim_roots: Sequence[x509.Certificate],
     ocsp: OcspInput,
     at: datetime,
+    rim_signing_paths: Callable[[bytes], Sequence[x509.Certificate]],
     device_spki_pins: frozenset[bytes] = frozenset({DEVICE_ROOT_SPKI_SHA256}),
-    rim_signing_paths: Callable[[bytes], Sequence[x509.Certificate]] | None = None,
 ) -> EvidenceReport:
     """verify_devices (its checks, in its order), then OCSP per device; one report.
 
     The report's verdict is the host's: contraindicated if any device is,
     warning if every device affirms but some carry warnings (OCSP not checked or
     stale-accepted), affirming only if every device affirms with OCSP checked.
-    ``rim_signing_paths(xml)`` gives a used RIM's verified signing path for OCSP.
+    ``rim_signing_paths(xml)`` gives a used RIM's verified signing path for OCSP
+    (required: a RIM's revocation is never left unchecked for want of its path).
     """
     rims = StoreRimSource(store, at=at)
     result = verify_devices(
@@ -171,7 +172,11 @@ def verify_nvgpu_offline(
             host_warnings += tagged
     if not result.devices:
         host_reasons += list(result.host.reasons)
-    if ocsp.source is not None and ocsp.policy is not None and rim_signing_paths is not None:
+    if ocsp.source is None or ocsp.policy is None:
+        host_checks.append(
+            CheckOutcome(CHECK_OCSP_RIMS, "revocation", "not_run", "OCSP not checked")
+        )
+    else:
         # A RIM serves every device that names it, so its revocation is the host's.
         rim_found: list[Reason] = []
         for choice in rims.chosen.values():
