@@ -359,3 +359,15 @@ def test_roots_must_be_named(v1_store: Path, policy: Path, capsys: Any, roots: l
     code = main(_trust_args(v1_store, policy, *roots))
     assert code == 2
     assert "weightgate evidence:" in capsys.readouterr().err
+
+
+def test_policy_device_count_is_enforced_offline_too(
+    tmp_path: Path, v1_store: Path, policy: Path, capsys: Any
+) -> None:
+    counted = tmp_path / "counted.json"
+    counted.write_text(json.dumps(json.loads(policy.read_text()) | {"device_count": 2}))
+    capsys.readouterr()
+    code = main(_v1_args(v1_store, counted, V1_NONCE, "--ocsp-skip", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [r["code"] for r in out["reasons"]] == ["nvidia.devices.count_mismatch"]

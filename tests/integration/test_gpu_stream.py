@@ -183,3 +183,30 @@ def test_the_fleet_policy_is_stored_as_proposed(setup: tuple[VerifierHarness, Tp
     stored = verifier.store.get_gpu_policy(GROUP)
     assert stored is not None
     assert dict(stored.document) == json.loads((fleet / "gpu_policy.json").read_text())
+
+
+def test_a_gpu_left_out_fails_the_device_count(setup: tuple[VerifierHarness, Tpm, Path]) -> None:
+    verifier, tpm, fleet = setup
+    original = (fleet / "gpu_policy.json").read_bytes()
+
+    def propose(document: bytes) -> None:
+        change = operator_pb2.GpuPolicyChange(group=GROUP, policy_json=document)
+        verifier.operator.ProposeChange(
+            operator_pb2.ProposeChangeRequest(change=operator_pb2.ProposedChange(gpu_policy=change))
+        )
+
+    propose(json.dumps(json.loads(original) | {"device_count": GPUS}).encode())
+    stream = Stream(verifier, HOST, enroll(verifier, tpm, HOST))
+    try:
+        verdict, _ = _answer(stream, tpm, fleet)
+        assert verdict.tier == common_pb2.TIER_AFFIRMING, codes(verdict)
+        challenge = stream.next_challenge()
+        evidence = evidence_for(tpm, challenge)
+        gpu = _gpu(fleet, challenge, evidence.tpm.attest)
+        del gpu.devices[GPUS - 1]  # the last GPU left out: the others still verify
+        evidence.gpu.CopyFrom(gpu)
+        verdict = stream.answer(evidence)
+        assert codes(verdict) == ["nvidia.devices.count_mismatch"], codes(verdict)
+    finally:
+        stream.close()
+        propose(original)

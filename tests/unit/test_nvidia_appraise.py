@@ -440,7 +440,13 @@ def test_policy_loads_and_refuses_permissive_files() -> None:
     policy = load_policy(json.dumps(good))
     assert policy.allowed_cc_states == frozenset({CcState.ON})
     assert policy.min_switch_bios_version is None and not policy.require_ppcie
+    assert policy.device_count is None
+    assert load_policy(json.dumps({**good, "device_count": 8})).device_count == 8
     for broken in (
+        {**good, "device_count": 0},
+        {**good, "device_count": 65},
+        {**good, "device_count": True},
+        {**good, "device_count": "8"},
         {**good, "allowed_rim_ids": []},
         {**good, "min_driver_version": None},
         {**good, "typo": True},

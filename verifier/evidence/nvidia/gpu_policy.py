@@ -11,7 +11,8 @@ silently drop a rule)::
       "min_driver_version": "550.54.15",      # required, dotted decimal
       "min_vbios_version": "96.00.5e.00.01",  # required, dotted hex (as NVIDIA prints it)
       "min_switch_bios_version": "96.10.55.00.01",  # optional; absent = no NVSwitch allowed
-      "allowed_rim_ids": ["NV_GPU_DRIVER_GH100_550.54.15", "..."]   # required, non-empty
+      "allowed_rim_ids": ["NV_GPU_DRIVER_GH100_550.54.15", "..."],  # required, non-empty
+      "device_count": 8                       # optional: exactly this many devices
     }
 
 Deny by default: the dataclass defaults allow no RIM and no switch; a file
@@ -91,6 +92,9 @@ class GpuPolicy:
     allowed_rim_ids: frozenset[str] = field(default_factory=frozenset)
     allowed_cc_states: frozenset[CcState] = frozenset({CcState.ON})
     require_ppcie: bool = False
+    # Exactly this many devices must be listed (None: any number, at least one), so
+    # that a host cannot leave a GPU out of its evidence and still affirm.
+    device_count: int | None = None
 
 
 def _str(doc: dict[str, object], key: str) -> str | None:
@@ -120,6 +124,7 @@ _KEYS = frozenset(
         "min_vbios_version",
         "min_switch_bios_version",
         "allowed_rim_ids",
+        "device_count",
     }
 )
 
@@ -150,6 +155,11 @@ def load_policy(data: bytes | str) -> GpuPolicy:
     if not isinstance(ppcie, bool):
         raise PolicyError("require_ppcie must be true or false")
     switch = _str(doc, "min_switch_bios_version")
+    count = doc.get("device_count")
+    # 64: the agent's and the verifier's bound on devices per host.
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 1 <= count <= 64):  # fmt: skip
+        raise PolicyError("device_count must be a whole number from 1 to 64")
     try:
         return GpuPolicy(
             min_driver_version=parse_driver_version(driver),
@@ -158,6 +168,7 @@ def load_policy(data: bytes | str) -> GpuPolicy:
             allowed_rim_ids=frozenset(rim_ids),
             allowed_cc_states=frozenset(CcState(s) for s in states),
             require_ppcie=ppcie,
+            device_count=count,
         )
     except ValueError as exc:
         raise PolicyError(str(exc)) from exc

@@ -8,8 +8,10 @@ different nonce and fails ``nvidia.report.nonce_mismatch`` for that GPU.
 
 Checks, in order (every device to the end, no early stop):
 
-1. the evidence is there (``nvidia.evidence.missing`` names why not) and every
-   device the agent listed gave a report and a chain (``nvidia.device.unavailable``);
+1. the evidence is there (``nvidia.evidence.missing`` names why not), lists as
+   many devices as the policy's ``device_count`` (``nvidia.devices.count_mismatch``:
+   a GPU left out cannot go unnoticed), and every device listed gave a report and
+   a chain (``nvidia.device.unavailable``);
 2. per device, :func:`~verifier.evidence.nvidia.offline.verify_nvgpu_offline`:
    parse, chain to a pinned root, report signature over the exact bytes, nonce,
    FWID, RIMs from the local store verified before use, measurements, versions,
@@ -122,6 +124,7 @@ class GpuVerifier:
                 cc_state=_CC_STATES.get(evidence.cc_state),
                 policy=policy,
                 at=at,
+                listed_devices=len(evidence.devices),
             )
             reasons += found
             checks |= ran
@@ -137,6 +140,7 @@ class GpuVerifier:
         cc_state: CcState | None,
         policy: GpuPolicy,
         at: datetime,
+        listed_devices: int,
     ) -> tuple[list[Reason], set[str]]:
         """``expected_nonce_for(i)``: the nonce of ``entries[i]``, by its position in the
         agent's list (a device that gave no evidence shifts no other device's nonce)."""
@@ -153,6 +157,7 @@ class GpuVerifier:
             at=at,
             device_spki_pins=config.device_spki_pins,
             rim_signing_paths=rim_signing_path_for(config.rim_roots, at),
+            listed_devices=listed_devices,
         )
         # Per-device outcomes are named gpu0, nvswitch0...: only the checks themselves
         # (nvidia.*) go into the round's checks_run.

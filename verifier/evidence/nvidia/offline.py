@@ -109,6 +109,7 @@ def verify_nvgpu_offline(
     at: datetime,
     rim_signing_paths: Callable[[bytes], Sequence[x509.Certificate]],
     device_spki_pins: frozenset[bytes] = frozenset({DEVICE_ROOT_SPKI_SHA256}),
+    listed_devices: int | None = None,
 ) -> EvidenceReport:
     """verify_devices (its checks, in its order), then OCSP per device; one report.
 
@@ -117,6 +118,9 @@ def verify_nvgpu_offline(
     stale-accepted), affirming only if every device affirms with OCSP checked.
     ``rim_signing_paths(xml)`` gives a used RIM's verified signing path for OCSP
     (required: a RIM's revocation is never left unchecked for want of its path).
+    ``listed_devices``: how many devices the host listed, for the policy's
+    ``device_count`` (default ``len(entries)``; the stream also counts devices
+    that sent no evidence, which it reports itself).
     """
     rims = StoreRimSource(store, at=at)
     result = verify_devices(
@@ -132,6 +136,14 @@ def verify_nvgpu_offline(
     )
     devices_json: list[dict[str, Any]] = []
     host_reasons: list[Reason] = []
+    listed = len(entries) if listed_devices is None else listed_devices
+    if policy.device_count is not None and listed != policy.device_count:
+        host_reasons.append(
+            Reason(
+                "nvidia.devices.count_mismatch",
+                f"{listed} devices listed, the policy expects {policy.device_count}",
+            )
+        )
     host_warnings: list[Reason] = []
     host_checks: list[CheckOutcome] = []
     for device in result.devices:
