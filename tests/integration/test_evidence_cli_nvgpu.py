@@ -370,4 +370,7 @@ def test_policy_device_count_is_enforced_offline_too(
     code = main(_v1_args(v1_store, counted, V1_NONCE, "--ocsp-skip", "--json"))
     out = json.loads(capsys.readouterr().out)
     assert code == 1
-    assert [r["code"] for r in out["reasons"]] == ["nvidia.devices.count_mismatch"]
+    # The count is the finding; OCSP, skipped here, stays a warning beside it.
+    codes = [r["code"] for r in out["reasons"]]
+    assert out["verdict"] == "contraindicated"
+    assert sorted(codes) == ["nvidia.devices.count_mismatch", "nvidia.ocsp.not_checked"]
