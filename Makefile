@@ -61,6 +61,7 @@ bench: $(STAMP_PIP)
 	bash ../shared/bench/keylime/setup.sh
 	$(PY) bench/tpm_verify.py
 	bash ../shared/bench/nvidia/setup.sh && $(PY) bench/gpu_verify.py
+	$(PY) bench/gpu_host.py
 
 # Coverage-guided fuzzing of every parser of untrusted bytes (a minute each).
 fuzz: $(STAMP_PIP)
