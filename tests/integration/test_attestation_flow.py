@@ -450,3 +450,25 @@ def test_a_host_cannot_switch_to_another_tpm(
             )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "enrollment.ek_changed" in (refused.value.details() or "")
+
+
+def test_a_newer_stream_of_the_host_ends_the_older_one(
+    verifier: VerifierHarness, tpm: Tpm, enrolled: tuple[str, bytes]
+) -> None:
+    set_reference_from(verifier, tpm)
+    older = Stream(verifier, *enrolled)
+    try:
+        older.next_challenge()  # it is live
+        newer = Stream(verifier, *enrolled)
+        try:
+            with pytest.raises(grpc.RpcError) as ended:
+                while True:
+                    older.receive("verdict")  # drains challenges until the stream ends
+            assert ended.value.code() == grpc.StatusCode.ABORTED
+            assert "attestation.superseded" in (ended.value.details() or "")
+            verdict = newer.answer(evidence_for(tpm, newer.next_challenge()))
+            assert verdict.tier == common_pb2.TIER_AFFIRMING, codes(verdict)
+        finally:
+            newer.close()
+    finally:
+        older.close()

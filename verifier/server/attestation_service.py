@@ -27,13 +27,24 @@ AttestContext = grpc.aio.ServicerContext[
 
 
 class OpenStreams:
-    """The open streams per host, so that operator actions can wake them."""
+    """The open streams per host, so that operator actions can wake them.
+
+    One stream per host: the newest wins. An agent that reconnects after a network
+    split may leave its old stream half-open on this side; two live streams would
+    both be challenged, both renew leases and race on the host's IMA progress, so
+    opening a stream ends the host's older ones (``attestation.superseded``).
+    """
 
     def __init__(self) -> None:
         self._streams: dict[str, set[HostStream]] = {}
 
     def add(self, stream: HostStream) -> None:
-        self._streams.setdefault(stream.host_id, set()).add(stream)
+        """Register ``stream`` and end every older stream of the same host."""
+        older = self._streams.setdefault(stream.host_id, set())
+        for previous in older:
+            previous.supersede()
+        older.clear()
+        older.add(stream)
 
     def remove(self, stream: HostStream) -> None:
         self._streams.get(stream.host_id, set()).discard(stream)

@@ -83,6 +83,15 @@ class HostStream:
         """Run the next round now (e.g. the host was quarantined)."""
         self._wake.set()
 
+    def supersede(self) -> None:
+        """End this stream: a newer stream of the same host opened."""
+        self._outbox.put_nowait(
+            StreamAbort(
+                grpc.StatusCode.ABORTED,
+                "attestation.superseded: a newer attestation stream of this host opened",
+            )
+        )
+
     async def run(
         self, requests: AsyncIterator[attestation_pb2.AgentMessage]
     ) -> AsyncIterator[Outgoing]:
