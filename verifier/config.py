@@ -93,6 +93,9 @@ class VerifierConfig:
     audit_checkpoint_interval_seconds: float  # how often the verifier signs the audit head
     # NVIDIA GPU evidence ([verifier.nvidia]); None: GPU policies cannot be met.
     nvidia: NvidiaConfig | None = None
+    # One TPM may enroll as several hosts. Only for test rigs that share one swtpm
+    # between host ids; in production one TPM attests one host.
+    allow_shared_tpm: bool = False
 
 
 def _pcr_selection(reader: Reader, raw: Any) -> dict[str, tuple[int, ...]]:
@@ -138,6 +141,7 @@ def load_config(path: Path) -> VerifierConfig:
             "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
             "keystore", "blob_dir", "lease_seconds", "release_freshness_seconds",
             "review_valid_days", "approvals", "audit_checkpoint_interval_seconds", "nvidia",
+            "allow_shared_tpm",
         }
     )  # fmt: skip
     base = path.parent
@@ -187,6 +191,7 @@ def load_config(path: Path) -> VerifierConfig:
             "audit_checkpoint_interval_seconds", 3600.0
         ),
         nvidia=nvidia_config(path, text, raw.get("nvidia"), base),
+        allow_shared_tpm=reader.get("allow_shared_tpm", bool, False, "true or false"),
     )
 
 
@@ -265,6 +270,8 @@ def config_for_demo(state_dir: Path, *, ek_ca_certificates: tuple[Path, ...]) ->
         # changes apply when proposed. `make demo` itself runs with mutual TLS.
         approvals=ApprovalPolicy.without_approval(),
         audit_checkpoint_interval_seconds=3600.0,
+        # The test rigs built on this config enroll several host ids on one swtpm.
+        allow_shared_tpm=True,
     )
 
 

@@ -86,10 +86,12 @@ class Enroller:
         require_ek_certificate: bool,
         timeout: timedelta,
         now: Callable[[], datetime],
+        allow_shared_tpm: bool = False,
     ) -> None:
         self._store = store
         self._ek_roots = tuple(ek_roots)
         self._require_ek_certificate = require_ek_certificate
+        self._allow_shared_tpm = allow_shared_tpm
         self._timeout = timeout
         self._now = now
 
@@ -120,6 +122,7 @@ class Enroller:
                 "enrollment.ek_changed",
                 "this host enrolled with a different endorsement key; re-register it to replace",
             )
+        self._check_tpm_not_shared(host_id, ek_public)
         ak_name = tpm_name(ak)
         secret = secrets.token_bytes(CREDENTIAL_SECRET_BYTES)
         blob, encrypted = make_credential(
@@ -157,6 +160,9 @@ class Enroller:
         proven = hmac.compare_digest(
             hashlib.sha256(activated_secret).digest(), pending.secret_digest
         )
+        if proven:
+            # Again: another host may have enrolled this TPM since this one began.
+            self._check_tpm_not_shared(pending.host_id, pending.ek_public)
         enrolled = self._store.finish_enrollment_transition(
             enrollment_id, succeeded=proven, now=now
         )
@@ -166,6 +172,19 @@ class Enroller:
                 "the activated credential does not match: the AK is not in the EK's TPM",
             )
         return enrolled
+
+    def _check_tpm_not_shared(self, host_id: str, ek_public: bytes) -> None:
+        """One TPM, one host: a TPM enrolled as two hosts would let one machine's
+        evidence stand for another (an unattested machine relaying its challenges)."""
+        if self._allow_shared_tpm:
+            return
+        others = [other for other in self._store.host_ids_with_ek(ek_public) if other != host_id]
+        if others:
+            raise _reject(
+                "enrollment.ek_in_use",
+                f"this TPM is already enrolled as host {others[0]!r}; one TPM attests one "
+                "host (remove the other host to move the TPM)",
+            )
 
     def _check_ek_certificate(self, ek: TpmPublic, der: bytes) -> None:
         if not der:

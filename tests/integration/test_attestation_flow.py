@@ -472,3 +472,36 @@ def test_a_newer_stream_of_the_host_ends_the_older_one(
             newer.close()
     finally:
         older.close()
+
+
+def test_one_tpm_enrolls_as_one_host_only(tmp_path: Path, tpm_process: Any, tpm: Tpm) -> None:
+    """The production default: a TPM enrolled as one host cannot enroll as another,
+    not even between the other's begin and complete (test rigs opt out explicitly)."""
+    with running_verifier(
+        tmp_path, ek_ca_certificates=tpm_process.ek_ca_certificates, allow_shared_tpm=False
+    ) as strict:
+        for host_id in ("first", "second", "third"):
+            register(strict, host_id)
+        begun_third = strict.enrollment.BeginEnrollment(begin_request(tpm, "third"))
+        enroll(strict, tpm, "first")
+        enroll(strict, tpm, "first")  # the same host again: allowed
+        with pytest.raises(grpc.RpcError) as refused:
+            strict.enrollment.BeginEnrollment(begin_request(tpm, "second"))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "enrollment.ek_in_use" in (refused.value.details() or "")
+        assert "'first'" in (refused.value.details() or "")
+        secret = tpm.activate_credential(
+            ak_handle=AK_HANDLE,
+            credential_blob=begun_third.credential_blob,
+            encrypted_secret=begun_third.encrypted_secret,
+        )
+        with pytest.raises(grpc.RpcError) as late:
+            strict.enrollment.CompleteEnrollment(
+                enrollment_pb2.CompleteEnrollmentRequest(
+                    enrollment_id=begun_third.enrollment_id, activated_secret=secret
+                )
+            )
+        assert "enrollment.ek_in_use" in (late.value.details() or "")
+        assert strict.store.get_host("first").ak_name  # type: ignore[union-attr]
+        assert not strict.store.get_host("second").ak_name  # type: ignore[union-attr]
+        assert not strict.store.get_host("third").ak_name  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ def test_good_config(tmp_path: Path) -> None:
     assert config.listen == "127.0.0.1:9"
     assert config.pcr_selection == {"sha256": (0, 7)}
     assert config.database_url.startswith("sqlite:///")
+    assert config.allow_shared_tpm is False  # one TPM, one host, unless a test rig says so
 
 
 def test_wrong_type_names_line_and_key(tmp_path: Path) -> None:

@@ -134,6 +134,7 @@ async def start_verifier(
         require_ek_certificate=config.require_ek_certificate,
         timeout=timedelta(seconds=config.enrollment_timeout_seconds),
         now=now,
+        allow_shared_tpm=config.allow_shared_tpm,
     )
     server = grpc.aio.server(
         options=[

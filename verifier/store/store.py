@@ -120,6 +120,12 @@ class Store(ModelsMixin, ReleasesMixin, AuditMixin, ProposalsMixin, TrustMixin):
             host = s.get(Host, host_id)
             return None if host is None else host.to_record()
 
+    def host_ids_with_ek(self, ek_public: bytes) -> list[str]:
+        """Hosts whose enrolled TPM has this endorsement key (exact bytes)."""
+        with self._reader() as s:
+            query = select(Host.host_id).where(Host.ek_public == ek_public).order_by(Host.host_id)
+            return list(s.scalars(query))
+
     def list_hosts(self) -> list[HostRecord]:
         with self._reader() as s:
             return [h.to_record() for h in s.scalars(select(Host).order_by(Host.host_id))]
