@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from verifier.evidence.report import EXIT_REJECTED, EXIT_USAGE, EvidenceReport, exit_status
 from verifier.nvgpu_cli import add_nvgpu_command, run_nvgpu_command
 from verifier.operator_cli import CliError, parse_pcrs_json
+from verifier.snp_cli import add_snp_command, run_snp_command
+from verifier.tdx_cli import add_tdx_command, run_tdx_command
 
 if TYPE_CHECKING:
     from verifier.evidence.tpm.ima_policy import RuntimePolicy
@@ -132,6 +134,8 @@ def add_evidence_commands(commands: Any) -> None:
     )
     tpm.add_argument("--json", action="store_true", help="print one JSON object")
     add_nvgpu_command(kinds)
+    add_snp_command(kinds)
+    add_tdx_command(kinds)
 
     replay = sub.add_parser(
         "replay",
@@ -161,6 +165,10 @@ def run_evidence_command(args: argparse.Namespace) -> int:
             return _inspect(args)
         if args.subcommand == "verify" and args.kind == "nvgpu":
             return run_nvgpu_command(args)
+        if args.subcommand == "verify" and args.kind == "snp":
+            return run_snp_command(args)
+        if args.subcommand == "verify" and args.kind == "tdx":
+            return run_tdx_command(args)
         report = _verify_tpm(args) if args.subcommand == "verify" else _replay(args)
     except (_UsageError, CliError) as exc:
         print(f"weightgate evidence: {exc}", file=sys.stderr)

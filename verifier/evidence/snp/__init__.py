@@ -1,0 +1,1 @@
+"""AMD SEV-SNP attestation reports: parse, authenticate (VCEK/VLEK to a pinned ARK), appraise."""

@@ -1,0 +1,229 @@
+"""Authenticate an SNP report: its key's chain, its signature, and what binds them.
+
+Only :func:`authenticate_report` builds an :class:`AuthenticatedReport`, and
+appraisal accepts nothing else (STYLE.md, "Verifying evidence" 2).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from verifier.evidence.snp.certs import AmdKeyCert, KeyKind, read_key_cert
+from verifier.evidence.snp.chain import CHECK_CHAIN, AmdRoots, verify_key_chain
+from verifier.evidence.snp.report import AttestationReport, SigningKey
+from verifier.evidence.snp.tcb import ProductLine, TcbVersion, decode_tcb, product_from_cpuid
+from verifier.verdict import Reason, VerificationError
+
+__all__ = [
+    "AUTHENTICATION_CHECKS",
+    "AuthenticatedReport",
+    "authenticate_report",
+]
+
+CHECK_KEY_CERT = "snp.key.parse"
+CHECK_SIGNING_KEY = "snp.report.signing_key"
+CHECK_SIGNATURE = "snp.report.signature"
+CHECK_PRODUCT = "snp.report.product"
+CHECK_TCB = "snp.tcb"
+CHECK_CHIP_ID = "snp.chip_id"
+AUTHENTICATION_CHECKS = (
+    CHECK_KEY_CERT,
+    CHECK_CHAIN,
+    CHECK_SIGNING_KEY,
+    CHECK_SIGNATURE,
+    CHECK_PRODUCT,
+    CHECK_TCB,
+    CHECK_CHIP_ID,
+)
+
+ECDSA_P384_SHA384 = 1  # SIGNATURE_ALGO (ABI, "Signature algorithm encodings")
+TURIN_HWID_SIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedReport:
+    """A report whose signature verified under a VCEK/VLEK that chains to a pinned ARK,
+    with TCBs decoded in the certificate's product-line layout."""
+
+    report: AttestationReport
+    key: AmdKeyCert
+    intermediate: x509.Certificate
+    ark: x509.Certificate
+    product: ProductLine
+    current_tcb: TcbVersion
+    reported_tcb: TcbVersion
+    committed_tcb: TcbVersion
+    launch_tcb: TcbVersion
+    chip_id_checked: bool  # False for a VLEK or a masked CHIP_ID (see authenticate_report)
+    verified_at: datetime
+    checks_run: frozenset[str]
+
+    def __post_init__(self) -> None:
+        # Every construction through __init__ fails, dataclasses.replace included:
+        # only _sealed (below) makes one, without calling __init__.
+        raise TypeError("AuthenticatedReport is built only by authenticate_report()")
+
+
+def _sealed(**values: object) -> AuthenticatedReport:
+    names = {f.name for f in fields(AuthenticatedReport)}
+    if values.keys() != names:
+        raise TypeError(f"AuthenticatedReport fields: {sorted(names ^ values.keys())}")
+    auth: AuthenticatedReport = object.__new__(AuthenticatedReport)
+    for name, value in values.items():
+        object.__setattr__(auth, name, value)
+    return auth
+
+
+def _fail(code: str, detail: str, done: list[str]) -> VerificationError:
+    return VerificationError(Reason(code, detail), done)
+
+
+def _check_signature(report: AttestationReport, key: AmdKeyCert, done: list[str]) -> None:
+    if report.signature_algo != ECDSA_P384_SHA384:
+        raise _fail(
+            "snp.report.signature_algo_unsupported",
+            f"SIGNATURE_ALGO {report.signature_algo} (only 1, ECDSA P-384 SHA-384, exists)",
+            done,
+        )
+    public_key = key.certificate.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        public_key.curve, ec.SECP384R1
+    ):
+        raise _fail("snp.report.signature_invalid", f"{key.kind.value} key is not P-384", done)
+    try:
+        public_key.verify(
+            encode_dss_signature(report.r, report.s),
+            report.signed_bytes,
+            ec.ECDSA(hashes.SHA384()),
+        )
+    except (InvalidSignature, ValueError):
+        # By type, never by message: InvalidSignature's message is empty. ValueError:
+        # r or s out of range for the encoder.
+        raise _fail(
+            "snp.report.signature_invalid", "report signature does not verify", done
+        ) from None
+
+
+def _check_tcb(reported: TcbVersion, key: AmdKeyCert, done: list[str]) -> None:
+    # The VCEK/VLEK is derived from the TCB it certifies: a report whose REPORTED_TCB
+    # differs was not signed by a key for that TCB (or names another one).
+    wanted = reported.components()
+    missing = sorted(wanted.keys() - key.spls.keys())
+    if missing:
+        raise _fail("snp.tcb.mismatch", f"{key.kind.value} certifies no {missing} SPL", done)
+    differ = [
+        f"{name} {wanted[name]} != {key.spls[name]}"
+        for name in wanted
+        if wanted[name] != key.spls[name]
+    ]
+    if differ:
+        raise _fail(
+            "snp.tcb.mismatch",
+            f"REPORTED_TCB vs {key.kind.value}: " + ", ".join(differ),
+            done,
+        )
+
+
+def _check_chip_id(report: AttestationReport, key: AmdKeyCert, done: list[str]) -> bool:
+    """Whether the CHIP_ID was compared (raises if it differs)."""
+    if key.kind is KeyKind.VLEK or report.mask_chip_id:
+        # A VLEK is per cloud provider and carries no hwID; a masked CHIP_ID is
+        # zero. The VCEK itself is chip-unique, so its signature still binds the chip.
+        return False
+    if key.hwid is None:
+        raise _fail("snp.chip_id.mismatch", "the VCEK carries no hwID extension", done)
+    # Turin's hwID is 8 bytes: the chip id's first 8 bytes.
+    reported = (
+        report.chip_id[: len(key.hwid)] if key.product is ProductLine.TURIN else report.chip_id
+    )
+    if len(key.hwid) != len(reported) or not hmac.compare_digest(key.hwid, reported):
+        raise _fail("snp.chip_id.mismatch", "CHIP_ID differs from the VCEK's hwID", done)
+    return True
+
+
+def authenticate_report(
+    report: AttestationReport,
+    *,
+    key_certificate: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: AmdRoots,
+    at: datetime,
+) -> AuthenticatedReport:
+    """Authenticate ``report``; raise VerificationError on the first failure.
+
+    Checks, in order:
+
+    1. ``snp.key.parse``: the certificate is a VCEK/VLEK whose AMD extensions decode
+       (ParseError);
+    2. ``snp.chain``: VCEK -> ASK or VLEK -> ASVK -> the ARK pinned for the
+       certificate's product line, at ``at`` (``snp.chain.*``, see chain.py);
+    3. ``snp.report.signing_key``: the report's SIGNING_KEY names that kind of key
+       (``snp.report.unsigned`` for "none", ``snp.chain.key_kind_mismatch``);
+    4. ``snp.report.signature``: SIGNATURE_ALGO is ECDSA P-384 SHA-384 and the
+       signature verifies over bytes 0x000..0x29F (``snp.report.signature_invalid``,
+       ``signature_algo_unsupported``);
+    5. ``snp.report.product``: a v3+ report's CPUID family/model, when our table
+       knows it, names the certificate's product line (``snp.chain.product_mismatch``);
+    6. ``snp.tcb``: REPORTED_TCB, decoded in that line's layout, equals the
+       certificate's SPLs (``snp.tcb.mismatch``);
+    7. ``snp.chip_id``: for a VCEK with unmasked CHIP_ID, CHIP_ID equals the hwID
+       extension (8 bytes on Turin) (``snp.chip_id.mismatch``).
+    """
+    done: list[str] = []
+    key = read_key_cert(key_certificate)
+    done.append(CHECK_KEY_CERT)
+    try:
+        chain = verify_key_chain(key, intermediates, roots, at=at)
+    except VerificationError as exc:
+        raise VerificationError(exc.reason, done) from None
+    done.append(CHECK_CHAIN)
+    if report.signing_key == SigningKey.NONE:
+        raise _fail("snp.report.unsigned", "SIGNING_KEY says the report is not signed", done)
+    expected = SigningKey.VCEK if key.kind is KeyKind.VCEK else SigningKey.VLEK
+    if report.signing_key != expected:
+        raise _fail(
+            "snp.chain.key_kind_mismatch",
+            f"report SIGNING_KEY {report.signing_key}, certificate is a {key.kind.value}",
+            done,
+        )
+    done.append(CHECK_SIGNING_KEY)
+    _check_signature(report, key, done)
+    done.append(CHECK_SIGNATURE)
+    if report.cpuid_family is not None and report.cpuid_model is not None:
+        claimed = product_from_cpuid(report.cpuid_family, report.cpuid_model)
+        if claimed is not None and claimed is not key.product:
+            raise _fail(
+                "snp.chain.product_mismatch",
+                f"report CPUID {report.cpuid_family:#x}/{report.cpuid_model:#x} is "
+                f"{claimed.value}, the {key.kind.value} is {key.product.value}",
+                done,
+            )
+    done.append(CHECK_PRODUCT)
+    reported = decode_tcb(report.reported_tcb, key.product)
+    _check_tcb(reported, key, done)
+    done.append(CHECK_TCB)
+    chip_checked = _check_chip_id(report, key, done)
+    done.append(CHECK_CHIP_ID)
+    return _sealed(
+        report=report,
+        key=key,
+        intermediate=chain.intermediate,
+        ark=chain.ark,
+        product=key.product,
+        current_tcb=decode_tcb(report.current_tcb, key.product),
+        reported_tcb=reported,
+        committed_tcb=decode_tcb(report.committed_tcb, key.product),
+        launch_tcb=decode_tcb(report.launch_tcb, key.product),
+        chip_id_checked=chip_checked,
+        verified_at=at,
+        checks_run=frozenset(done),
+    )

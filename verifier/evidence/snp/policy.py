@@ -1,0 +1,199 @@
+"""Reference values for SEV-SNP guests: what an authenticated report must show.
+
+JSON format (unknown keys are refused, so a typo cannot silently drop a rule)::
+
+    {
+      "version": 1,
+      "allowed_measurements": ["<96 hex>", ...],     # required, non-empty
+      "min_tcb": {"Milan": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
+                  "Turin": {"fmc": 0, "bootloader": 0, ...}},
+                                                   # required; product lines not
+                                                   # listed are refused; every
+                                                   # component of a line is required
+      "allowed_signing_keys": ["VCEK"],            # optional, default ["VCEK"]; "VLEK"
+      "allow_debug": false,                        # optional, default false
+      "allow_smt": false,                          # optional, default false
+      "allow_migration_agent": false,              # optional, default false
+      "require_single_socket": false,              # optional, default false
+      "allow_provisional_firmware": false,         # optional: CURRENT_TCB != COMMITTED_TCB
+      "max_vmpl": 0,                               # optional, default 0
+      "min_guest_svn": 0,                          # optional, default 0
+      "min_report_version": 2,                     # optional, default 2
+      "host_data": "<64 hex>",                     # optional: HOST_DATA must equal it
+      "allowed_id_key_digests": ["<96 hex>"],      # optional: an ID block signed by one
+      "allowed_author_key_digests": ["<96 hex>"]   # optional: an author key among these
+    }
+
+Deny by default (STYLE.md, "Verifying evidence" 5): the dataclass defaults allow
+no measurement and no product line, and forbid debug, SMT, a migration agent,
+VMPL > 0, provisional firmware and VLEKs; the loader refuses an empty
+measurement list and an empty ``min_tcb``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from verifier.evidence.snp.certs import KeyKind
+from verifier.evidence.snp.tcb import ProductLine
+
+__all__ = ["PolicyError", "SnpPolicy", "load_policy"]
+
+POLICY_FORMAT_VERSION = 1
+MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; bound what a bad file costs
+MEASUREMENT_SIZE = 48
+HOST_DATA_SIZE = 32
+KEY_DIGEST_SIZE = 48
+
+# The TCB components each product line has (tcb.TcbVersion.components()).
+TCB_COMPONENTS: Mapping[ProductLine, frozenset[str]] = {
+    ProductLine.MILAN: frozenset({"bootloader", "tee", "snp", "microcode"}),
+    ProductLine.GENOA: frozenset({"bootloader", "tee", "snp", "microcode"}),
+    ProductLine.TURIN: frozenset({"fmc", "bootloader", "tee", "snp", "microcode"}),
+}
+
+
+class PolicyError(ValueError):
+    """A policy file is malformed or too permissive to load."""
+
+
+@dataclass(frozen=True)
+class SnpPolicy:
+    """What an SNP guest must show to affirm. Defaults deny everything."""
+
+    allowed_measurements: frozenset[bytes] = frozenset()
+    min_tcb: Mapping[ProductLine, Mapping[str, int]] = field(default_factory=dict)
+    allowed_signing_keys: frozenset[KeyKind] = frozenset({KeyKind.VCEK})
+    allow_debug: bool = False
+    allow_smt: bool = False
+    allow_migration_agent: bool = False
+    require_single_socket: bool = False
+    allow_provisional_firmware: bool = False
+    max_vmpl: int = 0
+    min_guest_svn: int = 0
+    min_report_version: int = 2
+    host_data: bytes | None = None
+    allowed_id_key_digests: frozenset[bytes] | None = None
+    allowed_author_key_digests: frozenset[bytes] | None = None
+
+
+_KEYS = frozenset(
+    {
+        "version",
+        "allowed_measurements",
+        "min_tcb",
+        "allowed_signing_keys",
+        "allow_debug",
+        "allow_smt",
+        "allow_migration_agent",
+        "require_single_socket",
+        "allow_provisional_firmware",
+        "max_vmpl",
+        "min_guest_svn",
+        "min_report_version",
+        "host_data",
+        "allowed_id_key_digests",
+        "allowed_author_key_digests",
+    }
+)
+
+
+def _hex(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise PolicyError(f"{what} must be a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise PolicyError(f"{what} {value!r} is not hex") from None
+    if len(raw) != size:
+        raise PolicyError(f"{what} must be {size} bytes, not {len(raw)}")
+    return raw
+
+
+def _hex_set(doc: dict[str, Any], key: str, size: int) -> frozenset[bytes] | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise PolicyError(f"{key} must be a non-empty list (leave it out to not check)")
+    return frozenset(_hex(item, size, key) for item in value)
+
+
+def _bool(doc: dict[str, Any], key: str) -> bool:
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise PolicyError(f"{key} must be true or false")
+    return value
+
+
+def _int(doc: dict[str, Any], key: str, default: int, maximum: int) -> int:
+    value = doc.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise PolicyError(f"{key} must be an integer 0-{maximum}")
+    return value
+
+
+def _min_tcb(value: object) -> dict[ProductLine, dict[str, int]]:
+    if not isinstance(value, dict) or not value:
+        raise PolicyError("min_tcb must map at least one product line to its minimum SPLs")
+    lines = {p.value: p for p in ProductLine}
+    result: dict[ProductLine, dict[str, int]] = {}
+    for name, spls in value.items():
+        if name not in lines:
+            raise PolicyError(f"min_tcb: unknown product line {name!r} (one of {sorted(lines)})")
+        product = lines[name]
+        if not isinstance(spls, dict) or set(spls) != TCB_COMPONENTS[product]:
+            needed = sorted(TCB_COMPONENTS[product])
+            raise PolicyError(f"min_tcb[{name}] must give exactly {needed}")
+        for component, spl in spls.items():
+            if not isinstance(spl, int) or isinstance(spl, bool) or not 0 <= spl <= 255:
+                raise PolicyError(f"min_tcb[{name}][{component}] must be an SPL 0-255")
+        result[product] = dict(spls)
+    return result
+
+
+def load_policy(data: bytes | str) -> SnpPolicy:
+    """Parse and validate a policy JSON document (format in the module docstring)."""
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError("policy file is too large")
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise PolicyError("policy is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise PolicyError("policy must be a JSON object")
+    unknown = doc.keys() - _KEYS
+    if unknown:
+        raise PolicyError(f"unknown policy keys: {sorted(unknown)}")
+    if doc.get("version") != POLICY_FORMAT_VERSION:
+        raise PolicyError(f"policy version must be {POLICY_FORMAT_VERSION}")
+    measurements = _hex_set(doc, "allowed_measurements", MEASUREMENT_SIZE)
+    if not measurements:
+        raise PolicyError("allowed_measurements must list at least one launch measurement")
+    keys = doc.get("allowed_signing_keys", ["VCEK"])
+    if (
+        not isinstance(keys, list)
+        or not keys
+        or not all(isinstance(k, str) and k in {"VCEK", "VLEK"} for k in keys)
+    ):
+        raise PolicyError('allowed_signing_keys must be a non-empty list of "VCEK" / "VLEK"')
+    host_data = doc.get("host_data")
+    return SnpPolicy(
+        allowed_measurements=measurements,
+        min_tcb=_min_tcb(doc.get("min_tcb")),
+        allowed_signing_keys=frozenset(KeyKind(k) for k in keys),
+        allow_debug=_bool(doc, "allow_debug"),
+        allow_smt=_bool(doc, "allow_smt"),
+        allow_migration_agent=_bool(doc, "allow_migration_agent"),
+        require_single_socket=_bool(doc, "require_single_socket"),
+        allow_provisional_firmware=_bool(doc, "allow_provisional_firmware"),
+        max_vmpl=_int(doc, "max_vmpl", 0, 3),
+        min_guest_svn=_int(doc, "min_guest_svn", 0, 0xFFFFFFFF),
+        min_report_version=_int(doc, "min_report_version", 2, 0xFFFFFFFF),
+        host_data=None if host_data is None else _hex(host_data, HOST_DATA_SIZE, "host_data"),
+        allowed_id_key_digests=_hex_set(doc, "allowed_id_key_digests", KEY_DIGEST_SIZE),
+        allowed_author_key_digests=_hex_set(doc, "allowed_author_key_digests", KEY_DIGEST_SIZE),
+    )

@@ -1,0 +1,213 @@
+"""`weightgate evidence verify snp`: one AMD SEV-SNP report, offline, from files.
+
+The checks live in the library (``verifier.evidence.snp.offline``); this module
+reads files, maps bad input to exit 2 (one line, no traceback) and prints. Exit
+statuses as for ``evidence verify tpm``: 0 affirming, 1 rejected, 2 unreadable
+input or bad usage, 3 accepted with warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.evidence.report import EXIT_USAGE, exit_status
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from verifier.evidence.report import EvidenceReport
+    from verifier.evidence.snp.chain import AmdRoots
+
+__all__ = ["add_snp_command", "run_snp_command"]
+
+# A report is 1184 bytes (2.4 KB hex, 2.6 KB Azure HCL), a certificate bundle a few
+# KB, a policy a few KB: 1 MiB bounds every input.
+MAX_INPUT_BYTES = 1024 * 1024
+MAX_TRUST_FILES = 32  # one ARK (and ASK/ASVK) file per product line and key kind
+
+_SNP_HELP = """\
+Verify one AMD SEV-SNP attestation report as the verifier would, from files,
+with no network:
+
+  --report      the ATTESTATION_REPORT: raw 1184 bytes (/dev/sev-guest, snpguest),
+                hex, or an Azure CVM HCL report (HCLA header; its runtime claims
+                must hash to REPORT_DATA)
+  --vcek        the VCEK or VLEK certificate, DER or PEM (KDS /vcek/v1/...); a PEM
+                may go on with the ASK/ASVK and ARK (Azure's bundle)
+  --chain       ASK (or ASVK for a VLEK) and ARK, PEM (KDS cert_chain); the ARK is
+                used only if its SHA-256 is AMD's pinned one for its product line
+  --trust-dir   a directory of AMD ARK PEM files (ASK/ASVK may sit beside them),
+                each ARK checked against its pin; then ARKs in --vcek/--chain are
+                ignored
+  --report-data the REPORT_DATA expected (hex, zero-padded to 64 bytes): the
+                nonce binding. Without it freshness is not checked (a warning)
+  --policy      POLICY.json (verifier/evidence/snp/policy.py): {"version": 1,
+                "allowed_measurements": [...], "min_tcb": {"Milan": {...}}, ...}.
+                Without it the report is only authenticated and the result is at
+                best a warning (snp.policy.not_appraised)
+  --at          ISO 8601 time to check certificate validity at (default now):
+                VLEKs live one year
+
+Stages: parse, authenticate (VCEK/VLEK -> ASK/ASVK -> pinned ARK of the product
+line the certificate names, report signature, TCB == certificate SPLs, CHIP_ID ==
+hwID), binding (REPORT_DATA, Azure runtime claims), appraise (policy; every
+violation is listed). --json prints one object: {"kind", "verdict", "reasons",
+"checks_run", "checks", "claims"}.
+
+exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
+3 accepted with warnings (no --policy, no --report-data)."""
+
+
+class _UsageError(Exception):
+    """Bad usage or an unreadable input file: exit 2 with this one line."""
+
+
+def add_snp_command(kinds: Any) -> None:
+    """Register ``snp`` beside ``tpm`` under ``evidence verify``."""
+    snp = kinds.add_parser(
+        "snp",
+        help="an AMD SEV-SNP report (VCEK/VLEK chain to pinned ARKs, policy)",
+        description=_SNP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    snp.add_argument("--report", type=Path, required=True, metavar="REPORT")
+    snp.add_argument("--vcek", type=Path, required=True, metavar="VCEK", help="VCEK or VLEK")
+    snp.add_argument("--chain", type=Path, metavar="ASK_ARK.pem", help="ASK/ASVK and ARK")
+    snp.add_argument("--trust-dir", type=Path, metavar="DIR", help="AMD ARK PEM files")
+    snp.add_argument("--report-data", metavar="HEX", help="the expected REPORT_DATA")
+    snp.add_argument("--policy", type=Path, metavar="POLICY.json", help="reference values")
+    snp.add_argument("--at", metavar="ISO-TIME", help="evaluate validity at this time")
+    snp.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise _UsageError(f"--at {text!r}: not an ISO 8601 time") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _report_data(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text.strip().removeprefix("0x"))
+    except ValueError:
+        raise _UsageError(f"--report-data {text!r}: not hex") from None
+    if not 1 <= len(value) <= 64:
+        raise _UsageError(f"--report-data: {len(value)} bytes; REPORT_DATA is 1-64 bytes")
+    return value
+
+
+def _trust_dir(directory: Path) -> tuple[AmdRoots, list[x509.Certificate]]:
+    """The pinned ARKs of ``directory``, and any ASK/ASVK beside them."""
+    from verifier.evidence.errors import ParseError  # noqa: PLC0415
+    from verifier.evidence.snp.certs import load_certificates  # noqa: PLC0415
+    from verifier.evidence.snp.chain import RootError, load_amd_roots  # noqa: PLC0415
+
+    if not directory.is_dir():
+        raise _UsageError(f"--trust-dir {directory}: not a directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix in {".pem", ".crt"} and p.is_file())
+    if not files or len(files) > MAX_TRUST_FILES:
+        raise _UsageError(f"--trust-dir {directory}: 1-{MAX_TRUST_FILES} .pem files expected")
+    certificates: list[x509.Certificate] = []
+    for path in files:
+        try:
+            certificates += load_certificates(_read(path, "trust file"), str(path))
+        except ParseError as exc:
+            raise _UsageError(f"trust file {path}: {exc}") from None
+    try:
+        roots = load_amd_roots(c for c in certificates if c.issuer == c.subject)
+    except RootError as exc:
+        raise _UsageError(f"--trust-dir {directory}: {exc}") from None
+    if not roots.arks:
+        raise _UsageError(f"--trust-dir {directory}: no AMD ARK found")
+    return roots, [c for c in certificates if c.issuer != c.subject]
+
+
+def _verify(args: argparse.Namespace) -> EvidenceReport:
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    from verifier.evidence.snp.offline import SnpEvidence, verify_snp_offline  # noqa: PLC0415
+    from verifier.evidence.snp.policy import PolicyError, load_policy  # noqa: PLC0415
+
+    at = _at(args.at)
+    expected = _report_data(args.report_data)
+    report = _read(args.report, "report")
+    key = _read(args.vcek, "VCEK/VLEK")
+    chain = None if args.chain is None else _read(args.chain, "certificate chain")
+    roots = None
+    if args.trust_dir is not None:
+        roots, intermediates = _trust_dir(args.trust_dir)
+        # The trust directory's ASK/ASVK only add candidates: each is still verified
+        # against the pinned ARK, exactly like one from --chain.
+        extra = b"".join(c.public_bytes(Encoding.PEM) for c in intermediates)
+        chain = (chain or b"") + extra if extra else chain
+    elif chain is None and key.count(b"-----BEGIN CERTIFICATE-----") < 3:
+        raise _UsageError(
+            "give --chain (ASK/ASVK + ARK, as KDS serves cert_chain) or --trust-dir: "
+            "the ASK and ARK are never fetched"
+        )
+    policy = None
+    if args.policy is not None:
+        try:
+            policy = load_policy(_read(args.policy, "policy"))
+        except PolicyError as exc:
+            raise _UsageError(f"policy {args.policy}: {exc}") from None
+    return verify_snp_offline(
+        SnpEvidence(report=report, key_certificates=key, chain=chain),
+        roots=roots,
+        policy=policy,
+        expected_report_data=expected,
+        at=at,
+    )
+
+
+def run_snp_command(args: argparse.Namespace) -> int:
+    try:
+        report = _verify(args)
+    except _UsageError as exc:
+        print(f"weightgate evidence: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(report.to_json(), indent=2) if args.json else render_snp(report))
+    return exit_status(report.verdict)
+
+
+def render_snp(report: EvidenceReport) -> str:
+    """The generic report, then the SNP claims a person checks first."""
+    from verifier.evidence_render import render_report  # noqa: PLC0415
+
+    lines = [render_report(report)]
+    claims = report.claims
+    if "measurement" in claims:
+        product = claims.get("product_name", "product unknown")
+        key = claims.get("key", "key unverified")
+        lines.append(
+            f"report: v{claims['version']}, {product}, {key}, VMPL {claims['vmpl']}, "
+            f"policy {claims['policy']['raw']} (debug {claims['policy']['debug_allowed']})"
+        )
+        lines.append(f"measurement: {claims['measurement']}")
+        lines.append(f"report_data: {claims['report_data']}")
+        for name, tcb in claims.get("tcb", {}).items():
+            parts = ", ".join(f"{k} {v}" for k, v in tcb.items() if k != "raw")
+            lines.append(f"tcb {name}: {tcb['raw']} ({parts})")
+    return "\n".join(lines)

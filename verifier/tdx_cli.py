@@ -1,0 +1,199 @@
+"""`weightgate evidence verify tdx`: one Intel TDX quote, offline, from files.
+
+The checks live in the library (``verifier.evidence.tdx.offline``); this module
+reads files, maps bad input to exit 2 (one line, no traceback) and prints. Exit
+statuses as for ``evidence verify tpm``: 0 affirming, 1 rejected, 2 unreadable
+input or bad usage, 3 accepted with warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.evidence.report import EXIT_USAGE, exit_status
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from verifier.evidence.report import EvidenceReport
+    from verifier.evidence.tdx.offline import TdxCollateral
+
+__all__ = ["COLLATERAL_FILES", "ROOT_FILE", "add_tdx_command", "run_tdx_command"]
+
+# The CCEL log area is 256 KiB on TDVF (the largest input); quotes are ~5 KB.
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+ROOT_FILE = "intel_sgx_root_ca.pem"
+# --collateral DIR: file name -> TdxCollateral field (as Intel PCS serves them).
+COLLATERAL_FILES = {
+    "tcb_info.json": "tcb_info",
+    "qe_identity.json": "qe_identity",
+    "tcb_signing_chain.pem": "tcb_signing_chain",
+    "root_ca_crl.der": "root_ca_crl",
+    "pck_crl.der": "pck_crl",
+}
+
+_TDX_HELP = """\
+Verify one Intel TDX quote (v4 or v5) as the verifier would, from files, with
+no network:
+
+  --quote       the quote (raw bytes; zero padding after it is ignored)
+  --trust-dir   a directory holding intel_sgx_root_ca.pem, checked against the
+                pinned Intel SGX Root CA key; the root in the quote is never used
+  --collateral  a directory with Intel PCS collateral: tcb_info.json,
+                qe_identity.json, tcb_signing_chain.pem (TCB-Info-Issuer-Chain),
+                root_ca_crl.der, pck_crl.der (DER or PEM). A missing piece is
+                not checked (a warning); without the directory the TCB status
+                is not evaluated (tdx.tcb.not_evaluated, a warning)
+  --report-data the REPORTDATA the verifier expects, 64 bytes hex
+  --policy      POLICY.json: {"version": 1, "mrtd": [...], "rtmr0".."rtmr3",
+                "mrconfigid", "mrowner", "allow_debug": false,
+                "accepted_tcb_statuses": ["UpToDate"], "out_of_date_grace_days"}.
+                Without it the quote is authenticated, not appraised: a warning
+  --ccel        the CC event log area (ACPI CCEL data), replayed into RTMR0-3
+  --at          ISO 8601 time to evaluate certificates, CRLs and collateral at
+
+Stages: quote (parse, QE vendor, quote signature, QE report signature, QE
+binding, PCK chain), revocation, collateral, tcb, ccel, policy. --json prints
+{"kind", "verdict", "reasons", "checks_run", "checks", "claims"}.
+
+exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
+3 accepted with warnings (no policy, collateral missing)."""
+
+
+class _UsageError(Exception):
+    """Bad usage or an unreadable input file: exit 2 with this one line."""
+
+
+def add_tdx_command(kinds: Any) -> None:
+    """Register ``tdx`` beside ``tpm`` under ``evidence verify``."""
+    tdx = kinds.add_parser(
+        "tdx",
+        help="an Intel TDX quote (DCAP collateral, TCB status, CC event log, policy)",
+        description=_TDX_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tdx.add_argument("--quote", type=Path, required=True, metavar="QUOTE")
+    tdx.add_argument("--trust-dir", type=Path, required=True, metavar="DIR")
+    tdx.add_argument("--collateral", type=Path, metavar="DIR")
+    tdx.add_argument("--report-data", metavar="HEX")
+    tdx.add_argument("--policy", type=Path, metavar="POLICY.json")
+    tdx.add_argument("--ccel", type=Path, metavar="LOG")
+    tdx.add_argument("--at", metavar="ISO-TIME", help="evaluate validity at this time")
+    tdx.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def _at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise _UsageError(f"--at {text!r}: not an ISO 8601 time") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _root(directory: Path) -> x509.Certificate:
+    from cryptography import x509  # noqa: PLC0415
+
+    from verifier.evidence.tdx.pki import check_pinned_root  # noqa: PLC0415
+
+    path = directory / ROOT_FILE
+    try:
+        root = x509.load_pem_x509_certificate(_read(path, "Intel SGX Root CA"))
+        check_pinned_root(root)
+    except ValueError as exc:
+        raise _UsageError(f"{path}: {exc}") from None
+    return root
+
+
+def _collateral(directory: Path | None) -> TdxCollateral | None:
+    from verifier.evidence.tdx.offline import TdxCollateral  # noqa: PLC0415
+
+    if directory is None:
+        return None
+    if not directory.is_dir():
+        raise _UsageError(f"--collateral {directory}: not a directory")
+    found = {
+        field: _read(directory / name, "collateral")
+        for name, field in COLLATERAL_FILES.items()
+        if (directory / name).exists()
+    }
+    if not found:
+        raise _UsageError(f"--collateral {directory}: none of {sorted(COLLATERAL_FILES)}")
+    return TdxCollateral(**found)
+
+
+def _report_data(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text.strip().removeprefix("0x"))
+    except ValueError:
+        raise _UsageError(f"--report-data {text!r}: not hex") from None
+    if len(value) != 64:
+        raise _UsageError(f"--report-data: {len(value)} bytes; REPORTDATA is 64")
+    return value
+
+
+def run_tdx_command(args: argparse.Namespace) -> int:
+    from verifier.evidence.tdx.offline import TdxEvidence, verify_tdx_offline  # noqa: PLC0415
+    from verifier.evidence.tdx.policy import PolicyError, load_policy  # noqa: PLC0415
+
+    try:
+        policy = None
+        if args.policy is not None:
+            try:
+                policy = load_policy(_read(args.policy, "policy"))
+            except PolicyError as exc:
+                raise _UsageError(f"policy {args.policy}: {exc}") from None
+        evidence = TdxEvidence(
+            quote=_read(args.quote, "quote"),
+            root=_root(args.trust_dir),
+            at=_at(args.at),
+            collateral=_collateral(args.collateral),
+            policy=policy,
+            expected_report_data=_report_data(args.report_data),
+            ccel=None if args.ccel is None else _read(args.ccel, "CC event log"),
+        )
+    except _UsageError as exc:
+        print(f"weightgate evidence: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = verify_tdx_offline(evidence)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(_render(report))
+    return exit_status(report.verdict)
+
+
+def _render(report: EvidenceReport) -> str:
+    """Verdict, reasons, every check with its stage, then the main claims."""
+    lines = [f"verdict: {report.verdict.tier.value} (tdx)"]
+    lines.extend(f"  reason {reason}" for reason in report.verdict.reasons)
+    status = {"passed": "passed", "failed": "FAILED", "not_run": "not run"}
+    for check in report.checks:
+        detail = f" ({check.detail})" if check.detail else ""
+        lines.append(f"  {status[check.status]:<8} {check.stage:<10} {check.name}{detail}")
+    quote = report.claims.get("quote")
+    if quote is not None:
+        lines.append(f"quote: v{quote['version']} mrtd {quote['mrtd']} debug {quote['debug']}")
+    tcb = report.claims.get("tcb")
+    if tcb is not None:
+        lines.append(f"tcb: {tcb['status']} (tcbDate {tcb['tcb_date']})")
+    return "\n".join(lines)
