@@ -278,6 +278,20 @@ def test_wrong_nonce_fails_that_gpu_only(fleet: Fleet, trust: Trust) -> None:
     assert result.device("gpu2").affirms
 
 
+def test_only_authenticated_devices_carry_their_verified_chain(fleet: Fleet, trust: Trust) -> None:
+    """OCSP walks the path verify_devices verified; a device that failed carries none."""
+    expected = nonces()
+    asked = list(expected)
+    asked[1] = secrets.token_bytes(32)
+    result = verify(fleet, trust, entries_for(fleet, expected), asked)
+    chains = {d.name: d.chain for d in result.devices}
+    assert chains["gpu1"] is None
+    for name in ("gpu0", "gpu2"):
+        chain = chains[name]
+        assert chain is not None and chain.certificates[-1] == trust.device_root
+        assert chain.ueid == result.devices[int(name[-1])].ueid
+
+
 def _signed_offsets(report: bytes) -> dict[str, int]:
     parsed = parse_report(report)
     fwid = next(f for f in parsed.opaque.fields if f.type == FieldType.FWID)

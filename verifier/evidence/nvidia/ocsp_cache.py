@@ -14,16 +14,15 @@ written atomically, so an air-gapped verifier can be filled by copying files in
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp as x509_ocsp
 
+from verifier.evidence.nvidia.cert_digests import spki_sha256
 from verifier.evidence.nvidia.ocsp import MAX_RESPONSE_BYTES, OcspPolicy, check_ocsp
 
 CacheKey = tuple[bytes, int]
@@ -31,10 +30,8 @@ CacheKey = tuple[bytes, int]
 
 def cache_key(certificate: x509.Certificate, issuer: x509.Certificate) -> CacheKey:
     """(SHA-256 of the issuer's SubjectPublicKeyInfo, certificate serial)."""
-    spki = issuer.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).digest(), certificate.serial_number
+    # spki_sha256 remembers the digest per issuer DER: every GPU asks for the same CAs.
+    return spki_sha256(issuer), certificate.serial_number
 
 
 def _this_update(response_der: bytes, serial: int) -> datetime | None:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from verifier.evidence.nvidia.ocsp import (
-    MISSING,
-    NOT_CHECKED,
-    OcspPolicy,
-    certificate_name,
-    check_ocsp,
-)
+from verifier.evidence.nvidia.cert_digests import der_sha256
+from verifier.evidence.nvidia.ocsp import MISSING, NOT_CHECKED, OcspPolicy, certificate_name
+from verifier.evidence.nvidia.ocsp_verified import check_ocsp_reusing
 from verifier.verdict import Reason, VerificationError
 
 
@@ -29,7 +23,7 @@ class ResponseSource(Protocol):
 
 def chain_key(certificate: x509.Certificate) -> bytes:
     """SHA-256 fingerprint: the unambiguous key of ``responses`` (serials repeat across CAs)."""
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    return der_sha256(certificate)
 
 
 def check_chain_ocsp(
@@ -54,7 +48,11 @@ def check_chain_ocsp(
     reasons: list[Reason] = []
     for certificate, issuer in itertools.pairwise(certificates):
         where = f"{certificate_name(certificate)} (serial {certificate.serial_number:x})"
-        der = responses.get(chain_key(certificate), responses.get(certificate.serial_number))
+        der = (
+            responses.get(chain_key(certificate), responses.get(certificate.serial_number))
+            if responses
+            else None
+        )
         if der is None and cache is not None:
             der = cache.get(certificate, issuer)
         if der is None:
@@ -62,15 +60,10 @@ def check_chain_ocsp(
             reasons.append(Reason(code, f"no OCSP response for {where}"))
             continue
         try:
-            status = check_ocsp(
-                der,
-                certificate=certificate,
-                issuer=issuer,
-                at=at,
-                max_age=policy.max_age,
-                trusted_responder_roots=policy.trusted_responder_roots,
-                stale_grace=policy.stale_grace,
-                clock_skew=policy.clock_skew,
+            # Each response is authenticated once (ocsp_verified); freshness and
+            # status are judged here at ``at`` every time.
+            status = check_ocsp_reusing(
+                der, certificate=certificate, issuer=issuer, at=at, policy=policy
             )
         except VerificationError as exc:
             reasons.append(Reason(exc.reason.code, f"{where}: {exc.reason.detail}"))

@@ -16,12 +16,13 @@ from typing import Any
 
 from cryptography import x509
 
-from verifier.evidence.nvidia.chain import DEVICE_ROOT_SPKI_SHA256, verify_device_chain
+from verifier.evidence.nvidia.chain import DEVICE_ROOT_SPKI_SHA256, DeviceChain
 from verifier.evidence.nvidia.gpu_policy import CcState, GpuPolicy
 from verifier.evidence.nvidia.ocsp import NOT_CHECKED, WARNING_CODES, OcspPolicy
 from verifier.evidence.nvidia.ocsp_chain import ResponseSource, check_chain_ocsp
 from verifier.evidence.nvidia.offline_rims import StoreRimSource
 from verifier.evidence.nvidia.report_files import EvidenceEntry
+from verifier.evidence.nvidia.rim_cache import signing_path_cached
 from verifier.evidence.nvidia.rim_store import FileRimStore
 from verifier.evidence.nvidia.verify_gpu import DeviceVerdict, verify_devices
 from verifier.evidence.report import CheckOutcome, EvidenceReport, Status, verdict_from
@@ -63,19 +64,11 @@ class OcspInput:
     policy: OcspPolicy | None = None
 
 
-def _device_ocsp(
-    entry: EvidenceEntry,
-    *,
-    ocsp: OcspInput,
-    roots: Sequence[x509.Certificate],
-    spki_pins: frozenset[bytes],
-    at: datetime,
-) -> list[Reason]:
+def _device_ocsp(chain: DeviceChain, *, ocsp: OcspInput, at: datetime) -> list[Reason]:
     if ocsp.source is None or ocsp.policy is None:
         return [Reason(NOT_CHECKED, "OCSP not checked (--ocsp-skip): revocation is unknown")]
-    # The chain verified inside verify_devices; verifying it again here (cheap)
-    # gives the pinned path leaf → root that OCSP walks.
-    chain = verify_device_chain(entry.chain_pem, pinned_roots=roots, at=at, spki_pins=spki_pins)
+    # ``chain`` is the pinned path leaf → root that verify_devices verified, in
+    # this same call, with these roots, pins and ``at``.
     return [
         Reason(r.code, f"device chain: {r.detail}")
         for r in check_chain_ocsp(chain.certificates, {}, ocsp.policy, at=at, cache=ocsp.source)
@@ -149,17 +142,11 @@ def verify_nvgpu_offline(
     for device in result.devices:
         verdict = device.verdict
         checks = [CheckOutcome(name, "device", "passed") for name in _in_order(verdict.checks_run)]
-        if verdict.tier is Tier.CONTRAINDICATED or device.ueid is None:
+        if verdict.tier is Tier.CONTRAINDICATED or device.chain is None:
             checks.append(CheckOutcome(CHECK_OCSP, "revocation", "not_run", "device rejected"))
             final = verdict
         else:
-            found = _device_ocsp(
-                entries[device.position],
-                ocsp=ocsp,
-                roots=device_roots,
-                spki_pins=device_spki_pins,
-                at=at,
-            )
+            found = _device_ocsp(device.chain, ocsp=ocsp, at=at)
             problems = [r for r in found if r.code not in WARNING_CODES]
             warnings = [r for r in found if r.code in WARNING_CODES]
             status: Status = (
@@ -235,16 +222,13 @@ def verify_nvgpu_offline(
 def rim_signing_path_for(
     rim_roots: Sequence[x509.Certificate], at: datetime
 ) -> Callable[[bytes], Sequence[x509.Certificate]]:
-    """A function giving a stored RIM's verified KeyInfo path, leaf → pinned root."""
-    from verifier.evidence.nvidia.rim import (  # noqa: PLC0415
-        keyinfo_certificates,
-        parse_rim_xml,
-    )
-    from verifier.evidence.nvidia.rim_chain import verify_signing_chain  # noqa: PLC0415
+    """A function giving a stored RIM's verified KeyInfo path, leaf → pinned root.
+
+    The path is verified once per RIM bytes and roots and reused while ``at`` is
+    inside the validity of every certificate on it (rim_cache.signing_path_cached).
+    """
 
     def path(xml: bytes) -> Sequence[x509.Certificate]:
-        done: list[str] = []
-        ders = keyinfo_certificates(parse_rim_xml(xml, done), done)
-        return verify_signing_chain(ders, pinned_roots=rim_roots, at=at, done=done).certificates
+        return signing_path_cached(xml, pinned_roots=rim_roots, at=at)
 
     return path

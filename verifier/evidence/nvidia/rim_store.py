@@ -29,6 +29,7 @@ from pathlib import Path
 from cryptography import x509
 
 from verifier.evidence.nvidia.rim import MAX_RIM_BYTES, VerifiedRim, verify_rim
+from verifier.evidence.nvidia.rim_cache import verify_rim_cached
 from verifier.verdict import VerificationError
 
 __all__ = ["FileRimStore", "RimStoreError"]
@@ -154,13 +155,15 @@ class FileRimStore:
     ) -> tuple[tuple[VerifiedRim, bytes], ...]:
         """Every content imported under NVIDIA's ``rim_id`` that verifies at ``at``, with its bytes.
 
-        Contents that no longer verify (expired signers) are left out.
+        Contents that no longer verify (expired signers) are left out. Each is read
+        (and its digest checked) every time, and verified with verify_rim_cached:
+        the same bytes and roots reuse an earlier verification inside its window.
         """
         found = []
         for digest in sorted(self.digests_for_rim_id(rim_id)):
             try:
                 data = self.load_bytes(digest)
-                rim = verify_rim(data, pinned_roots=self._pinned_roots, at=at)
+                rim = verify_rim_cached(data, pinned_roots=self._pinned_roots, at=at)
             except (KeyError, VerificationError):
                 continue
             found.append((rim, data))

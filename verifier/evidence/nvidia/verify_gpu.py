@@ -54,6 +54,9 @@ class DeviceVerdict:
     position: int  # index of the entry in the evidence list
     verdict: Verdict
     ueid: int | None  # the device's id from its leaf certificate, once authenticated
+    # The path leaf → pinned root that authenticated this device (None when it did
+    # not), so that OCSP walks the path verified here rather than verifying again.
+    chain: DeviceChain | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ def verify_devices(
             if d.reasons
             else Verdict.affirming(d.checks),
             d.chain.ueid if d.chain is not None else None,
+            d.chain,
         )
         for d in devices
     )
