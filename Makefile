@@ -39,11 +39,11 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
-	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py
-	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py
+	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
+	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 
 typecheck: $(STAMP_PIP)
-	$(VENV)/bin/mypy agent verifier devsim tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py
+	$(VENV)/bin/mypy agent verifier devsim tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 
 contracts: $(STAMP_PIP)
 	$(VENV)/bin/lint-imports
@@ -62,6 +62,7 @@ bench: $(STAMP_PIP)
 	$(PY) bench/tpm_verify.py
 	bash ../shared/bench/nvidia/setup.sh && $(PY) bench/gpu_verify.py
 	$(PY) bench/gpu_host.py
+	$(PY) bench/cvm_verify.py
 
 # Coverage-guided fuzzing of every parser of untrusted bytes (a minute each).
 fuzz: $(STAMP_PIP)
