@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from verifier.evidence.snp.certs import AmdKeyCert, KeyKind, read_key_cert
 from verifier.evidence.snp.chain import CHECK_CHAIN, AmdRoots, verify_key_chain
+from verifier.evidence.snp.chain_cache import lookup_chain, remember_chain
 from verifier.evidence.snp.report import AttestationReport, SigningKey
 from verifier.evidence.snp.tcb import ProductLine, TcbVersion, decode_tcb, product_from_cpuid
 from verifier.verdict import Reason, VerificationError
@@ -177,14 +178,26 @@ def authenticate_report(
        certificate's SPLs (``snp.tcb.mismatch``);
     7. ``snp.chip_id``: for a VCEK with unmasked CHIP_ID, CHIP_ID equals the hwID
        extension (8 bytes on Turin) (``snp.chip_id.mismatch``).
+
+    Steps 1 and 2 are taken from an earlier success for byte-identical key
+    certificate, intermediates and pinned ARKs when ``at`` is inside that path's
+    validity window (``chain_cache.py``); steps 3-7 run on every call.
     """
     done: list[str] = []
-    key = read_key_cert(key_certificate)
-    done.append(CHECK_KEY_CERT)
-    try:
-        chain = verify_key_chain(key, intermediates, roots, at=at)
-    except VerificationError as exc:
-        raise VerificationError(exc.reason, done) from None
+    # Steps 1-2 from an earlier success for identical certificates and roots, when
+    # ``at`` is inside that path's validity window (chain_cache.py).
+    chain = lookup_chain(key_certificate, intermediates, roots, at)
+    if chain is not None:
+        key = chain.key
+        done.append(CHECK_KEY_CERT)
+    else:
+        key = read_key_cert(key_certificate)
+        done.append(CHECK_KEY_CERT)
+        try:
+            chain = verify_key_chain(key, intermediates, roots, at=at)
+        except VerificationError as exc:
+            raise VerificationError(exc.reason, done) from None
+        remember_chain(key_certificate, intermediates, roots, chain)
     done.append(CHECK_CHAIN)
     if report.signing_key == SigningKey.NONE:
         raise _fail("snp.report.unsigned", "SIGNING_KEY says the report is not signed", done)

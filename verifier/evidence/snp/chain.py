@@ -75,6 +75,9 @@ class AmdRoots:
     certificate cannot become an anchor without passing its pin check."""
 
     arks: Mapping[ProductLine, x509.Certificate]
+    # SHA-256 of each ARK's DER, as checked against its pin: the identity of
+    # these anchors, computed once (chain_cache.py keys verified chains by it).
+    fingerprints: Mapping[ProductLine, bytes]
 
     def __post_init__(self) -> None:
         # Every construction through __init__ fails (dataclasses.replace too).
@@ -131,6 +134,7 @@ def load_amd_roots(
     """
     by_pin = {pin: product for product, pin in pins.items()}
     arks: dict[ProductLine, x509.Certificate] = {}
+    fingerprints: dict[ProductLine, bytes] = {}
     for certificate in certificates:
         fingerprint = certificate.fingerprint(hashes.SHA256())
         product = by_pin.get(fingerprint)
@@ -143,8 +147,10 @@ def load_amd_roots(
         ):
             raise RootError(f"{_cn(certificate)} is not self-signed with RSASSA-PSS SHA-384")
         arks[product] = certificate
+        fingerprints[product] = fingerprint
     roots: AmdRoots = object.__new__(AmdRoots)
     object.__setattr__(roots, "arks", MappingProxyType(arks))
+    object.__setattr__(roots, "fingerprints", MappingProxyType(fingerprints))
     return roots
 
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tdx.pck_cache import lookup_pck, remember_pck
 from verifier.evidence.tdx.pck_extension import PckTcb, read_pck_extension
 from verifier.evidence.tdx.pki import parse_pem_certificates, verify_chain
 from verifier.evidence.tdx.quote import INTEL_QE_VENDOR_ID, Quote
@@ -117,6 +118,10 @@ def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) ->
     5. PCK -> CA -> pinned Intel SGX Root CA at ``at`` (``tdx.pck.chain_untrusted``,
        ``chain_invalid``, ``expired``, ``not_yet_valid``) and the leaf's SGX
        extension parses (``tdx.pck.malformed``).
+
+    Steps 3 (parse) and 5 are taken from an earlier success for the exact same
+    PEM chain bytes and root when ``at`` is inside that path's validity window
+    (``pck_cache.py``); the signatures and the binding run on every call.
     """
     done: list[str] = []
     if not hmac.compare_digest(quote.header.qe_vendor_id, INTEL_QE_VENDOR_ID):
@@ -135,13 +140,22 @@ def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) ->
     done.append(CHECK_QUOTE_SIGNATURE)
 
     certification = quote.certification
-    try:
-        sent = parse_pem_certificates(certification.pck_chain_pem)
-    except ParseError as exc:
-        raise _fail("tdx.pck.malformed", str(exc), done) from None
-    if not sent:
-        raise _fail("tdx.pck.malformed", "no PCK certificate", done)
-    leaf_key = sent[0].public_key()
+    pem = certification.pck_chain_pem
+    # An earlier success for these exact PEM bytes and this root, at a time inside
+    # its validity window (pck_cache.py): steps 3 (parse) and 5 would conclude the
+    # same, so only the signatures and the binding below run again.
+    held = lookup_pck(pem, root, at)
+    sent: list[x509.Certificate] = []
+    if held is not None:
+        leaf_key: object = held.qe_key
+    else:
+        try:
+            sent = parse_pem_certificates(pem)
+        except ParseError as exc:
+            raise _fail("tdx.pck.malformed", str(exc), done) from None
+        if not sent:
+            raise _fail("tdx.pck.malformed", "no PCK certificate", done)
+        leaf_key = sent[0].public_key()
     if not isinstance(leaf_key, ec.EllipticCurvePublicKey) or not isinstance(
         leaf_key.curve, ec.SECP256R1
     ):
@@ -160,13 +174,16 @@ def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) ->
         )
     done.append(CHECK_QE_BINDING)
 
-    try:
-        path = verify_chain(sent, root=root, at=at, prefix="tdx.pck")
-    except VerificationError as exc:
-        raise VerificationError(exc.reason, done) from None
-    try:
-        pck_tcb = read_pck_extension(path[0])
-    except ParseError as exc:
-        raise _fail("tdx.pck.malformed", str(exc), done) from None
+    if held is None:
+        try:
+            path = verify_chain(sent, root=root, at=at, prefix="tdx.pck")
+        except VerificationError as exc:
+            raise VerificationError(exc.reason, done) from None
+        try:
+            pck_tcb = read_pck_extension(path[0])
+        except ParseError as exc:
+            raise _fail("tdx.pck.malformed", str(exc), done) from None
+        held = remember_pck(pem, root, qe_key=leaf_key, path=path, tcb=pck_tcb)
     done.append(CHECK_PCK_CHAIN)
+    path, pck_tcb = held.path, held.tcb
     return AuthenticatedQuote(quote, path, pck_tcb, at, _seal=_Seal(quote, path, pck_tcb, at))
