@@ -14,11 +14,9 @@ Example::
     # The UEFI measured-boot event log, sent when the verifier asks (default shown).
     event_log_path = "/sys/kernel/security/tpm0/binary_bios_measurements"
     ima_log_path = "/sys/kernel/security/ima/binary_runtime_measurements"
-    # NVIDIA GPU evidence, sent when the verifier's GPU policy asks: "nvml" (default;
-    # needs the `gpu` extra, nvidia-ml-py), "off", or "simulator" with gpu_simulator,
-    # a devsim fleet directory (tests and demos only).
-    gpu_evidence = "nvml"
-    gpu_timeout_seconds = 20.0         # default; then "unavailable" instead of waiting on NVML
+    # GPU and SEV-SNP evidence sources: see agent.config_devices.
+    gpu_evidence = "nvml"              # default; or "off", or "simulator" + gpu_simulator
+    snp_evidence = "tsm"               # default; or "off", or "simulator" + snp_simulator
     # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
     # as soon as a model is configured.
     verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
@@ -43,11 +41,15 @@ import socket
 import stat
 import tomllib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from agent import config_devices
+from agent.config_devices import DEFAULT_SNP_TSM_DIR, DEVICE_KEYS, SnpSource, parse_device_keys
 
 _PERSISTENT_MIN, _PERSISTENT_MAX = 0x81000000, 0x81FFFFFF
 _AGENT_KEYS = frozenset(
@@ -65,9 +67,7 @@ _AGENT_KEYS = frozenset(
         "models",
         "event_log_path",
         "ima_log_path",
-        "gpu_evidence",
-        "gpu_simulator",
-        "gpu_timeout_seconds",
+        *DEVICE_KEYS,
     }
 )
 _MODEL_KEYS = frozenset({"manifest_digest", "target_dir"})
@@ -75,8 +75,8 @@ _DIGEST_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
 _TLS_KEYS = frozenset({"ca_certificate", "certificate", "private_key", "server_name"})
 _VERIFIER_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
-
-GpuSource = Literal["nvml", "off", "simulator"]
+# Re-exported: the GPU collector names its source type from here.
+GpuSource = config_devices.GpuSource
 
 
 class ConfigError(Exception):
@@ -124,6 +124,11 @@ class AgentConfig:
     # How long one collection over every GPU may take before the agent answers
     # "unavailable" (NVML calls cannot be interrupted; a hung one is not waited for).
     gpu_timeout_seconds: float = 20.0
+    # Where SEV-SNP evidence comes from when the verifier asks for it (see
+    # agent.config_devices for why "tsm" is the default).
+    snp_evidence: SnpSource = "tsm"
+    snp_simulator: Path | None = None  # a devsim.snp host directory, with "simulator"
+    snp_tsm_dir: Path = DEFAULT_SNP_TSM_DIR  # configfs-tsm's report directory
 
 
 def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:
@@ -229,11 +234,14 @@ class _Validator:
         ima_log_path = AgentConfig.ima_log_path
         if "ima_log_path" in agent:
             ima_log_path = self._path_value(self._string("agent", agent, "ima_log_path"))
-        gpu_evidence, gpu_simulator = self._gpu(agent)
+        devices = parse_device_keys(
+            agent,
+            path=lambda key: self._path_value(self._string("agent", agent, key)),
+            seconds=partial(self._seconds, agent),
+            fail=partial(self._fail, "agent"),
+        )
         return AgentConfig(
-            gpu_timeout_seconds=self._seconds(agent, "gpu_timeout_seconds", 20.0),
-            gpu_evidence=gpu_evidence,
-            gpu_simulator=gpu_simulator,
+            **devices,
             event_log_path=event_log_path,
             ima_log_path=ima_log_path,
             host_id=host_id,
@@ -248,21 +256,6 @@ class _Validator:
             verifier_signing_key=signing_key,
             models=models,
         )
-
-    def _gpu(self, agent: dict[str, Any]) -> tuple[GpuSource, Path | None]:
-        source = agent.get("gpu_evidence", "nvml")
-        if source not in get_args(GpuSource):
-            self._fail("agent", "gpu_evidence", 'expected "nvml", "off" or "simulator"')
-        simulator: Path | None = None
-        if "gpu_simulator" in agent:
-            simulator = self._path_value(self._string("agent", agent, "gpu_simulator"))
-        if (source == "simulator") != (simulator is not None):
-            self._fail(
-                "agent",
-                "gpu_simulator",
-                'a devsim fleet directory, set exactly when gpu_evidence = "simulator"',
-            )
-        return source, simulator
 
     def _models(self, docs: object) -> tuple[ModelConfig, ...]:
         if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):

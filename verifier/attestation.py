@@ -3,18 +3,20 @@
 Order: the challenge is redeemed (single use, not expired, this host's); the
 evidence is converted; the quote is authenticated against the enrolled AK and
 the challenge's nonce; only then are the quoted PCRs appraised against the
-host group's reference values. Every failure is a contraindicated verdict with
-a named reason; nothing here returns a bool.
+host group's reference values, the boot log and IMA list replayed against the
+quote, and the evidence bound to the quote (GPU reports, the SEV-SNP report)
+checked with nonces derived from its exact bytes. Every failure is a
+contraindicated verdict with a named reason; nothing here returns a bool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from verifier.challenges import IssuedChallenge
 from verifier.evidence.errors import ParseError
-from verifier.evidence.nvidia.host_round import GpuRoundResult
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
 from verifier.evidence.tpm.authenticate import authenticate_quote
 from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
@@ -38,9 +40,20 @@ class Outcome:
     ima_kept: ImaKept | None = None  # IMA progress to keep for the next round
 
 
-# The round's GPU check, given the authenticated quote's exact TPMS_ATTEST bytes
-# (each GPU's nonce is derived from them: weightgate.gpu_nonce).
-GpuCheck = Callable[[bytes], GpuRoundResult]
+class BoundFindings(Protocol):
+    """What a check bound to the quote found: the checks it ran and its reasons."""
+
+    @property
+    def checks_run(self) -> frozenset[str]: ...
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]: ...
+
+
+# A check of evidence bound to this round's quote (GPU reports, the SEV-SNP report),
+# given the authenticated quote's exact TPMS_ATTEST bytes, from which its expected
+# nonce or REPORT_DATA is derived (weightgate.gpu_nonce, weightgate.cvm_binding).
+QuoteBoundCheck = Callable[[bytes], BoundFindings]
 
 
 class MalformedEvidenceError(Exception):
@@ -91,7 +104,7 @@ def evaluate(
     boot_reference: BootReference | None = None,
     ima_policy: RuntimePolicy | None = None,
     ima_kept: ImaKept | None = None,
-    gpu: GpuCheck | None = None,
+    bound_checks: Sequence[QuoteBoundCheck] = (),
 ) -> Outcome:
     """Verify the TPM evidence answering `challenge`; see the module docstring."""
     if host.ak_public is None:
@@ -158,10 +171,10 @@ def evaluate(
         )
         verdict = _combined(verdict, ima_round.checks_run, ima_round.reasons)
         kept = ima_round.kept
-    if gpu is not None:
-        # Only now: the GPU nonces bind to quote bytes the AK is proven to have signed.
-        gpus = gpu(evidence.tpm.attest)
-        verdict = _combined(verdict, gpus.checks_run, gpus.reasons)
+    for check in bound_checks:
+        # Only now: their nonces bind to quote bytes the AK is proven to have signed.
+        found = check(evidence.tpm.attest)
+        verdict = _combined(verdict, found.checks_run, found.reasons)
     return Outcome(
         verdict,
         ClockState(clock.clock, clock.reset_count, clock.restart_count),

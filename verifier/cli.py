@@ -62,6 +62,8 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate reference import-rim FILE... --store DIR --rim-root PEM   verify and store RIMs
   weightgate reference propose-gpu --group G --policy FILE   propose a group's NVIDIA GPU policy
   weightgate reference show-gpu --group G [--json]   a group's GPU policy (show-ima: IMA policy)
+  weightgate reference propose-snp --group G --policy FILE   propose a group's AMD SEV-SNP policy
+  weightgate reference show-snp --group G [--json]   a group's SEV-SNP policy
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from verifier.config_nvidia import NvidiaConfig, nvidia_config
 from verifier.config_reader import ConfigError, Reader, check_private_key_file
+from verifier.config_snp import SnpConfig, snp_config
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
@@ -28,6 +29,7 @@ PROPOSAL_KINDS = (
     "boot_reference",
     "ima_policy",
     "gpu_policy",
+    "snp_policy",
 )
 DEFAULT_APPROVALS = 2
 # Break-glass waives the site clearance and the review: it takes one more person.
@@ -93,6 +95,8 @@ class VerifierConfig:
     audit_checkpoint_interval_seconds: float  # how often the verifier signs the audit head
     # NVIDIA GPU evidence ([verifier.nvidia]); None: GPU policies cannot be met.
     nvidia: NvidiaConfig | None = None
+    # AMD SEV-SNP roots ([verifier.snp]); None: SNP policies cannot be met.
+    snp: SnpConfig | None = None
     # One TPM may enroll as several hosts. Only for test rigs that share one swtpm
     # between host ids; in production one TPM attests one host.
     allow_shared_tpm: bool = False
@@ -141,7 +145,7 @@ def load_config(path: Path) -> VerifierConfig:
             "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
             "keystore", "blob_dir", "lease_seconds", "release_freshness_seconds",
             "review_valid_days", "approvals", "audit_checkpoint_interval_seconds", "nvidia",
-            "allow_shared_tpm",
+            "snp", "allow_shared_tpm",
         }
     )  # fmt: skip
     base = path.parent
@@ -191,6 +195,7 @@ def load_config(path: Path) -> VerifierConfig:
             "audit_checkpoint_interval_seconds", 3600.0
         ),
         nvidia=nvidia_config(path, text, raw.get("nvidia"), base),
+        snp=snp_config(path, text, raw.get("snp"), base),
         allow_shared_tpm=reader.get("allow_shared_tpm", bool, False, "true or false"),
     )
 

@@ -77,7 +77,7 @@ def test_a_control_is_satisfied_by_its_check() -> None:
     facts = _facts()
     assert facts.review is not None and facts.latest is not None
     review = replace(facts.review, required_controls=("confidential_vm",))
-    verdict = Verdict.affirming({"tpm.quote.signature", "cvm.snp.report"})
+    verdict = Verdict.affirming({"tpm.quote.signature", "snp.attested"})
     check_release(
         replace(facts, review=review, latest=replace(facts.latest, verdict=verdict)),
         freshness=FRESH,

@@ -87,6 +87,7 @@ def test_two_approvals_by_default(tmp_path: Path) -> None:
         "boot_reference": 2,
         "ima_policy": 2,
         "gpu_policy": 2,
+        "snp_policy": 2,
     }
     assert config.approvals.ttl_seconds == 72 * 3600
 

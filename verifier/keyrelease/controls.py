@@ -5,8 +5,8 @@ only if the host's latest affirming verdict ran, and passed, the checks each
 control stands for. Unknown names are refused when the review is proposed, so
 a typo cannot become a control nobody enforces.
 
-Controls whose evidence this verifier does not verify yet (confidential-VM
-reports) can be required already: no verdict records their
+Controls whose evidence this verifier does not verify on the stream yet (TDX
+quotes) can be required already: no verdict records their
 checks, so every release under such a review is denied, naming the control.
 That is the fail-closed reading of "required".
 """
@@ -28,8 +28,9 @@ class Control:
 CONTROLS: Mapping[str, Control] = MappingProxyType(
     {
         "confidential_vm": Control(
-            "AMD SEV-SNP or Intel TDX report bound to the attestation nonce",
-            frozenset({"cvm.snp.report", "cvm.tdx.quote"}),
+            "AMD SEV-SNP (or Intel TDX) report bound to the round's nonce and TPM quote, "
+            "appraised against the group's policy",
+            frozenset({"snp.attested", "tdx.attested"}),
         ),
         "gpu_attestation": Control(
             "every NVIDIA GPU the host lists attested (report bound to the quote, RIMs, "

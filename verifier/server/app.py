@@ -19,6 +19,7 @@ from verifier.challenges import ChallengeRegistry
 from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
 from verifier.evidence.nvidia.host_round import GpuVerifier
+from verifier.evidence.snp.host_round import SnpVerifier
 from verifier.keystore import FileKeyStore, KeyStoreError
 from verifier.revocation import ClientRevocationList
 from verifier.server.attestation_service import AttestationService, OpenStreams
@@ -154,6 +155,7 @@ async def start_verifier(
         now=now,
         host_watch=host_watch,
         gpu_verifier=None if config.nvidia is None else GpuVerifier(config.nvidia),
+        snp_verifier=None if config.snp is None else SnpVerifier(config.snp.roots),
     )
     if config.insecure:
         log.warning(

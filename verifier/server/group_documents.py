@@ -1,10 +1,10 @@
-"""A host group's measured-boot reference and GPU policy, read each round, parsed on change.
+"""A host group's boot reference, GPU and SNP policies, read each round, parsed on change.
 
 Both are JSON documents set by approved proposals. Each round reads the group's
 record (cheap: one row) so that an approved change applies from the next round,
 but the document is validated and parsed again only when the record changed
 (another group, or a newer ``updated_at``): the per-round cost of a large boot
-reference or GPU policy is then one lookup. A stored document that no longer loads
+reference or policy is then one lookup. A stored document that no longer loads
 is reported every round as that group's failure, never skipped.
 """
 
@@ -17,13 +17,16 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from verifier.evidence.nvidia.gpu_policy import GpuPolicy, PolicyError, load_policy
+from verifier.evidence.snp.policy import PolicyError as SnpPolicyError
+from verifier.evidence.snp.policy import SnpPolicy
+from verifier.evidence.snp.policy import load_policy as load_snp_policy
 from verifier.evidence.tpm.boot_reference import (
     BootReference,
     load_boot_reference,
 )
 from verifier.store import Store
 
-__all__ = ["BootReferences", "GpuPlan", "GpuPolicies"]
+__all__ = ["BootReferences", "GpuPlan", "GpuPolicies", "SnpPlan", "SnpPolicies"]
 
 T = TypeVar("T")
 
@@ -90,3 +93,26 @@ class GpuPolicies:
         except PolicyError as exc:
             return GpuPlan(None, str(exc))
         return None if policy is None else GpuPlan(policy, "")
+
+
+@dataclass(frozen=True, slots=True)
+class SnpPlan:
+    """One round's SEV-SNP policy, or (policy None) why the stored one cannot be used."""
+
+    policy: SnpPolicy | None
+    error: str
+
+
+class SnpPolicies:
+    def __init__(self, store: Store) -> None:
+        self._documents = _ParsedPerGroup(
+            store.get_snp_policy, lambda document: load_snp_policy(json.dumps(document))
+        )
+
+    def plan(self, group: str) -> SnpPlan | None:
+        """None when the group has no SNP policy (no SNP report is then asked for)."""
+        try:
+            policy = self._documents.get(group)
+        except SnpPolicyError as exc:
+            return SnpPlan(None, str(exc))
+        return None if policy is None else SnpPlan(policy, "")

@@ -23,6 +23,7 @@ from verifier.attestation import Outcome
 from verifier.challenges import ChallengeRegistry, IssuedChallenge
 from verifier.config import VerifierConfig
 from verifier.evidence.nvidia.host_round import GpuVerifier
+from verifier.evidence.snp.host_round import SnpVerifier
 from verifier.server.convert import timestamp, verdict_message
 from verifier.server.host_watch import HostWatchHub
 from verifier.server.release_desk import ReleaseDesk
@@ -51,6 +52,7 @@ class StreamDeps:
     now: Callable[[], datetime]
     host_watch: HostWatchHub  # told of every verdict that moves a host's status
     gpu_verifier: GpuVerifier | None = None  # None: no [verifier.nvidia] trust material
+    snp_verifier: SnpVerifier | None = None  # None: no [verifier.snp] roots
 
 
 Outgoing = attestation_pb2.VerifierMessage | StreamAbort
@@ -77,6 +79,7 @@ class HostStream:
             config=deps.config,
             now=deps.now,
             gpu_verifier=deps.gpu_verifier,
+            snp_verifier=deps.snp_verifier,
         )
 
     def wake(self) -> None:

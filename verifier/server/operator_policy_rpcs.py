@@ -1,7 +1,7 @@
-"""Operator RPCs that read a host group's policies: IMA runtime and NVIDIA GPU.
+"""Operator RPCs that read a host group's policies: IMA runtime, NVIDIA GPU, AMD SEV-SNP.
 
-Both are set only by approved proposals (proposal kinds ``ima_policy`` and
-``gpu_policy``); these return the document in force, canonical JSON, with the
+Each is set only by approved proposals (proposal kinds ``ima_policy``,
+``gpu_policy`` and ``snp_policy``); these return the document in force, canonical JSON, with the
 proposal that put it there.
 """
 
@@ -17,7 +17,7 @@ from verifier.authz import Authorizer
 from verifier.server.convert import IDENTIFIER, timestamp
 from verifier.server.proposal_diff import canonical_json
 from verifier.store import Store
-from verifier.store.records_proposals import GpuPolicyRecord, ImaPolicyRecord
+from verifier.store.records_proposals import GpuPolicyRecord, ImaPolicyRecord, SnpPolicyRecord
 from weightgate.v1 import operator_pb2
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -46,10 +46,18 @@ class PolicyRpcs:
             request.group, self._store.get_gpu_policy, "NVIDIA GPU policy", context
         )
 
+    @audited("group")
+    async def GetSnpPolicy(
+        self, request: operator_pb2.GetReferenceValuesRequest, context: Context
+    ) -> operator_pb2.GroupPolicy:
+        return await _group_policy(
+            request.group, self._store.get_snp_policy, "AMD SEV-SNP policy", context
+        )
+
 
 async def _group_policy(
     group: str,
-    read: Callable[[str], ImaPolicyRecord | GpuPolicyRecord | None],
+    read: Callable[[str], ImaPolicyRecord | GpuPolicyRecord | SnpPolicyRecord | None],
     what: str,
     context: Context,
 ) -> operator_pb2.GroupPolicy:

@@ -19,7 +19,8 @@ from typing import Any
 from cryptography import x509
 
 from verifier.attestation import DIGEST_SIZES
-from verifier.evidence.nvidia.gpu_policy import MAX_POLICY_BYTES, PolicyError, load_policy
+from verifier.evidence.nvidia import gpu_policy
+from verifier.evidence.snp import policy as snp_policy
 from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
 from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
@@ -37,6 +38,7 @@ from verifier.store.proposal_kinds import (
     REFERENCE_VALUES,
     REVIEW,
     SITE,
+    SNP_POLICY,
     TRUST_ANCHOR,
     pcrs_from_json,
     pcrs_to_json,
@@ -83,9 +85,11 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _ima_policy(change.ima_policy)
     if which == "gpu_policy":
         return _gpu_policy(change.gpu_policy)
+    if which == "snp_policy":
+        return _snp_policy(change.snp_policy)
     raise ChangeError(
         "change: set one of reference_values, site, host_site, review, trust_anchor, "
-        "break_glass, boot_reference, ima_policy, gpu_policy"
+        "break_glass, boot_reference, ima_policy, gpu_policy, snp_policy"
     )
 
 
@@ -149,6 +153,11 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             group=payload["group"], policy_json=canonical_json(payload["policy"])
         )
         return operator_pb2.ProposedChange(gpu_policy=gpu)
+    if kind == SNP_POLICY:
+        snp = operator_pb2.SnpPolicyChange(
+            group=payload["group"], policy_json=canonical_json(payload["policy"])
+        )
+        return operator_pb2.ProposedChange(snp_policy=snp)
     raise ValueError(f"unknown proposal kind {kind!r}")
 
 
@@ -305,18 +314,38 @@ def _ima_policy(request: operator_pb2.ImaPolicyChange) -> Change:
 def _gpu_policy(request: operator_pb2.GpuPolicyChange) -> Change:
     if not IDENTIFIER.fullmatch(request.group):
         raise ChangeError("gpu_policy.group: not a valid group name")
-    if len(request.policy_json) > MAX_POLICY_BYTES:
-        raise ChangeError(f"gpu_policy.policy_json: larger than {MAX_POLICY_BYTES} bytes")
+    limit = gpu_policy.MAX_POLICY_BYTES
+    if len(request.policy_json) > limit:
+        raise ChangeError(f"gpu_policy.policy_json: larger than {limit} bytes")
     try:
         # The loader refuses unknown keys and a policy that allows no RIM, so what is
         # stored is exactly what appraisal will enforce.
-        load_policy(bytes(request.policy_json))
-    except PolicyError as exc:
+        gpu_policy.load_policy(bytes(request.policy_json))
+    except gpu_policy.PolicyError as exc:
         raise ChangeError(f"gpu_policy.policy_json: {exc}") from None
     document = json.loads(request.policy_json)
     target = f"NVIDIA GPU policy of group {request.group}"
     return Change(
         GPU_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
+    )
+
+
+def _snp_policy(request: operator_pb2.SnpPolicyChange) -> Change:
+    if not IDENTIFIER.fullmatch(request.group):
+        raise ChangeError("snp_policy.group: not a valid group name")
+    limit = snp_policy.MAX_POLICY_BYTES
+    if len(request.policy_json) > limit:
+        raise ChangeError(f"snp_policy.policy_json: larger than {limit} bytes")
+    try:
+        # The loader refuses unknown keys, an empty measurement list and an empty
+        # min_tcb, so what is stored is exactly what appraisal will enforce.
+        snp_policy.load_policy(bytes(request.policy_json))
+    except snp_policy.PolicyError as exc:
+        raise ChangeError(f"snp_policy.policy_json: {exc}") from None
+    document = json.loads(request.policy_json)
+    target = f"AMD SEV-SNP policy of group {request.group}"
+    return Change(
+        SNP_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
     )
 
 

@@ -21,6 +21,7 @@ from verifier.store.proposal_kinds import (
     REFERENCE_VALUES,
     REVIEW,
     SITE,
+    SNP_POLICY,
     TRUST_ANCHOR,
 )
 
@@ -47,6 +48,8 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
         lines = _policy_diff(base["policy"] if base else {}, payload["policy"])
     elif kind == GPU_POLICY:
         lines = _gpu_policy_diff(base["policy"] if base else {}, payload["policy"])
+    elif kind == SNP_POLICY:
+        lines = _snp_policy_diff(base["policy"] if base else {}, payload["policy"])
     elif kind == BREAK_GLASS:
         lines = [
             f"+ break-glass: host {payload['host_id']} may receive model "
@@ -167,3 +170,43 @@ def _gpu_list(policy: Mapping[str, Any], key: str) -> set[str]:
     if key == "allowed_cc_states" and policy and key not in policy:
         return {"on"}  # the loader's default (verifier.evidence.nvidia.gpu_policy)
     return set(policy.get(key, ()))
+
+
+# The SNP policy's lists of allowed values (verifier.evidence.snp.policy), one line each.
+_SNP_LISTS = (
+    "allowed_measurements",
+    "allowed_signing_keys",
+    "allowed_id_key_digests",
+    "allowed_author_key_digests",
+)
+
+
+def _snp_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Launch measurements, signing keys and key digests allowed or no longer allowed,
+    one line each; the minimum TCB per product line; then the other keys."""
+    lines: list[str] = []
+    for key in _SNP_LISTS:
+        before, after = _snp_list(old, key), _snp_list(new, key)
+        lines += [f"- {key}: {value}" for value in sorted(before - after)]
+        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
+    old_tcb, new_tcb = old.get("min_tcb", {}), new.get("min_tcb", {})
+    for line in sorted(set(old_tcb) | set(new_tcb)):
+        before, after = old_tcb.get(line), new_tcb.get(line)
+        if before == after:
+            continue
+        if before is not None:
+            lines.append(f"- min_tcb[{line}]: {canonical_json(before).decode()}")
+        if after is not None:
+            lines.append(f"+ min_tcb[{line}]: {canonical_json(after).decode()}")
+    skip = {*_SNP_LISTS, "min_tcb"}
+    rest_old = {k: v for k, v in old.items() if k not in skip}
+    rest_new = {k: v for k, v in new.items() if k not in skip}
+    return lines + _document_diff(rest_old, rest_new)
+
+
+def _snp_list(policy: Mapping[str, Any], key: str) -> set[str]:
+    if key == "allowed_signing_keys" and policy and key not in policy:
+        return {"VCEK"}  # the loader's default (verifier.evidence.snp.policy)
+    # Hex is case-insensitive to the loader: compare (and show) it in lower case.
+    values = set(policy.get(key, ()))
+    return values if key == "allowed_signing_keys" else {value.lower() for value in values}

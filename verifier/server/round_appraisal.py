@@ -1,14 +1,14 @@
 """One host's attestation rounds: what each challenge asks for and how its answer is judged.
 
 Per round, :meth:`RoundAppraiser.plan` reads the group's material once (PCR reference
-values, IMA policy and progress, GPU policy), :meth:`RoundAppraiser.challenge` mints
+values, IMA policy and progress, GPU and SEV-SNP policies), :meth:`RoundAppraiser.challenge` mints
 the challenge that asks for exactly the evidence that material needs, and
 :meth:`RoundAppraiser.appraise` redeems the challenge and judges the evidence
 (:func:`verifier.attestation.evaluate`), adding the binding-key certification when
 one rides along. The stream plumbing lives in :mod:`.host_stream`.
 
 Held per stream: the host's authenticated binding key, the parsed boot reference,
-IMA and GPU policies (re-parsed only when an approved proposal changed them).
+IMA, GPU and SNP policies (re-parsed only when an approved proposal changed them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from verifier.attestation import Outcome, challenge_selection, evaluate
+from verifier.attestation import Outcome, QuoteBoundCheck, challenge_selection, evaluate
 from verifier.challenges import (
     ChallengeError,
     ChallengeRegistry,
@@ -26,7 +26,8 @@ from verifier.challenges import (
     binding_key_qualifying_data,
 )
 from verifier.config import VerifierConfig
-from verifier.evidence.nvidia.host_round import GpuRoundResult, GpuVerifier
+from verifier.evidence.nvidia.host_round import GpuVerifier
+from verifier.evidence.snp.host_round import SnpVerifier
 from verifier.evidence.tpm.boot_reference import BootReferenceError
 from verifier.evidence.tpm.certify import (
     AuthenticatedBindingKey,
@@ -34,7 +35,13 @@ from verifier.evidence.tpm.certify import (
     binding_key_policy_digest,
 )
 from verifier.evidence.tpm.parse import parse_tpm2b_public
-from verifier.server.group_documents import BootReferences, GpuPlan, GpuPolicies
+from verifier.server.group_documents import (
+    BootReferences,
+    GpuPlan,
+    GpuPolicies,
+    SnpPlan,
+    SnpPolicies,
+)
 from verifier.server.ima_rounds import ImaPlan, ImaRounds, with_ima_pcrs
 from verifier.store import HostRecord, ReferenceSet, Store
 from verifier.verdict import Reason, Verdict, VerificationError
@@ -50,6 +57,7 @@ class RoundPlan:
     reference: ReferenceSet | None
     ima: ImaPlan | None
     gpu: GpuPlan | None  # None: the group has no GPU policy
+    snp: SnpPlan | None  # None: the group has no SEV-SNP policy
 
 
 def _failed(code: str, detail: str) -> Outcome:
@@ -65,15 +73,18 @@ class RoundAppraiser:
         config: VerifierConfig,
         now: Callable[[], datetime],
         gpu_verifier: GpuVerifier | None,
+        snp_verifier: SnpVerifier | None,
     ) -> None:
         self._store = store
         self._challenges = challenges
         self._config = config
         self._now = now
         self._gpu_verifier = gpu_verifier
+        self._snp_verifier = snp_verifier
         self._ima = ImaRounds(store)
         self._boot_references = BootReferences(store)
         self._gpu_policies = GpuPolicies(store)
+        self._snp_policies = SnpPolicies(store)
         self.binding_key: AuthenticatedBindingKey | None = None
 
     def plan(self, host: HostRecord) -> RoundPlan:
@@ -81,6 +92,7 @@ class RoundAppraiser:
             reference=self._store.get_reference(host.group),
             ima=self._ima.plan(host),
             gpu=self._gpu_policies.plan(host.group),
+            snp=self._snp_policies.plan(host.group),
         )
 
     def challenge(
@@ -122,9 +134,11 @@ class RoundAppraiser:
         if plan.ima is not None:
             message.ima.SetInParent()  # present even when asking from entry 0
             message.ima.from_entry = plan.ima.from_entry
+        # Asked even when a policy is unusable: the round then fails naming it.
         if plan.gpu is not None:
-            # Asked even when the policy is unusable: the round then fails naming it.
             message.gpu.SetInParent()
+        if plan.snp is not None:
+            message.snp.SetInParent()
         return issued, message
 
     def _binding_key_needed(self, reference: ReferenceSet) -> bool:
@@ -153,9 +167,15 @@ class RoundAppraiser:
         ima = plan.ima
         if ima is not None and ima.policy is None:
             return _failed("tpm.ima.reference_invalid", f"stored document unusable: {ima.error}")
-        gpu = self._gpu_check(plan.gpu, evidence, redeemed)
-        if isinstance(gpu, Outcome):
-            return gpu
+        bound: list[QuoteBoundCheck] = []
+        for check in (
+            self._gpu_check(plan.gpu, evidence, redeemed),
+            self._snp_check(plan.snp, evidence, redeemed),
+        ):
+            if isinstance(check, Outcome):
+                return check
+            if check is not None:
+                bound.append(check)
         outcome = evaluate(
             host=host,
             challenge=redeemed,
@@ -166,7 +186,7 @@ class RoundAppraiser:
             boot_reference=boot_reference,
             ima_policy=None if ima is None else ima.policy,
             ima_kept=None if ima is None else ima.kept,
-            gpu=gpu,
+            bound_checks=bound,
         )
         if outcome.ima_kept is not None:
             self._ima.save(host.host_id, outcome.ima_kept, now=self._now())
@@ -180,7 +200,7 @@ class RoundAppraiser:
         plan: GpuPlan | None,
         evidence: attestation_pb2.Evidence,
         challenge: IssuedChallenge,
-    ) -> Callable[[bytes], GpuRoundResult] | Outcome | None:
+    ) -> QuoteBoundCheck | Outcome | None:
         """The GPU check ``evaluate`` runs once the quote authenticated, None when the
         group has no GPU policy, or the failed outcome when the policy cannot be met."""
         if plan is None:
@@ -196,6 +216,32 @@ class RoundAppraiser:
         verify = functools.partial(
             self._gpu_verifier.verify,
             evidence.gpu if evidence.HasField("gpu") else None,
+            challenge_nonce=challenge.nonce,
+            policy=plan.policy,
+            at=self._now(),
+        )
+        return lambda tpm_attest: verify(tpm_attest=tpm_attest)
+
+    def _snp_check(
+        self,
+        plan: SnpPlan | None,
+        evidence: attestation_pb2.Evidence,
+        challenge: IssuedChallenge,
+    ) -> QuoteBoundCheck | Outcome | None:
+        """The SNP check ``evaluate`` runs once the quote authenticated, None when the
+        group has no SNP policy, or the failed outcome when the policy cannot be met."""
+        if plan is None:
+            return None
+        if plan.policy is None:
+            return _failed("snp.policy_invalid", f"stored SNP policy unusable: {plan.error}")
+        if self._snp_verifier is None:
+            return _failed(
+                "snp.verifier_unconfigured",
+                "the group has an SNP policy but this verifier has no [verifier.snp] roots",
+            )
+        verify = functools.partial(
+            self._snp_verifier.verify,
+            evidence.snp if evidence.HasField("snp") else None,
             challenge_nonce=challenge.nonce,
             policy=plan.policy,
             at=self._now(),

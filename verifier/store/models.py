@@ -39,6 +39,7 @@ from verifier.store.models_trust import (
     GpuPolicyRow,
     ImaPolicyRow,
     ImaProgressRow,
+    SnpPolicyRow,
     TrustAnchorRow,
 )
 from verifier.store.records import (
@@ -77,6 +78,7 @@ __all__ = [
     "ReleaseDenial",
     "Review",
     "Site",
+    "SnpPolicyRow",
     "TrustAnchorRow",
     "UInt64",
     "UTCDateTime",

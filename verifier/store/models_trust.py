@@ -5,7 +5,8 @@ file's; ``break_glass_grants``: insert-only, time-limited waivers;
 ``boot_references`` (migration 0007): each host group's measured-boot reference;
 ``ima_policies`` and ``ima_progress`` (0008): each group's IMA runtime policy,
 and how far each host's IMA list has been appraised in its current boot;
-``gpu_policies`` (0009): each group's NVIDIA GPU policy.
+``gpu_policies`` (0009): each group's NVIDIA GPU policy; ``snp_policies`` (0010):
+each group's AMD SEV-SNP policy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from verifier.store.records_proposals import (
     GpuPolicyRecord,
     ImaPolicyRecord,
     ImaProgress,
+    SnpPolicyRecord,
     TrustAnchorRecord,
 )
 
@@ -116,6 +118,20 @@ class GpuPolicyRow(Base):
 
     def to_record(self) -> GpuPolicyRecord:
         return GpuPolicyRecord(
+            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
+        )
+
+
+class SnpPolicyRow(Base):
+    __tablename__ = "snp_policies"
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    proposal_id: Mapped[str] = mapped_column(String(32))
+
+    def to_record(self) -> SnpPolicyRecord:
+        return SnpPolicyRecord(
             self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
         )
 

@@ -17,8 +17,9 @@ Kinds and payloads::
     boot_reference    {"group": g, "reference": {a weightgate.boot-reference document}}
     ima_policy        {"group": g, "policy": {an IMA runtime policy document}}
     gpu_policy        {"group": g, "policy": {an NVIDIA GPU policy document}}
+    snp_policy        {"group": g, "policy": {an AMD SEV-SNP policy document}}
 
-Reference values (PCRs and boot), per-group policies (IMA and GPU), sites, host
+Reference values (PCRs and boot), per-group policies (IMA, GPU and SEV-SNP), sites, host
 sites and trust anchors replace state: if it
 changed between proposal and quorum, the approvers approved a diff that no
 longer describes what would happen, and the proposal goes stale instead of
@@ -55,6 +56,7 @@ from verifier.store.models_trust import (
     BreakGlassGrantRow,
     GpuPolicyRow,
     ImaPolicyRow,
+    SnpPolicyRow,
     TrustAnchorRow,
 )
 
@@ -67,22 +69,32 @@ BREAK_GLASS = "break_glass"
 BOOT_REFERENCE = "boot_reference"
 IMA_POLICY = "ima_policy"
 GPU_POLICY = "gpu_policy"
+SNP_POLICY = "snp_policy"
 KINDS = (
     REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS, BOOT_REFERENCE,
-    IMA_POLICY, GPU_POLICY,
+    IMA_POLICY, GPU_POLICY, SNP_POLICY,
 )  # fmt: skip
 REPLACES_STATE = frozenset(
-    {REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE, IMA_POLICY, GPU_POLICY}
-)
+    {
+        REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE, IMA_POLICY, GPU_POLICY,
+        SNP_POLICY,
+    }
+)  # fmt: skip
 # Per-group documents: proposal kind -> the payload key holding the document.
-_GROUP_DOCUMENTS = {BOOT_REFERENCE: "reference", IMA_POLICY: "policy", GPU_POLICY: "policy"}
+_GROUP_DOCUMENTS = {
+    BOOT_REFERENCE: "reference", IMA_POLICY: "policy", GPU_POLICY: "policy", SNP_POLICY: "policy"
+}  # fmt: skip
 # ... and what each is called in the outcome line.
 _DOCUMENT_NAMES = {
     BOOT_REFERENCE: "measured-boot reference",
     IMA_POLICY: "IMA runtime policy",
     GPU_POLICY: "NVIDIA GPU policy",
+    SNP_POLICY: "AMD SEV-SNP policy",
 }
-_DocumentTable = type[BootReferenceRow] | type[ImaPolicyRow] | type[GpuPolicyRow]
+_DocumentRow = BootReferenceRow | ImaPolicyRow | GpuPolicyRow | SnpPolicyRow
+_DocumentTable = (
+    type[BootReferenceRow] | type[ImaPolicyRow] | type[GpuPolicyRow] | type[SnpPolicyRow]
+)
 MAX_REVIEW_DAYS = 3660
 MAX_BREAK_GLASS_HOURS = 72
 ANCHOR_PURPOSES = frozenset({"tpm_ek"})  # what enrollment consults; more come with GPU/CVM
@@ -264,14 +276,14 @@ def apply_change(
     raise PayloadError(f"unknown proposal kind {kind!r}")
 
 
-def _document_row(
-    s: Session, kind: str, group: str
-) -> BootReferenceRow | ImaPolicyRow | GpuPolicyRow | None:
+def _document_row(s: Session, kind: str, group: str) -> _DocumentRow | None:
     if kind == BOOT_REFERENCE:
         return s.get(BootReferenceRow, group)
     if kind == IMA_POLICY:
         return s.get(ImaPolicyRow, group)
-    return s.get(GpuPolicyRow, group)
+    if kind == GPU_POLICY:
+        return s.get(GpuPolicyRow, group)
+    return s.get(SnpPolicyRow, group)
 
 
 def _document_table(kind: str) -> _DocumentTable:
@@ -279,6 +291,7 @@ def _document_table(kind: str) -> _DocumentTable:
         BOOT_REFERENCE: BootReferenceRow,
         IMA_POLICY: ImaPolicyRow,
         GPU_POLICY: GpuPolicyRow,
+        SNP_POLICY: SnpPolicyRow,
     }
     return tables[kind]
 

@@ -111,6 +111,16 @@ class GpuPolicyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SnpPolicyRecord:
+    """A host group's AMD SEV-SNP policy document, as an approved proposal set it."""
+
+    group: str
+    document: Mapping[str, Any]
+    updated_at: datetime
+    proposal_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ImaProgress:
     """How far a host's IMA list has been replayed and appraised in its current boot.
 

@@ -1,5 +1,5 @@
 """Reads of what approved proposals put in place: trust anchors, break-glass grants,
-measured-boot references, IMA and GPU policies."""
+measured-boot references, IMA, GPU and SEV-SNP policies."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from verifier.store.models_trust import (
     GpuPolicyRow,
     ImaPolicyRow,
     ImaProgressRow,
+    SnpPolicyRow,
     TrustAnchorRow,
 )
 from verifier.store.records_proposals import (
@@ -23,6 +24,7 @@ from verifier.store.records_proposals import (
     GpuPolicyRecord,
     ImaPolicyRecord,
     ImaProgress,
+    SnpPolicyRecord,
     TrustAnchorRecord,
 )
 
@@ -68,6 +70,11 @@ class TrustMixin(StoreCore):
     def get_gpu_policy(self, group: str) -> GpuPolicyRecord | None:
         with self._reader() as s:
             row = s.get(GpuPolicyRow, group)
+            return None if row is None else row.to_record()
+
+    def get_snp_policy(self, group: str) -> SnpPolicyRecord | None:
+        with self._reader() as s:
+            row = s.get(SnpPolicyRow, group)
             return None if row is None else row.to_record()
 
     def ima_progress(self, host_id: str) -> ImaProgress | None:

@@ -134,6 +134,7 @@ class Challenge(_message.Message):
     WANT_BOOT_LOG_FIELD_NUMBER: _builtins.int
     IMA_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
+    SNP_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     nonce: _builtins.bytes
     """>= 32 fresh random bytes, single use"""
@@ -162,6 +163,12 @@ class Challenge(_message.Message):
         attestation report and certificate chain (GpuEvidence).
         """
 
+    @_builtins.property
+    def snp(self) -> Global___SnpRequest:
+        """Present when the host's group has an AMD SEV-SNP policy: send the SNP
+        attestation report and its certificates (SnpEvidence).
+        """
+
     def __init__(
         self,
         *,
@@ -173,14 +180,36 @@ class Challenge(_message.Message):
         want_boot_log: _builtins.bool = ...,
         ima: Global___ImaRequest | None = ...,
         gpu: Global___GpuRequest | None = ...,
+        snp: Global___SnpRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "gpu", b"gpu", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "gpu", b"gpu", "ima", b"ima", "nonce", b"nonce", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "gpu", b"gpu", "ima", b"ima", "nonce", b"nonce", "snp", b"snp", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Challenge: _TypeAlias = Challenge  # noqa: Y015
+
+@_typing.final
+class SnpRequest(_message.Message):
+    """The report's REPORT_DATA (64 bytes) must be
+    weightgate.cvm_binding.snp_report_data(Challenge.nonce, TpmQuote.attest of this
+    evidence): the CPU's report answers this challenge and is bound to the same
+    round's TPM quote, so TPM and SNP evidence cannot be mixed across hosts or rounds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnpRequest: _TypeAlias = SnpRequest  # noqa: Y015
 
 @_typing.final
 class GpuRequest(_message.Message):
@@ -287,6 +316,7 @@ class Evidence(_message.Message):
     BOOT_LOG_FIELD_NUMBER: _builtins.int
     IMA_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
+    SNP_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     @_builtins.property
     def tpm(self) -> Global___TpmQuote: ...
@@ -306,6 +336,10 @@ class Evidence(_message.Message):
     def gpu(self) -> Global___GpuEvidence:
         """answers Challenge.gpu"""
 
+    @_builtins.property
+    def snp(self) -> Global___SnpEvidence:
+        """answers Challenge.snp"""
+
     def __init__(
         self,
         *,
@@ -315,14 +349,49 @@ class Evidence(_message.Message):
         boot_log: Global___BootLog | None = ...,
         ima: Global___ImaLog | None = ...,
         gpu: Global___GpuEvidence | None = ...,
+        snp: Global___SnpEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "gpu", b"gpu", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "gpu", b"gpu", "ima", b"ima", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class SnpEvidence(_message.Message):
+    """An AMD SEV-SNP ATTESTATION_REPORT and the certificates that came with it, untouched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    VCEK_FIELD_NUMBER: _builtins.int
+    CERT_CHAIN_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    report: _builtins.bytes
+    """the 1184-byte report exactly as the firmware returned it"""
+    vcek: _builtins.bytes
+    """VCEK or VLEK certificate (DER), e.g. from the extended report"""
+    cert_chain: _builtins.bytes
+    """ASK or ASVK (and ARK) PEM as shipped; the ARK is never taken from here"""
+    unavailable: _builtins.str
+    """set instead when the agent has no report to send, and why"""
+    def __init__(
+        self,
+        *,
+        report: _builtins.bytes = ...,
+        vcek: _builtins.bytes = ...,
+        cert_chain: _builtins.bytes = ...,
+        unavailable: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cert_chain", b"cert_chain", "report", b"report", "unavailable", b"unavailable", "vcek", b"vcek"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnpEvidence: _TypeAlias = SnpEvidence  # noqa: Y015
 
 @_typing.final
 class GpuEvidence(_message.Message):

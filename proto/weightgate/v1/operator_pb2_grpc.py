@@ -70,6 +70,11 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
                 _registered_method=True)
+        self.GetSnpPolicy = channel.unary_unary(
+                '/weightgate.v1.Operator/GetSnpPolicy',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+                _registered_method=True)
         self.WatchHosts = channel.unary_stream(
                 '/weightgate.v1.Operator/WatchHosts',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.SerializeToString,
@@ -198,6 +203,12 @@ class OperatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetGpuPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSnpPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -354,6 +365,11 @@ def add_OperatorServicer_to_server(servicer, server):
             ),
             'GetGpuPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetGpuPolicy,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.SerializeToString,
+            ),
+            'GetSnpPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnpPolicy,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.SerializeToString,
             ),
@@ -631,6 +647,33 @@ class Operator:
             request,
             target,
             '/weightgate.v1.Operator/GetGpuPolicy',
+            weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnpPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/GetSnpPolicy',
             weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
             options,

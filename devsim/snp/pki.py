@@ -1,0 +1,175 @@
+"""The TEST AMD key hierarchy of a simulated SNP host: ARK -> ASK -> VCEK.
+
+It mirrors AMD's (AMD KDS spec): a self-signed ARK per product line signs the
+ASK (subject CN "SEV-<line>", the name the verifier requires of a VCEK's
+issuer), which signs the chip's VCEK (CN "SEV-VCEK") carrying AMD's private
+extensions: structVersion, productName, one SPL per TCB component and the
+chip's hwID. ARK and ASK are RSA-4096 and every link is RSASSA-PSS SHA-384 with
+MGF1-SHA-384 and a 48-byte salt, as AMD signs; the VCEK is ECDSA P-384.
+
+The ARK is named "weightgate TEST ARK-<line> (simulator)" so that nobody takes it
+for AMD's: the verifier pins AMD's ARKs by certificate SHA-256, so it trusts this
+one only where a test pins its fingerprint explicitly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+__all__ = ["Hierarchy", "Validity", "make_hierarchy", "vcek_extensions"]
+
+TEST_ORG = "weightgate TEST (simulator, not AMD)"
+RSA_BITS = 4096  # the verifier refuses AMD CA keys under 4096 bits, as AMD's are
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+# Not-before a little in the past so a verifier whose clock lags ours by
+# minutes still sees valid certificates.
+BACKDATE = timedelta(hours=1)
+
+_AMD = "1.3.6.1.4.1.3704.1."
+OID_STRUCT_VERSION = _AMD + "1"
+OID_PRODUCT_NAME = _AMD + "2"
+OID_HWID = _AMD + "4"
+# KDS SPL OIDs: .3.1 blSPL, .3.2 teeSPL, .3.3 snpSPL, .3.4-.3.7 spl4-7 (zero), .3.8 ucodeSPL.
+_SPL_OIDS = {
+    "bootloader": _AMD + "3.1",
+    "tee": _AMD + "3.2",
+    "snp": _AMD + "3.3",
+    "spl4": _AMD + "3.4",
+    "spl5": _AMD + "3.5",
+    "spl6": _AMD + "3.6",
+    "spl7": _AMD + "3.7",
+    "microcode": _AMD + "3.8",
+}
+
+
+@dataclass(frozen=True)
+class Validity:
+    not_before: datetime
+    not_after: datetime
+
+    @classmethod
+    def starting(cls, now: datetime, days: int) -> Validity:
+        return cls(now - BACKDATE, now + timedelta(days=days))
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """The certificates of one simulated chip and its VCEK key (ARK/ASK keys are dropped)."""
+
+    ark: x509.Certificate
+    ask: x509.Certificate
+    vcek: x509.Certificate
+    vcek_key: ec.EllipticCurvePrivateKey
+
+
+def ark_common_name(product: str) -> str:
+    return f"weightgate TEST ARK-{product} (simulator)"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, TEST_ORG),
+        ]
+    )
+
+
+def _der_integer(value: int) -> bytes:
+    """A minimal DER INTEGER 0-255 (the only form the verifier accepts for an SPL)."""
+    if not 0 <= value <= 255:
+        raise ValueError(f"SPL {value} is not 0-255")
+    return bytes([0x02, 1, value]) if value < 0x80 else bytes([0x02, 2, 0, value])
+
+
+def _ia5(text: str) -> bytes:
+    body = text.encode("ascii")
+    if len(body) >= 0x80:
+        raise ValueError("productName too long for a short-form DER length")
+    return bytes([0x16, len(body)]) + body
+
+
+def vcek_extensions(product: str, spls: Mapping[str, int], hwid: bytes) -> dict[str, bytes]:
+    """OID -> DER value of each AMD extension a VCEK for this chip and TCB carries.
+
+    hwID is the raw CHIP_ID, as every KDS certificate carries it.
+    """
+    values = {
+        OID_STRUCT_VERSION: _der_integer(1),
+        OID_PRODUCT_NAME: _ia5(product),
+        OID_HWID: bytes(hwid),
+    }
+    for component, oid in _SPL_OIDS.items():
+        values[oid] = _der_integer(spls.get(component, 0))
+    return values
+
+
+def _ca(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: rsa.RSAPublicKey,
+    signer: rsa.RSAPrivateKey,
+    validity: Validity,
+) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity.not_before)
+        .not_valid_after(validity.not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(signer, hashes.SHA384(), rsa_padding=_PSS)
+    )
+
+
+def make_hierarchy(
+    product: str, spls: Mapping[str, int], chip_id: bytes, validity: Validity
+) -> Hierarchy:
+    """A fresh TEST ARK, ASK and VCEK for one chip of ``product`` at TCB ``spls``."""
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    vcek_key = ec.generate_private_key(ec.SECP384R1())
+    ark_name = _name(ark_common_name(product))
+    ask_name = _name(f"SEV-{product}")
+    ark = _ca(ark_name, ark_name, ark_key.public_key(), ark_key, validity)
+    ask = _ca(ask_name, ark_name, ask_key.public_key(), ark_key, validity)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name("SEV-VCEK"))
+        .issuer_name(ask_name)
+        .public_key(vcek_key.public_key())
+        # KDS serials are small integers; a random positive one keeps each chip distinct.
+        .serial_number(secrets.randbits(63) | 1)
+        .not_valid_before(validity.not_before)
+        .not_valid_after(validity.not_after)
+    )
+    for oid, value in vcek_extensions(product, spls, chip_id).items():
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
+        )
+    vcek = builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
+    return Hierarchy(ark=ark, ask=ask, vcek=vcek, vcek_key=vcek_key)

@@ -1,0 +1,120 @@
+"""``[verifier.snp]``: the AMD roots SEV-SNP reports on the stream are verified against.
+
+AMD's ARKs (Milan, Genoa, Turin) are pinned in code by SHA-256
+(verifier/evidence/snp/chain.py). ``trust_dir`` holds their certificates (as KDS
+serves them: the ``ask_ark`` / ``asvk_ark`` PEM files); every certificate in it
+must be a pinned ARK or an ASK/ASVK, or loading fails naming the file. The one way
+to trust another root is the loudly named ``insecure_test_roots``: the TEST ARK of a
+simulator (devsim), for tests and demos only; it replaces AMD's ARK for the product
+line its name gives, so a test config never mixes the two::
+
+    [verifier.snp]
+    trust_dir = "amd-roots"            # ask_ark_milan.pem, ask_ark_genoa.pem, ...
+    insecure_test_roots = []           # TEST ONLY: a simulator's ARK
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from verifier.config_reader import ConfigError, Reader
+from verifier.evidence.errors import ParseError
+from verifier.evidence.snp.certs import load_certificates
+from verifier.evidence.snp.chain import ARK_SHA256, AmdRoots, RootError, load_amd_roots
+from verifier.evidence.snp.tcb import ProductLine, product_from_name
+
+__all__ = ["SnpConfig", "snp_config"]
+
+log = logging.getLogger(__name__)
+
+# A root file holds two certificates (ASK and ARK); bound what a wrong file costs.
+_MAX_ROOT_FILE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SnpConfig:
+    roots: AmdRoots
+    test_roots_trusted: bool  # insecure_test_roots named a root
+
+
+def _read(reader: Reader, key: str, path: Path) -> list[x509.Certificate]:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_ROOT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise reader.fail(key, f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_ROOT_FILE_BYTES:
+        raise reader.fail(key, f"{path}: larger than {_MAX_ROOT_FILE_BYTES} bytes")
+    try:
+        return load_certificates(data, str(path))
+    except ParseError as exc:
+        raise reader.fail(key, f"{path}: {exc}") from None
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    return certificate.issuer == certificate.subject
+
+
+def _test_product(reader: Reader, path: Path, certificate: x509.Certificate) -> ProductLine:
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else ""
+    for word in name.replace("(", " ").replace(")", " ").split():
+        product = product_from_name(word.removeprefix("ARK-"))
+        if product is not None:
+            return product
+    raise reader.fail(
+        "insecure_test_roots", f"{path}: {name!r} names no product line (Milan, Genoa, Turin)"
+    )
+
+
+def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
+    """The ``[verifier.snp]`` table, validated and with its roots loaded; None if absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [verifier.snp] must be a table")
+    reader = Reader(path, text, "verifier.snp", raw)
+    reader.unknown_keys({"trust_dir", "insecure_test_roots"})
+    arks: list[x509.Certificate] = []
+    pins = dict(ARK_SHA256)
+    if "trust_dir" in raw or "insecure_test_roots" not in raw:
+        directory = base / reader.get("trust_dir", str, None, "a directory path")
+        if not directory.is_dir():
+            raise reader.fail("trust_dir", f"{directory} is not a directory")
+        for file in sorted(directory.glob("*.pem")):
+            for certificate in filter(_self_signed, _read(reader, "trust_dir", file)):
+                try:
+                    load_amd_roots([certificate])  # names the file of a foreign root
+                except RootError as exc:
+                    raise reader.fail("trust_dir", f"{file}: {exc}") from None
+                arks.append(certificate)
+    test_files = reader.get("insecure_test_roots", list, [], "a list of PEM file paths")
+    if not all(isinstance(name, str) for name in test_files):
+        raise reader.fail("insecure_test_roots", "expected a list of PEM file paths")
+    for name in test_files:
+        file = base / name
+        for certificate in filter(_self_signed, _read(reader, "insecure_test_roots", file)):
+            product = _test_product(reader, file, certificate)
+            pins[product] = certificate.fingerprint(hashes.SHA256())
+            arks = [a for a in arks if a.fingerprint(hashes.SHA256()) != ARK_SHA256[product]]
+            arks.append(certificate)
+            log.warning(
+                "[verifier.snp] insecure_test_roots: %s reports are verified against a TEST "
+                "ARK (%s), not AMD's (tests and demos only)",
+                product.value,
+                file,
+            )
+    if not arks:
+        raise reader.fail("trust_dir", "no AMD ARK (ask_ark_<product>.pem from AMD KDS)")
+    try:
+        roots = load_amd_roots(arks, pins=pins)
+    except RootError as exc:
+        raise reader.fail("insecure_test_roots" if test_files else "trust_dir", str(exc)) from None
+    return SnpConfig(roots=roots, test_roots_trusted=bool(test_files))
