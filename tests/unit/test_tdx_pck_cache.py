@@ -205,3 +205,16 @@ def test_qe_signature_and_binding_are_checked_on_every_call() -> None:
     assert _reason(bad_signature) == "tdx.qe.signature_invalid"
     other_auth = replace(quote, certification=replace(certification, qe_auth_data=b"\x01"))
     assert _reason(other_auth) == "tdx.qe.report_data_mismatch"
+
+
+def test_a_path_verified_under_other_pins_never_stands_for_intel_only_trust() -> None:
+    """A test setting may pin an extra root; what it verified is kept apart."""
+    from verifier.evidence.tdx.pki import INTEL_ROOT_PINS  # noqa: PLC0415
+
+    widened = INTEL_ROOT_PINS | {bytes(32)}
+    quote = _quote()
+    first = authenticate_quote(quote, root=intel_root(), at=AT_2026, spki_pins=widened)
+    assert cached_pck_count() == 1
+    again = _auth(_quote())  # Intel's pins only: verified afresh, its own entry
+    assert again.pck_path is not first.pck_path
+    assert cached_pck_count() == 2

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tdx.pck_cache import lookup_pck, remember_pck
 from verifier.evidence.tdx.pck_extension import PckTcb, read_pck_extension
-from verifier.evidence.tdx.pki import parse_pem_certificates, verify_chain
+from verifier.evidence.tdx.pki import INTEL_ROOT_PINS, parse_pem_certificates, verify_chain
 from verifier.evidence.tdx.quote import INTEL_QE_VENDOR_ID, Quote
 from verifier.verdict import Reason, VerificationError
 
@@ -104,7 +104,13 @@ def _verify_p256(key: ec.EllipticCurvePublicKey, signature_rs: bytes, message: b
     return True
 
 
-def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) -> AuthenticatedQuote:
+def authenticate_quote(
+    quote: Quote,
+    *,
+    root: x509.Certificate,
+    at: datetime,
+    spki_pins: frozenset[bytes] = INTEL_ROOT_PINS,
+) -> AuthenticatedQuote:
     """Raise :class:`VerificationError` at the first failed check, in this order:
 
     1. the QE vendor id is Intel's (``tdx.quote.qe_vendor_unknown``);
@@ -115,7 +121,8 @@ def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) ->
     4. QE REPORTDATA[0:32] == SHA-256(attestation key || QE auth data) and
        [32:64] is zero: the QE vouches for this attestation key
        (``tdx.qe.report_data_mismatch``);
-    5. PCK -> CA -> pinned Intel SGX Root CA at ``at`` (``tdx.pck.chain_untrusted``,
+    5. PCK -> CA -> ``root``, pinned by ``spki_pins`` (Intel's unless a test setting
+       names another), at ``at`` (``tdx.pck.chain_untrusted``,
        ``chain_invalid``, ``expired``, ``not_yet_valid``) and the leaf's SGX
        extension parses (``tdx.pck.malformed``).
 
@@ -144,7 +151,7 @@ def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) ->
     # An earlier success for these exact PEM bytes and this root, at a time inside
     # its validity window (pck_cache.py): steps 3 (parse) and 5 would conclude the
     # same, so only the signatures and the binding below run again.
-    held = lookup_pck(pem, root, at)
+    held = lookup_pck(pem, root, at, spki_pins)
     sent: list[x509.Certificate] = []
     if held is not None:
         leaf_key: object = held.qe_key
@@ -176,14 +183,14 @@ def authenticate_quote(quote: Quote, *, root: x509.Certificate, at: datetime) ->
 
     if held is None:
         try:
-            path = verify_chain(sent, root=root, at=at, prefix="tdx.pck")
+            path = verify_chain(sent, root=root, at=at, prefix="tdx.pck", spki_pins=spki_pins)
         except VerificationError as exc:
             raise VerificationError(exc.reason, done) from None
         try:
             pck_tcb = read_pck_extension(path[0])
         except ParseError as exc:
             raise _fail("tdx.pck.malformed", str(exc), done) from None
-        held = remember_pck(pem, root, qe_key=leaf_key, path=path, tcb=pck_tcb)
+        held = remember_pck(pem, root, spki_pins, qe_key=leaf_key, path=path, tcb=pck_tcb)
     done.append(CHECK_PCK_CHAIN)
     path, pck_tcb = held.path, held.tcb
     return AuthenticatedQuote(quote, path, pck_tcb, at, _seal=_Seal(quote, path, pck_tcb, at))

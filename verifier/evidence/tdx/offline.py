@@ -42,7 +42,13 @@ from verifier.evidence.tdx.authenticate import (
 from verifier.evidence.tdx.ccel import CHECK_CCEL_REPLAY, parse_ccel_log, replay_ccel
 from verifier.evidence.tdx.collateral import QeIdentity, TcbInfo, parse_qe_identity, parse_tcb_info
 from verifier.evidence.tdx.collateral import check_collateral as check_signed
-from verifier.evidence.tdx.pki import check_crl, load_crl, parse_pem_certificates, verify_chain
+from verifier.evidence.tdx.pki import (
+    INTEL_ROOT_PINS,
+    check_crl,
+    load_crl,
+    parse_pem_certificates,
+    verify_chain,
+)
 from verifier.evidence.tdx.policy import (
     CHECK_POLICY,
     DEFAULT_TCB_POLICY,
@@ -88,6 +94,8 @@ class TdxEvidence:
     policy: TdxPolicy | None = None
     expected_report_data: bytes | None = None
     ccel: bytes | None = None
+    # Whose key may be ``root``: Intel's; a simulator's only from an explicit test setting.
+    root_pins: frozenset[bytes] = INTEL_ROOT_PINS
 
 
 def _hex_claims(quote: Quote) -> dict[str, Any]:
@@ -128,7 +136,9 @@ def _quote_stage(evidence: TdxEvidence, run: ReportBuilder) -> AuthenticatedQuot
     run.check(CHECK_PARSE, "quote", [])
     run.claims["quote"] = {**_hex_claims(quote), "zero_padding": padding}
     try:
-        authenticated = authenticate_quote(quote, root=evidence.root, at=evidence.at)
+        authenticated = authenticate_quote(
+            quote, root=evidence.root, at=evidence.at, spki_pins=evidence.root_pins
+        )
     except VerificationError as exc:
         failed = next(n for n in AUTHENTICATION_CHECKS if n not in exc.checks_run)
         for name in AUTHENTICATION_CHECKS:
@@ -191,7 +201,11 @@ def _revocation(
 
 
 def _signer(
-    quote: AuthenticatedQuote, collateral: TdxCollateral, at: datetime, run: ReportBuilder
+    quote: AuthenticatedQuote,
+    collateral: TdxCollateral,
+    at: datetime,
+    run: ReportBuilder,
+    pins: frozenset[bytes],
 ) -> x509.Certificate | None:
     if collateral.tcb_signing_chain is None:
         if collateral.tcb_info is not None or collateral.qe_identity is not None:
@@ -205,6 +219,7 @@ def _signer(
             root=quote.pck_path[-1],
             at=at,
             prefix="tdx.collateral.signer",
+            spki_pins=pins,
         )
     except ParseError as exc:
         run.check(CHECK_SIGNER, "collateral", [Reason("tdx.collateral.malformed", str(exc))])
@@ -232,7 +247,7 @@ def _collateral_stages(
             run.skip((name,), stage, "no collateral supplied")
         run.warnings.append(Reason("tdx.tcb.not_evaluated", "no collateral: TCB status unknown"))
         return
-    signer = _signer(quote, collateral, at, run)
+    signer = _signer(quote, collateral, at, run, evidence.root_pins)
     _revocation(quote, collateral, at, run, signer)
     key = None if signer is None else signer.public_key()
     signing_key = key if isinstance(key, ec.EllipticCurvePublicKey) else None

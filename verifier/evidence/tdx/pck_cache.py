@@ -48,7 +48,7 @@ __all__ = ["VerifiedPck", "cached_pck_count", "clear_pck_cache", "lookup_pck", "
 _MAX_ENTRIES = 1024
 _FINGERPRINT = hashes.SHA256()
 
-_Key = tuple[bytes, bytes]
+_Key = tuple[bytes, bytes, frozenset[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +72,15 @@ _CACHE: OrderedDict[_Key, VerifiedPck] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def _key(pem: bytes, root: x509.Certificate) -> _Key:
-    return hashlib.sha256(pem).digest(), root.fingerprint(_FINGERPRINT)
+def _key(pem: bytes, root: x509.Certificate, pins: frozenset[bytes]) -> _Key:
+    # The pins are part of the key: a path verified under a test root's explicit pin
+    # must never stand for a call that trusts Intel's root only.
+    return hashlib.sha256(pem).digest(), root.fingerprint(_FINGERPRINT), pins
 
 
-def lookup_pck(pem: bytes, root: x509.Certificate, at: datetime) -> VerifiedPck | None:
+def lookup_pck(
+    pem: bytes, root: x509.Certificate, at: datetime, pins: frozenset[bytes]
+) -> VerifiedPck | None:
     """The earlier success for exactly ``pem`` under ``root`` when it holds at ``at``.
 
     None (verify from scratch) for anything else: unknown bytes or root, a time
@@ -85,7 +89,7 @@ def lookup_pck(pem: bytes, root: x509.Certificate, at: datetime) -> VerifiedPck 
     """
     if at.tzinfo is None or len(pem) > MAX_CHAIN_PEM_BYTES:
         return None
-    key = _key(pem, root)
+    key = _key(pem, root, pins)
     with _LOCK:
         held = _CACHE.get(key)
         if held is None or not held.not_before <= at <= held.not_after:
@@ -97,6 +101,7 @@ def lookup_pck(pem: bytes, root: x509.Certificate, at: datetime) -> VerifiedPck 
 def remember_pck(
     pem: bytes,
     root: x509.Certificate,
+    pins: frozenset[bytes],
     *,
     qe_key: ec.EllipticCurvePublicKey,
     path: tuple[x509.Certificate, ...],
@@ -110,7 +115,7 @@ def remember_pck(
         not_before=max(c.not_valid_before_utc for c in path),
         not_after=min(c.not_valid_after_utc for c in path),
     )
-    key = _key(pem, root)
+    key = _key(pem, root, pins)
     with _LOCK:
         _CACHE[key] = entry
         _CACHE.move_to_end(key)

@@ -33,6 +33,7 @@ from verifier.evidence.errors import ParseError
 from verifier.verdict import Reason, VerificationError
 
 __all__ = [
+    "INTEL_ROOT_PINS",
     "INTEL_SGX_ROOT_CA_SPKI_SHA256",
     "check_crl",
     "check_pinned_root",
@@ -89,8 +90,13 @@ def parse_pem_certificates(pem: bytes) -> list[x509.Certificate]:
     return certificates
 
 
+# The default trust: Intel's root only. A test root (a simulator's) is trusted only
+# where a caller passes its pin explicitly, from an explicitly named test setting.
+INTEL_ROOT_PINS: frozenset[bytes] = frozenset({INTEL_SGX_ROOT_CA_SPKI_SHA256})
+
+
 def check_pinned_root(
-    root: x509.Certificate, *, spki_pins: Collection[bytes] = (INTEL_SGX_ROOT_CA_SPKI_SHA256,)
+    root: x509.Certificate, *, spki_pins: Collection[bytes] = INTEL_ROOT_PINS
 ) -> None:
     """Raise ValueError (a setup error) unless ``root`` is pinned by SPKI SHA-256."""
     if spki_sha256(root) not in spki_pins:
@@ -130,6 +136,7 @@ def verify_chain(
     root: x509.Certificate,
     at: datetime,
     prefix: str,
+    spki_pins: Collection[bytes] = INTEL_ROOT_PINS,
 ) -> tuple[x509.Certificate, ...]:
     """Verify ``certificates`` (leaf first, as sent) to the pinned ``root`` at ``at``.
 
@@ -143,7 +150,7 @@ def verify_chain(
     """
     if at.tzinfo is None:
         raise ValueError("`at` must be timezone-aware")
-    check_pinned_root(root)
+    check_pinned_root(root, spki_pins=spki_pins)
     path = [c for c in certificates if c.subject != c.issuer]
     if not 1 <= len(path) < MAX_CHAIN_CERTS:
         raise _fail(prefix, "chain_invalid", f"{len(path)} non-root certificates in the chain")
