@@ -14,9 +14,10 @@ Example::
     # The UEFI measured-boot event log, sent when the verifier asks (default shown).
     event_log_path = "/sys/kernel/security/tpm0/binary_bios_measurements"
     ima_log_path = "/sys/kernel/security/ima/binary_runtime_measurements"
-    # GPU and SEV-SNP evidence sources: see agent.config_devices.
+    # GPU, SEV-SNP and TDX evidence sources: see agent.config_devices.
     gpu_evidence = "nvml"              # default; or "off", or "simulator" + gpu_simulator
     snp_evidence = "tsm"               # default; or "off", or "simulator" + snp_simulator
+    tdx_evidence = "tsm"               # default; or "off", or "simulator" + tdx_simulator
     # The verifier's Ed25519 manifest-signing public key (PEM), pinned here; required
     # as soon as a model is configured.
     verifier_signing_key = "/etc/weightgate/verifier-signing.pub"
@@ -49,7 +50,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from agent import config_devices
-from agent.config_devices import DEFAULT_SNP_TSM_DIR, DEVICE_KEYS, SnpSource, parse_device_keys
+from agent.config_devices import (
+    DEFAULT_SNP_TSM_DIR,
+    DEVICE_KEYS,
+    SnpSource,
+    TdxSource,
+    parse_device_keys,
+)
 
 _PERSISTENT_MIN, _PERSISTENT_MAX = 0x81000000, 0x81FFFFFF
 _AGENT_KEYS = frozenset(
@@ -128,7 +135,10 @@ class AgentConfig:
     # agent.config_devices for why "tsm" is the default).
     snp_evidence: SnpSource = "tsm"
     snp_simulator: Path | None = None  # a devsim.snp host directory, with "simulator"
-    snp_tsm_dir: Path = DEFAULT_SNP_TSM_DIR  # configfs-tsm's report directory
+    snp_tsm_dir: Path = DEFAULT_SNP_TSM_DIR  # configfs-tsm's report directory (SNP and TDX)
+    # Where Intel TDX evidence comes from when the verifier asks for it.
+    tdx_evidence: TdxSource = "tsm"
+    tdx_simulator: Path | None = None  # a devsim.tdx guest directory, with "simulator"
 
 
 def load_verifier_signing_key(path: Path) -> Ed25519PublicKey:

@@ -1,4 +1,4 @@
-"""The device-evidence keys of ``[agent]``: where GPU and SEV-SNP evidence comes from.
+"""The device-evidence keys of ``[agent]``: where GPU, SEV-SNP and TDX evidence comes from.
 
 Example (defaults shown)::
 
@@ -12,6 +12,12 @@ Example (defaults shown)::
     # kernel's configfs-tsm interface), "off", or "simulator" with snp_simulator,
     # a devsim.snp host directory (tests and demos only).
     snp_evidence = "tsm"
+    # Intel TDX evidence, sent when the verifier's TDX policy asks: "tsm" (a quote
+    # through configfs-tsm), "off", or "simulator" with tdx_simulator, a devsim.tdx
+    # guest directory (tests and demos only).
+    tdx_evidence = "tsm"
+    # configfs-tsm's report directory, for SEV-SNP and TDX alike (one interface,
+    # the kernel's provider says which CPU answers).
     snp_tsm_dir = "/sys/kernel/config/tsm/report"
 
 ``snp_evidence`` defaults to "tsm", not "off": on an SEV-SNP guest the report is
@@ -19,7 +25,12 @@ the evidence that the VM's memory is the CPU's to protect, and an agent that
 forgot the key would answer "switched off" to a policy that requires it. On any
 other host "tsm" costs nothing: the verifier asks only hosts whose group has an
 SNP policy, and the answer is then a named "unavailable" reason (no configfs-tsm
-directory, or a provider other than sev_guest), never a crash.
+directory, or a provider other than sev_guest), never a crash. ``tdx_evidence``
+defaults to "tsm" for the same reasons (provider tdx_guest).
+
+The configfs-tsm directory keeps its first name, ``snp_tsm_dir``, and serves
+both: it is one kernel interface whatever CPU answers, and a guest is either
+SEV-SNP or TDX.
 
 Parsed here so that ``agent.config`` keeps to the agent's general settings; the
 values land in :class:`agent.config.AgentConfig` unchanged.
@@ -37,11 +48,13 @@ __all__ = [
     "DeviceSettings",
     "GpuSource",
     "SnpSource",
+    "TdxSource",
     "parse_device_keys",
 ]
 
 GpuSource = Literal["nvml", "off", "simulator"]
 SnpSource = Literal["tsm", "off", "simulator"]
+TdxSource = Literal["tsm", "off", "simulator"]
 DEFAULT_SNP_TSM_DIR = Path("/sys/kernel/config/tsm/report")
 DEFAULT_GPU_TIMEOUT_SECONDS = 20.0
 
@@ -53,6 +66,8 @@ DEVICE_KEYS = frozenset(
         "snp_evidence",
         "snp_simulator",
         "snp_tsm_dir",
+        "tdx_evidence",
+        "tdx_simulator",
     }
 )
 
@@ -66,6 +81,8 @@ class DeviceSettings(TypedDict):
     snp_evidence: SnpSource
     snp_simulator: Path | None
     snp_tsm_dir: Path
+    tdx_evidence: TdxSource
+    tdx_simulator: Path | None
 
 
 # Readers of the [agent] table given by the loader; each failure a located ConfigError.
@@ -96,10 +113,11 @@ def _simulator(
 def parse_device_keys(
     agent: dict[str, Any], *, path: PathReader, seconds: SecondsReader, fail: Fail
 ) -> DeviceSettings:
-    """The GPU and SNP evidence settings of the ``[agent]`` table ``agent``."""
+    """The GPU, SNP and TDX evidence settings of the ``[agent]`` table ``agent``."""
     # cast: _source returns one of exactly the allowed values.
     gpu = cast(GpuSource, _source(agent, fail, "gpu_evidence", "nvml", get_args(GpuSource)))
     snp = cast(SnpSource, _source(agent, fail, "snp_evidence", "tsm", get_args(SnpSource)))
+    tdx = cast(TdxSource, _source(agent, fail, "tdx_evidence", "tsm", get_args(TdxSource)))
     return DeviceSettings(
         gpu_evidence=gpu,
         gpu_simulator=_simulator(
@@ -121,4 +139,13 @@ def parse_device_keys(
             what="a devsim.snp host directory",
         ),
         snp_tsm_dir=path("snp_tsm_dir") if "snp_tsm_dir" in agent else DEFAULT_SNP_TSM_DIR,
+        tdx_evidence=tdx,
+        tdx_simulator=_simulator(
+            agent,
+            path,
+            fail,
+            source_key="tdx_evidence",
+            key="tdx_simulator",
+            what="a devsim.tdx guest directory",
+        ),
     )

@@ -28,13 +28,14 @@ from agent.collectors.boot_log import read_boot_log
 from agent.collectors.gpu_evidence import BoundedGpuCollector
 from agent.collectors.ima_log import read_ima_log
 from agent.collectors.snp import BoundedSnpCollector
+from agent.collectors.tdx import BoundedTdxCollector
 from agent.collectors.tpm import Tpm, TpmError, ak_name
 from agent.config import AgentConfig, load_verifier_signing_key
 from agent.enrollment_state import EnrollmentState, delete_state, load_state, save_state
 from agent.logs import EventLog
 from agent.release_manager import ReleaseManager
 from agent.tpmwork import TpmWorker
-from weightgate.cvm_binding import snp_report_data
+from weightgate.cvm_binding import snp_report_data, tdx_report_data
 from weightgate.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
@@ -110,6 +111,11 @@ class Agent:
             source=config.snp_evidence,
             tsm_dir=config.snp_tsm_dir,
             simulator_dir=config.snp_simulator,
+        )
+        self._tdx = BoundedTdxCollector(
+            source=config.tdx_evidence,
+            tsm_dir=config.snp_tsm_dir,  # configfs-tsm's one report directory
+            simulator_dir=config.tdx_simulator,
         )
         self._tpm = tpm or Tpm(config.tcti)
         self._worker = TpmWorker(self._tpm)
@@ -301,6 +307,8 @@ class Agent:
             evidence.gpu.CopyFrom(gpu)
         if challenge.HasField("snp"):
             evidence.snp.CopyFrom(await self._snp_evidence(challenge, quote))
+        if challenge.HasField("tdx"):
+            evidence.tdx.CopyFrom(await self._tdx_evidence(challenge, quote))
         return evidence
 
     async def _snp_evidence(
@@ -312,6 +320,16 @@ class Agent:
         except ValueError as e:  # an empty nonce: nothing to bind the report to
             return attestation_pb2.SnpEvidence(unavailable=f"no SNP report: {e}")
         return await self._snp.collect(report_data=report_data)
+
+    async def _tdx_evidence(
+        self, challenge: attestation_pb2.Challenge, quote: attestation_pb2.TpmQuote
+    ) -> attestation_pb2.TdxEvidence:
+        # After quoting: REPORTDATA binds the challenge nonce and the quote's bytes.
+        try:
+            report_data = tdx_report_data(bytes(challenge.nonce), bytes(quote.attest))
+        except ValueError as e:  # an empty nonce: nothing to bind the quote to
+            return attestation_pb2.TdxEvidence(unavailable=f"no TDX quote: {e}")
+        return await self._tdx.collect(report_data=report_data)
 
     async def _quote(self, challenge: attestation_pb2.Challenge) -> attestation_pb2.TpmQuote:
         selection: dict[str, list[int]] = {}

@@ -63,6 +63,7 @@ ALLOWED_ROLES: Mapping[str, frozenset[Role]] = MappingProxyType(
         method_name(OPERATOR, "GetImaPolicy"): _READERS,
         method_name(OPERATOR, "GetGpuPolicy"): _READERS,
         method_name(OPERATOR, "GetSnpPolicy"): _READERS,
+        method_name(OPERATOR, "GetTdxPolicy"): _READERS,
         method_name(OPERATOR, "ListModelVersions"): _READERS,
         method_name(OPERATOR, "GetModelVersion"): _READERS,
         method_name(OPERATOR, "ListReleases"): _READERS,

@@ -23,6 +23,7 @@ from verifier.operator_cli import add_connection_arguments, run_operator_command
 from verifier.pki_cli import add_pki_commands, run_pki_command
 from verifier.policy_cli import add_policy_commands
 from verifier.proposal_cli import add_justification_argument, add_proposal_commands
+from verifier.snp_measure_cli import add_snp_measure_command, run_snp_measure_command
 from verifier.trust_cli import add_trust_commands
 
 DESCRIPTION = """\
@@ -64,6 +65,10 @@ weightgate decides which hosts may receive model weights, from hardware evidence
   weightgate reference show-gpu --group G [--json]   a group's GPU policy (show-ima: IMA policy)
   weightgate reference propose-snp --group G --policy FILE   propose a group's AMD SEV-SNP policy
   weightgate reference show-snp --group G [--json]   a group's SEV-SNP policy
+  weightgate reference snp-measure --ovmf OVMF.fd --vcpus N --vcpu-type T [--kernel K ...]
+                                                     expected SEV-SNP launch measurement, offline
+  weightgate reference propose-tdx --group G --policy FILE   propose a group's Intel TDX policy
+  weightgate reference show-tdx --group G [--json]   a group's TDX policy
   weightgate demo                                    swtpm + verifier + agent, end to end
 """
 
@@ -123,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     add_boot_reference_commands(reference_commands)
     add_policy_commands(reference_commands)
     add_import_rim_command(reference_commands)
+    add_snp_measure_command(reference_commands)
 
     add_gate_commands(commands, hosts_commands)
     add_proposal_commands(commands)
@@ -186,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_pki_command(args)
     if args.command == "reference" and args.subcommand == "import-rim":
         return run_import_rim_command(args)
+    if args.command == "reference" and args.subcommand == "snp-measure":
+        return run_snp_measure_command(args)
     if args.command == "hosts" and args.subcommand in HOST_COMMANDS:
         return run_host_command(args)
     return run_operator_command(args)

@@ -15,6 +15,7 @@ from typing import Any
 from verifier.config_nvidia import NvidiaConfig, nvidia_config
 from verifier.config_reader import ConfigError, Reader, check_private_key_file
 from verifier.config_snp import SnpConfig, snp_config
+from verifier.config_tdx import TdxConfig, tdx_config
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_PCR_SELECTION: Mapping[str, tuple[int, ...]] = {"sha256": tuple(range(8))}
@@ -30,6 +31,7 @@ PROPOSAL_KINDS = (
     "ima_policy",
     "gpu_policy",
     "snp_policy",
+    "tdx_policy",
 )
 DEFAULT_APPROVALS = 2
 # Break-glass waives the site clearance and the review: it takes one more person.
@@ -97,6 +99,8 @@ class VerifierConfig:
     nvidia: NvidiaConfig | None = None
     # AMD SEV-SNP roots ([verifier.snp]); None: SNP policies cannot be met.
     snp: SnpConfig | None = None
+    # Intel TDX root and collateral ([verifier.tdx]); None: TDX policies cannot be met.
+    tdx: TdxConfig | None = None
     # One TPM may enroll as several hosts. Only for test rigs that share one swtpm
     # between host ids; in production one TPM attests one host.
     allow_shared_tpm: bool = False
@@ -145,7 +149,7 @@ def load_config(path: Path) -> VerifierConfig:
             "ek_ca_certificates", "require_ek_certificate", "allow_sha1_signatures",
             "keystore", "blob_dir", "lease_seconds", "release_freshness_seconds",
             "review_valid_days", "approvals", "audit_checkpoint_interval_seconds", "nvidia",
-            "snp", "allow_shared_tpm",
+            "snp", "tdx", "allow_shared_tpm",
         }
     )  # fmt: skip
     base = path.parent
@@ -196,6 +200,7 @@ def load_config(path: Path) -> VerifierConfig:
         ),
         nvidia=nvidia_config(path, text, raw.get("nvidia"), base),
         snp=snp_config(path, text, raw.get("snp"), base),
+        tdx=tdx_config(path, text, raw.get("tdx"), base),
         allow_shared_tpm=reader.get("allow_shared_tpm", bool, False, "true or false"),
     )
 

@@ -1,10 +1,12 @@
-"""`weightgate reference propose-gpu|propose-snp`, `reference show-ima|show-gpu|show-snp`.
+"""`weightgate reference propose-gpu|propose-snp|propose-tdx`, `reference show-*`.
 
-A group's NVIDIA GPU policy (format in verifier/evidence/nvidia/gpu_policy.py)
-and its AMD SEV-SNP policy (verifier/evidence/snp/policy.py) are proposed like
-its IMA runtime policy: checked here first, so that a typo is named before
-anyone is asked to approve, then checked again by the verifier and applied once
-approvers other than the proposer reach the quorum.
+A group's NVIDIA GPU policy (format in verifier/evidence/nvidia/gpu_policy.py),
+its AMD SEV-SNP policy (verifier/evidence/snp/policy.py) and its Intel TDX
+policy (verifier/evidence/tdx/policy.py) are proposed like its IMA runtime
+policy: checked here first, so that a typo is named before anyone is asked to
+approve, then checked again by the verifier and applied once approvers other
+than the proposer reach the quorum. `reference show-ima|show-gpu|show-snp|show-tdx`
+print what is in force.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from verifier.evidence.nvidia import gpu_policy
 from verifier.evidence.snp import policy as snp_policy
+from verifier.evidence.tdx import policy as tdx_policy
 from verifier.operator_cli import (
     RPC_TIMEOUT_SECONDS,
     CliError,
@@ -26,12 +29,15 @@ from verifier.operator_cli import (
 from verifier.proposal_cli import add_justification_argument, propose
 from weightgate.v1 import operator_pb2, operator_pb2_grpc
 
-POLICY_COMMANDS = ("propose-gpu", "propose-snp", "show-ima", "show-gpu", "show-snp")
+POLICY_COMMANDS = (
+    "propose-gpu", "propose-snp", "propose-tdx", "show-ima", "show-gpu", "show-snp", "show-tdx"
+)  # fmt: skip
 # show-* command -> what it prints
 _SHOW = {
     "show-ima": "IMA runtime policy",
     "show-gpu": "NVIDIA GPU policy",
     "show-snp": "AMD SEV-SNP policy",
+    "show-tdx": "Intel TDX policy",
 }
 
 
@@ -50,7 +56,14 @@ def add_policy_commands(reference_commands: Any) -> None:
         "It is checked here and again by the verifier; once approved, the group's SEV-SNP "
         "reports are appraised against it.",
     )
-    for propose_parser in (gpu, snp):
+    tdx = reference_commands.add_parser(
+        "propose-tdx",
+        help="propose a group's Intel TDX policy (MRTD, RTMRs, accepted TCB statuses, ...)",
+        description="The policy format is documented in verifier/evidence/tdx/policy.py. "
+        "It is checked here and again by the verifier; once approved, the group's TDX "
+        "quotes are appraised against it.",
+    )
+    for propose_parser in (gpu, snp, tdx):
         propose_parser.add_argument("--group", required=True)
         propose_parser.add_argument(
             "--policy", type=Path, required=True, help="the policy JSON file"
@@ -87,6 +100,11 @@ def read_snp_policy(path: Path) -> bytes:
     return _read_policy(path, snp_policy.load_policy, snp_policy.PolicyError)
 
 
+def read_tdx_policy(path: Path) -> bytes:
+    """The file's bytes, once the TDX policy loader accepts them (CliError: why not)."""
+    return _read_policy(path, tdx_policy.load_policy, tdx_policy.PolicyError)
+
+
 def policy_document(policy: operator_pb2.GroupPolicy) -> dict[str, Any]:
     return {
         "group": policy.group,
@@ -116,13 +134,22 @@ def run_policy_command(
             )
         )
         return propose(stub, change, args.justification)
+    if args.subcommand == "propose-tdx":
+        change = operator_pb2.ProposedChange(
+            tdx_policy=operator_pb2.TdxPolicyChange(
+                group=args.group, policy_json=read_tdx_policy(args.policy)
+            )
+        )
+        return propose(stub, change, args.justification)
     what, request = _SHOW[args.subcommand], operator_pb2.GetReferenceValuesRequest(group=args.group)
     if args.subcommand == "show-ima":
         policy = stub.GetImaPolicy(request, timeout=RPC_TIMEOUT_SECONDS)
     elif args.subcommand == "show-gpu":
         policy = stub.GetGpuPolicy(request, timeout=RPC_TIMEOUT_SECONDS)
-    else:
+    elif args.subcommand == "show-snp":
         policy = stub.GetSnpPolicy(request, timeout=RPC_TIMEOUT_SECONDS)
+    else:
+        policy = stub.GetTdxPolicy(request, timeout=RPC_TIMEOUT_SECONDS)
     document = policy_document(policy)
     if args.json:
         return json.dumps(document, indent=2, sort_keys=True)

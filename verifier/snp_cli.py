@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from verifier.evidence.report import EvidenceReport
     from verifier.evidence.snp.chain import AmdRoots
+    from verifier.evidence.snp.policy import SnpPolicy
 
 __all__ = ["add_snp_command", "run_snp_command"]
 
@@ -53,6 +54,13 @@ with no network:
   --at          ISO 8601 time to check certificate validity at (default now):
                 VLEKs live one year
 
+Azure confidential VMs: --azure-evidence FILE instead of --report and --vcek,
+the vTPM evidence JSON (trustee az-snp-vtpm v2: TPM quote, PCRs, HCL report,
+VCEK); give --chain or --trust-dir for the ASK and ARK. Verified: TPM quote
+signed by the runtime claims' HCLAkPub -> claims digest == REPORT_DATA -> VCEK ->
+pinned ARK; --nonce HEX is the quote's expected extraData (freshness; without it
+the warning snp.azure.nonce_not_checked).
+
 Stages: parse, authenticate (VCEK/VLEK -> ASK/ASVK -> pinned ARK of the product
 line the certificate names, report signature, TCB == certificate SPLs, CHIP_ID ==
 hwID), binding (REPORT_DATA, Azure runtime claims), appraise (policy; every
@@ -60,7 +68,7 @@ violation is listed). --json prints one object: {"kind", "verdict", "reasons",
 "checks_run", "checks", "claims"}.
 
 exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
-3 accepted with warnings (no --policy, no --report-data)."""
+3 accepted with warnings (no --policy, no --report-data or --nonce)."""
 
 
 class _UsageError(Exception):
@@ -75,11 +83,16 @@ def add_snp_command(kinds: Any) -> None:
         description=_SNP_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    snp.add_argument("--report", type=Path, required=True, metavar="REPORT")
-    snp.add_argument("--vcek", type=Path, required=True, metavar="VCEK", help="VCEK or VLEK")
+    source = snp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--report", type=Path, metavar="REPORT")
+    source.add_argument(
+        "--azure-evidence", type=Path, metavar="FILE", help="Azure SNP vTPM evidence JSON"
+    )
+    snp.add_argument("--vcek", type=Path, metavar="VCEK", help="VCEK or VLEK (with --report)")
     snp.add_argument("--chain", type=Path, metavar="ASK_ARK.pem", help="ASK/ASVK and ARK")
     snp.add_argument("--trust-dir", type=Path, metavar="DIR", help="AMD ARK PEM files")
     snp.add_argument("--report-data", metavar="HEX", help="the expected REPORT_DATA")
+    snp.add_argument("--nonce", metavar="HEX", help="the expected TPM quote nonce (Azure)")
     snp.add_argument("--policy", type=Path, metavar="POLICY.json", help="reference values")
     snp.add_argument("--at", metavar="ISO-TIME", help="evaluate validity at this time")
     snp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -106,15 +119,16 @@ def _read(path: Path, what: str) -> bytes:
     return data
 
 
-def _report_data(text: str | None) -> bytes | None:
+def _report_data(text: str | None, option: str = "--report-data") -> bytes | None:
+    """REPORT_DATA and TPM extraData (a TPM2B_DATA) both hold 1-64 bytes here."""
     if text is None:
         return None
     try:
         value = bytes.fromhex(text.strip().removeprefix("0x"))
     except ValueError:
-        raise _UsageError(f"--report-data {text!r}: not hex") from None
+        raise _UsageError(f"{option} {text!r}: not hex") from None
     if not 1 <= len(value) <= 64:
-        raise _UsageError(f"--report-data: {len(value)} bytes; REPORT_DATA is 1-64 bytes")
+        raise _UsageError(f"{option}: {len(value)} bytes; 1-64 expected")
     return value
 
 
@@ -144,16 +158,11 @@ def _trust_dir(directory: Path) -> tuple[AmdRoots, list[x509.Certificate]]:
     return roots, [c for c in certificates if c.issuer != c.subject]
 
 
-def _verify(args: argparse.Namespace) -> EvidenceReport:
+def _chain(args: argparse.Namespace, key: bytes | None) -> tuple[AmdRoots | None, bytes | None]:
+    """The pinned roots (--trust-dir) and the chain bytes (--chain, plus the trust
+    directory's ASK/ASVK)."""
     from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
 
-    from verifier.evidence.snp.offline import SnpEvidence, verify_snp_offline  # noqa: PLC0415
-    from verifier.evidence.snp.policy import PolicyError, load_policy  # noqa: PLC0415
-
-    at = _at(args.at)
-    expected = _report_data(args.report_data)
-    report = _read(args.report, "report")
-    key = _read(args.vcek, "VCEK/VLEK")
     chain = None if args.chain is None else _read(args.chain, "certificate chain")
     roots = None
     if args.trust_dir is not None:
@@ -162,17 +171,56 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
         # against the pinned ARK, exactly like one from --chain.
         extra = b"".join(c.public_bytes(Encoding.PEM) for c in intermediates)
         chain = (chain or b"") + extra if extra else chain
-    elif chain is None and key.count(b"-----BEGIN CERTIFICATE-----") < 3:
+    elif chain is None and (key is None or key.count(b"-----BEGIN CERTIFICATE-----") < 3):
         raise _UsageError(
             "give --chain (ASK/ASVK + ARK, as KDS serves cert_chain) or --trust-dir: "
             "the ASK and ARK are never fetched"
         )
-    policy = None
-    if args.policy is not None:
-        try:
-            policy = load_policy(_read(args.policy, "policy"))
-        except PolicyError as exc:
-            raise _UsageError(f"policy {args.policy}: {exc}") from None
+    return roots, chain
+
+
+def _policy(args: argparse.Namespace) -> SnpPolicy | None:
+    from verifier.evidence.snp.policy import PolicyError, load_policy  # noqa: PLC0415
+
+    if args.policy is None:
+        return None
+    try:
+        return load_policy(_read(args.policy, "policy"))
+    except PolicyError as exc:
+        raise _UsageError(f"policy {args.policy}: {exc}") from None
+
+
+def _verify_azure(args: argparse.Namespace) -> EvidenceReport:
+    from verifier.evidence.snp.azure_vtpm import verify_azure_snp_vtpm  # noqa: PLC0415
+
+    for option, value in (("--vcek", args.vcek), ("--report-data", args.report_data)):
+        if value is not None:
+            # The VCEK is in the evidence; REPORT_DATA is the claims' digest on Azure.
+            raise _UsageError(f"{option} does not apply to --azure-evidence")
+    at = _at(args.at)
+    nonce = _report_data(args.nonce, "--nonce")
+    evidence = _read(args.azure_evidence, "Azure evidence")
+    roots, chain = _chain(args, None)
+    return verify_azure_snp_vtpm(
+        evidence, chain=chain, roots=roots, policy=_policy(args), expected_nonce=nonce, at=at
+    )
+
+
+def _verify(args: argparse.Namespace) -> EvidenceReport:
+    from verifier.evidence.snp.offline import SnpEvidence, verify_snp_offline  # noqa: PLC0415
+
+    if args.azure_evidence is not None:
+        return _verify_azure(args)
+    if args.vcek is None:
+        raise _UsageError("--report needs --vcek (the VCEK or VLEK certificate)")
+    if args.nonce is not None:
+        raise _UsageError("--nonce is the TPM quote nonce of --azure-evidence; use --report-data")
+    at = _at(args.at)
+    expected = _report_data(args.report_data)
+    report = _read(args.report, "report")
+    key = _read(args.vcek, "VCEK/VLEK")
+    roots, chain = _chain(args, key)
+    policy = _policy(args)
     return verify_snp_offline(
         SnpEvidence(report=report, key_certificates=key, chain=chain),
         roots=roots,
@@ -210,4 +258,10 @@ def render_snp(report: EvidenceReport) -> str:
         for name, tcb in claims.get("tcb", {}).items():
             parts = ", ".join(f"{k} {v}" for k, v in tcb.items() if k != "raw")
             lines.append(f"tcb {name}: {tcb['raw']} ({parts})")
+    azure = claims.get("azure")
+    if azure is not None:
+        ak = azure["ak"]
+        lines.append(f"azure vTPM AK: {ak['kid']} RSA-{ak['bits']} spki sha256 {ak['spki_sha256']}")
+        if "tpm_nonce" in azure:
+            lines.append(f"azure TPM quote nonce: {azure['tpm_nonce']}")
     return "\n".join(lines)

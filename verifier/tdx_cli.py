@@ -23,20 +23,11 @@ if TYPE_CHECKING:
     from verifier.evidence.report import EvidenceReport
     from verifier.evidence.tdx.offline import TdxCollateral
 
-__all__ = ["COLLATERAL_FILES", "ROOT_FILE", "add_tdx_command", "run_tdx_command"]
+__all__ = ["ROOT_FILE", "add_tdx_command", "run_tdx_command"]
 
 # The CCEL log area is 256 KiB on TDVF (the largest input); quotes are ~5 KB.
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 ROOT_FILE = "intel_sgx_root_ca.pem"
-# --collateral DIR: file name -> TdxCollateral field (as Intel PCS serves them).
-COLLATERAL_FILES = {
-    "tcb_info.json": "tcb_info",
-    "qe_identity.json": "qe_identity",
-    "tcb_signing_chain.pem": "tcb_signing_chain",
-    "root_ca_crl.der": "root_ca_crl",
-    "pck_crl.der": "pck_crl",
-}
-
 _TDX_HELP = """\
 Verify one Intel TDX quote (v4 or v5) as the verifier would, from files, with
 no network:
@@ -123,20 +114,17 @@ def _root(directory: Path) -> x509.Certificate:
 
 
 def _collateral(directory: Path | None) -> TdxCollateral | None:
-    from verifier.evidence.tdx.offline import TdxCollateral  # noqa: PLC0415
+    from verifier.evidence.tdx.collateral_files import (  # noqa: PLC0415
+        CollateralFilesError,
+        read_collateral_dir,
+    )
 
     if directory is None:
         return None
-    if not directory.is_dir():
-        raise _UsageError(f"--collateral {directory}: not a directory")
-    found = {
-        field: _read(directory / name, "collateral")
-        for name, field in COLLATERAL_FILES.items()
-        if (directory / name).exists()
-    }
-    if not found:
-        raise _UsageError(f"--collateral {directory}: none of {sorted(COLLATERAL_FILES)}")
-    return TdxCollateral(**found)
+    try:
+        return read_collateral_dir(directory)
+    except CollateralFilesError as exc:
+        raise _UsageError(f"--collateral {exc}") from None
 
 
 def _report_data(text: str | None) -> bytes | None:

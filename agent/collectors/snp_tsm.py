@@ -1,11 +1,12 @@
-"""An SEV-SNP report through the kernel's configfs-tsm interface (Linux 6.7+).
+"""A CPU report through the kernel's configfs-tsm interface (Linux 6.7+): SEV-SNP and TDX.
 
 Documentation/ABI/testing/configfs-tsm: a report request is a directory made
 under ``/sys/kernel/config/tsm/report``; the kernel fills it with attributes.
-The collector makes a fresh entry, checks ``provider`` is ``sev_guest``, writes
-the 64-byte REPORT_DATA to ``inblob``, reads ``outblob`` (the report; reading it
-is what asks the firmware) and ``auxblob`` (the host's certificate table), then
-removes the entry, always.
+The collector makes a fresh entry, checks ``provider`` is the expected one
+(``sev_guest`` for an SEV-SNP report, ``tdx_guest`` for a TDX quote), writes
+the 64-byte REPORT_DATA to ``inblob``, reads ``outblob`` (the report or quote;
+reading it is what asks the firmware or the quoting enclave) and, for SEV-SNP,
+``auxblob`` (the host's certificate table), then removes the entry, always.
 
 ``generation`` counts writes to the entry's attributes. Anyone allowed to write
 there could replace our inblob between our write and our read of outblob, and
@@ -28,7 +29,10 @@ from pathlib import Path
 
 __all__ = [
     "REPORT_SIZE",
+    "SEV_GUEST",
+    "TDX_GUEST",
     "ConfigfsTsm",
+    "TsmProvider",
     "TsmReport",
     "TsmUnavailable",
     "tsm_report",
@@ -42,12 +46,50 @@ REPORT_SIZE = 1184  # SEV_REPORT_SIZE: the kernel returns exactly the firmware's
 MAX_OUTBLOB = 4096
 MAX_AUXBLOB = 64 * 1024
 MAX_WORD = 64
+# A TDX quote is about 5 KB (its PEM PCK chain dominates); the verifier refuses
+# quotes over 64 KiB, so more is never worth sending.
+MAX_TDX_QUOTE = 64 * 1024
 ATTEMPTS = 2  # one retry after a generation race, then unavailable
 
 
 @dataclass(frozen=True)
+class TsmProvider:
+    """What one configfs-tsm provider returns, and how the collector names it."""
+
+    name: str  # the entry's ``provider`` attribute
+    platform: str  # for reasons: "SEV-SNP", "TDX"
+    guest: str  # for reasons: "an SEV-SNP guest"
+    noun: str  # what outblob holds: "report", "quote"
+    max_outblob: int
+    outblob_size: int | None  # the exact size, or None where it varies (a quote)
+    auxblob: bool  # whether the provider hands certificates in auxblob
+
+
+SEV_GUEST = TsmProvider(
+    name=PROVIDER,
+    platform="SEV-SNP",
+    guest="an SEV-SNP guest",
+    noun="report",
+    max_outblob=MAX_OUTBLOB,
+    outblob_size=REPORT_SIZE,
+    auxblob=True,
+)
+# The TDX quote carries its own PCK chain (certification data); there is no auxblob.
+TDX_GUEST = TsmProvider(
+    name="tdx_guest",
+    platform="TDX",
+    guest="a TDX guest",
+    noun="quote",
+    max_outblob=MAX_TDX_QUOTE,
+    outblob_size=None,
+    auxblob=False,
+)
+
+
+@dataclass(frozen=True)
 class TsmReport:
-    """What the kernel returned: the report and the certificate table (b"": none given)."""
+    """What the kernel returned: the report (or TDX quote) and the certificate table
+    (b"": none given, and always for TDX)."""
 
     report: bytes
     auxblob: bytes
@@ -120,7 +162,7 @@ def _generation(fs: ConfigfsTsm, entry: Path) -> int:
     return int(text)
 
 
-def _attempt(fs: ConfigfsTsm, report_data: bytes) -> TsmReport:
+def _attempt(fs: ConfigfsTsm, report_data: bytes, kind: TsmProvider) -> TsmReport:
     try:
         entry = fs.make_entry()
     except OSError as exc:
@@ -129,9 +171,9 @@ def _attempt(fs: ConfigfsTsm, report_data: bytes) -> TsmReport:
         ) from None
     try:
         provider = _read(fs, entry, "provider", MAX_WORD).strip().decode("ascii", "replace")
-        if provider != PROVIDER:
+        if provider != kind.name:
             raise _AttemptError(
-                f"configfs-tsm provider is {provider!r}, not {PROVIDER!r} (not SEV-SNP)"
+                f"configfs-tsm provider is {provider!r}, not {kind.name!r} (not {kind.platform})"
             )
         start = _generation(fs, entry)
         try:
@@ -139,15 +181,18 @@ def _attempt(fs: ConfigfsTsm, report_data: bytes) -> TsmReport:
         except OSError as exc:
             raise _AttemptError(f"writing configfs-tsm inblob failed: {_why(exc)}") from None
         before = _generation(fs, entry)
-        report = _read(fs, entry, "outblob", MAX_OUTBLOB)
-        auxblob = _auxblob(fs, entry)
+        report = _read(fs, entry, "outblob", kind.max_outblob)
+        auxblob = _auxblob(fs, entry) if kind.auxblob else b""
         after = _generation(fs, entry)
         if before != start + 1 or after != before:
             raise _RaceError(f"generation {start} -> {before} -> {after}")
-        if len(report) != REPORT_SIZE:
+        if kind.outblob_size is not None and len(report) != kind.outblob_size:
             raise _AttemptError(
-                f"configfs-tsm outblob is {len(report)} bytes, not a {REPORT_SIZE}-byte report"
+                f"configfs-tsm outblob is {len(report)} bytes, "
+                f"not a {kind.outblob_size}-byte {kind.noun}"
             )
+        if not report:
+            raise _AttemptError(f"configfs-tsm outblob is empty: no {kind.noun}")
         return TsmReport(report=report, auxblob=auxblob)
     finally:
         # A failed removal leaves the entry until reboot; the evidence is still good.
@@ -171,27 +216,31 @@ def _auxblob(fs: ConfigfsTsm, entry: Path) -> bytes:
     return data
 
 
-def tsm_report(fs: ConfigfsTsm, report_data: bytes) -> TsmReport | TsmUnavailable:
+def tsm_report(
+    fs: ConfigfsTsm, report_data: bytes, *, provider: TsmProvider = SEV_GUEST
+) -> TsmReport | TsmUnavailable:
     """The report over ``report_data`` (64 bytes) and its certificate table, or why not.
 
-    Blocking (the firmware answers through the hypervisor): run it in a thread.
+    ``provider``: :data:`SEV_GUEST` (an SEV-SNP report and certificate table) or
+    :data:`TDX_GUEST` (a TDX quote, which carries its own certificates). Blocking
+    (the firmware or quoting enclave answers through the host): run it in a thread.
     """
     if len(report_data) != REPORT_DATA_SIZE:
         return TsmUnavailable(f"REPORT_DATA of {len(report_data)} bytes, not {REPORT_DATA_SIZE}")
     if not fs.root.is_dir():
         return TsmUnavailable(
-            f"{fs.root}: no configfs-tsm report directory (not an SEV-SNP guest, configfs "
-            "not mounted, or a kernel without CONFIG_TSM_REPORTS)"
+            f"{fs.root}: no configfs-tsm report directory (not {provider.guest}, "
+            "configfs not mounted, or a kernel without CONFIG_TSM_REPORTS)"
         )
     races: list[str] = []
     for _ in range(ATTEMPTS):
         try:
-            return _attempt(fs, report_data)
+            return _attempt(fs, report_data, provider)
         except _AttemptError as exc:
             return TsmUnavailable(str(exc))
         except _RaceError as exc:
             races.append(str(exc))
     return TsmUnavailable(
         "another writer raced the configfs-tsm report entry twice "
-        f"({'; '.join(races)}): the report might answer someone else's REPORT_DATA"
+        f"({'; '.join(races)}): the {provider.noun} might answer someone else's REPORT_DATA"
     )

@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import struct
 
-__all__ = ["REPORT_DATA_SIZE", "snp_report_data"]
+__all__ = ["REPORT_DATA_SIZE", "snp_report_data", "tdx_report_data"]
 
 REPORT_DATA_SIZE = 64
 _SNP_DOMAIN = b"weightgate/v1/sev-snp-report-data\x00"
+_TDX_DOMAIN = b"weightgate/v1/tdx-report-data\x00"
 _U32 = struct.Struct(">I")
 
 
@@ -45,3 +46,8 @@ def snp_report_data(challenge_nonce: bytes, tpm_attest: bytes) -> bytes:
     ValueError for an empty input: the binding never silently covers less.
     """
     return _bound(_SNP_DOMAIN, challenge_nonce, tpm_attest)
+
+
+def tdx_report_data(challenge_nonce: bytes, tpm_attest: bytes) -> bytes:
+    """The TDX quote's REPORTDATA: as :func:`snp_report_data`, under its own domain."""
+    return _bound(_TDX_DOMAIN, challenge_nonce, tpm_attest)

@@ -362,7 +362,7 @@ def test_restart_keeps_data_and_migrations_are_idempotent(backend: Backend) -> N
             engine = again._engine
             with engine.connect() as conn:
                 versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-                assert [v[0] for v in versions] == ["0010"]
+                assert [v[0] for v in versions] == ["0011"]
                 assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 

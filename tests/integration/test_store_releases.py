@@ -737,7 +737,7 @@ def test_upgrade_from_0001_keeps_the_data(backend: Backend) -> None:
         assert store.quarantine_host("h1", reason="x", now=T0).site == "dc-1"
         with store._engine.connect() as conn:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-            assert version == "0010"
+            assert version == "0011"
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
             if conn.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -88,6 +88,7 @@ def test_two_approvals_by_default(tmp_path: Path) -> None:
         "ima_policy": 2,
         "gpu_policy": 2,
         "snp_policy": 2,
+        "tdx_policy": 2,
     }
     assert config.approvals.ttl_seconds == 72 * 3600
 

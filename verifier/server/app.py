@@ -20,6 +20,7 @@ from verifier.config import VerifierConfig
 from verifier.enrollment import Enroller
 from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.evidence.snp.host_round import SnpVerifier
+from verifier.evidence.tdx.host_round import TdxVerifier
 from verifier.keystore import FileKeyStore, KeyStoreError
 from verifier.revocation import ClientRevocationList
 from verifier.server.attestation_service import AttestationService, OpenStreams
@@ -156,6 +157,7 @@ async def start_verifier(
         host_watch=host_watch,
         gpu_verifier=None if config.nvidia is None else GpuVerifier(config.nvidia),
         snp_verifier=None if config.snp is None else SnpVerifier(config.snp.roots),
+        tdx_verifier=None if config.tdx is None else TdxVerifier(config.tdx),
     )
     if config.insecure:
         log.warning(

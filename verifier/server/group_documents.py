@@ -1,4 +1,4 @@
-"""A host group's boot reference, GPU and SNP policies, read each round, parsed on change.
+"""A group's boot reference and GPU/SNP/TDX policies, read each round, parsed on change.
 
 Both are JSON documents set by approved proposals. Each round reads the group's
 record (cheap: one row) so that an approved change applies from the next round,
@@ -20,13 +20,24 @@ from verifier.evidence.nvidia.gpu_policy import GpuPolicy, PolicyError, load_pol
 from verifier.evidence.snp.policy import PolicyError as SnpPolicyError
 from verifier.evidence.snp.policy import SnpPolicy
 from verifier.evidence.snp.policy import load_policy as load_snp_policy
+from verifier.evidence.tdx.policy import PolicyError as TdxPolicyError
+from verifier.evidence.tdx.policy import TdxPolicy
+from verifier.evidence.tdx.policy import load_policy as load_tdx_policy
 from verifier.evidence.tpm.boot_reference import (
     BootReference,
     load_boot_reference,
 )
 from verifier.store import Store
 
-__all__ = ["BootReferences", "GpuPlan", "GpuPolicies", "SnpPlan", "SnpPolicies"]
+__all__ = [
+    "BootReferences",
+    "GpuPlan",
+    "GpuPolicies",
+    "SnpPlan",
+    "SnpPolicies",
+    "TdxPlan",
+    "TdxPolicies",
+]
 
 T = TypeVar("T")
 
@@ -116,3 +127,26 @@ class SnpPolicies:
         except SnpPolicyError as exc:
             return SnpPlan(None, str(exc))
         return None if policy is None else SnpPlan(policy, "")
+
+
+@dataclass(frozen=True, slots=True)
+class TdxPlan:
+    """One round's TDX policy, or (policy None) why the stored one cannot be used."""
+
+    policy: TdxPolicy | None
+    error: str
+
+
+class TdxPolicies:
+    def __init__(self, store: Store) -> None:
+        self._documents = _ParsedPerGroup(
+            store.get_tdx_policy, lambda document: load_tdx_policy(json.dumps(document))
+        )
+
+    def plan(self, group: str) -> TdxPlan | None:
+        """None when the group has no TDX policy (no TDX quote is then asked for)."""
+        try:
+            policy = self._documents.get(group)
+        except TdxPolicyError as exc:
+            return TdxPlan(None, str(exc))
+        return None if policy is None else TdxPlan(policy, "")

@@ -24,6 +24,7 @@ from verifier.challenges import ChallengeRegistry, IssuedChallenge
 from verifier.config import VerifierConfig
 from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.evidence.snp.host_round import SnpVerifier
+from verifier.evidence.tdx.host_round import TdxVerifier
 from verifier.server.convert import timestamp, verdict_message
 from verifier.server.host_watch import HostWatchHub
 from verifier.server.release_desk import ReleaseDesk
@@ -53,6 +54,7 @@ class StreamDeps:
     host_watch: HostWatchHub  # told of every verdict that moves a host's status
     gpu_verifier: GpuVerifier | None = None  # None: no [verifier.nvidia] trust material
     snp_verifier: SnpVerifier | None = None  # None: no [verifier.snp] roots
+    tdx_verifier: TdxVerifier | None = None  # None: no [verifier.tdx] root
 
 
 Outgoing = attestation_pb2.VerifierMessage | StreamAbort
@@ -80,6 +82,7 @@ class HostStream:
             now=deps.now,
             gpu_verifier=deps.gpu_verifier,
             snp_verifier=deps.snp_verifier,
+            tdx_verifier=deps.tdx_verifier,
         )
 
     def wake(self) -> None:

@@ -1,8 +1,9 @@
-"""Operator RPCs that read a host group's policies: IMA runtime, NVIDIA GPU, AMD SEV-SNP.
+"""Operator RPCs that read a host group's policies: IMA runtime, NVIDIA GPU, AMD SEV-SNP,
+Intel TDX.
 
-Each is set only by approved proposals (proposal kinds ``ima_policy``,
-``gpu_policy`` and ``snp_policy``); these return the document in force, canonical JSON, with the
-proposal that put it there.
+Each is set only by approved proposals (proposal kinds ``ima_policy``, ``gpu_policy``,
+``snp_policy`` and ``tdx_policy``); these return the document in force, canonical JSON,
+with the proposal that put it there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from verifier.authz import Authorizer
 from verifier.server.convert import IDENTIFIER, timestamp
 from verifier.server.proposal_diff import canonical_json
 from verifier.store import Store
-from verifier.store.records_proposals import GpuPolicyRecord, ImaPolicyRecord, SnpPolicyRecord
+from verifier.store.records_proposals import (
+    GpuPolicyRecord,
+    ImaPolicyRecord,
+    SnpPolicyRecord,
+    TdxPolicyRecord,
+)
 from weightgate.v1 import operator_pb2
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -54,10 +60,20 @@ class PolicyRpcs:
             request.group, self._store.get_snp_policy, "AMD SEV-SNP policy", context
         )
 
+    @audited("group")
+    async def GetTdxPolicy(
+        self, request: operator_pb2.GetReferenceValuesRequest, context: Context
+    ) -> operator_pb2.GroupPolicy:
+        return await _group_policy(
+            request.group, self._store.get_tdx_policy, "Intel TDX policy", context
+        )
+
 
 async def _group_policy(
     group: str,
-    read: Callable[[str], ImaPolicyRecord | GpuPolicyRecord | SnpPolicyRecord | None],
+    read: Callable[
+        [str], ImaPolicyRecord | GpuPolicyRecord | SnpPolicyRecord | TdxPolicyRecord | None
+    ],
     what: str,
     context: Context,
 ) -> operator_pb2.GroupPolicy:

@@ -21,24 +21,28 @@ from cryptography import x509
 from verifier.attestation import DIGEST_SIZES
 from verifier.evidence.nvidia import gpu_policy
 from verifier.evidence.snp import policy as snp_policy
+from verifier.evidence.tdx import policy as tdx_policy
 from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
 from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
 from verifier.server.convert import IDENTIFIER, pcr_banks
 from verifier.server.proposal_diff import canonical_json
+from verifier.store.document_kinds import (
+    BOOT_REFERENCE,
+    GPU_POLICY,
+    IMA_POLICY,
+    SNP_POLICY,
+    TDX_POLICY,
+)
 from verifier.store.proposal_kinds import (
     ANCHOR_PURPOSES,
-    BOOT_REFERENCE,
     BREAK_GLASS,
-    GPU_POLICY,
     HOST_SITE,
-    IMA_POLICY,
     MAX_BREAK_GLASS_HOURS,
     MAX_REVIEW_DAYS,
     REFERENCE_VALUES,
     REVIEW,
     SITE,
-    SNP_POLICY,
     TRUST_ANCHOR,
     pcrs_from_json,
     pcrs_to_json,
@@ -87,9 +91,11 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _gpu_policy(change.gpu_policy)
     if which == "snp_policy":
         return _snp_policy(change.snp_policy)
+    if which == "tdx_policy":
+        return _tdx_policy(change.tdx_policy)
     raise ChangeError(
         "change: set one of reference_values, site, host_site, review, trust_anchor, "
-        "break_glass, boot_reference, ima_policy, gpu_policy, snp_policy"
+        "break_glass, boot_reference, ima_policy, gpu_policy, snp_policy, tdx_policy"
     )
 
 
@@ -158,6 +164,11 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             group=payload["group"], policy_json=canonical_json(payload["policy"])
         )
         return operator_pb2.ProposedChange(snp_policy=snp)
+    if kind == TDX_POLICY:
+        tdx = operator_pb2.TdxPolicyChange(
+            group=payload["group"], policy_json=canonical_json(payload["policy"])
+        )
+        return operator_pb2.ProposedChange(tdx_policy=tdx)
     raise ValueError(f"unknown proposal kind {kind!r}")
 
 
@@ -346,6 +357,25 @@ def _snp_policy(request: operator_pb2.SnpPolicyChange) -> Change:
     target = f"AMD SEV-SNP policy of group {request.group}"
     return Change(
         SNP_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
+    )
+
+
+def _tdx_policy(request: operator_pb2.TdxPolicyChange) -> Change:
+    if not IDENTIFIER.fullmatch(request.group):
+        raise ChangeError("tdx_policy.group: not a valid group name")
+    limit = tdx_policy.MAX_POLICY_BYTES
+    if len(request.policy_json) > limit:
+        raise ChangeError(f"tdx_policy.policy_json: larger than {limit} bytes")
+    try:
+        # The loader refuses unknown keys, an empty MRTD list and an accepted "Revoked"
+        # TCB, so what is stored is exactly what appraisal will enforce.
+        tdx_policy.load_policy(bytes(request.policy_json))
+    except tdx_policy.PolicyError as exc:
+        raise ChangeError(f"tdx_policy.policy_json: {exc}") from None
+    document = json.loads(request.policy_json)
+    target = f"Intel TDX policy of group {request.group}"
+    return Change(
+        TDX_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
     )
 
 

@@ -12,16 +12,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from verifier.store.proposal_kinds import (
+from verifier.store.document_kinds import (
     BOOT_REFERENCE,
-    BREAK_GLASS,
     GPU_POLICY,
-    HOST_SITE,
     IMA_POLICY,
+    SNP_POLICY,
+    TDX_POLICY,
+)
+from verifier.store.proposal_kinds import (
+    BREAK_GLASS,
+    HOST_SITE,
     REFERENCE_VALUES,
     REVIEW,
     SITE,
-    SNP_POLICY,
     TRUST_ANCHOR,
 )
 
@@ -50,6 +53,8 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
         lines = _gpu_policy_diff(base["policy"] if base else {}, payload["policy"])
     elif kind == SNP_POLICY:
         lines = _snp_policy_diff(base["policy"] if base else {}, payload["policy"])
+    elif kind == TDX_POLICY:
+        lines = _tdx_policy_diff(base["policy"] if base else {}, payload["policy"])
     elif kind == BREAK_GLASS:
         lines = [
             f"+ break-glass: host {payload['host_id']} may receive model "
@@ -210,3 +215,30 @@ def _snp_list(policy: Mapping[str, Any], key: str) -> set[str]:
     # Hex is case-insensitive to the loader: compare (and show) it in lower case.
     values = set(policy.get(key, ()))
     return values if key == "allowed_signing_keys" else {value.lower() for value in values}
+
+
+# The TDX policy's lists of allowed values (verifier.evidence.tdx.policy), one line each.
+_TDX_LISTS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner")
+
+
+def _tdx_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """MRTD, RTMR, MRCONFIGID and MROWNER values and accepted TCB statuses allowed or no
+    longer allowed, one line each; then the other keys."""
+    lines: list[str] = []
+    for key in (*_TDX_LISTS, "accepted_tcb_statuses"):
+        before, after = _tdx_list(old, key), _tdx_list(new, key)
+        lines += [f"- {key}: {value}" for value in sorted(before - after)]
+        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
+    skip = {*_TDX_LISTS, "accepted_tcb_statuses"}
+    rest_old = {k: v for k, v in old.items() if k not in skip}
+    rest_new = {k: v for k, v in new.items() if k not in skip}
+    return lines + _document_diff(rest_old, rest_new)
+
+
+def _tdx_list(policy: Mapping[str, Any], key: str) -> set[str]:
+    if key == "accepted_tcb_statuses":
+        if policy and key not in policy:
+            return {"UpToDate"}  # the loader's default (verifier.evidence.tdx.policy)
+        return set(policy.get(key, ()))
+    # Hex is case-insensitive to the loader: compare (and show) it in lower case.
+    return {value.lower() for value in policy.get(key, ())}

@@ -1,14 +1,15 @@
 """One host's attestation rounds: what each challenge asks for and how its answer is judged.
 
 Per round, :meth:`RoundAppraiser.plan` reads the group's material once (PCR reference
-values, IMA policy and progress, GPU and SEV-SNP policies), :meth:`RoundAppraiser.challenge` mints
-the challenge that asks for exactly the evidence that material needs, and
+values, IMA policy and progress, GPU, SEV-SNP and TDX policies),
+:meth:`RoundAppraiser.challenge` mints the challenge that asks for exactly the
+evidence that material needs, and
 :meth:`RoundAppraiser.appraise` redeems the challenge and judges the evidence
 (:func:`verifier.attestation.evaluate`), adding the binding-key certification when
 one rides along. The stream plumbing lives in :mod:`.host_stream`.
 
 Held per stream: the host's authenticated binding key, the parsed boot reference,
-IMA, GPU and SNP policies (re-parsed only when an approved proposal changed them).
+IMA, GPU, SNP and TDX policies (re-parsed only when an approved proposal changed them).
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
-from verifier.attestation import Outcome, QuoteBoundCheck, challenge_selection, evaluate
+from verifier.attestation import (
+    BoundFindings,
+    Outcome,
+    QuoteBoundCheck,
+    challenge_selection,
+    evaluate,
+)
 from verifier.challenges import (
     ChallengeError,
     ChallengeRegistry,
@@ -28,6 +36,7 @@ from verifier.challenges import (
 from verifier.config import VerifierConfig
 from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.evidence.snp.host_round import SnpVerifier
+from verifier.evidence.tdx.host_round import TdxVerifier
 from verifier.evidence.tpm.boot_reference import BootReferenceError
 from verifier.evidence.tpm.certify import (
     AuthenticatedBindingKey,
@@ -41,6 +50,8 @@ from verifier.server.group_documents import (
     GpuPolicies,
     SnpPlan,
     SnpPolicies,
+    TdxPlan,
+    TdxPolicies,
 )
 from verifier.server.ima_rounds import ImaPlan, ImaRounds, with_ima_pcrs
 from verifier.store import HostRecord, ReferenceSet, Store
@@ -58,6 +69,36 @@ class RoundPlan:
     ima: ImaPlan | None
     gpu: GpuPlan | None  # None: the group has no GPU policy
     snp: SnpPlan | None  # None: the group has no SEV-SNP policy
+    tdx: TdxPlan | None  # None: the group has no TDX policy
+
+
+P = TypeVar("P")
+E = TypeVar("E")
+P_co = TypeVar("P_co", covariant=True)
+P_contra = TypeVar("P_contra", contravariant=True)
+E_contra = TypeVar("E_contra", contravariant=True)
+
+
+class _Plan(Protocol[P_co]):
+    """A group's policy for one kind of quote-bound evidence, or why it is unusable."""
+
+    @property
+    def policy(self) -> P_co | None: ...
+
+    @property
+    def error(self) -> str: ...
+
+
+class _Verifier(Protocol[E_contra, P_contra]):
+    def verify(
+        self,
+        evidence: E_contra | None,
+        *,
+        challenge_nonce: bytes,
+        tpm_attest: bytes,
+        policy: P_contra,
+        at: datetime,
+    ) -> BoundFindings: ...
 
 
 def _failed(code: str, detail: str) -> Outcome:
@@ -74,6 +115,7 @@ class RoundAppraiser:
         now: Callable[[], datetime],
         gpu_verifier: GpuVerifier | None,
         snp_verifier: SnpVerifier | None,
+        tdx_verifier: TdxVerifier | None,
     ) -> None:
         self._store = store
         self._challenges = challenges
@@ -81,10 +123,12 @@ class RoundAppraiser:
         self._now = now
         self._gpu_verifier = gpu_verifier
         self._snp_verifier = snp_verifier
+        self._tdx_verifier = tdx_verifier
         self._ima = ImaRounds(store)
         self._boot_references = BootReferences(store)
         self._gpu_policies = GpuPolicies(store)
         self._snp_policies = SnpPolicies(store)
+        self._tdx_policies = TdxPolicies(store)
         self.binding_key: AuthenticatedBindingKey | None = None
 
     def plan(self, host: HostRecord) -> RoundPlan:
@@ -93,6 +137,7 @@ class RoundAppraiser:
             ima=self._ima.plan(host),
             gpu=self._gpu_policies.plan(host.group),
             snp=self._snp_policies.plan(host.group),
+            tdx=self._tdx_policies.plan(host.group),
         )
 
     def challenge(
@@ -139,6 +184,8 @@ class RoundAppraiser:
             message.gpu.SetInParent()
         if plan.snp is not None:
             message.snp.SetInParent()
+        if plan.tdx is not None:
+            message.tdx.SetInParent()
         return issued, message
 
     def _binding_key_needed(self, reference: ReferenceSet) -> bool:
@@ -169,8 +216,30 @@ class RoundAppraiser:
             return _failed("tpm.ima.reference_invalid", f"stored document unusable: {ima.error}")
         bound: list[QuoteBoundCheck] = []
         for check in (
-            self._gpu_check(plan.gpu, evidence, redeemed),
-            self._snp_check(plan.snp, evidence, redeemed),
+            self._bound_check(
+                plan.gpu,
+                self._gpu_verifier,
+                evidence.gpu if evidence.HasField("gpu") else None,
+                redeemed,
+                kind="nvidia",
+                what="GPU",
+            ),
+            self._bound_check(
+                plan.snp,
+                self._snp_verifier,
+                evidence.snp if evidence.HasField("snp") else None,
+                redeemed,
+                kind="snp",
+                what="SEV-SNP",
+            ),
+            self._bound_check(
+                plan.tdx,
+                self._tdx_verifier,
+                evidence.tdx if evidence.HasField("tdx") else None,
+                redeemed,
+                kind="tdx",
+                what="TDX",
+            ),
         ):
             if isinstance(check, Outcome):
                 return check
@@ -195,53 +264,32 @@ class RoundAppraiser:
             return outcome
         return self._with_binding_key(host, redeemed, evidence.binding_key, reference, outcome)
 
-    def _gpu_check(
+    def _bound_check(
         self,
-        plan: GpuPlan | None,
-        evidence: attestation_pb2.Evidence,
+        plan: _Plan[P] | None,
+        verifier: _Verifier[E, P] | None,
+        sent: E | None,
         challenge: IssuedChallenge,
+        *,
+        kind: str,
+        what: str,
     ) -> QuoteBoundCheck | Outcome | None:
-        """The GPU check ``evaluate`` runs once the quote authenticated, None when the
-        group has no GPU policy, or the failed outcome when the policy cannot be met."""
+        """The check ``evaluate`` runs once the quote authenticated; None when the group
+        has no such policy; the failed outcome when its policy cannot be met (unusable
+        stored document, or no trust material in this verifier's config)."""
         if plan is None:
             return None
         if plan.policy is None:
-            return _failed("nvidia.policy_invalid", f"stored GPU policy unusable: {plan.error}")
-        if self._gpu_verifier is None:
+            return _failed(f"{kind}.policy_invalid", f"stored {what} policy unusable: {plan.error}")
+        if verifier is None:
             return _failed(
-                "nvidia.verifier_unconfigured",
-                "the group has a GPU policy but this verifier has no [verifier.nvidia] "
-                "trust material",
+                f"{kind}.verifier_unconfigured",
+                f"the group has a {what} policy but this verifier's config has no trust "
+                f"material for it",
             )
         verify = functools.partial(
-            self._gpu_verifier.verify,
-            evidence.gpu if evidence.HasField("gpu") else None,
-            challenge_nonce=challenge.nonce,
-            policy=plan.policy,
-            at=self._now(),
-        )
-        return lambda tpm_attest: verify(tpm_attest=tpm_attest)
-
-    def _snp_check(
-        self,
-        plan: SnpPlan | None,
-        evidence: attestation_pb2.Evidence,
-        challenge: IssuedChallenge,
-    ) -> QuoteBoundCheck | Outcome | None:
-        """The SNP check ``evaluate`` runs once the quote authenticated, None when the
-        group has no SNP policy, or the failed outcome when the policy cannot be met."""
-        if plan is None:
-            return None
-        if plan.policy is None:
-            return _failed("snp.policy_invalid", f"stored SNP policy unusable: {plan.error}")
-        if self._snp_verifier is None:
-            return _failed(
-                "snp.verifier_unconfigured",
-                "the group has an SNP policy but this verifier has no [verifier.snp] roots",
-            )
-        verify = functools.partial(
-            self._snp_verifier.verify,
-            evidence.snp if evidence.HasField("snp") else None,
+            verifier.verify,
+            sent,
             challenge_nonce=challenge.nonce,
             policy=plan.policy,
             at=self._now(),

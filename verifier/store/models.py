@@ -40,6 +40,7 @@ from verifier.store.models_trust import (
     ImaPolicyRow,
     ImaProgressRow,
     SnpPolicyRow,
+    TdxPolicyRow,
     TrustAnchorRow,
 )
 from verifier.store.records import (
@@ -79,6 +80,7 @@ __all__ = [
     "Review",
     "Site",
     "SnpPolicyRow",
+    "TdxPolicyRow",
     "TrustAnchorRow",
     "UInt64",
     "UTCDateTime",

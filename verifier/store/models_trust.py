@@ -6,7 +6,7 @@ file's; ``break_glass_grants``: insert-only, time-limited waivers;
 ``ima_policies`` and ``ima_progress`` (0008): each group's IMA runtime policy,
 and how far each host's IMA list has been appraised in its current boot;
 ``gpu_policies`` (0009): each group's NVIDIA GPU policy; ``snp_policies`` (0010):
-each group's AMD SEV-SNP policy.
+each group's AMD SEV-SNP policy; ``tdx_policies`` (0011): each group's Intel TDX policy.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from verifier.store.records_proposals import (
     ImaPolicyRecord,
     ImaProgress,
     SnpPolicyRecord,
+    TdxPolicyRecord,
     TrustAnchorRecord,
 )
 
@@ -132,6 +133,20 @@ class SnpPolicyRow(Base):
 
     def to_record(self) -> SnpPolicyRecord:
         return SnpPolicyRecord(
+            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
+        )
+
+
+class TdxPolicyRow(Base):
+    __tablename__ = "tdx_policies"
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    proposal_id: Mapped[str] = mapped_column(String(32))
+
+    def to_record(self) -> TdxPolicyRecord:
+        return TdxPolicyRecord(
             self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
         )
 

@@ -14,17 +14,14 @@ Kinds and payloads::
                        "findings": f, "summary": m, "valid_days": n}
     trust_anchor      {"purpose": p, "certificate_der": "<hex>", "remove": bool}
     break_glass       {"host_id": h, "manifest_digest": "<hex>", "hours": n}
-    boot_reference    {"group": g, "reference": {a weightgate.boot-reference document}}
-    ima_policy        {"group": g, "policy": {an IMA runtime policy document}}
-    gpu_policy        {"group": g, "policy": {an NVIDIA GPU policy document}}
-    snp_policy        {"group": g, "policy": {an AMD SEV-SNP policy document}}
+    boot_reference, ima_policy, gpu_policy, snp_policy, tdx_policy
+                      {"group": g, <key>: {the document}}: verifier.store.document_kinds
 
-Reference values (PCRs and boot), per-group policies (IMA, GPU and SEV-SNP), sites, host
-sites and trust anchors replace state: if it
-changed between proposal and quorum, the approvers approved a diff that no
-longer describes what would happen, and the proposal goes stale instead of
-applying. Reviews and break-glass grants add records beside earlier ones, so
-they have no such base.
+Reference values (PCRs and boot), per-group policies (IMA, GPU, SEV-SNP and TDX),
+sites, host sites and trust anchors replace state: if it changed between
+proposal and quorum, the approvers approved a diff that no longer describes
+what would happen, and the proposal goes stale instead of applying. Reviews and
+break-glass grants add records beside earlier ones, so they have no such base.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from verifier.store._core import add_event, check_id, dialect_of
+from verifier.store._core import add_event, check_id
 from verifier.store.changes import (
     assign_site,
     effective_review_in,
@@ -48,17 +45,20 @@ from verifier.store.changes import (
     replace_reference,
     upsert_site,
 )
+from verifier.store.document_kinds import (
+    BOOT_REFERENCE,
+    DOCUMENT_KINDS,
+    GPU_POLICY,
+    IMA_POLICY,
+    SNP_POLICY,
+    TDX_POLICY,
+    document_state,
+    replace_document,
+)
 from verifier.store.errors import HostNotFound, ModelVersionNotFound, StoreError
 from verifier.store.models import Host
 from verifier.store.models_releases import ModelVersion, Site
-from verifier.store.models_trust import (
-    BootReferenceRow,
-    BreakGlassGrantRow,
-    GpuPolicyRow,
-    ImaPolicyRow,
-    SnpPolicyRow,
-    TrustAnchorRow,
-)
+from verifier.store.models_trust import BreakGlassGrantRow, TrustAnchorRow
 
 REFERENCE_VALUES = "reference_values"
 SITE = "site"
@@ -66,35 +66,11 @@ HOST_SITE = "host_site"
 REVIEW = "review"
 TRUST_ANCHOR = "trust_anchor"
 BREAK_GLASS = "break_glass"
-BOOT_REFERENCE = "boot_reference"
-IMA_POLICY = "ima_policy"
-GPU_POLICY = "gpu_policy"
-SNP_POLICY = "snp_policy"
 KINDS = (
     REFERENCE_VALUES, SITE, HOST_SITE, REVIEW, TRUST_ANCHOR, BREAK_GLASS, BOOT_REFERENCE,
-    IMA_POLICY, GPU_POLICY, SNP_POLICY,
+    IMA_POLICY, GPU_POLICY, SNP_POLICY, TDX_POLICY,
 )  # fmt: skip
-REPLACES_STATE = frozenset(
-    {
-        REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, BOOT_REFERENCE, IMA_POLICY, GPU_POLICY,
-        SNP_POLICY,
-    }
-)  # fmt: skip
-# Per-group documents: proposal kind -> the payload key holding the document.
-_GROUP_DOCUMENTS = {
-    BOOT_REFERENCE: "reference", IMA_POLICY: "policy", GPU_POLICY: "policy", SNP_POLICY: "policy"
-}  # fmt: skip
-# ... and what each is called in the outcome line.
-_DOCUMENT_NAMES = {
-    BOOT_REFERENCE: "measured-boot reference",
-    IMA_POLICY: "IMA runtime policy",
-    GPU_POLICY: "NVIDIA GPU policy",
-    SNP_POLICY: "AMD SEV-SNP policy",
-}
-_DocumentRow = BootReferenceRow | ImaPolicyRow | GpuPolicyRow | SnpPolicyRow
-_DocumentTable = (
-    type[BootReferenceRow] | type[ImaPolicyRow] | type[GpuPolicyRow] | type[SnpPolicyRow]
-)
+REPLACES_STATE = frozenset({REFERENCE_VALUES, SITE, HOST_SITE, TRUST_ANCHOR, *DOCUMENT_KINDS})
 MAX_REVIEW_DAYS = 3660
 MAX_BREAK_GLASS_HOURS = 72
 ANCHOR_PURPOSES = frozenset({"tpm_ek"})  # what enrollment consults; more come with GPU/CVM
@@ -172,10 +148,8 @@ def target_state(s: Session, kind: str, payload: Mapping[str, Any], *, now: date
                 f"a {purpose} anchor"
             )
         return {"purpose": purpose, "fingerprint": fingerprint.hex(), "present": present}
-    if kind in _GROUP_DOCUMENTS:
-        group = _text(payload, "group")
-        row = _document_row(s, kind, group)
-        return None if row is None else {"group": row.group, _GROUP_DOCUMENTS[kind]: row.document}
+    if kind in DOCUMENT_KINDS:
+        return document_state(s, kind, _text(payload, "group"))
     if kind == BREAK_GLASS:
         host_id = _text(payload, "host_id")
         if s.get(Host, host_id) is None:
@@ -239,21 +213,13 @@ def apply_change(
         return f"review {review.review_id} in force until {review.expires_at.isoformat()}"
     if kind == TRUST_ANCHOR:
         return _apply_trust_anchor(s, payload, proposal_id=proposal_id, now=now)
-    if kind in _GROUP_DOCUMENTS:
-        group, document = _text(payload, "group"), payload.get(_GROUP_DOCUMENTS[kind])
+    if kind in DOCUMENT_KINDS:
+        key = DOCUMENT_KINDS[kind].key
+        group, document = _text(payload, "group"), payload.get(key)
         check_id("group", group)
         if not isinstance(document, dict) or not document:
-            raise PayloadError(f"{_GROUP_DOCUMENTS[kind]} must be a non-empty JSON object")
-        values = {"document": document, "updated_at": now, "proposal_id": proposal_id}
-        table = _document_table(kind)
-        upsert = dialect_of(s).insert(table).values(group=group, **values)
-        s.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[table.group],
-                set_={name: upsert.excluded[name] for name in values},
-            )
-        )
-        return f"{_DOCUMENT_NAMES[kind]} of group {group} replaced"
+            raise PayloadError(f"{key} must be a non-empty JSON object")
+        return replace_document(s, kind, group, document, proposal_id=proposal_id, now=now)
     if kind == BREAK_GLASS:
         hours = payload.get("hours")
         if not isinstance(hours, int) or isinstance(hours, bool):
@@ -274,26 +240,6 @@ def apply_change(
         s.flush()
         return f"break-glass grant {grant.grant_id} until {grant.expires_at.isoformat()}"
     raise PayloadError(f"unknown proposal kind {kind!r}")
-
-
-def _document_row(s: Session, kind: str, group: str) -> _DocumentRow | None:
-    if kind == BOOT_REFERENCE:
-        return s.get(BootReferenceRow, group)
-    if kind == IMA_POLICY:
-        return s.get(ImaPolicyRow, group)
-    if kind == GPU_POLICY:
-        return s.get(GpuPolicyRow, group)
-    return s.get(SnpPolicyRow, group)
-
-
-def _document_table(kind: str) -> _DocumentTable:
-    tables: dict[str, _DocumentTable] = {
-        BOOT_REFERENCE: BootReferenceRow,
-        IMA_POLICY: ImaPolicyRow,
-        GPU_POLICY: GpuPolicyRow,
-        SNP_POLICY: SnpPolicyRow,
-    }
-    return tables[kind]
 
 
 def _apply_trust_anchor(

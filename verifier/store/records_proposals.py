@@ -121,6 +121,16 @@ class SnpPolicyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TdxPolicyRecord:
+    """A host group's Intel TDX policy document, as an approved proposal set it."""
+
+    group: str
+    document: Mapping[str, Any]
+    updated_at: datetime
+    proposal_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ImaProgress:
     """How far a host's IMA list has been replayed and appraised in its current boot.
 

@@ -1,5 +1,5 @@
 """Reads of what approved proposals put in place: trust anchors, break-glass grants,
-measured-boot references, IMA, GPU and SEV-SNP policies."""
+measured-boot references, IMA, GPU, SEV-SNP and TDX policies."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from verifier.store.models_trust import (
     ImaPolicyRow,
     ImaProgressRow,
     SnpPolicyRow,
+    TdxPolicyRow,
     TrustAnchorRow,
 )
 from verifier.store.records_proposals import (
@@ -25,6 +26,7 @@ from verifier.store.records_proposals import (
     ImaPolicyRecord,
     ImaProgress,
     SnpPolicyRecord,
+    TdxPolicyRecord,
     TrustAnchorRecord,
 )
 
@@ -75,6 +77,11 @@ class TrustMixin(StoreCore):
     def get_snp_policy(self, group: str) -> SnpPolicyRecord | None:
         with self._reader() as s:
             row = s.get(SnpPolicyRow, group)
+            return None if row is None else row.to_record()
+
+    def get_tdx_policy(self, group: str) -> TdxPolicyRecord | None:
+        with self._reader() as s:
+            row = s.get(TdxPolicyRow, group)
             return None if row is None else row.to_record()
 
     def ima_progress(self, host_id: str) -> ImaProgress | None:

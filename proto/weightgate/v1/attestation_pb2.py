@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from weightgate.v1 import common_pb2 as weightgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fweightgate/v1/attestation.proto\x12\rweightgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aweightgate/v1/common.proto\"\xda\x01\n\x0c\x41gentMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.weightgate.v1.HelloH\x00\x12+\n\x08\x65vidence\x18\x02 \x01(\x0b\x32\x17.weightgate.v1.EvidenceH\x00\x12\x38\n\x0frelease_request\x18\x03 \x01(\x0b\x32\x1d.weightgate.v1.ReleaseRequestH\x00\x12\x34\n\rerase_receipt\x18\x04 \x01(\x0b\x32\x1b.weightgate.v1.EraseReceiptH\x00\x42\x06\n\x04\x62ody\"\xc4\x02\n\x0fVerifierMessage\x12-\n\tchallenge\x18\x01 \x01(\x0b\x32\x18.weightgate.v1.ChallengeH\x00\x12)\n\x07verdict\x18\x02 \x01(\x0b\x32\x16.weightgate.v1.VerdictH\x00\x12\x30\n\x0bkey_release\x18\x03 \x01(\x0b\x32\x19.weightgate.v1.KeyReleaseH\x00\x12\x36\n\x0erelease_denied\x18\x04 \x01(\x0b\x32\x1c.weightgate.v1.ReleaseDeniedH\x00\x12\x34\n\rlease_renewal\x18\x05 \x01(\x0b\x32\x1b.weightgate.v1.LeaseRenewalH\x00\x12/\n\nrevocation\x18\x06 \x01(\x0b\x32\x19.weightgate.v1.RevocationH\x00\x42\x06\n\x04\x62ody\"@\n\x05Hello\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61k_name\x18\x02 \x01(\x0c\x12\x15\n\ragent_version\x18\x03 \x01(\t\"\xbf\x02\n\tChallenge\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12+\n\x03tpm\x18\x03 \x01(\x0b\x32\x1e.weightgate.v1.TpmQuoteRequest\x12\x1a\n\x12\x65xpires_in_seconds\x18\x04 \x01(\r\x12\x35\n\x0b\x62inding_key\x18\x05 \x01(\x0b\x32 .weightgate.v1.BindingKeyRequest\x12\x15\n\rwant_boot_log\x18\x06 \x01(\x08\x12&\n\x03ima\x18\x07 \x01(\x0b\x32\x19.weightgate.v1.ImaRequest\x12&\n\x03gpu\x18\x08 \x01(\x0b\x32\x19.weightgate.v1.GpuRequest\x12&\n\x03snp\x18\t \x01(\x0b\x32\x19.weightgate.v1.SnpRequest\"\x0c\n\nSnpRequest\"\x0c\n\nGpuRequest\" \n\nImaRequest\x12\x12\n\nfrom_entry\x18\x01 \x01(\x04\"`\n\x11\x42indingKeyRequest\x12\x17\n\x0fqualifying_data\x18\x01 \x01(\x0c\x12\x32\n\rpcr_selection\x18\x02 \x03(\x0b\x32\x1b.weightgate.v1.PcrSelection\"^\n\x0fTpmQuoteRequest\x12\x17\n\x0fqualifying_data\x18\x01 \x01(\x0c\x12\x32\n\rpcr_selection\x18\x02 \x03(\x0b\x32\x1b.weightgate.v1.PcrSelection\"\xa3\x02\n\x08\x45vidence\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12$\n\x03tpm\x18\x02 \x01(\x0b\x32\x17.weightgate.v1.TpmQuote\x12;\n\x0b\x62inding_key\x18\x03 \x01(\x0b\x32&.weightgate.v1.BindingKeyCertification\x12(\n\x08\x62oot_log\x18\x04 \x01(\x0b\x32\x16.weightgate.v1.BootLog\x12\"\n\x03ima\x18\x05 \x01(\x0b\x32\x15.weightgate.v1.ImaLog\x12\'\n\x03gpu\x18\x06 \x01(\x0b\x32\x1a.weightgate.v1.GpuEvidence\x12\'\n\x03snp\x18\x07 \x01(\x0b\x32\x1a.weightgate.v1.SnpEvidence\"T\n\x0bSnpEvidence\x12\x0e\n\x06report\x18\x01 \x01(\x0c\x12\x0c\n\x04vcek\x18\x02 \x01(\x0c\x12\x12\n\ncert_chain\x18\x03 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x04 \x01(\t\"w\n\x0bGpuEvidence\x12)\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x18.weightgate.v1.GpuDevice\x12\x13\n\x0bunavailable\x18\x02 \x01(\t\x12\x10\n\x08\x63\x63_state\x18\x03 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x04 \x01(\t\"Y\n\tGpuDevice\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x04 \x01(\t\"C\n\x06ImaLog\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66irst_entry\x18\x02 \x01(\x04\x12\x13\n\x0bunavailable\x18\x03 \x01(\t\"1\n\x07\x42ootLog\x12\x11\n\tevent_log\x18\x01 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x02 \x01(\t\"L\n\x17\x42indingKeyCertification\x12\x0e\n\x06public\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61ttest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"=\n\x0eReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\x0c\"\xd4\x01\n\nKeyRelease\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\x04 \x01(\x0c\x12\x1f\n\x17\x65ncrypted_transport_key\x18\x05 \x01(\x0c\x12\x19\n\x11wrapped_data_keys\x18\x06 \x01(\x0c\x12\x34\n\x10lease_expires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\rReleaseDenied\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\x0c\x12&\n\x07reasons\x18\x03 \x03(\x0b\x32\x15.weightgate.v1.Reason\"X\n\x0cLeaseRenewal\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\nRevocation\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12%\n\x06reason\x18\x02 \x01(\x0b\x32\x15.weightgate.v1.Reason\x12\x17\n\x0fqualifying_data\x18\x03 \x01(\x0c\"E\n\x0c\x45raseReceipt\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61ttest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"|\n\x08TpmQuote\x12\x0e\n\x06\x61ttest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12$\n\x04pcrs\x18\x03 \x03(\x0b\x32\x16.weightgate.v1.PcrBank\x12\x16\n\x0euefi_event_log\x18\x04 \x01(\x0c\x12\x0f\n\x07ima_log\x18\x05 \x01(\x0c\x32X\n\x0b\x41ttestation\x12I\n\x06\x41ttest\x12\x1b.weightgate.v1.AgentMessage\x1a\x1e.weightgate.v1.VerifierMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fweightgate/v1/attestation.proto\x12\rweightgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aweightgate/v1/common.proto\"\xda\x01\n\x0c\x41gentMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.weightgate.v1.HelloH\x00\x12+\n\x08\x65vidence\x18\x02 \x01(\x0b\x32\x17.weightgate.v1.EvidenceH\x00\x12\x38\n\x0frelease_request\x18\x03 \x01(\x0b\x32\x1d.weightgate.v1.ReleaseRequestH\x00\x12\x34\n\rerase_receipt\x18\x04 \x01(\x0b\x32\x1b.weightgate.v1.EraseReceiptH\x00\x42\x06\n\x04\x62ody\"\xc4\x02\n\x0fVerifierMessage\x12-\n\tchallenge\x18\x01 \x01(\x0b\x32\x18.weightgate.v1.ChallengeH\x00\x12)\n\x07verdict\x18\x02 \x01(\x0b\x32\x16.weightgate.v1.VerdictH\x00\x12\x30\n\x0bkey_release\x18\x03 \x01(\x0b\x32\x19.weightgate.v1.KeyReleaseH\x00\x12\x36\n\x0erelease_denied\x18\x04 \x01(\x0b\x32\x1c.weightgate.v1.ReleaseDeniedH\x00\x12\x34\n\rlease_renewal\x18\x05 \x01(\x0b\x32\x1b.weightgate.v1.LeaseRenewalH\x00\x12/\n\nrevocation\x18\x06 \x01(\x0b\x32\x19.weightgate.v1.RevocationH\x00\x42\x06\n\x04\x62ody\"@\n\x05Hello\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61k_name\x18\x02 \x01(\x0c\x12\x15\n\ragent_version\x18\x03 \x01(\t\"\xe7\x02\n\tChallenge\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12+\n\x03tpm\x18\x03 \x01(\x0b\x32\x1e.weightgate.v1.TpmQuoteRequest\x12\x1a\n\x12\x65xpires_in_seconds\x18\x04 \x01(\r\x12\x35\n\x0b\x62inding_key\x18\x05 \x01(\x0b\x32 .weightgate.v1.BindingKeyRequest\x12\x15\n\rwant_boot_log\x18\x06 \x01(\x08\x12&\n\x03ima\x18\x07 \x01(\x0b\x32\x19.weightgate.v1.ImaRequest\x12&\n\x03gpu\x18\x08 \x01(\x0b\x32\x19.weightgate.v1.GpuRequest\x12&\n\x03snp\x18\t \x01(\x0b\x32\x19.weightgate.v1.SnpRequest\x12&\n\x03tdx\x18\n \x01(\x0b\x32\x19.weightgate.v1.TdxRequest\"\x0c\n\nSnpRequest\"\x0c\n\nTdxRequest\"\x0c\n\nGpuRequest\" \n\nImaRequest\x12\x12\n\nfrom_entry\x18\x01 \x01(\x04\"`\n\x11\x42indingKeyRequest\x12\x17\n\x0fqualifying_data\x18\x01 \x01(\x0c\x12\x32\n\rpcr_selection\x18\x02 \x03(\x0b\x32\x1b.weightgate.v1.PcrSelection\"^\n\x0fTpmQuoteRequest\x12\x17\n\x0fqualifying_data\x18\x01 \x01(\x0c\x12\x32\n\rpcr_selection\x18\x02 \x03(\x0b\x32\x1b.weightgate.v1.PcrSelection\"\xcc\x02\n\x08\x45vidence\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12$\n\x03tpm\x18\x02 \x01(\x0b\x32\x17.weightgate.v1.TpmQuote\x12;\n\x0b\x62inding_key\x18\x03 \x01(\x0b\x32&.weightgate.v1.BindingKeyCertification\x12(\n\x08\x62oot_log\x18\x04 \x01(\x0b\x32\x16.weightgate.v1.BootLog\x12\"\n\x03ima\x18\x05 \x01(\x0b\x32\x15.weightgate.v1.ImaLog\x12\'\n\x03gpu\x18\x06 \x01(\x0b\x32\x1a.weightgate.v1.GpuEvidence\x12\'\n\x03snp\x18\x07 \x01(\x0b\x32\x1a.weightgate.v1.SnpEvidence\x12\'\n\x03tdx\x18\x08 \x01(\x0b\x32\x1a.weightgate.v1.TdxEvidence\"1\n\x0bTdxEvidence\x12\r\n\x05quote\x18\x01 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x02 \x01(\t\"T\n\x0bSnpEvidence\x12\x0e\n\x06report\x18\x01 \x01(\x0c\x12\x0c\n\x04vcek\x18\x02 \x01(\x0c\x12\x12\n\ncert_chain\x18\x03 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x04 \x01(\t\"w\n\x0bGpuEvidence\x12)\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x18.weightgate.v1.GpuDevice\x12\x13\n\x0bunavailable\x18\x02 \x01(\t\x12\x10\n\x08\x63\x63_state\x18\x03 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x04 \x01(\t\"Y\n\tGpuDevice\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x04 \x01(\t\"C\n\x06ImaLog\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66irst_entry\x18\x02 \x01(\x04\x12\x13\n\x0bunavailable\x18\x03 \x01(\t\"1\n\x07\x42ootLog\x12\x11\n\tevent_log\x18\x01 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x02 \x01(\t\"L\n\x17\x42indingKeyCertification\x12\x0e\n\x06public\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61ttest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"=\n\x0eReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\x0c\"\xd4\x01\n\nKeyRelease\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\x10\n\x08manifest\x18\x03 \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\x04 \x01(\x0c\x12\x1f\n\x17\x65ncrypted_transport_key\x18\x05 \x01(\x0c\x12\x19\n\x11wrapped_data_keys\x18\x06 \x01(\x0c\x12\x34\n\x10lease_expires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\rReleaseDenied\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x02 \x01(\x0c\x12&\n\x07reasons\x18\x03 \x03(\x0b\x32\x15.weightgate.v1.Reason\"X\n\x0cLeaseRenewal\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\nRevocation\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12%\n\x06reason\x18\x02 \x01(\x0b\x32\x15.weightgate.v1.Reason\x12\x17\n\x0fqualifying_data\x18\x03 \x01(\x0c\"E\n\x0c\x45raseReceipt\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61ttest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"|\n\x08TpmQuote\x12\x0e\n\x06\x61ttest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12$\n\x04pcrs\x18\x03 \x03(\x0b\x32\x16.weightgate.v1.PcrBank\x12\x16\n\x0euefi_event_log\x18\x04 \x01(\x0c\x12\x0f\n\x07ima_log\x18\x05 \x01(\x0c\x32X\n\x0b\x41ttestation\x12I\n\x06\x41ttest\x12\x1b.weightgate.v1.AgentMessage\x1a\x1e.weightgate.v1.VerifierMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,45 +40,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=659
   _globals['_HELLO']._serialized_end=723
   _globals['_CHALLENGE']._serialized_start=726
-  _globals['_CHALLENGE']._serialized_end=1045
-  _globals['_SNPREQUEST']._serialized_start=1047
-  _globals['_SNPREQUEST']._serialized_end=1059
-  _globals['_GPUREQUEST']._serialized_start=1061
-  _globals['_GPUREQUEST']._serialized_end=1073
-  _globals['_IMAREQUEST']._serialized_start=1075
-  _globals['_IMAREQUEST']._serialized_end=1107
-  _globals['_BINDINGKEYREQUEST']._serialized_start=1109
-  _globals['_BINDINGKEYREQUEST']._serialized_end=1205
-  _globals['_TPMQUOTEREQUEST']._serialized_start=1207
-  _globals['_TPMQUOTEREQUEST']._serialized_end=1301
-  _globals['_EVIDENCE']._serialized_start=1304
-  _globals['_EVIDENCE']._serialized_end=1595
-  _globals['_SNPEVIDENCE']._serialized_start=1597
-  _globals['_SNPEVIDENCE']._serialized_end=1681
-  _globals['_GPUEVIDENCE']._serialized_start=1683
-  _globals['_GPUEVIDENCE']._serialized_end=1802
-  _globals['_GPUDEVICE']._serialized_start=1804
-  _globals['_GPUDEVICE']._serialized_end=1893
-  _globals['_IMALOG']._serialized_start=1895
-  _globals['_IMALOG']._serialized_end=1962
-  _globals['_BOOTLOG']._serialized_start=1964
-  _globals['_BOOTLOG']._serialized_end=2013
-  _globals['_BINDINGKEYCERTIFICATION']._serialized_start=2015
-  _globals['_BINDINGKEYCERTIFICATION']._serialized_end=2091
-  _globals['_RELEASEREQUEST']._serialized_start=2093
-  _globals['_RELEASEREQUEST']._serialized_end=2154
-  _globals['_KEYRELEASE']._serialized_start=2157
-  _globals['_KEYRELEASE']._serialized_end=2369
-  _globals['_RELEASEDENIED']._serialized_start=2371
-  _globals['_RELEASEDENIED']._serialized_end=2471
-  _globals['_LEASERENEWAL']._serialized_start=2473
-  _globals['_LEASERENEWAL']._serialized_end=2561
-  _globals['_REVOCATION']._serialized_start=2563
-  _globals['_REVOCATION']._serialized_end=2659
-  _globals['_ERASERECEIPT']._serialized_start=2661
-  _globals['_ERASERECEIPT']._serialized_end=2730
-  _globals['_TPMQUOTE']._serialized_start=2732
-  _globals['_TPMQUOTE']._serialized_end=2856
-  _globals['_ATTESTATION']._serialized_start=2858
-  _globals['_ATTESTATION']._serialized_end=2946
+  _globals['_CHALLENGE']._serialized_end=1085
+  _globals['_SNPREQUEST']._serialized_start=1087
+  _globals['_SNPREQUEST']._serialized_end=1099
+  _globals['_TDXREQUEST']._serialized_start=1101
+  _globals['_TDXREQUEST']._serialized_end=1113
+  _globals['_GPUREQUEST']._serialized_start=1115
+  _globals['_GPUREQUEST']._serialized_end=1127
+  _globals['_IMAREQUEST']._serialized_start=1129
+  _globals['_IMAREQUEST']._serialized_end=1161
+  _globals['_BINDINGKEYREQUEST']._serialized_start=1163
+  _globals['_BINDINGKEYREQUEST']._serialized_end=1259
+  _globals['_TPMQUOTEREQUEST']._serialized_start=1261
+  _globals['_TPMQUOTEREQUEST']._serialized_end=1355
+  _globals['_EVIDENCE']._serialized_start=1358
+  _globals['_EVIDENCE']._serialized_end=1690
+  _globals['_TDXEVIDENCE']._serialized_start=1692
+  _globals['_TDXEVIDENCE']._serialized_end=1741
+  _globals['_SNPEVIDENCE']._serialized_start=1743
+  _globals['_SNPEVIDENCE']._serialized_end=1827
+  _globals['_GPUEVIDENCE']._serialized_start=1829
+  _globals['_GPUEVIDENCE']._serialized_end=1948
+  _globals['_GPUDEVICE']._serialized_start=1950
+  _globals['_GPUDEVICE']._serialized_end=2039
+  _globals['_IMALOG']._serialized_start=2041
+  _globals['_IMALOG']._serialized_end=2108
+  _globals['_BOOTLOG']._serialized_start=2110
+  _globals['_BOOTLOG']._serialized_end=2159
+  _globals['_BINDINGKEYCERTIFICATION']._serialized_start=2161
+  _globals['_BINDINGKEYCERTIFICATION']._serialized_end=2237
+  _globals['_RELEASEREQUEST']._serialized_start=2239
+  _globals['_RELEASEREQUEST']._serialized_end=2300
+  _globals['_KEYRELEASE']._serialized_start=2303
+  _globals['_KEYRELEASE']._serialized_end=2515
+  _globals['_RELEASEDENIED']._serialized_start=2517
+  _globals['_RELEASEDENIED']._serialized_end=2617
+  _globals['_LEASERENEWAL']._serialized_start=2619
+  _globals['_LEASERENEWAL']._serialized_end=2707
+  _globals['_REVOCATION']._serialized_start=2709
+  _globals['_REVOCATION']._serialized_end=2805
+  _globals['_ERASERECEIPT']._serialized_start=2807
+  _globals['_ERASERECEIPT']._serialized_end=2876
+  _globals['_TPMQUOTE']._serialized_start=2878
+  _globals['_TPMQUOTE']._serialized_end=3002
+  _globals['_ATTESTATION']._serialized_start=3004
+  _globals['_ATTESTATION']._serialized_end=3092
 # @@protoc_insertion_point(module_scope)

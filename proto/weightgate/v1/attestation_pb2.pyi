@@ -135,6 +135,7 @@ class Challenge(_message.Message):
     IMA_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
     SNP_FIELD_NUMBER: _builtins.int
+    TDX_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     nonce: _builtins.bytes
     """>= 32 fresh random bytes, single use"""
@@ -169,6 +170,10 @@ class Challenge(_message.Message):
         attestation report and its certificates (SnpEvidence).
         """
 
+    @_builtins.property
+    def tdx(self) -> Global___TdxRequest:
+        """Present when the host's group has an Intel TDX policy: send a TDX quote (TdxEvidence)."""
+
     def __init__(
         self,
         *,
@@ -181,10 +186,11 @@ class Challenge(_message.Message):
         ima: Global___ImaRequest | None = ...,
         gpu: Global___GpuRequest | None = ...,
         snp: Global___SnpRequest | None = ...,
+        tdx: Global___TdxRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tdx", b"tdx", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "gpu", b"gpu", "ima", b"ima", "nonce", b"nonce", "snp", b"snp", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "challenge_id", b"challenge_id", "expires_in_seconds", b"expires_in_seconds", "gpu", b"gpu", "ima", b"ima", "nonce", b"nonce", "snp", b"snp", "tdx", b"tdx", "tpm", b"tpm", "want_boot_log", b"want_boot_log"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,6 +216,26 @@ class SnpRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnpRequest: _TypeAlias = SnpRequest  # noqa: Y015
+
+@_typing.final
+class TdxRequest(_message.Message):
+    """The quote's REPORTDATA (64 bytes) must be
+    weightgate.cvm_binding.tdx_report_data(Challenge.nonce, TpmQuote.attest of this
+    evidence), binding the TD's quote to the same round's TPM quote.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TdxRequest: _TypeAlias = TdxRequest  # noqa: Y015
 
 @_typing.final
 class GpuRequest(_message.Message):
@@ -317,6 +343,7 @@ class Evidence(_message.Message):
     IMA_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
     SNP_FIELD_NUMBER: _builtins.int
+    TDX_FIELD_NUMBER: _builtins.int
     challenge_id: _builtins.str
     @_builtins.property
     def tpm(self) -> Global___TpmQuote: ...
@@ -340,6 +367,10 @@ class Evidence(_message.Message):
     def snp(self) -> Global___SnpEvidence:
         """answers Challenge.snp"""
 
+    @_builtins.property
+    def tdx(self) -> Global___TdxEvidence:
+        """answers Challenge.tdx"""
+
     def __init__(
         self,
         *,
@@ -350,14 +381,41 @@ class Evidence(_message.Message):
         ima: Global___ImaLog | None = ...,
         gpu: Global___GpuEvidence | None = ...,
         snp: Global___SnpEvidence | None = ...,
+        tdx: Global___TdxEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tpm", b"tpm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tdx", b"tdx", "tpm", b"tpm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding_key", b"binding_key", "boot_log", b"boot_log", "challenge_id", b"challenge_id", "gpu", b"gpu", "ima", b"ima", "snp", b"snp", "tdx", b"tdx", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class TdxEvidence(_message.Message):
+    """An Intel TDX quote (v4 or v5, with its PCK certificate chain inside), untouched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTE_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    quote: _builtins.bytes
+    """exactly as the quoting enclave / configfs-tsm returned it"""
+    unavailable: _builtins.str
+    """set instead when the agent has no quote to send, and why"""
+    def __init__(
+        self,
+        *,
+        quote: _builtins.bytes = ...,
+        unavailable: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote", "unavailable", b"unavailable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TdxEvidence: _TypeAlias = TdxEvidence  # noqa: Y015
 
 @_typing.final
 class SnpEvidence(_message.Message):

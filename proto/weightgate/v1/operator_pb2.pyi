@@ -803,6 +803,7 @@ class ProposedChange(_message.Message):
     IMA_POLICY_FIELD_NUMBER: _builtins.int
     GPU_POLICY_FIELD_NUMBER: _builtins.int
     SNP_POLICY_FIELD_NUMBER: _builtins.int
+    TDX_POLICY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def reference_values(self) -> Global___SetReferenceValuesRequest: ...
     @_builtins.property
@@ -823,6 +824,8 @@ class ProposedChange(_message.Message):
     def gpu_policy(self) -> Global___GpuPolicyChange: ...
     @_builtins.property
     def snp_policy(self) -> Global___SnpPolicyChange: ...
+    @_builtins.property
+    def tdx_policy(self) -> Global___TdxPolicyChange: ...
     def __init__(
         self,
         *,
@@ -836,16 +839,45 @@ class ProposedChange(_message.Message):
         ima_policy: Global___ImaPolicyChange | None = ...,
         gpu_policy: Global___GpuPolicyChange | None = ...,
         snp_policy: Global___SnpPolicyChange | None = ...,
+        tdx_policy: Global___TdxPolicyChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "gpu_policy", b"gpu_policy", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "snp_policy", b"snp_policy", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "gpu_policy", b"gpu_policy", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "snp_policy", b"snp_policy", "tdx_policy", b"tdx_policy", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "gpu_policy", b"gpu_policy", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "snp_policy", b"snp_policy", "trust_anchor", b"trust_anchor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_reference", b"boot_reference", "break_glass", b"break_glass", "change", b"change", "gpu_policy", b"gpu_policy", "host_site", b"host_site", "ima_policy", b"ima_policy", "reference_values", b"reference_values", "review", b"review", "site", b"site", "snp_policy", b"snp_policy", "tdx_policy", b"tdx_policy", "trust_anchor", b"trust_anchor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference", "ima_policy", "gpu_policy", "snp_policy"]  # noqa: Y015
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["reference_values", "site", "host_site", "review", "trust_anchor", "break_glass", "boot_reference", "ima_policy", "gpu_policy", "snp_policy", "tdx_policy"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
 Global___ProposedChange: _TypeAlias = ProposedChange  # noqa: Y015
+
+@_typing.final
+class TdxPolicyChange(_message.Message):
+    """Replaces a host group's Intel TDX policy (verifier/evidence/tdx/policy.py: MRTD,
+    RTMR0-3, MRCONFIGID, MROWNER golden values, debug TDs, accepted TCB statuses and
+    grace). A group with one requires a TDX quote every round, bound to that round's
+    TPM quote.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    POLICY_JSON_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    policy_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        policy_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "policy_json", b"policy_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TdxPolicyChange: _TypeAlias = TdxPolicyChange  # noqa: Y015
 
 @_typing.final
 class SnpPolicyChange(_message.Message):
@@ -1240,7 +1272,8 @@ class Proposal(_message.Message):
     """"reference_values", "site", "host_site", "review","""
     target: _builtins.str
     """"trust_anchor", "break_glass", "boot_reference",
-    "ima_policy", "gpu_policy", "snp_policy"
+    "ima_policy", "gpu_policy", "snp_policy",
+    "tdx_policy"
     what it changes, e.g. "group default", "site dc-1"
     """
     state: Global___ProposalState.ValueType

@@ -75,6 +75,11 @@ class OperatorStub:
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
                 response_deserializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
                 _registered_method=True)
+        self.GetTdxPolicy = channel.unary_unary(
+                '/weightgate.v1.Operator/GetTdxPolicy',
+                request_serializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+                response_deserializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+                _registered_method=True)
         self.WatchHosts = channel.unary_stream(
                 '/weightgate.v1.Operator/WatchHosts',
                 request_serializer=weightgate_dot_v1_dot_operator__pb2.WatchHostsRequest.SerializeToString,
@@ -209,6 +214,12 @@ class OperatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSnpPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTdxPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -370,6 +381,11 @@ def add_OperatorServicer_to_server(servicer, server):
             ),
             'GetSnpPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSnpPolicy,
+                    request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
+                    response_serializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.SerializeToString,
+            ),
+            'GetTdxPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTdxPolicy,
                     request_deserializer=weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.FromString,
                     response_serializer=weightgate_dot_v1_dot_operator__pb2.GroupPolicy.SerializeToString,
             ),
@@ -674,6 +690,33 @@ class Operator:
             request,
             target,
             '/weightgate.v1.Operator/GetSnpPolicy',
+            weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
+            weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTdxPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weightgate.v1.Operator/GetTdxPolicy',
             weightgate_dot_v1_dot_operator__pb2.GetReferenceValuesRequest.SerializeToString,
             weightgate_dot_v1_dot_operator__pb2.GroupPolicy.FromString,
             options,

@@ -41,6 +41,7 @@ class OperatorStub:
     GetImaPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]
     GetGpuPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]
     GetSnpPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]
+    GetTdxPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]
     WatchHosts: _grpc.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]
     """Live trust changes: the current state of the selected hosts (if asked),
     then one HostChange per status change, until the client cancels.
@@ -90,6 +91,7 @@ class OperatorAsyncStub(OperatorStub):
     GetImaPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]  # type: ignore[assignment]
     GetGpuPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]  # type: ignore[assignment]
     GetSnpPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]  # type: ignore[assignment]
+    GetTdxPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetReferenceValuesRequest, _operator_pb2.GroupPolicy]  # type: ignore[assignment]
     WatchHosts: _aio.UnaryStreamMultiCallable[_operator_pb2.WatchHostsRequest, _operator_pb2.HostChange]  # type: ignore[assignment]
     """Live trust changes: the current state of the selected hosts (if asked),
     then one HostChange per status change, until the client cancels.
@@ -180,6 +182,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
 
     @_abc_1.abstractmethod
     def GetSnpPolicy(
+        self,
+        request: _operator_pb2.GetReferenceValuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.GroupPolicy, _abc.Awaitable[_operator_pb2.GroupPolicy]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTdxPolicy(
         self,
         request: _operator_pb2.GetReferenceValuesRequest,
         context: _ServicerContext,

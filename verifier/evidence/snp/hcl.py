@@ -21,7 +21,14 @@ from verifier.evidence.errors import ParseError
 from verifier.evidence.snp.report import REPORT_SIZE
 from verifier.verdict import Reason
 
-__all__ = ["HCL_MAGIC", "HclReport", "check_runtime_claims", "is_hcl_report", "parse_hcl_report"]
+__all__ = [
+    "HCL_MAGIC",
+    "HclReport",
+    "check_runtime_claims",
+    "is_hcl_report",
+    "parse_hcl_report",
+    "runtime_claims_digest",
+]
 
 HCL_MAGIC = b"HCLA"
 HEADER_SIZE = 0x20
@@ -80,10 +87,16 @@ def parse_hcl_report(data: bytes) -> HclReport:
     )
 
 
+def runtime_claims_digest(hcl: HclReport) -> bytes:
+    """The digest the paravisor puts first in REPORT_DATA (the rest is zero): the
+    IGVM hash type's hash of the runtime-claims bytes exactly as carried."""
+    return hashlib.new(_HASHES[hcl.hash_type], hcl.runtime_claims).digest()
+
+
 def check_runtime_claims(hcl: HclReport, report_data: bytes) -> list[Reason]:
     """``snp.azure.runtime_claims_mismatch`` unless REPORT_DATA starts with the digest
     of the runtime claims and is zero after it (pass the *authenticated* REPORT_DATA)."""
-    digest = hashlib.new(_HASHES[hcl.hash_type], hcl.runtime_claims).digest()
+    digest = runtime_claims_digest(hcl)
     expected = digest.ljust(len(report_data), b"\0")
     if hmac.compare_digest(expected, report_data):
         return []

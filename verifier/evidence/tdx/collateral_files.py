@@ -1,0 +1,55 @@
+"""Intel PCS collateral from a directory, as PCS serves it: one file per piece.
+
+Used by ``evidence verify tdx --collateral DIR`` and by the attestation stream
+(``[verifier.tdx] collateral_dir``), which re-reads the directory every round so
+that an operator copying in Intel's newer TCB Info or CRLs takes effect at once,
+without a restart and without network access from the verifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from verifier.evidence.tdx.offline import TdxCollateral
+
+__all__ = ["COLLATERAL_FILES", "CollateralFilesError", "read_collateral_dir"]
+
+# File name -> TdxCollateral field.
+COLLATERAL_FILES = {
+    "tcb_info.json": "tcb_info",
+    "qe_identity.json": "qe_identity",
+    "tcb_signing_chain.pem": "tcb_signing_chain",
+    "root_ca_crl.der": "root_ca_crl",
+    "pck_crl.der": "pck_crl",
+}
+# The largest piece (TCB Info for a platform with many levels) is tens of KiB.
+MAX_COLLATERAL_FILE_BYTES = 4 * 1024 * 1024
+
+
+class CollateralFilesError(ValueError):
+    """The directory or one of its files cannot be read; the message names it."""
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_COLLATERAL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CollateralFilesError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_COLLATERAL_FILE_BYTES:
+        raise CollateralFilesError(f"{path}: larger than {MAX_COLLATERAL_FILE_BYTES} bytes")
+    return data
+
+
+def read_collateral_dir(directory: Path) -> TdxCollateral:
+    """The pieces present in ``directory``; a missing piece stays None (reported later)."""
+    if not directory.is_dir():
+        raise CollateralFilesError(f"{directory}: not a directory")
+    found = {
+        field: _read(directory / name)
+        for name, field in COLLATERAL_FILES.items()
+        if (directory / name).exists()
+    }
+    if not found:
+        raise CollateralFilesError(f"{directory}: none of {sorted(COLLATERAL_FILES)}")
+    return TdxCollateral(**found)

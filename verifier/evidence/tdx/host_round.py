@@ -1,0 +1,90 @@
+"""Intel TDX evidence of one attestation round, bound to the same round's TPM quote.
+
+Called by the attestation round only after the host's TPM quote authenticated: the
+expected REPORTDATA is derived from the verifier's challenge nonce and the exact
+quote bytes the AK signed (:func:`weightgate.cvm_binding.tdx_report_data`), so a
+TD quote produced for another host's quote or another round fails
+``tdx.quote.report_data_mismatch``.
+
+Checks, in order: the evidence is there (``tdx.evidence.missing`` names why not);
+the collateral directory is readable (``tdx.collateral.unreadable``); then
+:func:`~verifier.evidence.tdx.offline.verify_tdx_offline` with the configured root,
+the collateral as it is now, the group's policy and the expected REPORTDATA: quote
+and QE signatures, PCK chain, CRLs, TCB Info / QE Identity, TCB status, REPORTDATA,
+policy. Only an affirming result gives the round ``tdx.attested``, which the
+``confidential_vm`` release control accepts; a warning (e.g. a collateral piece
+missing) is a finding here: the stream fails closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from verifier.config_tdx import TdxConfig
+from verifier.evidence.tdx.collateral_files import CollateralFilesError, read_collateral_dir
+from verifier.evidence.tdx.offline import TdxEvidence, verify_tdx_offline
+from verifier.evidence.tdx.policy import TdxPolicy
+from verifier.verdict import Reason, Tier
+from weightgate.cvm_binding import tdx_report_data
+from weightgate.v1 import attestation_pb2
+
+__all__ = ["CHECK_TDX_ATTESTED", "TdxRoundResult", "TdxVerifier"]
+
+CHECK_TDX_ATTESTED = "tdx.attested"
+
+
+@dataclass(frozen=True, slots=True)
+class TdxRoundResult:
+    checks_run: frozenset[str]
+    reasons: tuple[Reason, ...]
+
+
+def _failed(code: str, detail: str) -> TdxRoundResult:
+    return TdxRoundResult(frozenset(), (Reason(code, detail),))
+
+
+class TdxVerifier:
+    """Verifies TDX quotes with the configured root and collateral (no network)."""
+
+    def __init__(self, config: TdxConfig) -> None:
+        self._config = config
+
+    def verify(
+        self,
+        evidence: attestation_pb2.TdxEvidence | None,
+        *,
+        challenge_nonce: bytes,
+        tpm_attest: bytes,
+        policy: TdxPolicy,
+        at: datetime,
+    ) -> TdxRoundResult:
+        """``evidence`` against ``policy``; see the module docstring."""
+        if evidence is None or evidence.unavailable or not evidence.quote:
+            why = (
+                evidence.unavailable
+                if evidence is not None and evidence.unavailable
+                else "the agent sent no TDX quote"
+            )
+            return _failed("tdx.evidence.missing", f"the group has a TDX policy; {why}")
+        try:
+            collateral = read_collateral_dir(self._config.collateral_dir)
+        except CollateralFilesError as exc:
+            return _failed("tdx.collateral.unreadable", str(exc))
+        report = verify_tdx_offline(
+            TdxEvidence(
+                quote=bytes(evidence.quote),
+                root=self._config.root,
+                at=at,
+                collateral=collateral,
+                policy=policy,
+                expected_report_data=tdx_report_data(challenge_nonce, tpm_attest),
+                root_pins=self._config.root_pins,
+            )
+        )
+        checks = frozenset(c.name for c in report.checks if c.status == "passed")
+        verdict = report.verdict
+        if verdict.tier is Tier.AFFIRMING:
+            return TdxRoundResult(checks | {CHECK_TDX_ATTESTED}, ())
+        not_affirmed = Reason("tdx.not_affirmed", f"verdict {verdict.tier.value}")
+        return TdxRoundResult(checks, verdict.reasons or (not_affirmed,))
