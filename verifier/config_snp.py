@@ -10,7 +10,13 @@ line its name gives, so a test config never mixes the two::
 
     [verifier.snp]
     trust_dir = "amd-roots"            # ask_ark_milan.pem, ask_ark_genoa.pem, ...
+    vcek_dir = "vceks"                 # optional: <CHIP_ID hex>-<REPORTED_TCB 16 hex>.der
     insecure_test_roots = []           # TEST ONLY: a simulator's ARK
+
+The ASKs/ASVKs in those files are kept as intermediates for hosts that send a bare
+VCEK, and ``vcek_dir`` holds VCEKs fetched from AMD KDS elsewhere (it rate-limits,
+and the verifier never fetches) for hosts whose firmware holds no certificates.
+Neither can make anything trusted: the chain must still end at a pinned ARK.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ _MAX_ROOT_FILE_BYTES = 64 * 1024
 class SnpConfig:
     roots: AmdRoots
     test_roots_trusted: bool  # insecure_test_roots named a root
+    # ASKs/ASVKs shipped beside the ARKs: offered as intermediates when a host sends
+    # its VCEK without them (an anchor is still only a pinned ARK).
+    intermediates: tuple[x509.Certificate, ...] = ()
+    # VCEKs fetched from AMD KDS elsewhere, for hosts whose firmware holds no
+    # certificates: <CHIP_ID hex>-<REPORTED_TCB as 16 hex digits>.der
+    vcek_dir: Path | None = None
 
 
 def _read(reader: Reader, key: str, path: Path) -> list[x509.Certificate]:
@@ -81,15 +93,18 @@ def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: [verifier.snp] must be a table")
     reader = Reader(path, text, "verifier.snp", raw)
-    reader.unknown_keys({"trust_dir", "insecure_test_roots"})
+    reader.unknown_keys({"trust_dir", "insecure_test_roots", "vcek_dir"})
     arks: list[x509.Certificate] = []
+    intermediates: list[x509.Certificate] = []
     pins = dict(ARK_SHA256)
     if "trust_dir" in raw or "insecure_test_roots" not in raw:
         directory = base / reader.get("trust_dir", str, None, "a directory path")
         if not directory.is_dir():
             raise reader.fail("trust_dir", f"{directory} is not a directory")
         for file in sorted(directory.glob("*.pem")):
-            for certificate in filter(_self_signed, _read(reader, "trust_dir", file)):
+            certificates = _read(reader, "trust_dir", file)
+            intermediates += [c for c in certificates if not _self_signed(c)]
+            for certificate in filter(_self_signed, certificates):
                 try:
                     load_amd_roots([certificate])  # names the file of a foreign root
                 except RootError as exc:
@@ -100,7 +115,9 @@ def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
         raise reader.fail("insecure_test_roots", "expected a list of PEM file paths")
     for name in test_files:
         file = base / name
-        for certificate in filter(_self_signed, _read(reader, "insecure_test_roots", file)):
+        certificates = _read(reader, "insecure_test_roots", file)
+        intermediates += [c for c in certificates if not _self_signed(c)]
+        for certificate in filter(_self_signed, certificates):
             product = _test_product(reader, file, certificate)
             pins[product] = certificate.fingerprint(hashes.SHA256())
             arks = [a for a in arks if a.fingerprint(hashes.SHA256()) != ARK_SHA256[product]]
@@ -117,4 +134,14 @@ def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
         roots = load_amd_roots(arks, pins=pins)
     except RootError as exc:
         raise reader.fail("insecure_test_roots" if test_files else "trust_dir", str(exc)) from None
-    return SnpConfig(roots=roots, test_roots_trusted=bool(test_files))
+    vcek_dir: Path | None = None
+    if "vcek_dir" in raw:
+        vcek_dir = base / reader.get("vcek_dir", str, None, "a directory path")
+        if not vcek_dir.is_dir():
+            raise reader.fail("vcek_dir", f"{vcek_dir} is not a directory")
+    return SnpConfig(
+        roots=roots,
+        test_roots_trusted=bool(test_files),
+        intermediates=tuple(intermediates),
+        vcek_dir=vcek_dir,
+    )

@@ -18,7 +18,7 @@ import pytest
 
 from agent.collectors.snp import snp_evidence_message
 from agent.collectors.tpm import Tpm
-from devsim.snp import create_snp_host
+from devsim.snp import create_snp_host, load_snp_host
 from tests.integration.test_attestation_flow import (
     Stream,
     codes,
@@ -35,14 +35,21 @@ GROUP, HOST = "cvm", "cvm-host"
 
 
 def _snp_config(host_dir: Path) -> SnpConfig:
-    # The same path as a config file's [verifier.snp] insecure_test_roots.
+    # The same path as a config file's [verifier.snp] table: the TEST ARK (and the
+    # ASK beside it, kept as a known intermediate), and a directory of VCEKs filed by
+    # CHIP_ID and REPORTED_TCB for hosts that send none.
+    host = load_snp_host(host_dir)
+    vceks = host_dir / "vceks"
+    vceks.mkdir()
+    (vceks / f"{host.chip_id.hex()}-{host.tcb:016x}.der").write_bytes(host.vcek_der)
     config = snp_config(
         host_dir / "verifier.toml",
         "[verifier.snp]\n",
-        {"insecure_test_roots": ["trust/ark.pem"]},
+        {"insecure_test_roots": ["cert_chain.pem"], "vcek_dir": "vceks"},
         host_dir,
     )
     assert config is not None and config.test_roots_trusted
+    assert len(config.intermediates) == 1
     return config
 
 
@@ -136,5 +143,33 @@ def test_tpm_and_snp_evidence_answer_one_challenge(
         evidence.snp.CopyFrom(_snp(host_dir, challenge.nonce, evidence.tpm.attest))
         verdict = stream.answer(evidence)
         assert verdict.tier == common_pb2.TIER_AFFIRMING, codes(verdict)
+    finally:
+        stream.close()
+
+
+def test_a_bare_report_is_verified_with_the_verifiers_own_vcek_and_ask(
+    setup: tuple[VerifierHarness, Tpm, Path],
+) -> None:
+    """Hosts whose firmware holds no certificates send the report alone: the VCEK comes
+    from vcek_dir (by CHIP_ID and REPORTED_TCB) and the ASK from the trust files."""
+    verifier, tpm, host_dir = setup
+    stream = Stream(verifier, HOST, enroll(verifier, tpm, HOST))
+    try:
+        challenge = stream.next_challenge()
+        evidence = evidence_for(tpm, challenge)
+        sent = _snp(host_dir, challenge.nonce, evidence.tpm.attest)
+        evidence.snp.CopyFrom(attestation_pb2.SnpEvidence(report=sent.report))
+        verdict = stream.answer(evidence)
+        assert verdict.tier == common_pb2.TIER_AFFIRMING, codes(verdict)
+        assert "snp.attested" in verdict.checks_run
+
+        # A report whose CHIP_ID names no filed VCEK: named, not guessed.
+        challenge = stream.next_challenge()
+        evidence = evidence_for(tpm, challenge)
+        report = bytearray(_snp(host_dir, challenge.nonce, evidence.tpm.attest).report)
+        report[0x1A0] ^= 1  # CHIP_ID (signed: it could never verify anyway)
+        evidence.snp.CopyFrom(attestation_pb2.SnpEvidence(report=bytes(report)))
+        verdict = stream.answer(evidence)
+        assert codes(verdict) == ["snp.evidence.missing"], codes(verdict)
     finally:
         stream.close()

@@ -38,6 +38,9 @@ def test_amd_arks_load_from_the_trust_dir(tmp_path: Path) -> None:
         ProductLine.TURIN,
     }
     assert not config.test_roots_trusted  # type: ignore[attr-defined]
+    # The ASKs/ASVK beside the ARKs are kept as intermediates, never as anchors.
+    assert len(config.intermediates) == 3  # type: ignore[attr-defined]
+    assert config.vcek_dir is None  # type: ignore[attr-defined]
 
 
 def test_absent_table_means_no_snp_verification(tmp_path: Path) -> None:
@@ -62,6 +65,7 @@ def test_a_foreign_self_signed_root_is_refused_naming_the_file(tmp_path: Path) -
         ('trust_dir = "amd"\nroots = 1\n', "roots: unknown key"),
         ('trust_dir = "amd"\ninsecure_test_roots = "ark.pem"\n', "expected a list"),
         ('trust_dir = "amd"\ninsecure_test_roots = ["nope.pem"]\n', "cannot read"),
+        ('trust_dir = "amd"\nvcek_dir = "nowhere"\n', "vcek_dir: .* is not a directory"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, body: str, message: str) -> None:

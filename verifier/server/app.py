@@ -156,7 +156,7 @@ async def start_verifier(
         now=now,
         host_watch=host_watch,
         gpu_verifier=None if config.nvidia is None else GpuVerifier(config.nvidia),
-        snp_verifier=None if config.snp is None else SnpVerifier(config.snp.roots),
+        snp_verifier=None if config.snp is None else SnpVerifier(config.snp),
         tdx_verifier=None if config.tdx is None else TdxVerifier(config.tdx),
     )
     if config.insecure:

@@ -6,9 +6,11 @@ exact quote bytes the AK signed (:func:`weightgate.cvm_binding.snp_report_data`)
 so a report produced for another host's quote or another round fails
 ``snp.report.report_data_mismatch``.
 
-Checks, in order: the evidence is there (``snp.evidence.missing`` names why not);
-then :func:`~verifier.evidence.snp.offline.verify_snp_offline` with the verifier's
-pinned AMD roots, the group's policy and the expected REPORT_DATA: parse,
+Checks, in order: the evidence is there (``snp.evidence.missing`` names why not;
+a report sent without its VCEK is completed from ``[verifier.snp] vcek_dir`` by
+CHIP_ID and REPORTED_TCB, and the ASKs shipped beside the pinned ARKs are offered
+as intermediates); then :func:`~verifier.evidence.snp.offline.verify_snp_offline`
+with the verifier's pinned AMD roots, the group's policy and the expected REPORT_DATA: parse,
 VCEK/VLEK chain to the pinned ARK of the certificate's product line, report
 signature over the exact bytes, TCB and CHIP_ID bound to the certificate,
 REPORT_DATA, then the policy (every violation). Only when everything passes does
@@ -21,11 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
+from verifier.config_snp import SnpConfig
+from verifier.evidence.errors import ParseError
 from verifier.evidence.report import CheckOutcome
-from verifier.evidence.snp.chain import AmdRoots
 from verifier.evidence.snp.offline import SnpEvidence, verify_snp_offline
 from verifier.evidence.snp.policy import SnpPolicy
+from verifier.evidence.snp.report import parse_report
 from verifier.verdict import Reason, Tier
 from weightgate.cvm_binding import snp_report_data
 from weightgate.v1 import attestation_pb2
@@ -45,11 +52,40 @@ def _passed(checks: tuple[CheckOutcome, ...]) -> frozenset[str]:
     return frozenset(check.name for check in checks if check.status == "passed")
 
 
+# A VCEK is about 1.4 KB; bound what a wrong file in vcek_dir costs.
+_MAX_VCEK_BYTES = 16 * 1024
+
+
+def _vcek_from_dir(directory: Path, report: bytes) -> bytes | None:
+    """The VCEK filed for this report's CHIP_ID and REPORTED_TCB, or None.
+
+    Unauthenticated input only chooses the file name (both fields are fixed-size
+    binary, so the name is hex); whatever is found is then checked like any VCEK:
+    chain to a pinned ARK, its TCB and HWID against the signed report.
+    """
+    try:
+        parsed = parse_report(report)
+    except ParseError:
+        return None  # the offline verifier names the malformed report
+    path = directory / f"{parsed.chip_id.hex()}-{parsed.reported_tcb:016x}.der"
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_VCEK_BYTES + 1)
+    except OSError:
+        return None
+    return data if len(data) <= _MAX_VCEK_BYTES else None
+
+
 class SnpVerifier:
     """Verifies SEV-SNP evidence against the configured AMD roots (no network)."""
 
-    def __init__(self, roots: AmdRoots) -> None:
-        self._roots = roots
+    def __init__(self, config: SnpConfig) -> None:
+        self._roots = config.roots
+        self._vcek_dir = config.vcek_dir
+        # Appended to whatever chain the host sent: they only help build a path.
+        self._known_intermediates = b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in config.intermediates
+        )
 
     def verify(
         self,
@@ -69,15 +105,22 @@ class SnpVerifier:
             )
             missing = Reason("snp.evidence.missing", f"the group has an SNP policy; {why}")
             return SnpRoundResult(frozenset(), (missing,))
-        if not evidence.vcek:
-            missing = Reason("snp.evidence.missing", "the report came without its VCEK/VLEK")
+        vcek = bytes(evidence.vcek)
+        if not vcek and self._vcek_dir is not None:
+            vcek = _vcek_from_dir(self._vcek_dir, bytes(evidence.report)) or b""
+        if not vcek:
+            missing = Reason(
+                "snp.evidence.missing",
+                "the report came without its VCEK/VLEK and vcek_dir holds none for it",
+            )
             return SnpRoundResult(frozenset(), (missing,))
+        chain = bytes(evidence.cert_chain)
+        if not chain or chain.lstrip().startswith(b"-----BEGIN"):
+            # PEM (as the agent forwards it) can take the known intermediates after it;
+            # a single DER certificate is left as sent.
+            chain += self._known_intermediates
         report = verify_snp_offline(
-            SnpEvidence(
-                report=bytes(evidence.report),
-                key_certificates=bytes(evidence.vcek),
-                chain=bytes(evidence.cert_chain) or None,
-            ),
+            SnpEvidence(report=bytes(evidence.report), key_certificates=vcek, chain=chain or None),
             roots=self._roots,
             policy=policy,
             expected_report_data=snp_report_data(challenge_nonce, tpm_attest),
