@@ -72,7 +72,9 @@ def test_demo_shows_trusted_then_untrusted_and_stops_everything(tmp_path: Path) 
     # The review requires the boot log to replay against each quote and every GPU
     # to attest: the release below happened, so the agent's log matched the swtpm's
     # PCRs and the four simulated GPUs answered nonces bound to the quote.
-    assert "+ required controls: gpu_attestation, measured_boot_log" in output
+    assert "+ required controls: confidential_vm, gpu_attestation, measured_boot_log" in output
+    assert re.search(r"carol: proposal \w+ applied: AMD SEV-SNP policy of group demo", output)
+    assert re.search(r"SEV-SNP report carried REPORT_DATA .*snp\.attested", output), output
     assert re.search(r"carol: proposal \w+ applied: NVIDIA GPU policy of group demo", output)
     assert re.search(r"its 4 GPUs each answered .*nvidia\.gpu\.attested", output), output
     first_applied = output.index(" applied: ")

@@ -2,16 +2,17 @@
 
 It shows what an operator would see, with mutual TLS throughout: an
 evaluation CA issues certificates to the verifier, the agent and four people;
-alice (operator) proposes the reference values, the group's GPU policy, the
-site, the host's assignment and the pre-deployment review (which requires the
-measured-boot log and GPU attestation), and bob and carol (approvers) approve
-each before it takes effect. The host enrolls its TPM, becomes trusted (its four
-simulated GPUs, devsim with TEST roots, attested in the same rounds) and
-receives the weights; then a PCR that the reference covers is extended (as an
-unapproved boot component would), the host turns untrusted with the reason, and
-the weights are erased. Finally dana (auditor) verifies the audit log, which
-fails after a one-byte edit in the database. Everything it starts is stopped by
-pid, also on failure or Ctrl-C.
+alice (operator) proposes the reference values, the group's GPU and SEV-SNP
+policies, the site, the host's assignment and the pre-deployment review (which
+requires the measured-boot log, GPU attestation and a confidential VM), and bob
+and carol (approvers) approve each before it takes effect. The host enrolls its
+TPM and becomes trusted: its four simulated GPUs and its SEV-SNP report (devsim,
+TEST roots trusted explicitly) are attested in the same rounds, bound to each
+round's quote. It receives the weights; then a PCR that the reference covers is
+extended (as an unapproved boot component would), the host turns untrusted with
+the reason, and the weights are erased. Finally dana (auditor) verifies the
+audit log, which fails after a one-byte edit in the database. Everything it
+starts is stopped by pid, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from verifier.demo.boot_log import build_event_log
+from verifier.demo.cvm import make_demo_cvm
 from verifier.demo.gpus import make_demo_gpus
 from verifier.demo.processes import (
     free_port,
@@ -167,6 +169,9 @@ class _Demo:
         say(f"{GPUS} simulated NVIDIA H100 GPUs (devsim, TEST roots); their signed RIMs are "
             "imported into the verifier's RIM store")  # fmt: skip
         self.gpus = make_demo_gpus(self.state, GPUS)
+        say("the host is an AMD SEV-SNP confidential VM (devsim, TEST ARK): its CPU signs "
+            "a report over each round's nonce and TPM quote")  # fmt: skip
+        self.cvm = make_demo_cvm(self.state)
         ca_list = ", ".join(json.dumps(str(p)) for p in self.tpm.ek_ca_certificates)
         self.verifier_config.write_text(
             "[verifier]\n"
@@ -180,7 +185,9 @@ class _Demo:
             f'client_ca = "{self.pki / "ca.crt"}"\n'
             "\n[verifier.approvals]  # the two-person rule: two approvers besides the proposer\n"
             "reference_values = 2\nsite = 2\nhost_site = 2\nreview = 2\ngpu_policy = 2\n"
+            "snp_policy = 2\n"
             f"{self.gpus.verifier_table()}"
+            f"{self.cvm.verifier_table()}"
         )
         say(f"starting the verifier on {self.address} (SQLite in {self.state / 'verifier'})")
         argv = [
@@ -220,6 +227,10 @@ class _Demo:
             "the allowed RIMs")  # fmt: skip
         policy = ("reference", "propose-gpu", "--group", GROUP, "--policy", str(self.gpus.policy))
         self.proposals.append(self.propose(*policy))
+        say("alice proposes the group's SEV-SNP policy: the launch measurement, minimum TCB, "
+            "no debug")  # fmt: skip
+        snp = ("reference", "propose-snp", "--group", GROUP, "--policy", str(self.cvm.policy))
+        self.proposals.append(self.propose(*snp))
 
     def write_agent_config(self, extra: str = "", tables: str = "") -> None:
         self.agent_config.write_text(
@@ -231,6 +242,7 @@ class _Demo:
             "reconnect_initial_seconds = 0.5\n"
             f'event_log_path = "{self.boot_log}"\n'
             f"{self.gpus.agent_keys()}"
+            f"{self.cvm.agent_keys()}"
             f"{extra}"
             "\n[agent.tls]\n"
             f'ca_certificate = "{self.pki / "ca.crt"}"\n'
@@ -258,7 +270,7 @@ class _Demo:
         self.proposals.append(self.propose("hosts", "assign", HOST_ID, "--site", SITE))
         review = ("reviews", "propose", digest, "--site", SITE,
                   "--categories", "cyber,cbrn,autonomy", "--findings", "none blocking",
-                  "--controls", "measured_boot_log,gpu_attestation",
+                  "--controls", "measured_boot_log,gpu_attestation,confidential_vm",
                   "--summary", "sample model cleared for the demo site")  # fmt: skip
         self.proposals.append(self.propose(*review))
         say("nothing takes effect yet: the proposals await two approvers besides alice")
@@ -295,10 +307,12 @@ class _Demo:
         print(self.weightgate("hosts", "list"))
         shown = json.loads(self.weightgate("hosts", "show", HOST_ID, "--json", "--history", "1"))
         checks = shown["history"][0]["checks_run"] if shown["history"] else []
-        if "nvidia.gpu.attested" not in checks:
-            raise RuntimeError(f"the trusted verdict did not attest the GPUs: {checks}")
+        if not {"nvidia.gpu.attested", "snp.attested"} <= set(checks):
+            raise RuntimeError(f"the trusted verdict did not attest the GPUs and CVM: {checks}")
         print(f"    its {GPUS} GPUs each answered a nonce bound to this round's quote; checks: "
               + ", ".join(c for c in checks if c.startswith("nvidia.")))  # fmt: skip
+        print("    its SEV-SNP report carried REPORT_DATA bound to the same quote; checks: "
+              + ", ".join(c for c in checks if c.startswith("snp.")))  # fmt: skip
 
     def receive_weights(self) -> None:
         def holds_weights() -> bool:
