@@ -32,7 +32,7 @@ from typing import Any
 
 from cryptography import x509
 
-from verifier.config_reader import ConfigError, Reader
+from verifier.config_reader import Reader, table_reader
 from verifier.evidence.nvidia.trust_dir import (
     NvidiaRoots,
     TrustDirError,
@@ -66,13 +66,6 @@ class NvidiaConfig:
     test_roots_trusted: bool  # insecure_test_roots named any root
 
 
-def _directory(reader: Reader, key: str, base: Path) -> Path:
-    path: Path = base / reader.get(key, str, None, "a directory path")
-    if not path.is_dir():
-        raise reader.fail(key, f"{path} is not a directory")
-    return path
-
-
 def _hours(reader: Reader, key: str, default: float, *, allow_zero: bool) -> timedelta:
     value: float = reader.get(key, float, default, "a number of hours")
     if value < 0 or (value == 0 and not allow_zero) or value > 24 * 366:
@@ -83,22 +76,17 @@ def _hours(reader: Reader, key: str, default: float, *, allow_zero: bool) -> tim
 
 def nvidia_config(path: Path, text: str, raw: Any, base: Path) -> NvidiaConfig | None:
     """The ``[verifier.nvidia]`` table, validated and with its roots loaded; None if absent."""
-    if raw is None:
+    reader = table_reader(path, text, raw, "verifier.nvidia", _KEYS)
+    if reader is None:
         return None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: [verifier.nvidia] must be a table")
-    reader = Reader(path, text, "verifier.nvidia", raw)
-    reader.unknown_keys(_KEYS)
     roots = NvidiaRoots((), ())
-    if "trust_dir" in raw or "insecure_test_roots" not in raw:
-        trust_dir = _directory(reader, "trust_dir", base)
+    trust_dir = reader.trust_dir(base)
+    if trust_dir is not None:
         try:
             roots = load_trust_dir(trust_dir)
         except TrustDirError as exc:
             raise reader.fail("trust_dir", str(exc)) from None
-    test_files = reader.get("insecure_test_roots", list, [], "a list of PEM file paths")
-    if not all(isinstance(name, str) for name in test_files):
-        raise reader.fail("insecure_test_roots", "expected a list of PEM file paths")
+    test_files = reader.file_names("insecure_test_roots")
     try:
         test_roots = load_test_roots(base / name for name in test_files)
     except TrustDirError as exc:
@@ -118,8 +106,8 @@ def nvidia_config(path: Path, text: str, raw: Any, base: Path) -> NvidiaConfig |
         device_roots=roots.device_roots,
         device_spki_pins=roots.device_spki_pins,
         rim_roots=roots.rim_roots,
-        rim_store=_directory(reader, "rim_store", base),
-        ocsp_dir=_directory(reader, "ocsp_dir", base),
+        rim_store=reader.directory("rim_store", base),
+        ocsp_dir=reader.directory("ocsp_dir", base),
         ocsp_max_age=_hours(reader, "ocsp_max_age_hours", 168.0, allow_zero=False),
         ocsp_stale_grace=_hours(reader, "ocsp_stale_grace_hours", 0.0, allow_zero=True),
         test_roots_trusted=bool(test_files),

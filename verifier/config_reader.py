@@ -13,7 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "Reader", "check_private_key_file"]
+from cryptography import x509
+
+from verifier.evidence.bounded_file import MAX_ROOT_FILE_BYTES, read_pem_certificates
+
+__all__ = ["ConfigError", "Reader", "check_private_key_file", "table_reader"]
 
 
 class ConfigError(Exception):
@@ -68,6 +72,41 @@ class Reader:
         for key in self._data:
             if key not in known:
                 raise self.fail(key, "unknown key")
+
+    def directory(self, key: str, base: Path) -> Path:
+        """The existing directory ``key`` names, relative to ``base``."""
+        path: Path = base / self.get(key, str, None, "a directory path")
+        if not path.is_dir():
+            raise self.fail(key, f"{path} is not a directory")
+        return path
+
+    def trust_dir(self, base: Path) -> Path | None:
+        """``trust_dir``, which may be left out only beside ``insecure_test_roots`` (None)."""
+        if "trust_dir" not in self._data and "insecure_test_roots" in self._data:
+            return None
+        return self.directory("trust_dir", base)
+
+    def file_names(self, key: str) -> list[str]:
+        """The list of PEM file paths ``key`` gives; empty when absent."""
+        names: list[Any] = self.get(key, list, [], "a list of PEM file paths")
+        if not all(isinstance(name, str) for name in names):
+            raise self.fail(key, "expected a list of PEM file paths")
+        return names
+
+    def read_certificates(self, key: str, path: Path) -> list[x509.Certificate]:
+        """The PEM certificates of ``path`` (bounded), errors reported under ``key``."""
+        return read_pem_certificates(path, MAX_ROOT_FILE_BYTES, lambda m: self.fail(key, m))
+
+
+def table_reader(path: Path, text: str, raw: Any, table: str, known: set[str]) -> Reader | None:
+    """A reader of ``[table]`` with no unknown keys; None if the table is absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    reader = Reader(path, text, table, raw)
+    reader.unknown_keys(known)
+    return reader
 
 
 def check_private_key_file(reader: Reader, key: str, path: Path) -> None:

@@ -30,7 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from verifier.config_reader import ConfigError, Reader
+from verifier.config_reader import Reader, table_reader
+from verifier.evidence.bounded_file import MAX_ROOT_FILE_BYTES, read_bounded
 from verifier.evidence.errors import ParseError
 from verifier.evidence.snp.certs import load_certificates
 from verifier.evidence.snp.chain import ARK_SHA256, AmdRoots, RootError, load_amd_roots
@@ -40,8 +41,7 @@ __all__ = ["SnpConfig", "snp_config"]
 
 log = logging.getLogger(__name__)
 
-# A root file holds two certificates (ASK and ARK); bound what a wrong file costs.
-_MAX_ROOT_FILE_BYTES = 64 * 1024
+_KEYS = {"trust_dir", "insecure_test_roots", "vcek_dir"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +57,7 @@ class SnpConfig:
 
 
 def _read(reader: Reader, key: str, path: Path) -> list[x509.Certificate]:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_ROOT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise reader.fail(key, f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > _MAX_ROOT_FILE_BYTES:
-        raise reader.fail(key, f"{path}: larger than {_MAX_ROOT_FILE_BYTES} bytes")
+    data = read_bounded(path, MAX_ROOT_FILE_BYTES, lambda message: reader.fail(key, message))
     try:
         return load_certificates(data, str(path))
     except ParseError as exc:
@@ -88,19 +82,14 @@ def _test_product(reader: Reader, path: Path, certificate: x509.Certificate) -> 
 
 def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
     """The ``[verifier.snp]`` table, validated and with its roots loaded; None if absent."""
-    if raw is None:
+    reader = table_reader(path, text, raw, "verifier.snp", _KEYS)
+    if reader is None:
         return None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: [verifier.snp] must be a table")
-    reader = Reader(path, text, "verifier.snp", raw)
-    reader.unknown_keys({"trust_dir", "insecure_test_roots", "vcek_dir"})
     arks: list[x509.Certificate] = []
     intermediates: list[x509.Certificate] = []
     pins = dict(ARK_SHA256)
-    if "trust_dir" in raw or "insecure_test_roots" not in raw:
-        directory = base / reader.get("trust_dir", str, None, "a directory path")
-        if not directory.is_dir():
-            raise reader.fail("trust_dir", f"{directory} is not a directory")
+    directory = reader.trust_dir(base)
+    if directory is not None:
         for file in sorted(directory.glob("*.pem")):
             certificates = _read(reader, "trust_dir", file)
             intermediates += [c for c in certificates if not _self_signed(c)]
@@ -110,9 +99,7 @@ def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
                 except RootError as exc:
                     raise reader.fail("trust_dir", f"{file}: {exc}") from None
                 arks.append(certificate)
-    test_files = reader.get("insecure_test_roots", list, [], "a list of PEM file paths")
-    if not all(isinstance(name, str) for name in test_files):
-        raise reader.fail("insecure_test_roots", "expected a list of PEM file paths")
+    test_files = reader.file_names("insecure_test_roots")
     for name in test_files:
         file = base / name
         certificates = _read(reader, "insecure_test_roots", file)
@@ -134,11 +121,7 @@ def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
         roots = load_amd_roots(arks, pins=pins)
     except RootError as exc:
         raise reader.fail("insecure_test_roots" if test_files else "trust_dir", str(exc)) from None
-    vcek_dir: Path | None = None
-    if "vcek_dir" in raw:
-        vcek_dir = base / reader.get("vcek_dir", str, None, "a directory path")
-        if not vcek_dir.is_dir():
-            raise reader.fail("vcek_dir", f"{vcek_dir} is not a directory")
+    vcek_dir = reader.directory("vcek_dir", base) if "vcek_dir" in raw else None
     return SnpConfig(
         roots=roots,
         test_roots_trusted=bool(test_files),

@@ -24,14 +24,14 @@ from typing import Any
 
 from cryptography import x509
 
-from verifier.config_reader import ConfigError, Reader
+from verifier.config_reader import table_reader
 from verifier.evidence.tdx.pki import INTEL_ROOT_PINS, spki_sha256
 
 __all__ = ["TdxConfig", "tdx_config"]
 
 log = logging.getLogger(__name__)
 
-_MAX_ROOT_FILE_BYTES = 64 * 1024
+_KEYS = {"trust_dir", "collateral_dir", "insecure_test_roots"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,40 +42,16 @@ class TdxConfig:
     test_roots_trusted: bool
 
 
-def _certificates(reader: Reader, key: str, path: Path) -> list[x509.Certificate]:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_ROOT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise reader.fail(key, f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > _MAX_ROOT_FILE_BYTES:
-        raise reader.fail(key, f"{path}: larger than {_MAX_ROOT_FILE_BYTES} bytes")
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise reader.fail(key, f"{path}: not PEM certificates") from None
-
-
-def _directory(reader: Reader, key: str, base: Path) -> Path:
-    path: Path = base / reader.get(key, str, None, "a directory path")
-    if not path.is_dir():
-        raise reader.fail(key, f"{path} is not a directory")
-    return path
-
-
 def tdx_config(path: Path, text: str, raw: Any, base: Path) -> TdxConfig | None:
     """The ``[verifier.tdx]`` table, validated and with its root loaded; None if absent."""
-    if raw is None:
+    reader = table_reader(path, text, raw, "verifier.tdx", _KEYS)
+    if reader is None:
         return None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: [verifier.tdx] must be a table")
-    reader = Reader(path, text, "verifier.tdx", raw)
-    reader.unknown_keys({"trust_dir", "collateral_dir", "insecure_test_roots"})
     roots: list[x509.Certificate] = []
-    if "trust_dir" in raw or "insecure_test_roots" not in raw:
-        trust_dir = _directory(reader, "trust_dir", base)
+    trust_dir = reader.trust_dir(base)
+    if trust_dir is not None:
         for file in sorted(trust_dir.glob("*.pem")):
-            for certificate in _certificates(reader, "trust_dir", file):
+            for certificate in reader.read_certificates("trust_dir", file):
                 if spki_sha256(certificate) not in INTEL_ROOT_PINS:
                     raise reader.fail(
                         "trust_dir",
@@ -85,12 +61,13 @@ def tdx_config(path: Path, text: str, raw: Any, base: Path) -> TdxConfig | None:
                     )
                 roots.append(certificate)
     pins = INTEL_ROOT_PINS
-    test_files = reader.get("insecure_test_roots", list, [], "a list of PEM file paths")
-    if not all(isinstance(name, str) for name in test_files):
-        raise reader.fail("insecure_test_roots", "expected a list of PEM file paths")
+    test_files = reader.file_names("insecure_test_roots")
     if test_files:
-        tests = [c for name in test_files for c in _certificates(reader, "insecure_test_roots",
-                                                                 base / name)]  # fmt: skip
+        tests = [
+            c
+            for name in test_files
+            for c in reader.read_certificates("insecure_test_roots", base / name)
+        ]
         if len(tests) != 1:
             raise reader.fail("insecure_test_roots", "expected exactly one TEST root certificate")
         roots, pins = tests, frozenset({spki_sha256(tests[0])})
@@ -106,6 +83,6 @@ def tdx_config(path: Path, text: str, raw: Any, base: Path) -> TdxConfig | None:
     return TdxConfig(
         root=roots[0],
         root_pins=pins,
-        collateral_dir=_directory(reader, "collateral_dir", base),
+        collateral_dir=reader.directory("collateral_dir", base),
         test_roots_trusted=bool(test_files),
     )

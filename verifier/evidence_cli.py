@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from verifier.evidence.report import EXIT_REJECTED, EXIT_USAGE, EvidenceReport, exit_status
+from verifier.cli_inputs import (
+    UsageError,
+    add_described_parser,
+    exit_help,
+    parse_hex,
+    parse_input,
+    read_input,
+    run_report,
+    usage_exit,
+)
+from verifier.evidence.report import EXIT_REJECTED, EvidenceReport
 from verifier.nvgpu_cli import add_nvgpu_command, run_nvgpu_command
 from verifier.operator_cli import CliError, parse_pcrs_json
 from verifier.snp_cli import add_snp_command, run_snp_command
@@ -33,9 +42,7 @@ __all__ = ["add_evidence_commands", "run_evidence_command"]
 # event logs at 16 MiB, quotes at 1 KiB.
 MAX_INPUT_BYTES = 128 * 1024 * 1024
 
-_EXIT_HELP = """\
-exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
-3 accepted with warnings (e.g. a PEM AK, whose TPM attributes are unknown)."""
+_EXIT_HELP = exit_help("e.g. a PEM AK, whose TPM attributes are unknown")
 
 _VERIFY_TPM_HELP = f"""\
 Verify one TPM quote as the verifier would, from files:
@@ -98,10 +105,6 @@ a hint. Exit status: 0 recognised, 1 recognised but malformed or unrecognised,
 2 unreadable."""
 
 
-class _UsageError(Exception):
-    """Bad usage or an unreadable input file: exit 2 with this one line."""
-
-
 def add_evidence_commands(commands: Any) -> None:
     """Register ``evidence`` on the top-level subparsers."""
     evidence = commands.add_parser(
@@ -112,11 +115,11 @@ def add_evidence_commands(commands: Any) -> None:
     sub = evidence.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     verify = sub.add_parser("verify", help="verify evidence as the verifier would")
     kinds = verify.add_subparsers(dest="kind", required=True, metavar="KIND")
-    tpm = kinds.add_parser(
+    tpm = add_described_parser(
+        kinds,
         "tpm",
         help="a TPM quote set (AK, quote, signature, nonce, PCRs, event log, IMA list)",
         description=_VERIFY_TPM_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tpm.add_argument("--ak", type=Path, required=True, metavar="AK", help="AK public key")
     tpm.add_argument("--message", type=Path, required=True, metavar="QUOTE.attest")
@@ -137,11 +140,11 @@ def add_evidence_commands(commands: Any) -> None:
     add_snp_command(kinds)
     add_tdx_command(kinds)
 
-    replay = sub.add_parser(
+    replay = add_described_parser(
+        sub,
         "replay",
         help="replay a UEFI event log or an IMA list per bank; compare with PCR values",
         description=_REPLAY_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     logs = replay.add_mutually_exclusive_group(required=True)
     logs.add_argument("--eventlog", type=Path, metavar="LOG", help="UEFI event log")
@@ -149,54 +152,39 @@ def add_evidence_commands(commands: Any) -> None:
     replay.add_argument("--pcrs", type=Path, metavar="PCRS.json", help="TPM values to compare")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
 
-    inspect = sub.add_parser(
+    inspect = add_described_parser(
+        sub,
         "inspect",
         help="recognise an evidence file and print its decoded fields",
         description=_INSPECT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect.add_argument("file", type=Path, metavar="FILE")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+_OTHER_KINDS = {"nvgpu": run_nvgpu_command, "snp": run_snp_command, "tdx": run_tdx_command}
+
+
 def run_evidence_command(args: argparse.Namespace) -> int:
-    try:
-        if args.subcommand == "inspect":
-            return _inspect(args)
-        if args.subcommand == "verify" and args.kind == "nvgpu":
-            return run_nvgpu_command(args)
-        if args.subcommand == "verify" and args.kind == "snp":
-            return run_snp_command(args)
-        if args.subcommand == "verify" and args.kind == "tdx":
-            return run_tdx_command(args)
-        report = _verify_tpm(args) if args.subcommand == "verify" else _replay(args)
-    except (_UsageError, CliError) as exc:
-        print(f"weightgate evidence: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    _print_report(report, as_json=args.json)
-    return exit_status(report.verdict)
+    if args.subcommand == "inspect":
+        return _inspect(args)
+    if args.subcommand == "verify" and args.kind in _OTHER_KINDS:
+        return _OTHER_KINDS[args.kind](args)
+    verify = _verify_tpm if args.subcommand == "verify" else _replay
+    return run_report(
+        lambda: verify(args), _render_report, as_json=args.json, errors=(UsageError, CliError)
+    )
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
-    return data
+    return read_input(path, what, MAX_INPUT_BYTES)
 
 
 def _nonce(text: str) -> bytes:
-    cleaned = text.strip().removeprefix("0x")
-    try:
-        nonce = bytes.fromhex(cleaned)
-    except ValueError:
-        raise _UsageError(f"--nonce {text!r}: not hex") from None
+    nonce = parse_hex("--nonce", text)
     if not nonce:
         # A quote over an empty nonce proves no freshness; the verifier never issues one.
-        raise _UsageError("--nonce: empty; give the nonce the verifier issued, in hex")
+        raise UsageError("--nonce: empty; give the nonce the verifier issued, in hex")
     return nonce
 
 
@@ -208,23 +196,20 @@ def _verify_tpm(args: argparse.Namespace) -> EvidenceReport:
     from verifier.evidence.tpm.offline_verify import TpmEvidence, verify_tpm_offline  # noqa: PLC0415
 
     if args.pcrs is None and any(x is not None for x in (args.eventlog, args.ima, args.reference)):
-        raise _UsageError(
+        raise UsageError(
             "--eventlog, --ima and --reference need --pcrs: the quote signs only the digest "
             "of the PCR values, so the values themselves must be given"
         )
     if args.ima_policy is not None and args.ima is None:
-        raise _UsageError("--ima-policy needs --ima: the policy appraises the IMA list")
+        raise UsageError("--ima-policy needs --ima: the policy appraises the IMA list")
     nonce = _nonce(args.nonce)
-    try:
-        ak = load_ak(_read(args.ak, "AK"))
-    except ParseError as exc:
-        raise _UsageError(f"AK {args.ak}: {exc}") from None
+    ak = parse_input(args.ak, "AK", MAX_INPUT_BYTES, load_ak, ParseError)
     reference = None
     if args.reference is not None:
         try:
             reference = ReferencePcrs(parse_pcrs_json(args.reference))
         except ValueError as exc:
-            raise _UsageError(f"reference {args.reference}: {exc}") from None
+            raise UsageError(f"reference {args.reference}: {exc}") from None
     evidence = TpmEvidence(
         ak=ak,
         attest=_read(args.message, "quote message"),
@@ -246,10 +231,7 @@ def _ima_policy(path: Path) -> RuntimePolicy:
         load_runtime_policy,
     )
 
-    try:
-        return load_runtime_policy(_read(path, "IMA policy"))
-    except RuntimePolicyError as exc:
-        raise _UsageError(f"IMA policy {path}: {exc}") from None
+    return parse_input(path, "IMA policy", MAX_INPUT_BYTES, load_runtime_policy, RuntimePolicyError)
 
 
 def _replay(args: argparse.Namespace) -> EvidenceReport:
@@ -268,9 +250,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     try:
         inspection = inspect_bytes(_read(args.file, "file"))
-    except _UsageError as exc:
-        print(f"weightgate evidence: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as exc:
+        return usage_exit("evidence", exc)
     document = {"file": str(args.file), **inspection.to_json()}
     print(
         json.dumps(document, indent=2) if args.json else render_inspection(str(args.file), document)
@@ -279,7 +260,7 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if broken else 0
 
 
-def _print_report(report: EvidenceReport, *, as_json: bool) -> None:
+def _render_report(report: EvidenceReport) -> str:
     from verifier.evidence_render import render_report  # noqa: PLC0415
 
-    print(json.dumps(report.to_json(), indent=2) if as_json else render_report(report))
+    return render_report(report)

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from verifier.evidence.report import EXIT_REJECTED, EXIT_USAGE, exit_status
+from verifier.cli_inputs import (
+    UsageError,
+    add_described_parser,
+    exit_help,
+    parse_at,
+    parse_hex,
+    parse_input,
+    read_input,
+    run_report,
+    usage_exit,
+)
+from verifier.evidence.report import EXIT_REJECTED
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -34,10 +44,6 @@ __all__ = [
 # hex report is about 14 KB and a PEM chain 5 KB, so 4 MiB bounds every input.
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 DEFAULT_OCSP_MAX_AGE = timedelta(days=7)
-
-_EXIT_HELP = """\
-exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
-3 accepted with warnings (e.g. --ocsp-skip: revocation not checked)."""
 
 _NVGPU_HELP = f"""\
 Verify the GPUs and NVSwitches of one host as the verifier would, from files,
@@ -76,7 +82,7 @@ then OCSP. Every device is verified (no early stop); the host affirms only if
 all do. --json prints one object: {{"kind", "verdict", "reasons", "checks_run",
 "checks", "claims": {{"devices": [...], "rims": [...]}}}}.
 
-{_EXIT_HELP}"""
+{exit_help("e.g. --ocsp-skip: revocation not checked")}"""
 
 _IMPORT_HELP = """\
 Verify NVIDIA RIMs (SWID XML with XML-DSig) and store them for offline GPU
@@ -91,17 +97,13 @@ with the reason. The store keeps every content under an id (NVIDIA reissues RIMs
 exit status: 0 every file stored or present, 1 some file refused, 2 bad usage."""
 
 
-class _UsageError(Exception):
-    """Bad usage or an unreadable input file: exit 2 with this one line."""
-
-
 def add_nvgpu_command(kinds: Any) -> None:
     """Register ``nvgpu`` beside ``tpm`` under ``evidence verify``."""
-    nvgpu = kinds.add_parser(
+    nvgpu = add_described_parser(
+        kinds,
         "nvgpu",
         help="NVIDIA GPUs and NVSwitches (SPDM reports, chains, RIMs, OCSP)",
         description=_NVGPU_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = nvgpu.add_mutually_exclusive_group(required=True)
     source.add_argument("--evidence", type=Path, metavar="EVIDENCE.json", help="evidence JSON")
@@ -147,11 +149,11 @@ def add_nvgpu_command(kinds: Any) -> None:
 
 def add_import_rim_command(reference_commands: Any) -> None:
     """Register ``import-rim`` under ``reference``."""
-    rim = reference_commands.add_parser(
+    rim = add_described_parser(
+        reference_commands,
         "import-rim",
         help="verify NVIDIA RIM files and store them for offline GPU verification",
         description=_IMPORT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rim.add_argument("files", type=Path, nargs="+", metavar="FILE")
     rim.add_argument("--store", type=Path, required=True, metavar="DIR", help="RIM store (0700)")
@@ -166,25 +168,8 @@ def add_import_rim_command(reference_commands: Any) -> None:
     rim.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _at(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise _UsageError(f"--at {text!r}: not an ISO 8601 time") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def _read(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
-    return data
+    return read_input(path, what, MAX_INPUT_BYTES)
 
 
 def _store(directory: Path, roots: list[x509.Certificate]) -> Any:
@@ -193,7 +178,7 @@ def _store(directory: Path, roots: list[x509.Certificate]) -> Any:
     try:
         return FileRimStore(directory, pinned_roots=roots)
     except (RimStoreError, OSError) as exc:
-        raise _UsageError(f"RIM store {directory}: {exc}") from None
+        raise UsageError(f"RIM store {directory}: {exc}") from None
 
 
 def run_import_rim_command(args: argparse.Namespace) -> int:
@@ -201,12 +186,11 @@ def run_import_rim_command(args: argparse.Namespace) -> int:
 
     try:
         if args.rim_id is not None and len(args.files) != 1:
-            raise _UsageError("--rim-id names the id of one FILE; import files one by one")
-        at = _at(args.at)
+            raise UsageError("--rim-id names the id of one FILE; import files one by one")
+        at = parse_at(args.at)
         store = _store(args.store, _rim_roots(args.rim_root, allow_other=args.allow_other_rim_root))
-    except _UsageError as exc:
-        print(f"weightgate reference import-rim: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as exc:
+        return usage_exit("reference import-rim", exc)
     outcomes = [import_rim_file(store, path, at=at, rim_id=args.rim_id) for path in args.files]
     if args.json:
         document = [
@@ -233,15 +217,12 @@ def run_import_rim_command(args: argparse.Namespace) -> int:
 def _nonces(texts: list[str], count: int) -> list[bytes]:
     nonces = []
     for text in texts:
-        try:
-            nonce = bytes.fromhex(text.strip().removeprefix("0x"))
-        except ValueError:
-            raise _UsageError(f"--nonce {text!r}: not hex") from None
+        nonce = parse_hex("--nonce", text)
         if len(nonce) != 32:
-            raise _UsageError(f"--nonce {text!r}: {len(nonce)} bytes; an SPDM nonce is 32")
+            raise UsageError(f"--nonce {text!r}: {len(nonce)} bytes; an SPDM nonce is 32")
         nonces.append(nonce)
     if len(nonces) not in (1, count):
-        raise _UsageError(f"{len(nonces)} --nonce values for {count} devices: give one or {count}")
+        raise UsageError(f"{len(nonces)} --nonce values for {count} devices: give one or {count}")
     return nonces if len(nonces) == count else nonces * count
 
 
@@ -255,13 +236,12 @@ def _entries(args: argparse.Namespace) -> list[EvidenceEntry]:
 
     if args.evidence is not None:
         if args.chain is not None:
-            raise _UsageError("--chain goes with --report; the evidence JSON holds the chains")
-        try:
-            return read_evidence_json(_read(args.evidence, "evidence"))
-        except (ParseError, ValueError) as exc:
-            raise _UsageError(f"evidence {args.evidence}: {exc}") from None
+            raise UsageError("--chain goes with --report; the evidence JSON holds the chains")
+        return parse_input(
+            args.evidence, "evidence", MAX_INPUT_BYTES, read_evidence_json, (ParseError, ValueError)
+        )
     if args.chain is None:
-        raise _UsageError("--report needs --chain, the device's PEM certificate chain")
+        raise UsageError("--report needs --chain, the device's PEM certificate chain")
     raw = _read(args.report, "report")
     try:
         report = report_from_hex(raw)
@@ -281,19 +261,16 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
         verify_nvgpu_offline,
     )
 
-    at = _at(args.at)
+    at = parse_at(args.at)
     entries = _entries(args)
     nonces = _nonces(args.nonce, len(entries))
     device_roots, pins, rim_roots = _trust(args)
-    try:
-        policy = load_policy(_read(args.policy, "policy"))
-    except PolicyError as exc:
-        raise _UsageError(f"policy {args.policy}: {exc}") from None
+    policy = parse_input(args.policy, "policy", MAX_INPUT_BYTES, load_policy, PolicyError)
     if args.ocsp is not None:
         if not args.ocsp.is_dir():
-            raise _UsageError(f"--ocsp {args.ocsp}: not a directory")
+            raise UsageError(f"--ocsp {args.ocsp}: not a directory")
         if args.ocsp_max_age_days <= 0:
-            raise _UsageError("--ocsp-max-age-days must be positive")
+            raise UsageError("--ocsp-max-age-days must be positive")
         ocsp = OcspInput(
             OcspCache(directory=args.ocsp),
             OcspPolicy(max_age=timedelta(days=args.ocsp_max_age_days)),
@@ -328,7 +305,7 @@ def _trust(
             allow_other_roots=args.allow_other_roots,
         )
     except RootsError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _rim_roots(path: Path | None, *, allow_other: bool) -> list[x509.Certificate]:
@@ -337,17 +314,11 @@ def _rim_roots(path: Path | None, *, allow_other: bool) -> list[x509.Certificate
     try:
         return rim_roots(path, allow_other=allow_other)
     except RootsError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def run_nvgpu_command(args: argparse.Namespace) -> int:
-    try:
-        report = _verify(args)
-    except _UsageError as exc:
-        print(f"weightgate evidence: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(json.dumps(report.to_json(), indent=2) if args.json else render_nvgpu(report))
-    return exit_status(report.verdict)
+    return run_report(lambda: _verify(args), render_nvgpu, as_json=args.json)
 
 
 def render_nvgpu(report: EvidenceReport) -> str:

@@ -1,21 +1,27 @@
 """`weightgate evidence verify snp`: one AMD SEV-SNP report, offline, from files.
 
 The checks live in the library (``verifier.evidence.snp.offline``); this module
-reads files, maps bad input to exit 2 (one line, no traceback) and prints. Exit
-statuses as for ``evidence verify tpm``: 0 affirming, 1 rejected, 2 unreadable
-input or bad usage, 3 accepted with warnings.
+turns options into its inputs and prints its report. Files, bad input (exit 2)
+and exit statuses are handled as for every offline command (``verifier.cli_inputs``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from verifier.evidence.report import EXIT_USAGE, exit_status
+from verifier.cli_inputs import (
+    UsageError,
+    add_described_parser,
+    exit_help,
+    parse_at,
+    parse_hex,
+    parse_input,
+    read_input,
+    run_report,
+)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -67,21 +73,16 @@ hwID), binding (REPORT_DATA, Azure runtime claims), appraise (policy; every
 violation is listed). --json prints one object: {"kind", "verdict", "reasons",
 "checks_run", "checks", "claims"}.
 
-exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
-3 accepted with warnings (no --policy, no --report-data or --nonce)."""
-
-
-class _UsageError(Exception):
-    """Bad usage or an unreadable input file: exit 2 with this one line."""
+""" + exit_help("no --policy, no --report-data or --nonce")
 
 
 def add_snp_command(kinds: Any) -> None:
     """Register ``snp`` beside ``tpm`` under ``evidence verify``."""
-    snp = kinds.add_parser(
+    snp = add_described_parser(
+        kinds,
         "snp",
         help="an AMD SEV-SNP report (VCEK/VLEK chain to pinned ARKs, policy)",
         description=_SNP_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = snp.add_mutually_exclusive_group(required=True)
     source.add_argument("--report", type=Path, metavar="REPORT")
@@ -98,37 +99,17 @@ def add_snp_command(kinds: Any) -> None:
     snp.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _at(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise _UsageError(f"--at {text!r}: not an ISO 8601 time") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def _read(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
-    return data
+    return read_input(path, what, MAX_INPUT_BYTES)
 
 
 def _report_data(text: str | None, option: str = "--report-data") -> bytes | None:
     """REPORT_DATA and TPM extraData (a TPM2B_DATA) both hold 1-64 bytes here."""
     if text is None:
         return None
-    try:
-        value = bytes.fromhex(text.strip().removeprefix("0x"))
-    except ValueError:
-        raise _UsageError(f"{option} {text!r}: not hex") from None
+    value = parse_hex(option, text)
     if not 1 <= len(value) <= 64:
-        raise _UsageError(f"{option}: {len(value)} bytes; 1-64 expected")
+        raise UsageError(f"{option}: {len(value)} bytes; 1-64 expected")
     return value
 
 
@@ -139,22 +120,20 @@ def _trust_dir(directory: Path) -> tuple[AmdRoots, list[x509.Certificate]]:
     from verifier.evidence.snp.chain import RootError, load_amd_roots  # noqa: PLC0415
 
     if not directory.is_dir():
-        raise _UsageError(f"--trust-dir {directory}: not a directory")
+        raise UsageError(f"--trust-dir {directory}: not a directory")
     files = sorted(p for p in directory.iterdir() if p.suffix in {".pem", ".crt"} and p.is_file())
     if not files or len(files) > MAX_TRUST_FILES:
-        raise _UsageError(f"--trust-dir {directory}: 1-{MAX_TRUST_FILES} .pem files expected")
+        raise UsageError(f"--trust-dir {directory}: 1-{MAX_TRUST_FILES} .pem files expected")
     certificates: list[x509.Certificate] = []
     for path in files:
-        try:
-            certificates += load_certificates(_read(path, "trust file"), str(path))
-        except ParseError as exc:
-            raise _UsageError(f"trust file {path}: {exc}") from None
+        parse = partial(load_certificates, what=str(path))
+        certificates += parse_input(path, "trust file", MAX_INPUT_BYTES, parse, ParseError)
     try:
         roots = load_amd_roots(c for c in certificates if c.issuer == c.subject)
     except RootError as exc:
-        raise _UsageError(f"--trust-dir {directory}: {exc}") from None
+        raise UsageError(f"--trust-dir {directory}: {exc}") from None
     if not roots.arks:
-        raise _UsageError(f"--trust-dir {directory}: no AMD ARK found")
+        raise UsageError(f"--trust-dir {directory}: no AMD ARK found")
     return roots, [c for c in certificates if c.issuer != c.subject]
 
 
@@ -172,7 +151,7 @@ def _chain(args: argparse.Namespace, key: bytes | None) -> tuple[AmdRoots | None
         extra = b"".join(c.public_bytes(Encoding.PEM) for c in intermediates)
         chain = (chain or b"") + extra if extra else chain
     elif chain is None and (key is None or key.count(b"-----BEGIN CERTIFICATE-----") < 3):
-        raise _UsageError(
+        raise UsageError(
             "give --chain (ASK/ASVK + ARK, as KDS serves cert_chain) or --trust-dir: "
             "the ASK and ARK are never fetched"
         )
@@ -184,10 +163,7 @@ def _policy(args: argparse.Namespace) -> SnpPolicy | None:
 
     if args.policy is None:
         return None
-    try:
-        return load_policy(_read(args.policy, "policy"))
-    except PolicyError as exc:
-        raise _UsageError(f"policy {args.policy}: {exc}") from None
+    return parse_input(args.policy, "policy", MAX_INPUT_BYTES, load_policy, PolicyError)
 
 
 def _verify_azure(args: argparse.Namespace) -> EvidenceReport:
@@ -196,8 +172,8 @@ def _verify_azure(args: argparse.Namespace) -> EvidenceReport:
     for option, value in (("--vcek", args.vcek), ("--report-data", args.report_data)):
         if value is not None:
             # The VCEK is in the evidence; REPORT_DATA is the claims' digest on Azure.
-            raise _UsageError(f"{option} does not apply to --azure-evidence")
-    at = _at(args.at)
+            raise UsageError(f"{option} does not apply to --azure-evidence")
+    at = parse_at(args.at)
     nonce = _report_data(args.nonce, "--nonce")
     evidence = _read(args.azure_evidence, "Azure evidence")
     roots, chain = _chain(args, None)
@@ -212,10 +188,10 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
     if args.azure_evidence is not None:
         return _verify_azure(args)
     if args.vcek is None:
-        raise _UsageError("--report needs --vcek (the VCEK or VLEK certificate)")
+        raise UsageError("--report needs --vcek (the VCEK or VLEK certificate)")
     if args.nonce is not None:
-        raise _UsageError("--nonce is the TPM quote nonce of --azure-evidence; use --report-data")
-    at = _at(args.at)
+        raise UsageError("--nonce is the TPM quote nonce of --azure-evidence; use --report-data")
+    at = parse_at(args.at)
     expected = _report_data(args.report_data)
     report = _read(args.report, "report")
     key = _read(args.vcek, "VCEK/VLEK")
@@ -231,13 +207,7 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
 
 
 def run_snp_command(args: argparse.Namespace) -> int:
-    try:
-        report = _verify(args)
-    except _UsageError as exc:
-        print(f"weightgate evidence: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(json.dumps(report.to_json(), indent=2) if args.json else render_snp(report))
-    return exit_status(report.verdict)
+    return run_report(lambda: _verify(args), render_snp, as_json=args.json)
 
 
 def render_snp(report: EvidenceReport) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from sevsnpmeasure import guest, ovmf, vcpu_types, vmm_types
 from sevsnpmeasure.sev_mode import SevMode
 
+from verifier.cli_inputs import add_described_parser, parse_hex, usage_exit
 from verifier.evidence.snp import policy as snp_policy
 from verifier.evidence.snp.tcb import ProductLine
 
@@ -34,7 +34,6 @@ __all__ = [
     "run_snp_measure_command",
 ]
 
-EXIT_USAGE = 2
 MEASUREMENT_SIZE = 48
 # KVM's x86 vCPU limit (KVM_MAX_VCPUS): more cannot launch, and each vCPU adds a VMSA
 # page to hash, so a typo like 40960 is named instead of computed.
@@ -84,11 +83,11 @@ class MeasureInputs:
 
 
 def add_snp_measure_command(reference_commands: Any) -> None:
-    measure = reference_commands.add_parser(
+    measure = add_described_parser(
+        reference_commands,
         "snp-measure",
         help="compute the expected AMD SEV-SNP launch measurement from OVMF, kernel, initrd, ...",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # Values are checked by run_snp_measure_command, not by argparse, so that a bad one is
     # reported in one line that names it (argparse prints its usage first).
@@ -197,10 +196,7 @@ def inputs_from_args(args: argparse.Namespace) -> MeasureInputs:
             raise MeasureError(f"{flag} needs --kernel (only a direct kernel boot measures it)")
     ovmf_hash = None
     if args.ovmf_hash is not None:
-        try:
-            ovmf_hash = bytes.fromhex(args.ovmf_hash.strip().removeprefix("0x"))
-        except ValueError:
-            raise MeasureError(f"--ovmf-hash {args.ovmf_hash!r}: not hex") from None
+        ovmf_hash = parse_hex("--ovmf-hash", args.ovmf_hash, MeasureError)
         if len(ovmf_hash) != MEASUREMENT_SIZE:
             raise MeasureError(
                 f"--ovmf-hash: must be {MEASUREMENT_SIZE} bytes, not {len(ovmf_hash)}"
@@ -367,7 +363,6 @@ def run_snp_measure_command(args: argparse.Namespace) -> int:
         else:
             output = measurement.hex()
     except MeasureError as exc:
-        print(f"weightgate reference snp-measure: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_exit("reference snp-measure", exc)
     print(output)
     return 0

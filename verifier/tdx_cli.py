@@ -1,21 +1,26 @@
 """`weightgate evidence verify tdx`: one Intel TDX quote, offline, from files.
 
 The checks live in the library (``verifier.evidence.tdx.offline``); this module
-reads files, maps bad input to exit 2 (one line, no traceback) and prints. Exit
-statuses as for ``evidence verify tpm``: 0 affirming, 1 rejected, 2 unreadable
-input or bad usage, 3 accepted with warnings.
+turns options into its inputs and prints its report. Files, bad input (exit 2)
+and exit statuses are handled as for every offline command (``verifier.cli_inputs``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from verifier.evidence.report import EXIT_USAGE, exit_status
+from verifier.cli_inputs import (
+    UsageError,
+    add_described_parser,
+    exit_help,
+    parse_at,
+    parse_hex,
+    parse_input,
+    read_input,
+    run_report,
+)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -52,21 +57,16 @@ Stages: quote (parse, QE vendor, quote signature, QE report signature, QE
 binding, PCK chain), revocation, collateral, tcb, ccel, policy. --json prints
 {"kind", "verdict", "reasons", "checks_run", "checks", "claims"}.
 
-exit status: 0 affirming, 1 evidence rejected, 2 unreadable input or bad usage,
-3 accepted with warnings (no policy, collateral missing)."""
-
-
-class _UsageError(Exception):
-    """Bad usage or an unreadable input file: exit 2 with this one line."""
+""" + exit_help("no policy, collateral missing")
 
 
 def add_tdx_command(kinds: Any) -> None:
     """Register ``tdx`` beside ``tpm`` under ``evidence verify``."""
-    tdx = kinds.add_parser(
+    tdx = add_described_parser(
+        kinds,
         "tdx",
         help="an Intel TDX quote (DCAP collateral, TCB status, CC event log, policy)",
         description=_TDX_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tdx.add_argument("--quote", type=Path, required=True, metavar="QUOTE")
     tdx.add_argument("--trust-dir", type=Path, required=True, metavar="DIR")
@@ -79,24 +79,7 @@ def add_tdx_command(kinds: Any) -> None:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise _UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise _UsageError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
-    return data
-
-
-def _at(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise _UsageError(f"--at {text!r}: not an ISO 8601 time") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return read_input(path, what, MAX_INPUT_BYTES)
 
 
 def _root(directory: Path) -> x509.Certificate:
@@ -109,7 +92,7 @@ def _root(directory: Path) -> x509.Certificate:
         root = x509.load_pem_x509_certificate(_read(path, "Intel SGX Root CA"))
         check_pinned_root(root)
     except ValueError as exc:
-        raise _UsageError(f"{path}: {exc}") from None
+        raise UsageError(f"{path}: {exc}") from None
     return root
 
 
@@ -124,50 +107,39 @@ def _collateral(directory: Path | None) -> TdxCollateral | None:
     try:
         return read_collateral_dir(directory)
     except CollateralFilesError as exc:
-        raise _UsageError(f"--collateral {exc}") from None
+        raise UsageError(f"--collateral {exc}") from None
 
 
 def _report_data(text: str | None) -> bytes | None:
     if text is None:
         return None
-    try:
-        value = bytes.fromhex(text.strip().removeprefix("0x"))
-    except ValueError:
-        raise _UsageError(f"--report-data {text!r}: not hex") from None
+    value = parse_hex("--report-data", text)
     if len(value) != 64:
-        raise _UsageError(f"--report-data: {len(value)} bytes; REPORTDATA is 64")
+        raise UsageError(f"--report-data: {len(value)} bytes; REPORTDATA is 64")
     return value
 
 
-def run_tdx_command(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace) -> EvidenceReport:
     from verifier.evidence.tdx.offline import TdxEvidence, verify_tdx_offline  # noqa: PLC0415
     from verifier.evidence.tdx.policy import PolicyError, load_policy  # noqa: PLC0415
 
-    try:
-        policy = None
-        if args.policy is not None:
-            try:
-                policy = load_policy(_read(args.policy, "policy"))
-            except PolicyError as exc:
-                raise _UsageError(f"policy {args.policy}: {exc}") from None
-        evidence = TdxEvidence(
-            quote=_read(args.quote, "quote"),
-            root=_root(args.trust_dir),
-            at=_at(args.at),
-            collateral=_collateral(args.collateral),
-            policy=policy,
-            expected_report_data=_report_data(args.report_data),
-            ccel=None if args.ccel is None else _read(args.ccel, "CC event log"),
-        )
-    except _UsageError as exc:
-        print(f"weightgate evidence: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    report = verify_tdx_offline(evidence)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(_render(report))
-    return exit_status(report.verdict)
+    policy = None
+    if args.policy is not None:
+        policy = parse_input(args.policy, "policy", MAX_INPUT_BYTES, load_policy, PolicyError)
+    evidence = TdxEvidence(
+        quote=_read(args.quote, "quote"),
+        root=_root(args.trust_dir),
+        at=parse_at(args.at),
+        collateral=_collateral(args.collateral),
+        policy=policy,
+        expected_report_data=_report_data(args.report_data),
+        ccel=None if args.ccel is None else _read(args.ccel, "CC event log"),
+    )
+    return verify_tdx_offline(evidence)
+
+
+def run_tdx_command(args: argparse.Namespace) -> int:
+    return run_report(lambda: _verify(args), _render, as_json=args.json)
 
 
 def _render(report: EvidenceReport) -> str:

@@ -9,9 +9,9 @@ into the message untouched; whatever could not be collected is said in
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
+from agent.collectors.bounded import BoundedCollector
 from agent.collectors.gpu import GpuCollection, NvmlApi, collect_gpu_evidence
 from agent.config import GpuSource
 from weightgate.gpu_nonce import gpu_nonce
@@ -70,7 +70,7 @@ def _message(collection: GpuCollection) -> attestation_pb2.GpuEvidence:
 
 
 class BoundedGpuCollector:
-    """One collection at a time, each given at most ``timeout_seconds``.
+    """One GPU collection at a time, each given at most ``timeout_seconds``.
 
     NVML calls block in C and cannot be interrupted: a hung driver would hold the
     round past the verifier's deadline. So the collection runs in a worker thread,
@@ -84,31 +84,25 @@ class BoundedGpuCollector:
         self, *, source: GpuSource, simulator_dir: Path | None, timeout_seconds: float
     ) -> None:
         self._source, self._simulator_dir = source, simulator_dir
-        self._timeout = timeout_seconds
-        self._in_flight: asyncio.Future[attestation_pb2.GpuEvidence] | None = None
+        self._bounded = BoundedCollector(
+            timeout_seconds=timeout_seconds,
+            unavailable=_unavailable,
+            what="GPU collection",
+            stuck="NVML",
+            timeout_hint=" (gpu_timeout_seconds)",
+        )
 
     async def collect(
         self, *, challenge_nonce: bytes, tpm_attest: bytes
     ) -> attestation_pb2.GpuEvidence:
-        if self._in_flight is not None and not self._in_flight.done():
-            return attestation_pb2.GpuEvidence(
-                unavailable="the previous GPU collection has not returned (NVML not answering)"
-            )
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                gpu_evidence_message,
-                source=self._source,
-                simulator_dir=self._simulator_dir,
-                challenge_nonce=challenge_nonce,
-                tpm_attest=tpm_attest,
-            )
+        return await self._bounded.run(
+            gpu_evidence_message,
+            source=self._source,
+            simulator_dir=self._simulator_dir,
+            challenge_nonce=challenge_nonce,
+            tpm_attest=tpm_attest,
         )
-        self._in_flight = work
-        try:
-            # shield: a timeout abandons the wait, not the thread (it cannot be stopped).
-            return await asyncio.wait_for(asyncio.shield(work), self._timeout)
-        except TimeoutError:
-            return attestation_pb2.GpuEvidence(
-                unavailable=f"GPU collection did not finish within {self._timeout:g} s "
-                "(gpu_timeout_seconds)"
-            )
+
+
+def _unavailable(reason: str) -> attestation_pb2.GpuEvidence:
+    return attestation_pb2.GpuEvidence(unavailable=reason)

@@ -10,12 +10,13 @@ out, and no exception leaves the collector.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import Any
 
 from agent.collectors.snp_certtable import CertTableError, der_to_pem, parse_cert_table
-from agent.collectors.snp_tsm import ConfigfsTsm, TsmReport, TsmUnavailable, tsm_report
-from agent.config_devices import DEFAULT_SNP_TSM_DIR, SnpSource
+from agent.collectors.snp_tsm import SEV_GUEST, TsmReport, TsmUnavailable
+from agent.collectors.tsm_evidence import BoundedTsmCollector, TsmDevice, tsm_evidence
+from agent.config_devices import SnpSource
 from weightgate.v1 import attestation_pb2
 
 __all__ = ["SNP_TIMEOUT_SECONDS", "BoundedSnpCollector", "snp_evidence_message"]
@@ -28,18 +29,13 @@ _FLAGS_OFFSET = 0x048  # the report's flags word: SIGNING_KEY in bits 4:2
 _SIGNING_KEY_VCEK, _SIGNING_KEY_VLEK = 0, 1
 
 
-def _collect(
-    source: SnpSource, tsm_dir: Path | None, simulator_dir: Path | None, report_data: bytes
-) -> TsmReport | TsmUnavailable:
-    if source == "off":
-        return TsmUnavailable('SNP evidence is switched off on this agent (snp_evidence = "off")')
-    if source == "simulator":
-        from agent.collectors.snp_simulated import simulated_snp_report  # noqa: PLC0415
+def _simulated(directory: Path, report_data: bytes) -> TsmReport | TsmUnavailable:
+    from agent.collectors.snp_simulated import simulated_snp_report  # noqa: PLC0415
 
-        if simulator_dir is None:  # the config loader refuses this; kept fail-closed
-            return TsmUnavailable("snp_evidence = simulator without snp_simulator directory")
-        return simulated_snp_report(simulator_dir, report_data)
-    return tsm_report(ConfigfsTsm(tsm_dir or DEFAULT_SNP_TSM_DIR), report_data)
+    return simulated_snp_report(directory, report_data)
+
+
+_SNP = TsmDevice(name="SNP", provider=SEV_GUEST, simulated=_simulated)
 
 
 def _message(got: TsmReport) -> attestation_pb2.SnpEvidence:
@@ -75,17 +71,16 @@ def snp_evidence_message(
     ``tsm_dir``: configfs-tsm's report directory for source "tsm" (None: the
     kernel's default); ``simulator_dir``: the devsim.snp host for "simulator".
     """
-    try:
-        got = _collect(source, tsm_dir, simulator_dir, bytes(report_data))
-    except (OSError, ValueError) as exc:  # a path the kernel refused oddly; never out
-        return attestation_pb2.SnpEvidence(unavailable=f"SNP collection failed: {exc}")
+    got = tsm_evidence(
+        _SNP, source=source, tsm_dir=tsm_dir, simulator_dir=simulator_dir, report_data=report_data
+    )
     if isinstance(got, TsmUnavailable):
         return attestation_pb2.SnpEvidence(unavailable=got.reason)
     return _message(got)
 
 
-class BoundedSnpCollector:
-    """One collection at a time, each given at most ``timeout_seconds``.
+class BoundedSnpCollector(BoundedTsmCollector[attestation_pb2.SnpEvidence]):
+    """One SNP report request at a time, each given at most ``timeout_seconds``.
 
     Reading configfs-tsm's outblob blocks in the kernel until the firmware (via
     the hypervisor) answers, and a thread cannot be interrupted: so the collection
@@ -94,38 +89,12 @@ class BoundedSnpCollector:
     answer "unavailable" at once instead of stacking more threads on a stuck request.
     """
 
-    def __init__(
-        self,
-        *,
-        source: SnpSource,
-        tsm_dir: Path,
-        simulator_dir: Path | None,
-        timeout_seconds: float = SNP_TIMEOUT_SECONDS,
-    ) -> None:
-        self._source, self._tsm_dir, self._simulator_dir = source, tsm_dir, simulator_dir
-        self._timeout = timeout_seconds
-        self._in_flight: asyncio.Future[attestation_pb2.SnpEvidence] | None = None
+    WHAT = "SNP report request"
+    STUCK = "firmware or hypervisor"
+    TIMEOUT_SECONDS = SNP_TIMEOUT_SECONDS
 
-    async def collect(self, *, report_data: bytes) -> attestation_pb2.SnpEvidence:
-        if self._in_flight is not None and not self._in_flight.done():
-            return attestation_pb2.SnpEvidence(
-                unavailable="the previous SNP report request has not returned (firmware or "
-                "hypervisor not answering)"
-            )
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                snp_evidence_message,
-                source=self._source,
-                tsm_dir=self._tsm_dir,
-                simulator_dir=self._simulator_dir,
-                report_data=report_data,
-            )
-        )
-        self._in_flight = work
-        try:
-            # shield: a timeout abandons the wait, not the thread (it cannot be stopped).
-            return await asyncio.wait_for(asyncio.shield(work), self._timeout)
-        except TimeoutError:
-            return attestation_pb2.SnpEvidence(
-                unavailable=f"SNP report request did not finish within {self._timeout:g} s"
-            )
+    def _evidence(self, **request: Any) -> attestation_pb2.SnpEvidence:
+        return snp_evidence_message(**request)  # looked up at each call
+
+    def _unavailable(self, reason: str) -> attestation_pb2.SnpEvidence:
+        return attestation_pb2.SnpEvidence(unavailable=reason)

@@ -11,19 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.collectors.snp_tsm import TsmReport, TsmUnavailable
+from agent.collectors.tsm_evidence import simulated_tsm_report
 from devsim.snp import SnpHostError, load_snp_host
 
 __all__ = ["simulated_snp_report"]
 
-REPORT_DATA_SIZE = 64
-
 
 def simulated_snp_report(directory: Path, report_data: bytes) -> TsmReport | TsmUnavailable:
     """The simulated guest in ``directory`` reporting over ``report_data`` (never raises for it)."""
-    if len(report_data) != REPORT_DATA_SIZE:
-        return TsmUnavailable(f"REPORT_DATA of {len(report_data)} bytes, not {REPORT_DATA_SIZE}")
-    try:
-        host = load_snp_host(directory)
-    except SnpHostError as exc:
-        return TsmUnavailable(f"simulated SNP host unavailable: {exc}")
-    return TsmReport(report=host.report(report_data), auxblob=host.certificate_table())
+    return simulated_tsm_report(
+        report_data,
+        field="REPORT_DATA",
+        what="simulated SNP host",
+        load=lambda: load_snp_host(directory),
+        error=SnpHostError,
+        answer=lambda host: TsmReport(
+            report=host.report(report_data), auxblob=host.certificate_table()
+        ),
+    )

@@ -11,11 +11,12 @@ exception leaves the collector.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import Any
 
-from agent.collectors.snp_tsm import TDX_GUEST, ConfigfsTsm, TsmReport, TsmUnavailable, tsm_report
-from agent.config_devices import DEFAULT_SNP_TSM_DIR, TdxSource
+from agent.collectors.snp_tsm import TDX_GUEST, TsmReport, TsmUnavailable
+from agent.collectors.tsm_evidence import BoundedTsmCollector, TsmDevice, tsm_evidence
+from agent.config_devices import TdxSource
 from weightgate.v1 import attestation_pb2
 
 __all__ = ["TDX_TIMEOUT_SECONDS", "BoundedTdxCollector", "tdx_evidence_message"]
@@ -27,18 +28,13 @@ __all__ = ["TDX_TIMEOUT_SECONDS", "BoundedTdxCollector", "tdx_evidence_message"]
 TDX_TIMEOUT_SECONDS = 35.0
 
 
-def _collect(
-    source: TdxSource, tsm_dir: Path | None, simulator_dir: Path | None, report_data: bytes
-) -> TsmReport | TsmUnavailable:
-    if source == "off":
-        return TsmUnavailable('TDX evidence is switched off on this agent (tdx_evidence = "off")')
-    if source == "simulator":
-        from agent.collectors.tdx_simulated import simulated_tdx_quote  # noqa: PLC0415
+def _simulated(directory: Path, report_data: bytes) -> TsmReport | TsmUnavailable:
+    from agent.collectors.tdx_simulated import simulated_tdx_quote  # noqa: PLC0415
 
-        if simulator_dir is None:  # the config loader refuses this; kept fail-closed
-            return TsmUnavailable("tdx_evidence = simulator without tdx_simulator directory")
-        return simulated_tdx_quote(simulator_dir, report_data)
-    return tsm_report(ConfigfsTsm(tsm_dir or DEFAULT_SNP_TSM_DIR), report_data, provider=TDX_GUEST)
+    return simulated_tdx_quote(directory, report_data)
+
+
+_TDX = TsmDevice(name="TDX", provider=TDX_GUEST, simulated=_simulated)
 
 
 def tdx_evidence_message(
@@ -53,17 +49,16 @@ def tdx_evidence_message(
     ``tsm_dir``: configfs-tsm's report directory for source "tsm" (None: the
     kernel's default); ``simulator_dir``: the devsim.tdx guest for "simulator".
     """
-    try:
-        got = _collect(source, tsm_dir, simulator_dir, bytes(report_data))
-    except (OSError, ValueError) as exc:  # a path the kernel refused oddly; never out
-        return attestation_pb2.TdxEvidence(unavailable=f"TDX collection failed: {exc}")
+    got = tsm_evidence(
+        _TDX, source=source, tsm_dir=tsm_dir, simulator_dir=simulator_dir, report_data=report_data
+    )
     if isinstance(got, TsmUnavailable):
         return attestation_pb2.TdxEvidence(unavailable=got.reason)
     return attestation_pb2.TdxEvidence(quote=got.report)
 
 
-class BoundedTdxCollector:
-    """One collection at a time, each given at most ``timeout_seconds``.
+class BoundedTdxCollector(BoundedTsmCollector[attestation_pb2.TdxEvidence]):
+    """One TDX quote request at a time, each given at most ``timeout_seconds``.
 
     Reading configfs-tsm's outblob blocks in the kernel until the host's quoting
     enclave answers, and a thread cannot be interrupted: so the collection runs in
@@ -72,38 +67,12 @@ class BoundedTdxCollector:
     "unavailable" at once instead of stacking more threads on a stuck request.
     """
 
-    def __init__(
-        self,
-        *,
-        source: TdxSource,
-        tsm_dir: Path,
-        simulator_dir: Path | None,
-        timeout_seconds: float = TDX_TIMEOUT_SECONDS,
-    ) -> None:
-        self._source, self._tsm_dir, self._simulator_dir = source, tsm_dir, simulator_dir
-        self._timeout = timeout_seconds
-        self._in_flight: asyncio.Future[attestation_pb2.TdxEvidence] | None = None
+    WHAT = "TDX quote request"
+    STUCK = "quoting enclave or host quote service"
+    TIMEOUT_SECONDS = TDX_TIMEOUT_SECONDS
 
-    async def collect(self, *, report_data: bytes) -> attestation_pb2.TdxEvidence:
-        if self._in_flight is not None and not self._in_flight.done():
-            return attestation_pb2.TdxEvidence(
-                unavailable="the previous TDX quote request has not returned (quoting "
-                "enclave or host quote service not answering)"
-            )
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                tdx_evidence_message,
-                source=self._source,
-                tsm_dir=self._tsm_dir,
-                simulator_dir=self._simulator_dir,
-                report_data=report_data,
-            )
-        )
-        self._in_flight = work
-        try:
-            # shield: a timeout abandons the wait, not the thread (it cannot be stopped).
-            return await asyncio.wait_for(asyncio.shield(work), self._timeout)
-        except TimeoutError:
-            return attestation_pb2.TdxEvidence(
-                unavailable=f"TDX quote request did not finish within {self._timeout:g} s"
-            )
+    def _evidence(self, **request: Any) -> attestation_pb2.TdxEvidence:
+        return tdx_evidence_message(**request)  # looked up at each call
+
+    def _unavailable(self, reason: str) -> attestation_pb2.TdxEvidence:
+        return attestation_pb2.TdxEvidence(unavailable=reason)

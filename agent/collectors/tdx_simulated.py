@@ -11,19 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.collectors.snp_tsm import TsmReport, TsmUnavailable
+from agent.collectors.tsm_evidence import simulated_tsm_report
 from devsim.tdx import TdxGuestError, load_tdx_guest
 
 __all__ = ["simulated_tdx_quote"]
 
-REPORT_DATA_SIZE = 64
-
 
 def simulated_tdx_quote(directory: Path, report_data: bytes) -> TsmReport | TsmUnavailable:
     """The simulated guest in ``directory`` quoting ``report_data`` (never raises for it)."""
-    if len(report_data) != REPORT_DATA_SIZE:
-        return TsmUnavailable(f"REPORTDATA of {len(report_data)} bytes, not {REPORT_DATA_SIZE}")
-    try:
-        guest = load_tdx_guest(directory)
-    except TdxGuestError as exc:
-        return TsmUnavailable(f"simulated TDX guest unavailable: {exc}")
-    return TsmReport(report=guest.quote(report_data), auxblob=b"")
+    return simulated_tsm_report(
+        report_data,
+        field="REPORTDATA",
+        what="simulated TDX guest",
+        load=lambda: load_tdx_guest(directory),
+        error=TdxGuestError,
+        answer=lambda guest: TsmReport(report=guest.quote(report_data), auxblob=b""),
+    )

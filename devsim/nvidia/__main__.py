@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
 
-from devsim.nvidia.fleet import MAX_GPUS, MAX_VALIDITY_DAYS, FleetError, create_fleet
+from devsim.cli import add_validity_days, init_parser, run_init
+from devsim.nvidia.fleet import MAX_GPUS, MAX_VALIDITY_DAYS, Fleet, FleetError, create_fleet
 
 PROG = "python -m devsim.nvidia"
-USAGE_ERROR = 2
 
 DESCRIPTION = """\
 Simulated NVIDIA Hopper GPUs for tests and demos. Their evidence is in the real
@@ -33,52 +31,40 @@ fleet.json. CA keys are not kept. DIR must be absent or empty.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse prints the whole usage first; one line is easier to act on.
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=DESCRIPTION)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    init = commands.add_parser(
-        "init",
-        help="create a fleet directory",
-        description="Create a fleet of simulated GPUs with fresh TEST keys and roots.",
-        epilog=INIT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser, init = init_parser(
+        PROG,
+        DESCRIPTION,
+        init_help="create a fleet directory",
+        init_description="Create a fleet of simulated GPUs with fresh TEST keys and roots.",
+        init_epilog=INIT_EPILOG,
+        directory_help="where to write the fleet",
     )
-    init.add_argument("directory", type=Path, metavar="DIR", help="where to write the fleet")
     init.add_argument(
         "--gpus", type=int, required=True, metavar="N", help=f"number of GPUs, 1..{MAX_GPUS}"
     )
-    init.add_argument(
-        "--validity-days",
-        type=int,
-        default=30,
-        metavar="D",
-        help=f"certificates and OCSP answers stay valid D days, 1..{MAX_VALIDITY_DAYS} "
-        "(default 30)",
-    )
+    add_validity_days(init, what="certificates and OCSP answers", max_days=MAX_VALIDITY_DAYS)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        fleet = create_fleet(args.directory, gpus=args.gpus, validity_days=args.validity_days)
-    except (FleetError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+def _summary(fleet: Fleet) -> str:
     driver_id, vbios_id = fleet.rim_ids
-    print(
+    return (
         f"{fleet.directory}: {fleet.gpu_count} simulated {fleet.model.chip} GPUs, "
         f"driver {fleet.model.driver_version}, VBIOS {fleet.model.vbios_version}, "
         f"valid until {fleet.valid_until.isoformat()}; RIMs {driver_id}, {vbios_id}; "
         "TEST roots in trust/ (pin explicitly, never in production)"
     )
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_init(
+        PROG,
+        lambda: create_fleet(args.directory, gpus=args.gpus, validity_days=args.validity_days),
+        FleetError,
+        _summary,
+    )
 
 
 if __name__ == "__main__":

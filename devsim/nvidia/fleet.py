@@ -24,22 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devsim.files import key_pem, make_private_dir
 from devsim.nvidia import ocsp, pki
-from devsim.nvidia.files import (
-    FleetError,
-    key_pem,
-    make_private_dir,
-    read_file,
-    read_private_key,
-    write_private,
-    write_public,
-)
+from devsim.nvidia.files import FILES, FleetError
 from devsim.nvidia.model import GpuModel
 from devsim.nvidia.report import NONCE_SIZE, signed_report
 from devsim.nvidia.rim import make_rim
+from devsim.x509util import Validity, pem
 
 FORMAT_VERSION = 1
 # The agent refuses more than 64 GPUs (agent.collectors.gpu.MAX_GPUS); a fleet
@@ -128,10 +121,6 @@ class Fleet:
         return report, gpu.chain_pem
 
 
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
 def _policy(model: GpuModel) -> bytes:
     doc = {
         "version": 1,
@@ -143,13 +132,12 @@ def _policy(model: GpuModel) -> bytes:
     return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-def _check_request(gpus: int, validity_days: int, now: datetime) -> None:
+def _check_request(directory: Path, gpus: int, validity_days: int, now: datetime) -> None:
     if isinstance(gpus, bool) or not 1 <= gpus <= MAX_GPUS:
         raise FleetError(f"--gpus must be 1..{MAX_GPUS}, got {gpus}")
-    if isinstance(validity_days, bool) or not 1 <= validity_days <= MAX_VALIDITY_DAYS:
-        raise FleetError(f"--validity-days must be 1..{MAX_VALIDITY_DAYS}, got {validity_days}")
-    if now.tzinfo is None:
-        raise FleetError("now must be timezone-aware")
+    FILES.check_create(
+        directory, validity_days=validity_days, max_validity_days=MAX_VALIDITY_DAYS, now=now
+    )
 
 
 def create_fleet(
@@ -162,28 +150,26 @@ def create_fleet(
     Raises FleetError for bad arguments or an unusable directory.
     """
     now = datetime.now(UTC) if now is None else now
-    _check_request(gpus, validity_days, now)
     directory = Path(directory)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise FleetError(f"{directory}: exists and is not an empty directory")
+    _check_request(directory, gpus, validity_days, now)
     model = GpuModel()
-    validity = pki.Validity.starting(now, validity_days)
+    validity = Validity.starting(now, validity_days)
     cas = pki.make_device_cas(validity)
     rim_pki = pki.make_rim_pki(validity)
     devices = [pki.make_device(cas, validity) for _ in range(gpus)]
 
     make_private_dir(directory)
     trust = make_private_dir(directory / "trust")
-    write_public(trust / "device_root.pem", _pem(cas.root.certificate))
-    write_public(trust / "rim_root.pem", _pem(rim_pki.root.certificate))
+    FILES.write_public(trust / "device_root.pem", pem(cas.root.certificate))
+    FILES.write_public(trust / "rim_root.pem", pem(rim_pki.root.certificate))
     gpus_dir = make_private_dir(directory / "gpus")
     for position, (brom, leaf) in enumerate(devices):
         gpu_dir = make_private_dir(gpus_dir / str(position))
-        write_private(gpu_dir / "key.pem", key_pem(leaf.key))
-        write_public(gpu_dir / "chain.pem", pki.device_chain_pem(leaf, brom, cas))
+        FILES.write_private(gpu_dir / "key.pem", key_pem(leaf.key))
+        FILES.write_public(gpu_dir / "chain.pem", pki.device_chain_pem(leaf, brom, cas))
     rims = make_private_dir(directory / "rims")
-    write_public(rims / f"{model.driver_rim_id}.xml", make_rim(model, rim_pki, role="driver"))
-    write_public(rims / f"{model.vbios_rim_id}.xml", make_rim(model, rim_pki, role="vbios"))
+    FILES.write_public(rims / f"{model.driver_rim_id}.xml", make_rim(model, rim_pki, role="driver"))
+    FILES.write_public(rims / f"{model.vbios_rim_id}.xml", make_rim(model, rim_pki, role="vbios"))
     answered = [cas.identity, cas.provisioner, *rim_pki.chain]
     answered += [issued for pair in devices for issued in pair]
     ocsp.write_responses(
@@ -192,7 +178,7 @@ def create_fleet(
         now=now,
         next_update=validity.not_after,
     )
-    write_public(directory / "gpu_policy.json", _policy(model))
+    FILES.write_public(directory / "gpu_policy.json", _policy(model))
     doc = {
         "format": FORMAT_VERSION,
         "simulator": "weightgate devsim.nvidia: TEST roots, not NVIDIA; never pin in production",
@@ -203,25 +189,19 @@ def create_fleet(
         "valid_until": validity.not_after.isoformat(),
         "rim_ids": {"driver": model.driver_rim_id, "vbios": model.vbios_rim_id},
     }
-    write_public(directory / "fleet.json", json.dumps(doc, indent=2).encode() + b"\n")
+    FILES.write_public(directory / "fleet.json", json.dumps(doc, indent=2).encode() + b"\n")
     return load_fleet(directory)
 
 
 def _one_certificate(path: Path) -> bytes:
-    data = read_file(path)
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise FleetError(f"{path}: not PEM certificates") from None
-    if len(certificates) != 1:
-        raise FleetError(f"{path}: holds {len(certificates)} certificates, expected 1")
-    return data
+    FILES.certificates(path, 1)
+    return FILES.read_file(path)
 
 
 def _load_gpu(directory: Path) -> _Gpu:
-    key = read_private_key(directory / "key.pem")
+    key = FILES.read_private_key(directory / "key.pem")
     chain_path = directory / "chain.pem"
-    chain_pem = read_file(chain_path)
+    chain_pem = FILES.read_file(chain_path)
     try:
         chain = x509.load_pem_x509_certificates(chain_pem)
     except ValueError:
@@ -237,17 +217,6 @@ def _load_gpu(directory: Path) -> _Gpu:
     return _Gpu(key, chain_pem, fwid)
 
 
-def _timestamp(doc: dict[str, object], key: str, path: Path) -> datetime:
-    value = doc.get(key)
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise FleetError(f"{path}: {key} must be an ISO 8601 time with a zone")
-    return parsed
-
-
 def load_fleet(directory: Path) -> Fleet:
     """Load a fleet made by :func:`create_fleet`; FleetError names the file at fault.
 
@@ -257,17 +226,7 @@ def load_fleet(directory: Path) -> Fleet:
     """
     directory = Path(directory)
     meta = directory / "fleet.json"
-    try:
-        doc = json.loads(read_file(meta))
-    except (ValueError, RecursionError):
-        raise FleetError(f"{meta}: not JSON") from None
-    if not isinstance(doc, dict):
-        raise FleetError(f"{meta}: not a JSON object")
-    if doc.get("format") != FORMAT_VERSION:
-        raise FleetError(f"{meta}: format must be {FORMAT_VERSION}")
-    unknown = doc.keys() - _FLEET_KEYS
-    if unknown:
-        raise FleetError(f"{meta}: unknown keys {sorted(unknown)}")
+    doc = FILES.read_json_object(meta, format_version=FORMAT_VERSION, keys=_FLEET_KEYS)
     count = doc.get("gpus")
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_GPUS:
         raise FleetError(f"{meta}: gpus must be an integer 1..{MAX_GPUS}")
@@ -282,8 +241,8 @@ def load_fleet(directory: Path) -> Fleet:
         model=model,
         device_root_pem=_one_certificate(directory / "trust" / "device_root.pem"),
         rim_root_pem=_one_certificate(directory / "trust" / "rim_root.pem"),
-        created_at=_timestamp(doc, "created_at", meta),
-        valid_until=_timestamp(doc, "valid_until", meta),
+        created_at=FILES.timestamp(doc, "created_at", meta),
+        valid_until=FILES.timestamp(doc, "valid_until", meta),
         _gpus=tuple(_load_gpu(directory / "gpus" / str(i)) for i in range(count)),
     )
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from devsim.nvidia.files import write_public
+from devsim.nvidia.files import FILES
 from devsim.nvidia.pki import Issued
 
 # thisUpdate a little before the fleet was made, so that a verifier whose clock
@@ -66,6 +66,8 @@ def write_responses(
         if issued.issuer is None:
             continue
         name = cache_name(issued.certificate, issued.issuer.certificate)
-        write_public(directory / name, good_response(issued, now=now, next_update=next_update))
+        FILES.write_public(
+            directory / name, good_response(issued, now=now, next_update=next_update)
+        )
         written += 1
     return written

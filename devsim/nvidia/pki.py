@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from devsim.x509util import Validity, builder, key_usage, pem, simulator_name
 
 TEST_ORG = "weightgate TEST (simulator, not NVIDIA)"
 DEVICE_ROOT_CN = "weightgate TEST NVIDIA Device Identity CA (simulator)"
@@ -32,9 +33,6 @@ LEAF_CN = "GH100 A01 GSP FMC LF"
 HOPPER_FWID_OID = x509.ObjectIdentifier("2.23.133.5.4.1")
 _SHA384_OID_DER = bytes.fromhex("0609608648016503040202")  # OID 2.16.840.1.101.3.4.2.2
 FWID_SIZE = 48
-# Not-before a little in the past so a verifier whose clock lags ours by
-# minutes still sees valid certificates.
-BACKDATE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -46,30 +44,14 @@ class Issued:
     issuer: Issued | None = None
 
 
-@dataclass(frozen=True)
-class Validity:
-    not_before: datetime
-    not_after: datetime
-
-    @classmethod
-    def starting(cls, now: datetime, days: int) -> Validity:
-        return cls(now - BACKDATE, now + timedelta(days=days))
-
-
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP384R1())
 
 
 def _name(common_name: str, *, serial: str | None = None) -> x509.Name:
-    attributes = [
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, TEST_ORG),
-    ]
-    if serial is not None:
-        # NVIDIA's per-device certificates carry a serialNumber name attribute,
-        # which is also what keeps each GPU's BROM name distinct.
-        attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial))
-    return x509.Name(attributes)
+    # NVIDIA's per-device certificates carry a serialNumber name attribute,
+    # which is also what keeps each GPU's BROM name distinct.
+    return simulator_name(common_name, TEST_ORG, serial=serial)
 
 
 def _der(tag: int, content: bytes) -> bytes:
@@ -120,43 +102,22 @@ def _issue(
     """Sign a certificate (a CA's ``path_length`` None: no limit)."""
     signer_key = key if issuer is None else issuer.key
     issuer_name = subject if issuer is None else issuer.certificate.subject
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity.not_before)
-        .not_valid_after(validity.not_after)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    certificate = builder(subject, issuer_name, key.public_key(), validity).add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
     )
     if issuer is not None:
-        builder = builder.add_extension(
+        certificate = certificate.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
             critical=False,
         )
     if is_ca:
-        builder = builder.add_extension(
+        certificate = certificate.add_extension(
             x509.BasicConstraints(ca=True, path_length=path_length), critical=True
         )
-    builder = builder.add_extension(
-        x509.KeyUsage(
-            digital_signature=not is_ca,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=is_ca,
-            crl_sign=is_ca,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
-    )
+    certificate = certificate.add_extension(key_usage(ca=is_ca), critical=True)
     for extension in extra:
-        builder = builder.add_extension(extension, critical=False)
-    certificate = builder.sign(signer_key, hashes.SHA384())
-    return Issued(certificate, key, issuer)
+        certificate = certificate.add_extension(extension, critical=False)
+    return Issued(certificate.sign(signer_key, hashes.SHA384()), key, issuer)
 
 
 def make_root(common_name: str, validity: Validity) -> Issued:
@@ -214,7 +175,7 @@ def make_device(cas: DeviceCas, validity: Validity) -> tuple[Issued, Issued]:
 def device_chain_pem(leaf: Issued, brom: Issued, cas: DeviceCas) -> bytes:
     """Leaf first, 5 certificates, the root's copy last: what NVML returns."""
     chain = (leaf, brom, cas.provisioner, cas.identity, cas.root)
-    return b"".join(c.certificate.public_bytes(serialization.Encoding.PEM) for c in chain)
+    return pem(*(c.certificate for c in chain))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
 
+from devsim.cli import add_validity_days, init_parser, run_init
 from devsim.snp.files import SnpHostError
-from devsim.snp.host import MAX_VALIDITY_DAYS, PRODUCT_NAMES, create_snp_host
+from devsim.snp.host import MAX_VALIDITY_DAYS, PRODUCT_NAMES, SnpHost, create_snp_host
 
 PROG = "python -m devsim.snp"
-USAGE_ERROR = 2
 
 DESCRIPTION = """\
 A simulated AMD SEV-SNP confidential VM for tests and demos. Its reports and
@@ -33,55 +31,44 @@ satisfy) and host.json. ARK and ASK keys are not kept. DIR must be absent or emp
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse prints the whole usage first; one line is easier to act on.
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=DESCRIPTION)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    init = commands.add_parser(
-        "init",
-        help="create a simulated SNP guest directory",
-        description="Create a simulated SEV-SNP guest with a fresh chip, VCEK and TEST ARK.",
-        epilog=INIT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser, init = init_parser(
+        PROG,
+        DESCRIPTION,
+        init_help="create a simulated SNP guest directory",
+        init_description="Create a simulated SEV-SNP guest with a fresh chip, VCEK and TEST ARK.",
+        init_epilog=INIT_EPILOG,
+        directory_help="where to write the host",
     )
-    init.add_argument("directory", type=Path, metavar="DIR", help="where to write the host")
     init.add_argument(
         "--product",
         choices=PRODUCT_NAMES,
         default="Genoa",
         help="AMD product line of the simulated CPU (default Genoa)",
     )
-    init.add_argument(
-        "--validity-days",
-        type=int,
-        default=30,
-        metavar="D",
-        help=f"certificates stay valid D days, 1..{MAX_VALIDITY_DAYS} (default 30)",
-    )
+    add_validity_days(init, what="certificates", max_days=MAX_VALIDITY_DAYS)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        host = create_snp_host(
-            args.directory, product=args.product, validity_days=args.validity_days
-        )
-    except (SnpHostError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    print(
+def _summary(host: SnpHost) -> str:
+    return (
         f"{host.directory}: simulated SEV-SNP {host.product} guest, "
         f"TCB 0x{host.tcb:016x}, measurement {host.measurement.hex()}, "
         f"valid until {host.valid_until.isoformat()}; TEST ARK in trust/ark.pem "
         f"(SHA-256 {host.ark_sha256.hex()}; pin explicitly, never in production)"
     )
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_init(
+        PROG,
+        lambda: create_snp_host(
+            args.directory, product=args.product, validity_days=args.validity_days
+        ),
+        SnpHostError,
+        _summary,
+    )
 
 
 if __name__ == "__main__":

@@ -27,17 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devsim.files import key_pem, make_private_dir
 from devsim.snp import pki
 from devsim.snp.certtable import ARK_GUID, ASK_GUID, VCEK_GUID, certificate_table
-from devsim.snp.files import (
-    SnpHostError,
-    key_pem,
-    make_private_dir,
-    read_file,
-    read_private_key,
-    write_private,
-    write_public,
-)
+from devsim.snp.files import FILES, SnpHostError
 from devsim.snp.model import PRODUCTS, Platform
 from devsim.snp.report import (
     CHIP_ID_SIZE,
@@ -47,6 +40,7 @@ from devsim.snp.report import (
     ReportIdentity,
     signed_report,
 )
+from devsim.x509util import pem
 
 __all__ = ["MAX_VALIDITY_DAYS", "PRODUCT_NAMES", "SnpHost", "create_snp_host", "load_snp_host"]
 
@@ -121,10 +115,6 @@ class SnpHost:
         )
 
 
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
 def _policy(platform: Platform, measurement: bytes) -> bytes:
     doc = {
         "version": 1,
@@ -141,13 +131,12 @@ def _policy(platform: Platform, measurement: bytes) -> bytes:
     return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-def _check_request(product: str, validity_days: int, now: datetime) -> Platform:
+def _check_request(directory: Path, product: str, validity_days: int, now: datetime) -> Platform:
     if product not in PRODUCTS:
         raise SnpHostError(f"--product must be one of {', '.join(PRODUCTS)}, got {product!r}")
-    if isinstance(validity_days, bool) or not 1 <= validity_days <= MAX_VALIDITY_DAYS:
-        raise SnpHostError(f"--validity-days must be 1..{MAX_VALIDITY_DAYS}, got {validity_days}")
-    if now.tzinfo is None:
-        raise SnpHostError("now must be timezone-aware")
+    FILES.check_create(
+        directory, validity_days=validity_days, max_validity_days=MAX_VALIDITY_DAYS, now=now
+    )
     return PRODUCTS[product]
 
 
@@ -166,10 +155,8 @@ def create_snp_host(
     unusable directory.
     """
     now = datetime.now(UTC) if now is None else now
-    platform = _check_request(product, validity_days, now)
     directory = Path(directory)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise SnpHostError(f"{directory}: exists and is not an empty directory")
+    platform = _check_request(directory, product, validity_days, now)
     measurement = secrets.token_bytes(MEASUREMENT_SIZE)
     chip_id = secrets.token_bytes(CHIP_ID_SIZE)
     validity = pki.Validity.starting(now, validity_days)
@@ -177,11 +164,13 @@ def create_snp_host(
 
     make_private_dir(directory)
     trust = make_private_dir(directory / "trust")
-    write_public(trust / "ark.pem", _pem(hierarchy.ark))
-    write_public(directory / "cert_chain.pem", _pem(hierarchy.ask) + _pem(hierarchy.ark))
-    write_public(directory / "vcek.der", hierarchy.vcek.public_bytes(serialization.Encoding.DER))
-    write_private(directory / "vcek_key.pem", key_pem(hierarchy.vcek_key))
-    write_public(directory / "snp_policy.json", _policy(platform, measurement))
+    FILES.write_public(trust / "ark.pem", pem(hierarchy.ark))
+    FILES.write_public(directory / "cert_chain.pem", pem(hierarchy.ask) + pem(hierarchy.ark))
+    FILES.write_public(
+        directory / "vcek.der", hierarchy.vcek.public_bytes(serialization.Encoding.DER)
+    )
+    FILES.write_private(directory / "vcek_key.pem", key_pem(hierarchy.vcek_key))
+    FILES.write_public(directory / "snp_policy.json", _policy(platform, measurement))
     doc = {
         "format": FORMAT_VERSION,
         "simulator": "weightgate devsim.snp: TEST ARK, not AMD; never pin in production",
@@ -194,40 +183,8 @@ def create_snp_host(
         "created_at": now.isoformat(),
         "valid_until": validity.not_after.isoformat(),
     }
-    write_public(directory / "host.json", json.dumps(doc, indent=2).encode() + b"\n")
+    FILES.write_public(directory / "host.json", json.dumps(doc, indent=2).encode() + b"\n")
     return load_snp_host(directory)
-
-
-def _hex(doc: dict[str, object], key: str, size: int, path: Path) -> bytes:
-    value = doc.get(key)
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else None
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) != size:
-        raise SnpHostError(f"{path}: {key} must be {size} bytes of hex")
-    return raw
-
-
-def _timestamp(doc: dict[str, object], key: str, path: Path) -> datetime:
-    value = doc.get(key)
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise SnpHostError(f"{path}: {key} must be an ISO 8601 time with a zone")
-    return parsed
-
-
-def _certificates(path: Path, count: int) -> list[x509.Certificate]:
-    try:
-        certificates = x509.load_pem_x509_certificates(read_file(path))
-    except ValueError:
-        raise SnpHostError(f"{path}: not PEM certificates") from None
-    if len(certificates) != count:
-        raise SnpHostError(f"{path}: holds {len(certificates)} certificates, expected {count}")
-    return certificates
 
 
 def _check_vcek(
@@ -248,21 +205,6 @@ def _check_vcek(
             )
 
 
-def _doc(meta: Path) -> dict[str, object]:
-    try:
-        doc = json.loads(read_file(meta))
-    except (ValueError, RecursionError):
-        raise SnpHostError(f"{meta}: not JSON") from None
-    if not isinstance(doc, dict):
-        raise SnpHostError(f"{meta}: not a JSON object")
-    if doc.get("format") != FORMAT_VERSION:
-        raise SnpHostError(f"{meta}: format must be {FORMAT_VERSION}")
-    unknown = doc.keys() - _HOST_KEYS
-    if unknown:
-        raise SnpHostError(f"{meta}: unknown keys {sorted(unknown)}")
-    return doc
-
-
 def load_snp_host(directory: Path) -> SnpHost:
     """Load a host made by :func:`create_snp_host`; SnpHostError names the file at fault.
 
@@ -274,33 +216,33 @@ def load_snp_host(directory: Path) -> SnpHost:
     """
     directory = Path(directory)
     meta = directory / "host.json"
-    doc = _doc(meta)
+    doc = FILES.read_json_object(meta, format_version=FORMAT_VERSION, keys=_HOST_KEYS)
     product = doc.get("product")
     if not isinstance(product, str) or product not in PRODUCTS:
         raise SnpHostError(f"{meta}: product must be one of {', '.join(PRODUCTS)}")
     platform = PRODUCTS[product]
     if doc.get("tcb") != f"0x{platform.tcb:016x}":
         raise SnpHostError(f"{meta}: tcb must be 0x{platform.tcb:016x} for {product}")
-    measurement = _hex(doc, "measurement", MEASUREMENT_SIZE, meta)
-    chip_id = _hex(doc, "chip_id", CHIP_ID_SIZE, meta)
-    report_id = _hex(doc, "report_id", REPORT_ID_SIZE, meta)
+    measurement = FILES.hex_bytes(doc.get("measurement"), MEASUREMENT_SIZE, "measurement", meta)
+    chip_id = FILES.hex_bytes(doc.get("chip_id"), CHIP_ID_SIZE, "chip_id", meta)
+    report_id = FILES.hex_bytes(doc.get("report_id"), REPORT_ID_SIZE, "report_id", meta)
 
     ark_path = directory / "trust" / "ark.pem"
-    (ark,) = _certificates(ark_path, 1)
+    (ark,) = FILES.certificates(ark_path, 1)
     chain_path = directory / "cert_chain.pem"
-    ask, chain_ark = _certificates(chain_path, 2)
+    ask, chain_ark = FILES.certificates(chain_path, 2)
     if chain_ark != ark:
         raise SnpHostError(f"{chain_path}: the second certificate is not trust/ark.pem")
     if doc.get("ark_sha256") != ark.fingerprint(hashes.SHA256()).hex():
         raise SnpHostError(f"{meta}: ark_sha256 is not the SHA-256 of trust/ark.pem")
     vcek_path = directory / "vcek.der"
-    vcek_der = read_file(vcek_path)
+    vcek_der = FILES.read_file(vcek_path)
     try:
         vcek = x509.load_der_x509_certificate(vcek_der)
     except ValueError:
         raise SnpHostError(f"{vcek_path}: not a DER certificate") from None
     key_path = directory / "vcek_key.pem"
-    key = read_private_key(key_path)
+    key = FILES.read_private_key(key_path)
     if vcek.public_key() != key.public_key():
         raise SnpHostError(f"{vcek_path}: not the certificate of {key_path}")
     _check_vcek(vcek_path, vcek, ask, platform, chip_id)
@@ -311,10 +253,10 @@ def load_snp_host(directory: Path) -> SnpHost:
         measurement=measurement,
         chip_id=chip_id,
         vcek_der=vcek_der,
-        cert_chain_pem=read_file(chain_path),
-        ark_pem=read_file(ark_path),
-        created_at=_timestamp(doc, "created_at", meta),
-        valid_until=_timestamp(doc, "valid_until", meta),
+        cert_chain_pem=FILES.read_file(chain_path),
+        ark_pem=FILES.read_file(ark_path),
+        created_at=FILES.timestamp(doc, "created_at", meta),
+        valid_until=FILES.timestamp(doc, "valid_until", meta),
         _identity=ReportIdentity(
             platform=platform, measurement=measurement, chip_id=chip_id, report_id=report_id
         ),

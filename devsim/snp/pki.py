@@ -17,21 +17,18 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+
+from devsim.x509util import Validity, builder, key_usage, simulator_name
 
 __all__ = ["Hierarchy", "Validity", "make_hierarchy", "vcek_extensions"]
 
 TEST_ORG = "weightgate TEST (simulator, not AMD)"
 RSA_BITS = 4096  # the verifier refuses AMD CA keys under 4096 bits, as AMD's are
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
-# Not-before a little in the past so a verifier whose clock lags ours by
-# minutes still sees valid certificates.
-BACKDATE = timedelta(hours=1)
 
 _AMD = "1.3.6.1.4.1.3704.1."
 OID_STRUCT_VERSION = _AMD + "1"
@@ -51,16 +48,6 @@ _SPL_OIDS = {
 
 
 @dataclass(frozen=True)
-class Validity:
-    not_before: datetime
-    not_after: datetime
-
-    @classmethod
-    def starting(cls, now: datetime, days: int) -> Validity:
-        return cls(now - BACKDATE, now + timedelta(days=days))
-
-
-@dataclass(frozen=True)
 class Hierarchy:
     """The certificates of one simulated chip and its VCEK key (ARK/ASK keys are dropped)."""
 
@@ -75,12 +62,7 @@ def ark_common_name(product: str) -> str:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, TEST_ORG),
-        ]
-    )
+    return simulator_name(common_name, TEST_ORG)
 
 
 def _der_integer(value: int) -> bytes:
@@ -120,28 +102,9 @@ def _ca(
     validity: Validity,
 ) -> x509.Certificate:
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity.not_before)
-        .not_valid_after(validity.not_after)
+        builder(subject, issuer, public_key, validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(ca=True), critical=True)
         .sign(signer, hashes.SHA384(), rsa_padding=_PSS)
     )
 
@@ -157,19 +120,17 @@ def make_hierarchy(
     ask_name = _name(f"SEV-{product}")
     ark = _ca(ark_name, ark_name, ark_key.public_key(), ark_key, validity)
     ask = _ca(ask_name, ark_name, ask_key.public_key(), ark_key, validity)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name("SEV-VCEK"))
-        .issuer_name(ask_name)
-        .public_key(vcek_key.public_key())
+    vcek_builder = builder(
+        _name("SEV-VCEK"),
+        ask_name,
+        vcek_key.public_key(),
+        validity,
         # KDS serials are small integers; a random positive one keeps each chip distinct.
-        .serial_number(secrets.randbits(63) | 1)
-        .not_valid_before(validity.not_before)
-        .not_valid_after(validity.not_after)
+        serial_number=secrets.randbits(63) | 1,
     )
     for oid, value in vcek_extensions(product, spls, chip_id).items():
-        builder = builder.add_extension(
+        vcek_builder = vcek_builder.add_extension(
             x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
         )
-    vcek = builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
+    vcek = vcek_builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
     return Hierarchy(ark=ark, ask=ask, vcek=vcek, vcek_key=vcek_key)

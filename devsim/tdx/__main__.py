@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
 
+from devsim.cli import add_validity_days, init_parser, run_init
 from devsim.tdx.files import TdxGuestError
-from devsim.tdx.guest import MAX_VALIDITY_DAYS, create_tdx_guest
+from devsim.tdx.guest import MAX_VALIDITY_DAYS, TdxGuest, create_tdx_guest
 
 PROG = "python -m devsim.tdx"
-USAGE_ERROR = 2
 
 DESCRIPTION = """\
 A simulated Intel TDX guest for tests and demos. Its quotes and collateral are
@@ -36,47 +34,36 @@ Platform CA and TCB Signing keys are not kept. DIR must be absent or empty.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse prints the whole usage first; one line is easier to act on.
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=DESCRIPTION)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    init = commands.add_parser(
-        "init",
-        help="create a simulated TDX guest directory",
-        description="Create a simulated TDX guest with fresh keys, PCK chain and TEST root.",
-        epilog=INIT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser, init = init_parser(
+        PROG,
+        DESCRIPTION,
+        init_help="create a simulated TDX guest directory",
+        init_description="Create a simulated TDX guest with fresh keys, PCK chain and TEST root.",
+        init_epilog=INIT_EPILOG,
+        directory_help="where to write the guest",
     )
-    init.add_argument("directory", type=Path, metavar="DIR", help="where to write the guest")
-    init.add_argument(
-        "--validity-days",
-        type=int,
-        default=30,
-        metavar="D",
-        help=f"certificates and collateral stay valid D days, 1..{MAX_VALIDITY_DAYS} (default 30)",
-    )
+    add_validity_days(init, what="certificates and collateral", max_days=MAX_VALIDITY_DAYS)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        guest = create_tdx_guest(args.directory, validity_days=args.validity_days)
-    except (TdxGuestError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    print(
+def _summary(guest: TdxGuest) -> str:
+    return (
         f"{guest.directory}: simulated TDX guest, FMSPC {guest.platform.fmspc.hex()}, "
         f"MRTD {guest.mr_td.hex()}, valid until {guest.valid_until.isoformat()}; "
         f"TEST root in trust/root.pem (SPKI SHA-256 {guest.root_spki_sha256.hex()}; "
         "pin explicitly, never in production)"
     )
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_init(
+        PROG,
+        lambda: create_tdx_guest(args.directory, validity_days=args.validity_days),
+        TdxGuestError,
+        _summary,
+    )
 
 
 if __name__ == "__main__":

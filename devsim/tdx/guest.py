@@ -35,18 +35,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devsim.files import key_pem, make_private_dir
 from devsim.tdx import collateral, pki
-from devsim.tdx.files import (
-    TdxGuestError,
-    key_pem,
-    make_private_dir,
-    read_file,
-    read_private_key,
-    write_private,
-    write_public,
-)
+from devsim.tdx.files import FILES, TdxGuestError
 from devsim.tdx.model import PLATFORM, Platform
 from devsim.tdx.quote import MEASUREMENT_SIZE, USER_DATA_SIZE, TdIdentity, signed_quote
+from devsim.x509util import pem
 
 __all__ = ["MAX_VALIDITY_DAYS", "TdxGuest", "create_tdx_guest", "load_tdx_guest"]
 
@@ -118,10 +112,6 @@ class TdxGuest:
         )
 
 
-def _pem(*certificates: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
-
-
 def _der_crl(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(serialization.Encoding.DER)
 
@@ -141,15 +131,6 @@ def _policy(mr_td: bytes, rtmrs: tuple[bytes, ...]) -> bytes:
     return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-def _check_request(directory: Path, validity_days: int, now: datetime) -> None:
-    if isinstance(validity_days, bool) or not 1 <= validity_days <= MAX_VALIDITY_DAYS:
-        raise TdxGuestError(f"--validity-days must be 1..{MAX_VALIDITY_DAYS}, got {validity_days}")
-    if now.tzinfo is None:
-        raise TdxGuestError("now must be timezone-aware")
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise TdxGuestError(f"{directory}: exists and is not an empty directory")
-
-
 def create_tdx_guest(
     directory: Path, *, now: datetime | None = None, validity_days: int = 30
 ) -> TdxGuest:
@@ -162,7 +143,9 @@ def create_tdx_guest(
     """
     now = datetime.now(UTC) if now is None else now
     directory = Path(directory)
-    _check_request(directory, validity_days, now)
+    FILES.check_create(
+        directory, validity_days=validity_days, max_validity_days=MAX_VALIDITY_DAYS, now=now
+    )
     platform = PLATFORM
     mr_td = secrets.token_bytes(MEASUREMENT_SIZE)
     rtmrs = (*(secrets.token_bytes(MEASUREMENT_SIZE) for _ in range(3)), bytes(MEASUREMENT_SIZE))
@@ -175,21 +158,23 @@ def create_tdx_guest(
 
     make_private_dir(directory)
     trust = make_private_dir(directory / "trust")
-    write_public(trust / "root.pem", _pem(hierarchy.root))
-    write_public(
-        directory / "pck_chain.pem", _pem(hierarchy.pck, hierarchy.platform_ca, hierarchy.root)
+    FILES.write_public(trust / "root.pem", pem(hierarchy.root))
+    FILES.write_public(
+        directory / "pck_chain.pem", pem(hierarchy.pck, hierarchy.platform_ca, hierarchy.root)
     )
-    write_private(directory / "pck_key.pem", key_pem(hierarchy.pck_key))
-    write_private(directory / "attestation_key.pem", key_pem(attestation_key))
+    FILES.write_private(directory / "pck_key.pem", key_pem(hierarchy.pck_key))
+    FILES.write_private(directory / "attestation_key.pem", key_pem(attestation_key))
     served = make_private_dir(directory / "collateral")
-    write_public(served / "tcb_info.json", collateral.tcb_info(platform, validity, signing_key))
-    write_public(
+    FILES.write_public(
+        served / "tcb_info.json", collateral.tcb_info(platform, validity, signing_key)
+    )
+    FILES.write_public(
         served / "qe_identity.json", collateral.qe_identity(platform, validity, signing_key)
     )
-    write_public(served / "tcb_signing_chain.pem", _pem(hierarchy.tcb_signing, hierarchy.root))
-    write_public(served / "root_ca_crl.der", _der_crl(hierarchy.root_crl))
-    write_public(served / "pck_crl.der", _der_crl(hierarchy.pck_crl))
-    write_public(directory / "tdx_policy.json", _policy(mr_td, rtmrs))
+    FILES.write_public(served / "tcb_signing_chain.pem", pem(hierarchy.tcb_signing, hierarchy.root))
+    FILES.write_public(served / "root_ca_crl.der", _der_crl(hierarchy.root_crl))
+    FILES.write_public(served / "pck_crl.der", _der_crl(hierarchy.pck_crl))
+    FILES.write_public(directory / "tdx_policy.json", _policy(mr_td, rtmrs))
     doc = {
         "format": FORMAT_VERSION,
         "simulator": "weightgate devsim.tdx: TEST root, not Intel's; never pin in production",
@@ -202,54 +187,8 @@ def create_tdx_guest(
         "created_at": now.isoformat(),
         "valid_until": validity.not_after.isoformat(),
     }
-    write_public(directory / "guest.json", json.dumps(doc, indent=2).encode() + b"\n")
+    FILES.write_public(directory / "guest.json", json.dumps(doc, indent=2).encode() + b"\n")
     return load_tdx_guest(directory)
-
-
-def _hex(value: object, size: int, what: str, path: Path) -> bytes:
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else None
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) != size:
-        raise TdxGuestError(f"{path}: {what} must be {size} bytes of hex")
-    return raw
-
-
-def _timestamp(doc: dict[str, object], key: str, path: Path) -> datetime:
-    value = doc.get(key)
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise TdxGuestError(f"{path}: {key} must be an ISO 8601 time with a zone")
-    return parsed
-
-
-def _doc(meta: Path) -> dict[str, object]:
-    try:
-        doc = json.loads(read_file(meta))
-    except (ValueError, RecursionError):
-        raise TdxGuestError(f"{meta}: not JSON") from None
-    if not isinstance(doc, dict):
-        raise TdxGuestError(f"{meta}: not a JSON object")
-    if doc.get("format") != FORMAT_VERSION:
-        raise TdxGuestError(f"{meta}: format must be {FORMAT_VERSION}")
-    unknown = doc.keys() - _GUEST_KEYS
-    if unknown:
-        raise TdxGuestError(f"{meta}: unknown keys {sorted(unknown)}")
-    return doc
-
-
-def _certificates(path: Path, count: int) -> list[x509.Certificate]:
-    try:
-        certificates = x509.load_pem_x509_certificates(read_file(path))
-    except ValueError:
-        raise TdxGuestError(f"{path}: not PEM certificates") from None
-    if len(certificates) != count:
-        raise TdxGuestError(f"{path}: holds {len(certificates)} certificates, expected {count}")
-    return certificates
 
 
 def _check_pck(
@@ -281,44 +220,46 @@ def load_tdx_guest(directory: Path) -> TdxGuest:
     """
     directory = Path(directory)
     meta = directory / "guest.json"
-    doc = _doc(meta)
+    doc = FILES.read_json_object(meta, format_version=FORMAT_VERSION, keys=_GUEST_KEYS)
     platform = PLATFORM
-    mr_td = _hex(doc.get("mrtd"), MEASUREMENT_SIZE, "mrtd", meta)
+    mr_td = FILES.hex_bytes(doc.get("mrtd"), MEASUREMENT_SIZE, "mrtd", meta)
     raw_rtmrs = doc.get("rtmrs")
     if not isinstance(raw_rtmrs, list) or len(raw_rtmrs) != 4:
         raise TdxGuestError(f"{meta}: rtmrs must list 4 registers")
-    r0, r1, r2, r3 = (_hex(r, MEASUREMENT_SIZE, "rtmrs[]", meta) for r in raw_rtmrs)
-    qe_id = _hex(doc.get("qe_id"), USER_DATA_SIZE, "qe_id", meta)
-    ppid = _hex(doc.get("ppid"), _ID_SIZE, "ppid", meta)
-    instance_id = _hex(doc.get("platform_instance_id"), _ID_SIZE, "platform_instance_id", meta)
+    r0, r1, r2, r3 = (FILES.hex_bytes(r, MEASUREMENT_SIZE, "rtmrs[]", meta) for r in raw_rtmrs)
+    qe_id = FILES.hex_bytes(doc.get("qe_id"), USER_DATA_SIZE, "qe_id", meta)
+    ppid = FILES.hex_bytes(doc.get("ppid"), _ID_SIZE, "ppid", meta)
+    instance_id = FILES.hex_bytes(
+        doc.get("platform_instance_id"), _ID_SIZE, "platform_instance_id", meta
+    )
 
     root_path = directory / "trust" / "root.pem"
-    (root,) = _certificates(root_path, 1)
+    (root,) = FILES.certificates(root_path, 1)
     root_spki = spki_sha256(root)
-    if _hex(doc.get("root_spki_sha256"), 32, "root_spki_sha256", meta) != root_spki:
+    if FILES.hex_bytes(doc.get("root_spki_sha256"), 32, "root_spki_sha256", meta) != root_spki:
         raise TdxGuestError(f"{meta}: root_spki_sha256 is not the SPKI SHA-256 of trust/root.pem")
     chain_path = directory / "pck_chain.pem"
-    pck, ca, chain_root = _certificates(chain_path, 3)
+    pck, ca, chain_root = FILES.certificates(chain_path, 3)
     if chain_root != root:
         raise TdxGuestError(f"{chain_path}: the third certificate is not trust/root.pem")
     expected = pki.sgx_extension(platform, ppid=ppid, instance_id=instance_id)
     _check_pck(chain_path, pck, ca, expected)
     pck_key_path = directory / "pck_key.pem"
-    pck_key = read_private_key(pck_key_path)
+    pck_key = FILES.read_private_key(pck_key_path)
     if pck.public_key() != pck_key.public_key():
         raise TdxGuestError(f"{chain_path}: the PCK certificate is not for {pck_key_path}")
-    attestation_key = read_private_key(directory / "attestation_key.pem")
+    attestation_key = FILES.read_private_key(directory / "attestation_key.pem")
     rtmrs = (r0, r1, r2, r3)
     return TdxGuest(
         directory=directory,
         platform=platform,
         mr_td=mr_td,
         rtmrs=rtmrs,
-        pck_chain_pem=read_file(chain_path),
-        root_pem=read_file(root_path),
+        pck_chain_pem=FILES.read_file(chain_path),
+        root_pem=FILES.read_file(root_path),
         root_spki_sha256=root_spki,
-        created_at=_timestamp(doc, "created_at", meta),
-        valid_until=_timestamp(doc, "valid_until", meta),
+        created_at=FILES.timestamp(doc, "created_at", meta),
+        valid_until=FILES.timestamp(doc, "valid_until", meta),
         _identity=TdIdentity(platform=platform, mr_td=mr_td, rtmrs=rtmrs, user_data=qe_id),
         _attestation_key=attestation_key,
         _pck_key=pck_key,

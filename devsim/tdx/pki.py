@@ -16,14 +16,13 @@ it trusts this one only where a test passes its SPKI SHA-256 explicitly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from devsim.tdx.model import Platform
+from devsim.x509util import Validity, builder, key_usage, simulator_name
 
 __all__ = [
     "SGX_EXTENSION_OID",
@@ -38,24 +37,11 @@ ROOT_CN = "Intel SGX Root CA (weightgate TEST simulator)"
 PLATFORM_CA_CN = "Intel SGX PCK Platform CA (weightgate TEST simulator)"
 PCK_CN = "Intel SGX PCK Certificate (weightgate TEST simulator)"
 TCB_SIGNING_CN = "Intel SGX TCB Signing (weightgate TEST simulator)"
-# Not-before a little in the past so a verifier whose clock lags ours by
-# minutes still sees valid certificates, CRLs and collateral.
-BACKDATE = timedelta(hours=1)
 
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _SGX_OID_DER = bytes.fromhex("2a864886f84d010d01")  # 1.2.840.113741.1.13.1
 _SEQUENCE, _OID, _OCTET_STRING, _INTEGER, _ENUMERATED, _BOOLEAN = 0x30, 0x06, 0x04, 0x02, 0x0A, 0x01
 _SGX_TYPE_STANDARD = 0
-
-
-@dataclass(frozen=True)
-class Validity:
-    not_before: datetime
-    not_after: datetime
-
-    @classmethod
-    def starting(cls, now: datetime, days: int) -> Validity:
-        return cls(now - BACKDATE, now + timedelta(days=days))
 
 
 @dataclass(frozen=True)
@@ -118,26 +104,7 @@ def sgx_extension(platform: Platform, *, ppid: bytes, instance_id: bytes) -> byt
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, TEST_ORG),
-        ]
-    )
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=not ca,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return simulator_name(common_name, TEST_ORG)
 
 
 def _certificate(
@@ -150,21 +117,16 @@ def _certificate(
     ca: bool,
     extra: x509.UnrecognizedExtension | None = None,
 ) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity.not_before)
-        .not_valid_after(validity.not_after)
+    certificate = (
+        builder(subject, issuer, public_key, validity)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=ca), critical=True)
+        # A leaf here also asserts contentCommitment (non-repudiation).
+        .add_extension(key_usage(ca=ca, content_commitment=not ca), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
     if extra is not None:
-        builder = builder.add_extension(extra, critical=False)
-    return builder.sign(signer, hashes.SHA256())
+        certificate = certificate.add_extension(extra, critical=False)
+    return certificate.sign(signer, hashes.SHA256())
 
 
 def _crl(

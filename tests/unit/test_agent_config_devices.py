@@ -1,4 +1,5 @@
-"""The agent's device-evidence keys: SEV-SNP (snp_evidence, snp_simulator, snp_tsm_dir)."""
+"""The agent's device-evidence keys: SEV-SNP (snp_evidence, snp_simulator, snp_tsm_dir),
+TDX (tdx_evidence, tdx_simulator; its configfs-tsm directory is snp_tsm_dir) and GPU."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
 state_dir = "state"
 insecure = true
 """
+DEVICES = ["snp", "tdx"]  # the configfs-tsm devices: <device>_evidence, <device>_simulator
 
 
 def _load(directory: Path, extra: str) -> AgentConfig:
@@ -25,25 +27,31 @@ def _load(directory: Path, extra: str) -> AgentConfig:
     return load_config(path)
 
 
-def test_snp_defaults_to_configfs_tsm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_defaults_to_configfs_tsm(tmp_path: Path, device: str) -> None:
     config = _load(tmp_path, "")
-    assert config.snp_evidence == "tsm"
-    assert config.snp_simulator is None
+    assert getattr(config, f"{device}_evidence") == "tsm"
+    assert getattr(config, f"{device}_simulator") is None
     assert config.snp_tsm_dir == DEFAULT_SNP_TSM_DIR == Path("/sys/kernel/config/tsm/report")
-    assert AgentConfig.snp_evidence == "tsm"  # the dataclass default agrees with the loader
+    # the dataclass default agrees with the loader
+    assert getattr(AgentConfig, f"{device}_evidence") == "tsm"
 
 
-def test_snp_settings_are_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("device", "simulator"), [("snp", "snp-host"), ("tdx", "tdx-guest")])
+def test_device_settings_are_read(tmp_path: Path, device: str, simulator: str) -> None:
     config = _load(
-        tmp_path, 'snp_evidence = "simulator"\nsnp_simulator = "snp-host"\nsnp_tsm_dir = "tsm"\n'
+        tmp_path,
+        f'{device}_evidence = "simulator"\n{device}_simulator = "{simulator}"\n'
+        'snp_tsm_dir = "tsm"\n',
     )
-    assert config.snp_evidence == "simulator"
-    assert config.snp_simulator == tmp_path.resolve() / "snp-host"
-    assert config.snp_tsm_dir == tmp_path.resolve() / "tsm"
+    assert getattr(config, f"{device}_evidence") == "simulator"
+    assert getattr(config, f"{device}_simulator") == tmp_path.resolve() / simulator
+    assert config.snp_tsm_dir == tmp_path.resolve() / "tsm"  # configfs-tsm: SNP and TDX alike
 
 
-def test_snp_off(tmp_path: Path) -> None:
-    assert _load(tmp_path, 'snp_evidence = "off"\n').snp_evidence == "off"
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_off(tmp_path: Path, device: str) -> None:
+    assert getattr(_load(tmp_path, f'{device}_evidence = "off"\n'), f"{device}_evidence") == "off"
 
 
 @pytest.mark.parametrize(
@@ -57,22 +65,36 @@ def test_snp_off(tmp_path: Path) -> None:
         ("snp_tsm_dir = 3", ":7: [agent] snp_tsm_dir: expected a string"),
         ('snp_tsm_dir = ""', ":7: [agent] snp_tsm_dir: expected a string"),
         ("snp_evidence = true", ":7: [agent] snp_evidence"),
+        ('tdx_evidence = "dcap"', ':7: [agent] tdx_evidence: expected "tsm", "off" or "simulator"'),
+        ('tdx_evidence = "simulator"', "[agent] tdx_simulator: a devsim.tdx guest directory, set"),
+        ('tdx_simulator = "g"', ':7: [agent] tdx_simulator: a devsim.tdx guest directory, set '
+         'exactly when tdx_evidence = "simulator"'),
+        ('tdx_evidence = "tsm"\ntdx_simulator = "g"', ":8: [agent] tdx_simulator"),
+        ("tdx_simulator = 3", ":7: [agent] tdx_simulator: expected a string"),
+        ("tdx_evidence = true", ":7: [agent] tdx_evidence"),
     ],
 )  # fmt: skip
-def test_bad_snp_settings_are_located(tmp_path: Path, keys: str, where: str) -> None:
+def test_bad_device_settings_are_located(tmp_path: Path, keys: str, where: str) -> None:
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, keys + "\n")
     assert where in str(e.value), str(e.value)
 
 
-def test_gpu_and_snp_simulators_are_independent(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("first", "second"), [(("gpu", "fleet"), ("snp", "host")), (("snp", "host"), ("tdx", "guest"))]
+)
+def test_device_simulators_are_independent(
+    tmp_path: Path, first: tuple[str, str], second: tuple[str, str]
+) -> None:
     config = _load(
         tmp_path,
-        'gpu_evidence = "simulator"\ngpu_simulator = "fleet"\n'
-        'snp_evidence = "simulator"\nsnp_simulator = "host"\n',
+        "".join(
+            f'{device}_evidence = "simulator"\n{device}_simulator = "{name}"\n'
+            for device, name in (first, second)
+        ),
     )
-    assert config.gpu_simulator == tmp_path.resolve() / "fleet"
-    assert config.snp_simulator == tmp_path.resolve() / "host"
+    for device, name in (first, second):
+        assert getattr(config, f"{device}_simulator") == tmp_path.resolve() / name
 
 
 def test_gpu_timeout_still_read(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ they see is proposal_diff's.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,21 +18,15 @@ from typing import Any
 from cryptography import x509
 
 from verifier.attestation import DIGEST_SIZES
-from verifier.evidence.nvidia import gpu_policy
-from verifier.evidence.snp import policy as snp_policy
-from verifier.evidence.tdx import policy as tdx_policy
-from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
-from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
+from verifier.group_document_kinds import (
+    GROUP_DOCUMENT_KINDS,
+    DocumentError,
+    document_change,
+    document_fields,
+)
 from verifier.keyrelease.controls import CONTROLS, unknown_controls
 from verifier.server.convert import IDENTIFIER, pcr_banks
 from verifier.server.proposal_diff import canonical_json
-from verifier.store.document_kinds import (
-    BOOT_REFERENCE,
-    GPU_POLICY,
-    IMA_POLICY,
-    SNP_POLICY,
-    TDX_POLICY,
-)
 from verifier.store.proposal_kinds import (
     ANCHOR_PURPOSES,
     BREAK_GLASS,
@@ -53,8 +46,6 @@ TIER = re.compile(r"[A-Za-z0-9._+:@/-]{1,128}")
 TEXT_LIMIT = 4096
 FINDINGS_LIMIT = 16384
 MAX_LIST = 32
-REFERENCE_LIMIT = 1024 * 1024
-POLICY_LIMIT = 64 * 1024 * 1024  # a runtime policy lists every file a host may run
 
 
 class ChangeError(ValueError):
@@ -83,16 +74,8 @@ def change_from_message(change: operator_pb2.ProposedChange, *, default_review_d
         return _trust_anchor(change.trust_anchor)
     if which == "break_glass":
         return _break_glass(change.break_glass)
-    if which == "boot_reference":
-        return _boot_reference(change.boot_reference)
-    if which == "ima_policy":
-        return _ima_policy(change.ima_policy)
-    if which == "gpu_policy":
-        return _gpu_policy(change.gpu_policy)
-    if which == "snp_policy":
-        return _snp_policy(change.snp_policy)
-    if which == "tdx_policy":
-        return _tdx_policy(change.tdx_policy)
+    if which is not None and which in GROUP_DOCUMENT_KINDS:
+        return _group_document(which, *document_fields(change, which))
     raise ChangeError(
         "change: set one of reference_values, site, host_site, review, trust_anchor, "
         "break_glass, boot_reference, ima_policy, gpu_policy, snp_policy, tdx_policy"
@@ -144,31 +127,9 @@ def change_message(kind: str, payload: Mapping[str, Any]) -> operator_pb2.Propos
             hours=payload["hours"],
         )
         return operator_pb2.ProposedChange(break_glass=grant)
-    if kind == BOOT_REFERENCE:
-        boot = operator_pb2.BootReferenceChange(
-            group=payload["group"], reference_json=canonical_json(payload["reference"])
-        )
-        return operator_pb2.ProposedChange(boot_reference=boot)
-    if kind == IMA_POLICY:
-        policy = operator_pb2.ImaPolicyChange(
-            group=payload["group"], policy_json=canonical_json(payload["policy"])
-        )
-        return operator_pb2.ProposedChange(ima_policy=policy)
-    if kind == GPU_POLICY:
-        gpu = operator_pb2.GpuPolicyChange(
-            group=payload["group"], policy_json=canonical_json(payload["policy"])
-        )
-        return operator_pb2.ProposedChange(gpu_policy=gpu)
-    if kind == SNP_POLICY:
-        snp = operator_pb2.SnpPolicyChange(
-            group=payload["group"], policy_json=canonical_json(payload["policy"])
-        )
-        return operator_pb2.ProposedChange(snp_policy=snp)
-    if kind == TDX_POLICY:
-        tdx = operator_pb2.TdxPolicyChange(
-            group=payload["group"], policy_json=canonical_json(payload["policy"])
-        )
-        return operator_pb2.ProposedChange(tdx_policy=tdx)
+    if kind in GROUP_DOCUMENT_KINDS:
+        key = GROUP_DOCUMENT_KINDS[kind].key
+        return document_change(kind, payload["group"], canonical_json(payload[key]))
     raise ValueError(f"unknown proposal kind {kind!r}")
 
 
@@ -284,99 +245,18 @@ def _trust_anchor(request: operator_pb2.TrustAnchorChange) -> Change:
     return Change(TRUST_ANCHOR, target[:512], payload, {"fingerprint": fingerprint})
 
 
-def _boot_reference(request: operator_pb2.BootReferenceChange) -> Change:
-    if not IDENTIFIER.fullmatch(request.group):
-        raise ChangeError("boot_reference.group: not a valid group name")
-    if len(request.reference_json) > REFERENCE_LIMIT:
-        raise ChangeError(f"boot_reference.reference_json: larger than {REFERENCE_LIMIT} bytes")
+def _group_document(kind: str, group: str, data: bytes) -> Change:
+    spec = GROUP_DOCUMENT_KINDS[kind]
+    if not IDENTIFIER.fullmatch(group):
+        raise ChangeError(f"{kind}.group: not a valid group name")
+    if len(data) > spec.limit:
+        raise ChangeError(f"{kind}.{spec.json_field}: larger than {spec.limit} bytes")
     try:
-        document = json.loads(request.reference_json)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ChangeError(f"boot_reference.reference_json: not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ChangeError("boot_reference.reference_json: expected a JSON object")
-    try:
-        load_boot_reference(document)
-    except BootReferenceError as exc:
-        raise ChangeError(f"boot_reference.reference_json: {exc}") from None
-    target = f"measured-boot reference of group {request.group}"
-    return Change(
-        BOOT_REFERENCE, target, {"group": request.group, "reference": document},
-        {"group": request.group},
-    )  # fmt: skip
-
-
-def _ima_policy(request: operator_pb2.ImaPolicyChange) -> Change:
-    if not IDENTIFIER.fullmatch(request.group):
-        raise ChangeError("ima_policy.group: not a valid group name")
-    if len(request.policy_json) > POLICY_LIMIT:
-        raise ChangeError(f"ima_policy.policy_json: larger than {POLICY_LIMIT} bytes")
-    try:
-        load_runtime_policy(bytes(request.policy_json))
-    except RuntimePolicyError as exc:
-        raise ChangeError(f"ima_policy.policy_json: {exc}") from None
-    document = json.loads(request.policy_json)
-    target = f"IMA runtime policy of group {request.group}"
-    return Change(
-        IMA_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
-    )
-
-
-def _gpu_policy(request: operator_pb2.GpuPolicyChange) -> Change:
-    if not IDENTIFIER.fullmatch(request.group):
-        raise ChangeError("gpu_policy.group: not a valid group name")
-    limit = gpu_policy.MAX_POLICY_BYTES
-    if len(request.policy_json) > limit:
-        raise ChangeError(f"gpu_policy.policy_json: larger than {limit} bytes")
-    try:
-        # The loader refuses unknown keys and a policy that allows no RIM, so what is
-        # stored is exactly what appraisal will enforce.
-        gpu_policy.load_policy(bytes(request.policy_json))
-    except gpu_policy.PolicyError as exc:
-        raise ChangeError(f"gpu_policy.policy_json: {exc}") from None
-    document = json.loads(request.policy_json)
-    target = f"NVIDIA GPU policy of group {request.group}"
-    return Change(
-        GPU_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
-    )
-
-
-def _snp_policy(request: operator_pb2.SnpPolicyChange) -> Change:
-    if not IDENTIFIER.fullmatch(request.group):
-        raise ChangeError("snp_policy.group: not a valid group name")
-    limit = snp_policy.MAX_POLICY_BYTES
-    if len(request.policy_json) > limit:
-        raise ChangeError(f"snp_policy.policy_json: larger than {limit} bytes")
-    try:
-        # The loader refuses unknown keys, an empty measurement list and an empty
-        # min_tcb, so what is stored is exactly what appraisal will enforce.
-        snp_policy.load_policy(bytes(request.policy_json))
-    except snp_policy.PolicyError as exc:
-        raise ChangeError(f"snp_policy.policy_json: {exc}") from None
-    document = json.loads(request.policy_json)
-    target = f"AMD SEV-SNP policy of group {request.group}"
-    return Change(
-        SNP_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
-    )
-
-
-def _tdx_policy(request: operator_pb2.TdxPolicyChange) -> Change:
-    if not IDENTIFIER.fullmatch(request.group):
-        raise ChangeError("tdx_policy.group: not a valid group name")
-    limit = tdx_policy.MAX_POLICY_BYTES
-    if len(request.policy_json) > limit:
-        raise ChangeError(f"tdx_policy.policy_json: larger than {limit} bytes")
-    try:
-        # The loader refuses unknown keys, an empty MRTD list and an accepted "Revoked"
-        # TCB, so what is stored is exactly what appraisal will enforce.
-        tdx_policy.load_policy(bytes(request.policy_json))
-    except tdx_policy.PolicyError as exc:
-        raise ChangeError(f"tdx_policy.policy_json: {exc}") from None
-    document = json.loads(request.policy_json)
-    target = f"Intel TDX policy of group {request.group}"
-    return Change(
-        TDX_POLICY, target, {"group": request.group, "policy": document}, {"group": request.group}
-    )
+        document = spec.check(data)
+    except DocumentError as exc:
+        raise ChangeError(f"{kind}.{spec.json_field}: {exc}") from None
+    payload = {"group": group, spec.key: document}
+    return Change(kind, spec.target(group), payload, {"group": group})
 
 
 def _break_glass(request: operator_pb2.BreakGlassRelease) -> Change:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-from verifier.store.document_kinds import (
+from verifier.group_document_kinds import (
     BOOT_REFERENCE,
     GPU_POLICY,
+    GROUP_DOCUMENT_KINDS,
     IMA_POLICY,
     SNP_POLICY,
     TDX_POLICY,
@@ -45,16 +47,9 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
         sign = "-" if payload["remove"] else "+"
         fingerprint = hashlib.sha256(bytes.fromhex(payload["certificate_der"])).hexdigest()
         lines = [f"{sign} {payload['purpose']} trust anchor sha256:{fingerprint}"]
-    elif kind == BOOT_REFERENCE:
-        lines = _document_diff(base["reference"] if base else {}, payload["reference"])
-    elif kind == IMA_POLICY:
-        lines = _policy_diff(base["policy"] if base else {}, payload["policy"])
-    elif kind == GPU_POLICY:
-        lines = _gpu_policy_diff(base["policy"] if base else {}, payload["policy"])
-    elif kind == SNP_POLICY:
-        lines = _snp_policy_diff(base["policy"] if base else {}, payload["policy"])
-    elif kind == TDX_POLICY:
-        lines = _tdx_policy_diff(base["policy"] if base else {}, payload["policy"])
+    elif kind in _DOCUMENT_DIFFS:
+        key = GROUP_DOCUMENT_KINDS[kind].key
+        lines = _DOCUMENT_DIFFS[kind](base[key] if base else {}, payload[key])
     elif kind == BREAK_GLASS:
         lines = [
             f"+ break-glass: host {payload['host_id']} may receive model "
@@ -67,6 +62,9 @@ def diff_lines(kind: str, base: Mapping[str, Any] | None, payload: Mapping[str, 
 
 
 # -- per kind ---------------------------------------------------------------------------
+
+_Diff = Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]
+_Values = Callable[[Mapping[str, Any], str], set[str]]
 
 
 def canonical_json(document: Any) -> bytes:
@@ -143,32 +141,57 @@ def _review_diff(base: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> 
 
 def _policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Paths whose allowed digests change, one line each, then the other keys."""
-    old_digests, new_digests = old.get("digests", {}), new.get("digests", {})
+    lines = _keyed_diff(
+        old.get("digests", {}),
+        new.get("digests", {}),
+        lambda path, digests: f"{path}: {', '.join(digests)}",
+    )
+    return lines + _rest_diff(old, new, ("digests",))
+
+
+def _set_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str], values: _Values
+) -> list[str]:
+    """For each list key, its values no longer allowed ("-") and newly allowed ("+")."""
     lines: list[str] = []
-    for path in sorted(set(old_digests) | set(new_digests)):
-        before, after = old_digests.get(path), new_digests.get(path)
+    for key in keys:
+        before, after = values(old, key), values(new, key)
+        lines += [f"- {key}: {value}" for value in sorted(before - after)]
+        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
+    return lines
+
+
+def _keyed_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], show: Callable[[str, Any], str]
+) -> list[str]:
+    """One "-" line per key whose value goes or changes, one "+" per key whose value
+    comes or changes, in key order; ``show`` words a key and its value."""
+    lines: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
         if before == after:
             continue
         if before is not None:
-            lines.append(f"- {path}: {', '.join(before)}")
+            lines.append(f"- {show(key, before)}")
         if after is not None:
-            lines.append(f"+ {path}: {', '.join(after)}")
-    rest_old = {k: v for k, v in old.items() if k != "digests"}
-    rest_new = {k: v for k, v in new.items() if k != "digests"}
-    return lines + _document_diff(rest_old, rest_new)
+            lines.append(f"+ {show(key, after)}")
+    return lines
+
+
+def _rest_diff(old: Mapping[str, Any], new: Mapping[str, Any], skip: Iterable[str]) -> list[str]:
+    """The document diff of the keys not in ``skip``."""
+    done = set(skip)
+    rest_old = {k: v for k, v in old.items() if k not in done}
+    rest_new = {k: v for k, v in new.items() if k not in done}
+    return _document_diff(rest_old, rest_new)
+
+
+_GPU_LISTS = ("allowed_rim_ids", "allowed_cc_states")
 
 
 def _gpu_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """RIM ids and CC states allowed or no longer allowed, one line each, then the rest."""
-    lines: list[str] = []
-    for key in ("allowed_rim_ids", "allowed_cc_states"):
-        before, after = _gpu_list(old, key), _gpu_list(new, key)
-        lines += [f"- {key}: {value}" for value in sorted(before - after)]
-        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
-    lists = {"allowed_rim_ids", "allowed_cc_states"}
-    rest_old = {k: v for k, v in old.items() if k not in lists}
-    rest_new = {k: v for k, v in new.items() if k not in lists}
-    return lines + _document_diff(rest_old, rest_new)
+    return _set_diff(old, new, _GPU_LISTS, _gpu_list) + _rest_diff(old, new, _GPU_LISTS)
 
 
 def _gpu_list(policy: Mapping[str, Any], key: str) -> set[str]:
@@ -189,24 +212,13 @@ _SNP_LISTS = (
 def _snp_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Launch measurements, signing keys and key digests allowed or no longer allowed,
     one line each; the minimum TCB per product line; then the other keys."""
-    lines: list[str] = []
-    for key in _SNP_LISTS:
-        before, after = _snp_list(old, key), _snp_list(new, key)
-        lines += [f"- {key}: {value}" for value in sorted(before - after)]
-        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
-    old_tcb, new_tcb = old.get("min_tcb", {}), new.get("min_tcb", {})
-    for line in sorted(set(old_tcb) | set(new_tcb)):
-        before, after = old_tcb.get(line), new_tcb.get(line)
-        if before == after:
-            continue
-        if before is not None:
-            lines.append(f"- min_tcb[{line}]: {canonical_json(before).decode()}")
-        if after is not None:
-            lines.append(f"+ min_tcb[{line}]: {canonical_json(after).decode()}")
-    skip = {*_SNP_LISTS, "min_tcb"}
-    rest_old = {k: v for k, v in old.items() if k not in skip}
-    rest_new = {k: v for k, v in new.items() if k not in skip}
-    return lines + _document_diff(rest_old, rest_new)
+    lines = _set_diff(old, new, _SNP_LISTS, _snp_list)
+    lines += _keyed_diff(
+        old.get("min_tcb", {}),
+        new.get("min_tcb", {}),
+        lambda line, tcb: f"min_tcb[{line}]: {canonical_json(tcb).decode()}",
+    )
+    return lines + _rest_diff(old, new, (*_SNP_LISTS, "min_tcb"))
 
 
 def _snp_list(policy: Mapping[str, Any], key: str) -> set[str]:
@@ -224,15 +236,8 @@ _TDX_LISTS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner
 def _tdx_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """MRTD, RTMR, MRCONFIGID and MROWNER values and accepted TCB statuses allowed or no
     longer allowed, one line each; then the other keys."""
-    lines: list[str] = []
-    for key in (*_TDX_LISTS, "accepted_tcb_statuses"):
-        before, after = _tdx_list(old, key), _tdx_list(new, key)
-        lines += [f"- {key}: {value}" for value in sorted(before - after)]
-        lines += [f"+ {key}: {value}" for value in sorted(after - before)]
-    skip = {*_TDX_LISTS, "accepted_tcb_statuses"}
-    rest_old = {k: v for k, v in old.items() if k not in skip}
-    rest_new = {k: v for k, v in new.items() if k not in skip}
-    return lines + _document_diff(rest_old, rest_new)
+    keys = (*_TDX_LISTS, "accepted_tcb_statuses")
+    return _set_diff(old, new, keys, _tdx_list) + _rest_diff(old, new, keys)
 
 
 def _tdx_list(policy: Mapping[str, Any], key: str) -> set[str]:
@@ -242,3 +247,15 @@ def _tdx_list(policy: Mapping[str, Any], key: str) -> set[str]:
         return set(policy.get(key, ()))
     # Hex is case-insensitive to the loader: compare (and show) it in lower case.
     return {value.lower() for value in policy.get(key, ())}
+
+
+# How each per-group document's change is shown (verifier.group_document_kinds).
+_DOCUMENT_DIFFS: Mapping[str, _Diff] = MappingProxyType(
+    {
+        BOOT_REFERENCE: _document_diff,
+        IMA_POLICY: _policy_diff,
+        GPU_POLICY: _gpu_policy_diff,
+        SNP_POLICY: _snp_policy_diff,
+        TDX_POLICY: _tdx_policy_diff,
+    }
+)

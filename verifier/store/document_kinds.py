@@ -9,7 +9,8 @@ Kinds and payloads (verifier.store.proposal_kinds checks and applies them)::
     tdx_policy        {"group": g, "policy": {an Intel TDX policy document}}
 
 Each replaces the group's document, so its state (what a proposal was made
-over, for the stale check) is the row in force, or None.
+over, for the stale check) is the row in force, or None. The kinds, payload keys
+and names are verifier.group_document_kinds'; here each gets its table.
 """
 
 from __future__ import annotations
@@ -22,44 +23,55 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from verifier.group_document_kinds import (
+    BOOT_REFERENCE,
+    GPU_POLICY,
+    GROUP_DOCUMENT_KINDS,
+    IMA_POLICY,
+    SNP_POLICY,
+    TDX_POLICY,
+)
 from verifier.store._core import dialect_of
 from verifier.store.models_trust import (
     BootReferenceRow,
     GpuPolicyRow,
+    GroupDocumentRow,
     ImaPolicyRow,
     SnpPolicyRow,
     TdxPolicyRow,
 )
 
-BOOT_REFERENCE = "boot_reference"
-IMA_POLICY = "ima_policy"
-GPU_POLICY = "gpu_policy"
-SNP_POLICY = "snp_policy"
-TDX_POLICY = "tdx_policy"
-
-_DocumentTable = (
-    type[BootReferenceRow]
-    | type[ImaPolicyRow]
-    | type[GpuPolicyRow]
-    | type[SnpPolicyRow]
-    | type[TdxPolicyRow]
-)
+__all__ = [
+    "BOOT_REFERENCE",
+    "DOCUMENT_KINDS",
+    "GPU_POLICY",
+    "IMA_POLICY",
+    "SNP_POLICY",
+    "TDX_POLICY",
+    "DocumentKind",
+    "document_state",
+    "replace_document",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class DocumentKind:
-    table: _DocumentTable
+    table: type[GroupDocumentRow]
     key: str  # the payload key holding the document
     name: str  # what the outcome line calls it
 
 
+_TABLES: Mapping[str, type[GroupDocumentRow]] = {
+    BOOT_REFERENCE: BootReferenceRow,
+    IMA_POLICY: ImaPolicyRow,
+    GPU_POLICY: GpuPolicyRow,
+    SNP_POLICY: SnpPolicyRow,
+    TDX_POLICY: TdxPolicyRow,
+}
 DOCUMENT_KINDS: Mapping[str, DocumentKind] = MappingProxyType(
     {
-        BOOT_REFERENCE: DocumentKind(BootReferenceRow, "reference", "measured-boot reference"),
-        IMA_POLICY: DocumentKind(ImaPolicyRow, "policy", "IMA runtime policy"),
-        GPU_POLICY: DocumentKind(GpuPolicyRow, "policy", "NVIDIA GPU policy"),
-        SNP_POLICY: DocumentKind(SnpPolicyRow, "policy", "AMD SEV-SNP policy"),
-        TDX_POLICY: DocumentKind(TdxPolicyRow, "policy", "Intel TDX policy"),
+        kind: DocumentKind(_TABLES[kind], spec.key, spec.label)
+        for kind, spec in GROUP_DOCUMENT_KINDS.items()
     }
 )
 

@@ -20,13 +20,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from verifier.store.base import Base
 from verifier.store.records_proposals import (
-    BootReferenceRecord,
     BreakGlassRecord,
-    GpuPolicyRecord,
-    ImaPolicyRecord,
+    GroupDocumentRecord,
     ImaProgress,
-    SnpPolicyRecord,
-    TdxPolicyRecord,
     TrustAnchorRecord,
 )
 
@@ -81,74 +77,40 @@ class BreakGlassGrantRow(Base):
         )
 
 
-class BootReferenceRow(Base):
+class GroupDocumentRow(Base):
+    """One host group's document of one kind: every kind's table has these columns."""
+
+    __abstract__ = True
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    proposal_id: Mapped[str] = mapped_column(String(32))
+
+    def to_record(self) -> GroupDocumentRecord:
+        return GroupDocumentRecord(
+            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
+        )
+
+
+class BootReferenceRow(GroupDocumentRow):
     __tablename__ = "boot_references"
 
-    group: Mapped[str] = mapped_column(String(255), primary_key=True)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime]
-    proposal_id: Mapped[str] = mapped_column(String(32))
 
-    def to_record(self) -> BootReferenceRecord:
-        return BootReferenceRecord(
-            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
-        )
-
-
-class ImaPolicyRow(Base):
+class ImaPolicyRow(GroupDocumentRow):
     __tablename__ = "ima_policies"
 
-    group: Mapped[str] = mapped_column(String(255), primary_key=True)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime]
-    proposal_id: Mapped[str] = mapped_column(String(32))
 
-    def to_record(self) -> ImaPolicyRecord:
-        return ImaPolicyRecord(
-            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
-        )
-
-
-class GpuPolicyRow(Base):
+class GpuPolicyRow(GroupDocumentRow):
     __tablename__ = "gpu_policies"
 
-    group: Mapped[str] = mapped_column(String(255), primary_key=True)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime]
-    proposal_id: Mapped[str] = mapped_column(String(32))
 
-    def to_record(self) -> GpuPolicyRecord:
-        return GpuPolicyRecord(
-            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
-        )
-
-
-class SnpPolicyRow(Base):
+class SnpPolicyRow(GroupDocumentRow):
     __tablename__ = "snp_policies"
 
-    group: Mapped[str] = mapped_column(String(255), primary_key=True)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime]
-    proposal_id: Mapped[str] = mapped_column(String(32))
 
-    def to_record(self) -> SnpPolicyRecord:
-        return SnpPolicyRecord(
-            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
-        )
-
-
-class TdxPolicyRow(Base):
+class TdxPolicyRow(GroupDocumentRow):
     __tablename__ = "tdx_policies"
-
-    group: Mapped[str] = mapped_column(String(255), primary_key=True)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime]
-    proposal_id: Mapped[str] = mapped_column(String(32))
-
-    def to_record(self) -> TdxPolicyRecord:
-        return TdxPolicyRecord(
-            self.group, copy.deepcopy(self.document), self.updated_at, self.proposal_id
-        )
 
 
 class ImaProgressRow(Base):

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 
 class ProposalState(enum.StrEnum):
@@ -81,8 +81,9 @@ class BreakGlassRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class BootReferenceRecord:
-    """A host group's measured-boot reference document, as an approved proposal set it."""
+class GroupDocumentRecord:
+    """A host group's document of one kind (verifier.group_document_kinds), as an
+    approved proposal set it."""
 
     group: str
     document: Mapping[str, Any]
@@ -90,44 +91,12 @@ class BootReferenceRecord:
     proposal_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class ImaPolicyRecord:
-    """A host group's IMA runtime policy document, as an approved proposal set it."""
-
-    group: str
-    document: Mapping[str, Any]
-    updated_at: datetime
-    proposal_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class GpuPolicyRecord:
-    """A host group's NVIDIA GPU policy document, as an approved proposal set it."""
-
-    group: str
-    document: Mapping[str, Any]
-    updated_at: datetime
-    proposal_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SnpPolicyRecord:
-    """A host group's AMD SEV-SNP policy document, as an approved proposal set it."""
-
-    group: str
-    document: Mapping[str, Any]
-    updated_at: datetime
-    proposal_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TdxPolicyRecord:
-    """A host group's Intel TDX policy document, as an approved proposal set it."""
-
-    group: str
-    document: Mapping[str, Any]
-    updated_at: datetime
-    proposal_id: str
+# One record shape for every kind; the names say which kind a caller reads.
+BootReferenceRecord: TypeAlias = GroupDocumentRecord
+ImaPolicyRecord: TypeAlias = GroupDocumentRecord
+GpuPolicyRecord: TypeAlias = GroupDocumentRecord
+SnpPolicyRecord: TypeAlias = GroupDocumentRecord
+TdxPolicyRecord: TypeAlias = GroupDocumentRecord
 
 
 @dataclass(frozen=True, slots=True)

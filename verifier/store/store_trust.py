@@ -9,20 +9,20 @@ from datetime import datetime
 from sqlalchemy import select
 
 from verifier.store._core import StoreCore, require_aware
-from verifier.store.models_trust import (
-    BootReferenceRow,
-    BreakGlassGrantRow,
-    GpuPolicyRow,
-    ImaPolicyRow,
-    ImaProgressRow,
-    SnpPolicyRow,
-    TdxPolicyRow,
-    TrustAnchorRow,
+from verifier.store.document_kinds import (
+    BOOT_REFERENCE,
+    DOCUMENT_KINDS,
+    GPU_POLICY,
+    IMA_POLICY,
+    SNP_POLICY,
+    TDX_POLICY,
 )
+from verifier.store.models_trust import BreakGlassGrantRow, ImaProgressRow, TrustAnchorRow
 from verifier.store.records_proposals import (
     BootReferenceRecord,
     BreakGlassRecord,
     GpuPolicyRecord,
+    GroupDocumentRecord,
     ImaPolicyRecord,
     ImaProgress,
     SnpPolicyRecord,
@@ -59,30 +59,26 @@ class TrustMixin(StoreCore):
             row = s.scalar(query)
             return None if row is None else row.to_record()
 
-    def get_boot_reference(self, group: str) -> BootReferenceRecord | None:
+    def group_document(self, kind: str, group: str) -> GroupDocumentRecord | None:
+        """The group's document of ``kind`` (verifier.group_document_kinds) in force."""
         with self._reader() as s:
-            row = s.get(BootReferenceRow, group)
+            row = s.get(DOCUMENT_KINDS[kind].table, group)
             return None if row is None else row.to_record()
+
+    def get_boot_reference(self, group: str) -> BootReferenceRecord | None:
+        return self.group_document(BOOT_REFERENCE, group)
 
     def get_ima_policy(self, group: str) -> ImaPolicyRecord | None:
-        with self._reader() as s:
-            row = s.get(ImaPolicyRow, group)
-            return None if row is None else row.to_record()
+        return self.group_document(IMA_POLICY, group)
 
     def get_gpu_policy(self, group: str) -> GpuPolicyRecord | None:
-        with self._reader() as s:
-            row = s.get(GpuPolicyRow, group)
-            return None if row is None else row.to_record()
+        return self.group_document(GPU_POLICY, group)
 
     def get_snp_policy(self, group: str) -> SnpPolicyRecord | None:
-        with self._reader() as s:
-            row = s.get(SnpPolicyRow, group)
-            return None if row is None else row.to_record()
+        return self.group_document(SNP_POLICY, group)
 
     def get_tdx_policy(self, group: str) -> TdxPolicyRecord | None:
-        with self._reader() as s:
-            row = s.get(TdxPolicyRow, group)
-            return None if row is None else row.to_record()
+        return self.group_document(TDX_POLICY, group)
 
     def ima_progress(self, host_id: str) -> ImaProgress | None:
         with self._reader() as s:

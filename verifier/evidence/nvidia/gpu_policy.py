@@ -32,13 +32,13 @@ PROTECTED_PCIE_STATUS must be 0xAA when protected PCIe is required.
 from __future__ import annotations
 
 import enum
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from verifier.evidence.nvidia.opaque import DeviceKind
 from verifier.evidence.nvidia.report import AttestationReport
+from verifier.evidence.policy_json import optional_bool, policy_document
 from verifier.verdict import Reason
 
 CHECK_POLICY = "nvidia.policy"
@@ -131,19 +131,7 @@ _KEYS = frozenset(
 
 def load_policy(data: bytes | str) -> GpuPolicy:
     """Parse and validate a policy JSON document (format in the module docstring)."""
-    if len(data) > MAX_POLICY_BYTES:
-        raise PolicyError("policy file is too large")
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise PolicyError("policy is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise PolicyError("policy must be a JSON object")
-    unknown = doc.keys() - _KEYS
-    if unknown:
-        raise PolicyError(f"unknown policy keys: {sorted(unknown)}")
-    if doc.get("version") != POLICY_FORMAT_VERSION:
-        raise PolicyError(f"policy version must be {POLICY_FORMAT_VERSION}")
+    doc = policy_document(data, _KEYS, POLICY_FORMAT_VERSION, MAX_POLICY_BYTES, PolicyError)
     driver, vbios = _str(doc, "min_driver_version"), _str(doc, "min_vbios_version")
     if driver is None or vbios is None:
         raise PolicyError("min_driver_version and min_vbios_version are required")
@@ -151,9 +139,7 @@ def load_policy(data: bytes | str) -> GpuPolicy:
     if not rim_ids:
         raise PolicyError("allowed_rim_ids must list at least one RIM id")
     states = _str_list(doc, "allowed_cc_states") or [CcState.ON.value]
-    ppcie = doc.get("require_ppcie", False)
-    if not isinstance(ppcie, bool):
-        raise PolicyError("require_ppcie must be true or false")
+    ppcie = optional_bool(doc, "require_ppcie", PolicyError)
     switch = _str(doc, "min_switch_bios_version")
     count = doc.get("device_count")
     # 64: the agent's and the verifier's bound on devices per host.

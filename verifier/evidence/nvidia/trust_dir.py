@@ -21,13 +21,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from verifier.evidence.bounded_file import MAX_ROOT_FILE_BYTES, read_pem_certificates
 from verifier.evidence.nvidia.chain import DEVICE_ROOT_SPKI_SHA256, spki_sha256
 from verifier.evidence.nvidia.rim_chain import NVIDIA_RIM_ROOT_SHA256
 
 __all__ = ["NvidiaRoots", "TrustDirError", "load_test_roots", "load_trust_dir"]
-
-# A root file holds one or two certificates; bound what reading a wrong file costs.
-MAX_ROOT_FILE_BYTES = 64 * 1024
 
 
 class TrustDirError(ValueError):
@@ -47,20 +45,6 @@ class NvidiaRoots:
         return frozenset(spki_sha256(root) for root in self.device_roots)
 
 
-def _certificates(path: Path) -> list[x509.Certificate]:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_ROOT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise TrustDirError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_ROOT_FILE_BYTES:
-        raise TrustDirError(f"{path}: larger than {MAX_ROOT_FILE_BYTES} bytes")
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise TrustDirError(f"{path}: not PEM certificates") from None
-
-
 def _is_ca(certificate: x509.Certificate) -> bool:
     try:
         return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -72,7 +56,7 @@ def _sorted(files: Iterable[Path], *, pinned_only: bool) -> NvidiaRoots:
     devices: list[x509.Certificate] = []
     rims: list[x509.Certificate] = []
     for path in files:
-        for certificate in _certificates(path):
+        for certificate in read_pem_certificates(path, MAX_ROOT_FILE_BYTES, TrustDirError):
             name = certificate.subject.rfc4514_string()
             if spki_sha256(certificate) == DEVICE_ROOT_SPKI_SHA256:
                 devices.append(certificate)

@@ -32,11 +32,11 @@ measurement list and an empty ``min_tcb``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from verifier.evidence.policy_json import optional_bool, policy_document
 from verifier.evidence.snp.certs import KeyKind
 from verifier.evidence.snp.tcb import ProductLine
 
@@ -123,10 +123,7 @@ def _hex_set(doc: dict[str, Any], key: str, size: int) -> frozenset[bytes] | Non
 
 
 def _bool(doc: dict[str, Any], key: str) -> bool:
-    value = doc.get(key, False)
-    if not isinstance(value, bool):
-        raise PolicyError(f"{key} must be true or false")
-    return value
+    return optional_bool(doc, key, PolicyError)
 
 
 def _int(doc: dict[str, Any], key: str, default: int, maximum: int) -> int:
@@ -157,19 +154,7 @@ def _min_tcb(value: object) -> dict[ProductLine, dict[str, int]]:
 
 def load_policy(data: bytes | str) -> SnpPolicy:
     """Parse and validate a policy JSON document (format in the module docstring)."""
-    if len(data) > MAX_POLICY_BYTES:
-        raise PolicyError("policy file is too large")
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise PolicyError("policy is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise PolicyError("policy must be a JSON object")
-    unknown = doc.keys() - _KEYS
-    if unknown:
-        raise PolicyError(f"unknown policy keys: {sorted(unknown)}")
-    if doc.get("version") != POLICY_FORMAT_VERSION:
-        raise PolicyError(f"policy version must be {POLICY_FORMAT_VERSION}")
+    doc = policy_document(data, _KEYS, POLICY_FORMAT_VERSION, MAX_POLICY_BYTES, PolicyError)
     measurements = _hex_set(doc, "allowed_measurements", MEASUREMENT_SIZE)
     if not measurements:
         raise PolicyError("allowed_measurements must list at least one launch measurement")

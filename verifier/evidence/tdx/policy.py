@@ -22,10 +22,10 @@ MRTDs, an empty list is refused, and "Revoked" cannot be accepted (STYLE.md,
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from verifier.evidence.policy_json import optional_bool, policy_document
 from verifier.evidence.tdx.authenticate import AuthenticatedQuote
 from verifier.evidence.tdx.collateral import TCB_STATUSES
 from verifier.evidence.tdx.tcb import TcbResult
@@ -98,28 +98,14 @@ def _values(doc: dict[str, object], key: str) -> frozenset[bytes] | None:
 
 def load_policy(data: bytes | str) -> TdxPolicy:
     """Parse and validate a policy JSON document (format in the module docstring)."""
-    if len(data) > MAX_POLICY_BYTES:
-        raise PolicyError("policy file is too large")
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise PolicyError("policy is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise PolicyError("policy must be a JSON object")
-    unknown = doc.keys() - _KEYS
-    if unknown:
-        raise PolicyError(f"unknown policy keys: {sorted(unknown)}")
-    if doc.get("version") != POLICY_FORMAT_VERSION:
-        raise PolicyError(f"policy version must be {POLICY_FORMAT_VERSION}")
+    doc = policy_document(data, _KEYS, POLICY_FORMAT_VERSION, MAX_POLICY_BYTES, PolicyError)
     mrtd = _values(doc, "mrtd")
     if mrtd is None:
         raise PolicyError("mrtd must list at least one allowed MRTD")
     registers = tuple(
         (name, values) for name in _REGISTERS[1:] if (values := _values(doc, name)) is not None
     )
-    debug = doc.get("allow_debug", False)
-    if not isinstance(debug, bool):
-        raise PolicyError("allow_debug must be true or false")
+    debug = optional_bool(doc, "allow_debug", PolicyError)
     statuses = doc.get("accepted_tcb_statuses", ["UpToDate"])
     if not isinstance(statuses, list) or not statuses or not set(statuses) <= TCB_STATUSES:
         raise PolicyError(f"accepted_tcb_statuses must list some of {sorted(TCB_STATUSES)}")

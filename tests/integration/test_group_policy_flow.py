@@ -1,9 +1,11 @@
-"""A host group's NVIDIA GPU policy under the two-person rule, and the policy reads.
+"""A host group's NVIDIA GPU, AMD SEV-SNP and Intel TDX policies under the two-person
+rule, and the policy reads (IMA runtime policy too).
 
 Real gRPC over loopback with mutual TLS, a real store: `weightgate reference
-propose-gpu` proposes, approvers other than the proposer apply it, and
-GetGpuPolicy / GetImaPolicy (`reference show-gpu` / `show-ima`) read what is in
-force. People come from the `weightgate pki` evaluation CA.
+propose-gpu|propose-snp|propose-tdx` proposes, approvers other than the proposer
+apply it, and GetGpuPolicy / GetSnpPolicy / GetTdxPolicy / GetImaPolicy (`reference
+show-gpu|show-snp|show-tdx|show-ima`) read what is in force. People come from the
+`weightgate pki` evaluation CA. The per-kind data is tests.group_policy_cases.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.group_policy_cases import POLICY_KINDS, POLICY_READS, PolicyKind
 from tests.mtls import client_channels
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier import pki
@@ -36,20 +39,8 @@ PEOPLE = {
     "sam": [Role.SECURITY_ADMIN],
     "vic": [Role.VIEWER],
 }
-H100_RIM = "NV_GPU_DRIVER_GH100_550.54.15"
-VBIOS_RIM = "NV_GPU_VBIOS_1010_0200_882_96005E0001"
-
-
-def _policy(*rim_ids: str, **overrides: Any) -> dict[str, Any]:
-    """A valid policy (the format in verifier/evidence/nvidia/gpu_policy.py)."""
-    return {
-        "version": 1,
-        "allowed_cc_states": ["on"],
-        "min_driver_version": "550.54.15",
-        "min_vbios_version": "96.00.5e.00.01",
-        "allowed_rim_ids": list(rim_ids or (H100_RIM, VBIOS_RIM)),
-        **overrides,
-    }
+KINDS = pytest.mark.parametrize("kind", POLICY_KINDS, ids=str)
+READ_IDS = [rpc for rpc, _, _ in POLICY_READS]
 
 
 @dataclass(frozen=True)
@@ -61,7 +52,7 @@ class Pki:
 
 @pytest.fixture(scope="module")
 def material(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("gpu-policy-pki") / "ca"
+    directory = tmp_path_factory.mktemp("group-policy-pki") / "ca"
     pki.init_ca(directory)
     people = {name: pki.issue_operator(directory, name, roles) for name, roles in PEOPLE.items()}
     return Pki(directory, pki.issue_server(directory, "verifier", ["127.0.0.1"]), people)
@@ -75,7 +66,7 @@ def verifier(tmp_path_factory: pytest.TempPathFactory, material: Pki) -> Iterato
         client_ca=material.directory / pki.CA_CERTIFICATE,
     )
     with running_verifier(
-        tmp_path_factory.mktemp("gpu-policy-verifier"),
+        tmp_path_factory.mktemp("group-policy-verifier"),
         ek_ca_certificates=(),
         insecure=False,
         tls=tls,
@@ -110,15 +101,8 @@ def cli(verifier: VerifierHarness, material: Pki, capsys: pytest.CaptureFixture[
     return run
 
 
-def _gpu_change(group: str, policy: dict[str, Any] | bytes) -> operator_pb2.ProposedChange:
-    data = policy if isinstance(policy, bytes) else json.dumps(policy).encode()
-    return operator_pb2.ProposedChange(
-        gpu_policy=operator_pb2.GpuPolicyChange(group=group, policy_json=data)
-    )
-
-
 def _propose(stub: Any, change: operator_pb2.ProposedChange) -> Any:
-    request = operator_pb2.ProposeChangeRequest(change=change, justification="new driver")
+    request = operator_pb2.ProposeChangeRequest(change=change, justification="new firmware")
     return stub.ProposeChange(request, timeout=RPC_TIMEOUT)
 
 
@@ -127,9 +111,13 @@ def _approve(stub: Any, proposal_id: str) -> Any:
     return stub.ApproveProposal(request, timeout=RPC_TIMEOUT)
 
 
-def _get_gpu(stub: Any, group: str) -> Any:
+def _read(stub: Any, rpc: str, group: str) -> Any:
     request = operator_pb2.GetReferenceValuesRequest(group=group)
-    return stub.GetGpuPolicy(request, timeout=RPC_TIMEOUT)
+    return getattr(stub, rpc)(request, timeout=RPC_TIMEOUT)
+
+
+def _stored(verifier: VerifierHarness, kind: PolicyKind, group: str) -> Any:
+    return getattr(verifier.store, f"get_{kind.field}")(group)
 
 
 def _refused(call: Any) -> grpc.RpcError:
@@ -143,77 +131,83 @@ def _last_record(verifier: VerifierHarness) -> Any:
     return record
 
 
-def test_propose_gpu_applies_at_the_quorum_and_show_gpu_reads_it(
-    verifier: VerifierHarness, stubs: dict[str, Any], cli: Any, tmp_path: Path
+@KINDS
+def test_propose_applies_at_the_quorum_and_show_reads_it(
+    verifier: VerifierHarness, stubs: dict[str, Any], cli: Any, tmp_path: Path, kind: PolicyKind
 ) -> None:
-    path = tmp_path / "gpu.json"
-    path.write_text(json.dumps(_policy()))
-    code, out, err = cli("olga", "reference", "propose-gpu", "--group", "h100",
-                         "--policy", str(path), "--justification", "driver 550")  # fmt: skip
+    group = kind.group
+    path = tmp_path / f"{kind.name}.json"
+    path.write_text(json.dumps(kind.policy()))
+    code, out, err = cli("olga", "reference", f"propose-{kind.name}", "--group", group,
+                         "--policy", str(path), "--justification", "new firmware")  # fmt: skip
     assert code == 0, err
     first = out.splitlines()[0]
-    assert first.endswith(": NVIDIA GPU policy of group h100"), out
-    assert f"  + allowed_rim_ids: {H100_RIM}" in out.splitlines()
-    assert '  + min_driver_version: "550.54.15"' in out.splitlines()
+    assert first.endswith(f": {kind.label} of group {group}"), out
+    for line in kind.proposed_lines:
+        assert line in out.splitlines(), (line, out)
     proposal_id = first.split()[1].rstrip(":")
 
     refused = _refused(lambda: _approve(stubs["olga"], proposal_id))
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED, "operators do not approve"
     assert _approve(stubs["amy"], proposal_id).state == operator_pb2.PROPOSAL_STATE_PENDING
-    assert verifier.store.get_gpu_policy("h100") is None, "one approval is not enough"
-    assert _refused(lambda: _get_gpu(stubs["vic"], "h100")).code() is grpc.StatusCode.NOT_FOUND
+    assert _stored(verifier, kind, group) is None, "one approval is not enough"
+    refused = _refused(lambda: _read(stubs["vic"], kind.rpc, group))
+    assert refused.code() is grpc.StatusCode.NOT_FOUND
     applied = _approve(stubs["bob"], proposal_id)
     assert applied.state == operator_pb2.PROPOSAL_STATE_APPLIED
-    assert applied.outcome_detail == "NVIDIA GPU policy of group h100 replaced"
+    assert applied.outcome_detail == f"{kind.label} of group {group} replaced"
 
-    record = verifier.store.get_gpu_policy("h100")
+    record = _stored(verifier, kind, group)
     assert record is not None
-    assert (record.group, record.proposal_id) == ("h100", proposal_id)
-    assert record.document == _policy()
-    read = _get_gpu(stubs["vic"], "h100")
-    assert (read.group, read.proposal_id) == ("h100", proposal_id)
-    assert json.loads(read.policy_json) == _policy()
+    assert (record.group, record.proposal_id) == (group, proposal_id)
+    assert record.document == kind.policy()
+    assert record.updated_at.tzinfo is not None
+    for other in POLICY_KINDS:
+        if other is not kind:
+            assert _stored(verifier, other, group) is None, "a policy of its own kind"
+    assert verifier.store.get_ima_policy(group) is None, "a policy of its own kind"
+    read = _read(stubs["vic"], kind.rpc, group)
+    assert (read.group, read.proposal_id) == (group, proposal_id)
+    assert json.loads(read.policy_json) == kind.policy()
     audited = _last_record(verifier)
-    assert (audited.actor, audited.action, audited.outcome) == ("vic", "GetGpuPolicy", OK)
-    assert audited.target == {"group": "h100"}
+    assert (audited.actor, audited.action, audited.outcome) == ("vic", kind.rpc, OK)
+    assert audited.target == {"group": group}
 
-    code, out, err = cli("vic", "reference", "show-gpu", "--group", "h100", "--json")
+    code, out, err = cli("vic", "reference", f"show-{kind.name}", "--group", group, "--json")
     assert code == 0, err
     shown = json.loads(out)
-    assert shown["group"] == "h100" and shown["proposal_id"] == proposal_id
-    assert shown["policy"] == _policy()
+    assert shown["group"] == group and shown["proposal_id"] == proposal_id
+    assert shown["policy"] == kind.policy()
     assert shown["updated_at"].endswith("Z")
-    code, out, _ = cli("vic", "reference", "show-gpu", "--group", "h100")
+    code, out, _ = cli("vic", "reference", f"show-{kind.name}", "--group", group)
     assert code == 0
-    assert out.startswith(f"NVIDIA GPU policy of group h100, set by proposal {proposal_id} at ")
-    assert json.loads(out.split("\n", 1)[1]) == _policy()
+    assert out.startswith(f"{kind.label} of group {group}, set by proposal {proposal_id} at ")
+    assert json.loads(out.split("\n", 1)[1]) == kind.policy()
 
 
-def test_the_proposer_cannot_approve_their_own_gpu_policy(
-    verifier: VerifierHarness, stubs: dict[str, Any]
+@KINDS
+def test_the_proposer_cannot_approve_their_own_policy(
+    verifier: VerifierHarness, stubs: dict[str, Any], kind: PolicyKind
 ) -> None:
     # A security admin may both propose and approve, never their own proposal.
-    proposal = _propose(stubs["sam"], _gpu_change("own", _policy()))
+    proposal = _propose(stubs["sam"], kind.change("own", kind.policy()))
     refused = _refused(lambda: _approve(stubs["sam"], proposal.proposal_id))
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.details().startswith("proposal.self_approval")
     _approve(stubs["amy"], proposal.proposal_id)
-    assert verifier.store.get_gpu_policy("own") is None, "the proposer's approval did not count"
+    assert _stored(verifier, kind, "own") is None, "the proposer's approval did not count"
     assert verifier.store.get_proposal(proposal.proposal_id).state is ProposalState.PENDING
     _approve(stubs["bob"], proposal.proposal_id)
-    record = verifier.store.get_gpu_policy("own")
+    record = _stored(verifier, kind, "own")
     assert record is not None and record.proposal_id == proposal.proposal_id
 
 
 @pytest.mark.parametrize(
-    ("policy", "reason"),
+    ("kind", "policy", "reason"),
     [
-        (_policy(allowed_rim_ids=[]), "allowed_rim_ids must list at least one RIM id"),
-        (_policy(allow_everything=True), "unknown policy keys"),
-        ({k: v for k, v in _policy().items() if k != "min_vbios_version"}, "are required"),
-        (_policy(min_driver_version="latest"), "is not dotted decimal"),
-        (_policy(version=2), "policy version must be 1"),
-        (b"{not json", "policy is not JSON"),
+        pytest.param(kind, policy, reason, id=f"{kind}-{index}")
+        for kind in POLICY_KINDS
+        for index, (policy, reason) in enumerate(kind.refused)
     ],
 )
 def test_a_permissive_or_malformed_policy_is_refused_and_nothing_stored(
@@ -221,22 +215,23 @@ def test_a_permissive_or_malformed_policy_is_refused_and_nothing_stored(
     stubs: dict[str, Any],
     cli: Any,
     tmp_path: Path,
+    kind: PolicyKind,
     policy: dict[str, Any] | bytes,
     reason: str,
 ) -> None:
     before = verifier.store.list_proposals(limit=1000)
-    refused = _refused(lambda: _propose(stubs["olga"], _gpu_change("refused", policy)))
+    refused = _refused(lambda: _propose(stubs["olga"], kind.change("refused", policy)))
     assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.details().startswith("gpu_policy.policy_json: "), refused.details()
+    assert refused.details().startswith(f"{kind.field}.policy_json: "), refused.details()
     assert reason in refused.details()
     assert verifier.store.list_proposals(limit=1000) == before
-    assert verifier.store.get_gpu_policy("refused") is None
+    assert _stored(verifier, kind, "refused") is None
     audited = _last_record(verifier)
     assert (audited.action, audited.outcome) == ("ProposeChange", "INVALID_ARGUMENT")
 
     path = tmp_path / "bad.json"
     path.write_bytes(policy if isinstance(policy, bytes) else json.dumps(policy).encode())
-    code, out, err = cli("olga", "reference", "propose-gpu", "--group", "refused",
+    code, out, err = cli("olga", "reference", f"propose-{kind.name}", "--group", "refused",
                          "--policy", str(path))  # fmt: skip
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"weightgate: {path}: "), err
@@ -244,23 +239,50 @@ def test_a_permissive_or_malformed_policy_is_refused_and_nothing_stored(
     assert verifier.store.list_proposals(limit=1000) == before
 
 
-def test_a_bad_group_name_is_refused(stubs: dict[str, Any]) -> None:
-    refused = _refused(lambda: _propose(stubs["olga"], _gpu_change("no/such group", _policy())))
-    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.details() == "gpu_policy.group: not a valid group name"
-    for read in ("GetGpuPolicy", "GetImaPolicy"):
-        request = operator_pb2.GetReferenceValuesRequest(group="no/such group")
-        call = getattr(stubs["vic"], read)
-        refused = _refused(lambda: call(request, timeout=RPC_TIMEOUT))  # noqa: B023
-        assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT, read
-        assert refused.details().startswith("group: "), read
-
-
-def test_a_gpu_policy_proposed_over_a_changed_policy_goes_stale(
-    verifier: VerifierHarness, stubs: dict[str, Any]
+@KINDS
+def test_an_unreadable_policy_file_is_named_and_nothing_proposed(
+    verifier: VerifierHarness, cli: Any, tmp_path: Path, kind: PolicyKind
 ) -> None:
-    slow = _propose(stubs["olga"], _gpu_change("contested", _policy(H100_RIM)))
-    fast = _propose(stubs["otto"], _gpu_change("contested", _policy(VBIOS_RIM)))
+    before = verifier.store.list_proposals(limit=1000)
+    missing = tmp_path / "missing.json"
+    code, out, err = cli("olga", "reference", f"propose-{kind.name}", "--group", "refused",
+                         "--policy", str(missing))  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"weightgate: {missing}: cannot read"), err
+    assert verifier.store.list_proposals(limit=1000) == before
+
+
+@KINDS
+def test_an_oversized_policy_is_refused_before_it_is_parsed(
+    stubs: dict[str, Any], kind: PolicyKind
+) -> None:
+    padded = json.dumps(kind.policy()).encode() + b" " * (1 << 20)
+    refused = _refused(lambda: _propose(stubs["olga"], kind.change("big", padded)))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details() == f"{kind.field}.policy_json: larger than {1 << 20} bytes"
+
+
+@KINDS
+def test_a_bad_group_name_is_refused(stubs: dict[str, Any], kind: PolicyKind) -> None:
+    change = kind.change("no/such group", kind.policy())
+    refused = _refused(lambda: _propose(stubs["olga"], change))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details() == f"{kind.field}.group: not a valid group name"
+
+
+@pytest.mark.parametrize("rpc", [rpc for rpc, _, _ in POLICY_READS])
+def test_a_policy_read_refuses_a_bad_group_name(stubs: dict[str, Any], rpc: str) -> None:
+    refused = _refused(lambda: _read(stubs["vic"], rpc, "no/such group"))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details().startswith("group: ")
+
+
+@KINDS
+def test_a_policy_proposed_over_a_changed_policy_goes_stale(
+    verifier: VerifierHarness, stubs: dict[str, Any], kind: PolicyKind
+) -> None:
+    slow = _propose(stubs["olga"], kind.change("contested", kind.slow))
+    fast = _propose(stubs["otto"], kind.change("contested", kind.fast))
     _approve(stubs["amy"], fast.proposal_id)
     _approve(stubs["bob"], fast.proposal_id)
     _approve(stubs["amy"], slow.proposal_id)
@@ -268,34 +290,29 @@ def test_a_gpu_policy_proposed_over_a_changed_policy_goes_stale(
     assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert refused.details().startswith("proposal.stale")
     assert verifier.store.get_proposal(slow.proposal_id).state is ProposalState.STALE
-    record = verifier.store.get_gpu_policy("contested")
-    assert record is not None and record.document == _policy(VBIOS_RIM)
+    record = _stored(verifier, kind, "contested")
+    assert record is not None and record.document == kind.fast
     assert record.proposal_id == fast.proposal_id
 
     # Over the policy now in force, a new proposal shows only what it changes.
-    again = _propose(stubs["olga"], _gpu_change("contested", _policy(VBIOS_RIM, H100_RIM)))
-    assert list(again.diff) == [f"+ allowed_rim_ids: {H100_RIM}"]
-    narrower = _propose(
-        stubs["otto"], _gpu_change("contested", _policy(VBIOS_RIM, allowed_cc_states=["ppcie"]))
-    )
-    assert list(narrower.diff) == ["- allowed_cc_states: on", "+ allowed_cc_states: ppcie"]
+    for index, (policy, diff) in enumerate(kind.diffs):
+        proposer = stubs["olga" if index == 0 else "otto"]
+        again = _propose(proposer, kind.change("contested", policy))
+        assert list(again.diff) == diff, index
 
 
+@pytest.mark.parametrize(("rpc", "label", "command"), POLICY_READS, ids=READ_IDS)
 def test_policy_reads_are_not_found_for_a_group_without_one(
-    verifier: VerifierHarness, stubs: dict[str, Any], cli: Any
+    verifier: VerifierHarness, stubs: dict[str, Any], cli: Any, rpc: str, label: str, command: str
 ) -> None:
-    request = operator_pb2.GetReferenceValuesRequest(group="nobody")
-    for read, what in (("GetGpuPolicy", "NVIDIA GPU"), ("GetImaPolicy", "IMA runtime")):
-        call = getattr(stubs["vic"], read)
-        refused = _refused(lambda: call(request, timeout=RPC_TIMEOUT))  # noqa: B023
-        assert refused.code() is grpc.StatusCode.NOT_FOUND, read
-        assert refused.details() == f"no {what} policy for group 'nobody'"
-        audited = _last_record(verifier)
-        assert (audited.actor, audited.action, audited.outcome) == ("vic", read, "NOT_FOUND")
-        assert audited.target == {"group": "nobody"}
-    for command in ("show-gpu", "show-ima"):
-        code, _, err = cli("vic", "reference", command, "--group", "nobody", "--json")
-        assert code == 1 and "NOT_FOUND" in err, command
+    refused = _refused(lambda: _read(stubs["vic"], rpc, "nobody"))
+    assert refused.code() is grpc.StatusCode.NOT_FOUND
+    assert refused.details() == f"no {label} for group 'nobody'"
+    audited = _last_record(verifier)
+    assert (audited.actor, audited.action, audited.outcome) == ("vic", rpc, "NOT_FOUND")
+    assert audited.target == {"group": "nobody"}
+    code, _, err = cli("vic", "reference", command, "--group", "nobody", "--json")
+    assert code == 1 and "NOT_FOUND" in err
 
 
 def test_show_ima_reads_the_approved_ima_policy(
@@ -310,9 +327,7 @@ def test_show_ima_reads_the_approved_ima_policy(
     proposal = _propose(stubs["olga"], change)
     _approve(stubs["amy"], proposal.proposal_id)
     _approve(stubs["bob"], proposal.proposal_id)
-    read = stubs["vic"].GetImaPolicy(
-        operator_pb2.GetReferenceValuesRequest(group="ima-group"), timeout=RPC_TIMEOUT
-    )
+    read = _read(stubs["vic"], "GetImaPolicy", "ima-group")
     assert json.loads(read.policy_json) == document
     assert read.proposal_id == proposal.proposal_id
     code, out, err = cli("vic", "reference", "show-ima", "--group", "ima-group", "--json")
