@@ -4,8 +4,10 @@ Intel's SGX Root CA is pinned in code by its key (verifier/evidence/tdx/pki.py);
 ``trust_dir`` holds its certificate (``intel_sgx_root_ca.pem``), and any other
 certificate there is refused naming the file. ``collateral_dir`` holds Intel PCS
 collateral as PCS serves it (tcb_info.json, qe_identity.json,
-tcb_signing_chain.pem, root_ca_crl.der, pck_crl.der), re-read every round so that
-an operator copying in newer files needs no restart and the verifier no network.
+tcb_signing_chain.pem, root_ca_crl.der, pck_crl.der; for a fleet of several
+platforms also tcb_info_<fmspc>.json and pck_crl_<platform|processor>.der), re-read
+every round so that an operator copying in newer files needs no restart and the
+verifier no network.
 The one way to trust another root is ``insecure_test_roots``: a simulator's TEST
 root (devsim), for tests and demos only, which then replaces Intel's::
 

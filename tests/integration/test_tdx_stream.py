@@ -19,7 +19,7 @@ import pytest
 
 from agent.collectors.tdx import tdx_evidence_message
 from agent.collectors.tpm import Tpm
-from devsim.tdx import create_tdx_guest
+from devsim.tdx import create_tdx_guest, load_tdx_guest
 from tests.integration.test_attestation_flow import (
     Stream,
     codes,
@@ -29,6 +29,8 @@ from tests.integration.test_attestation_flow import (
 )
 from tests.verifier_harness import VerifierHarness, running_verifier
 from verifier.config_tdx import TdxConfig, tdx_config
+from verifier.evidence.tdx.pck_extension import read_pck_extension
+from verifier.evidence.tdx.pki import parse_pem_certificates
 from weightgate.cvm_binding import snp_report_data, tdx_report_data
 from weightgate.v1 import attestation_pb2, common_pb2, operator_pb2
 
@@ -169,3 +171,27 @@ def test_a_group_policy_this_verifier_cannot_meet_is_named(
         assert codes(verdict) == ["nvidia.verifier_unconfigured"], codes(verdict)
     finally:
         stream.close()
+
+
+def test_one_collateral_directory_serves_several_platforms(
+    setup: tuple[VerifierHarness, Tpm, Path], tmp_path: Path
+) -> None:
+    """This guest's TCB Info filed under its FMSPC is used; the shared tcb_info.json
+    (here another platform's, signed by another TEST root) is not."""
+    verifier, tpm, guest = setup
+    collateral = guest / "collateral"
+    leaf = parse_pem_certificates(load_tdx_guest(guest).pck_chain_pem)[0]
+    fmspc = read_pck_extension(leaf).fmspc
+    own = collateral / "tcb_info.json"
+    other = create_tdx_guest(tmp_path / "other")
+    own.rename(collateral / f"tcb_info_{fmspc.hex()}.json")
+    (collateral / "tcb_info.json").write_bytes(
+        (other.collateral_dir / "tcb_info.json").read_bytes()
+    )
+    stream = Stream(verifier, HOST, enroll(verifier, tpm, HOST))
+    try:
+        verdict = _round(stream, tpm, guest)
+        assert verdict.tier == common_pb2.TIER_AFFIRMING, codes(verdict)
+    finally:
+        stream.close()
+        (collateral / f"tcb_info_{fmspc.hex()}.json").replace(own)

@@ -4,6 +4,13 @@ Used by ``evidence verify tdx --collateral DIR`` and by the attestation stream
 (``[verifier.tdx] collateral_dir``), which re-reads the directory every round so
 that an operator copying in Intel's newer TCB Info or CRLs takes effect at once,
 without a restart and without network access from the verifier.
+
+One directory serves a fleet of several platforms: TCB Info is per FMSPC and the
+PCK CRL per issuing CA, so ``tcb_info_<fmspc hex>.json`` and
+``pck_crl_<platform|processor>.der`` are used when present for the quote's
+platform, ``tcb_info.json`` and ``pck_crl.der`` otherwise. The selection reads
+unauthenticated fields only to pick a file: the chosen TCB Info must still name the
+authenticated PCK's FMSPC, and the CRL must still be signed by its CA.
 """
 
 from __future__ import annotations
@@ -41,13 +48,31 @@ def _read(path: Path) -> bytes:
     return data
 
 
-def read_collateral_dir(directory: Path) -> TdxCollateral:
-    """The pieces present in ``directory``; a missing piece stays None (reported later)."""
+def _platform_specific(directory: Path, fmspc: bytes | None, pck_ca: str | None) -> dict[str, str]:
+    """The file to read for each field whose collateral is per platform or per CA."""
+    chosen: dict[str, str] = {}
+    if fmspc is not None and (directory / f"tcb_info_{fmspc.hex()}.json").exists():
+        chosen["tcb_info"] = f"tcb_info_{fmspc.hex()}.json"
+    if pck_ca in ("platform", "processor") and (directory / f"pck_crl_{pck_ca}.der").exists():
+        chosen["pck_crl"] = f"pck_crl_{pck_ca}.der"
+    return chosen
+
+
+def read_collateral_dir(
+    directory: Path, *, fmspc: bytes | None = None, pck_ca: str | None = None
+) -> TdxCollateral:
+    """The pieces present in ``directory``; a missing piece stays None (reported later).
+
+    ``fmspc`` and ``pck_ca`` ("platform" or "processor") pick the per-platform files
+    described in the module docstring.
+    """
     if not directory.is_dir():
         raise CollateralFilesError(f"{directory}: not a directory")
+    names = {field: name for name, field in COLLATERAL_FILES.items()}
+    names.update(_platform_specific(directory, fmspc, pck_ca))
     found = {
         field: _read(directory / name)
-        for name, field in COLLATERAL_FILES.items()
+        for field, name in names.items()
         if (directory / name).exists()
     }
     if not found:

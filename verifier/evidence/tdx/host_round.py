@@ -22,9 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from verifier.config_tdx import TdxConfig
+from verifier.evidence.errors import ParseError
 from verifier.evidence.tdx.collateral_files import CollateralFilesError, read_collateral_dir
 from verifier.evidence.tdx.offline import TdxEvidence, verify_tdx_offline
+from verifier.evidence.tdx.pck_extension import read_pck_extension
+from verifier.evidence.tdx.pki import parse_pem_certificates
 from verifier.evidence.tdx.policy import TdxPolicy
+from verifier.evidence.tdx.quote import parse_quote, strip_zero_padding
 from verifier.verdict import Reason, Tier
 from weightgate.cvm_binding import tdx_report_data
 from weightgate.v1 import attestation_pb2
@@ -42,6 +46,20 @@ class TdxRoundResult:
 
 def _failed(code: str, detail: str) -> TdxRoundResult:
     return TdxRoundResult(frozenset(), (Reason(code, detail),))
+
+
+def _platform_of(quote: bytes) -> tuple[bytes | None, str | None]:
+    """The quote's FMSPC and PCK CA kind, read unauthenticated to pick collateral files
+    only (the checks that follow bind both to the authenticated PCK); None if unreadable."""
+    try:
+        parsed = parse_quote(strip_zero_padding(quote)[0])
+        leaf = parse_pem_certificates(parsed.certification.pck_chain_pem)[0]
+        fmspc = read_pck_extension(leaf).fmspc
+    except (ParseError, IndexError):
+        return None, None
+    issuer = leaf.issuer.rfc4514_string().lower()
+    kind = "processor" if "processor" in issuer else "platform" if "platform" in issuer else None
+    return fmspc, kind
 
 
 class TdxVerifier:
@@ -67,8 +85,11 @@ class TdxVerifier:
                 else "the agent sent no TDX quote"
             )
             return _failed("tdx.evidence.missing", f"the group has a TDX policy; {why}")
+        fmspc, pck_ca = _platform_of(bytes(evidence.quote))
         try:
-            collateral = read_collateral_dir(self._config.collateral_dir)
+            collateral = read_collateral_dir(
+                self._config.collateral_dir, fmspc=fmspc, pck_ca=pck_ca
+            )
         except CollateralFilesError as exc:
             return _failed("tdx.collateral.unreadable", str(exc))
         report = verify_tdx_offline(
