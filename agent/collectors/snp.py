@@ -1,5 +1,9 @@
 """The SnpEvidence answer to a challenge's SnpRequest: from configfs-tsm or the simulator.
 
+Where configfs-tsm is absent, source "tsm" asks /dev/sev-guest instead
+(SNP_GET_EXT_REPORT, :mod:`agent.collectors.sev_guest`): the same report and
+certificate table.
+
 The report is requested over REPORT_DATA = :func:`weightgate.cvm_binding.snp_report_data`
 (the challenge nonce and this round's quote bytes, the derivation the verifier
 repeats), so the collection runs after the quote. Report and certificates go into
@@ -13,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.collectors.cvm_ioctl import IoctlReport
+from agent.collectors.sev_guest import sev_guest_report
 from agent.collectors.snp_certtable import CertTableError, der_to_pem, parse_cert_table
 from agent.collectors.snp_tsm import SEV_GUEST, TsmReport, TsmUnavailable
 from agent.collectors.tsm_evidence import BoundedTsmCollector, TsmDevice, tsm_evidence
@@ -35,7 +41,11 @@ def _simulated(directory: Path, report_data: bytes) -> TsmReport | TsmUnavailabl
     return simulated_snp_report(directory, report_data)
 
 
-_SNP = TsmDevice(name="SNP", provider=SEV_GUEST, simulated=_simulated)
+def _sev_guest(report_data: bytes) -> TsmReport | TsmUnavailable:
+    return sev_guest_report(report_data)  # /dev/sev-guest, SNP_GET_EXT_REPORT
+
+
+_SNP = TsmDevice(name="SNP", provider=SEV_GUEST, simulated=_simulated, fallback=_sev_guest)
 
 
 def _message(got: TsmReport) -> attestation_pb2.SnpEvidence:
@@ -45,7 +55,8 @@ def _message(got: TsmReport) -> attestation_pb2.SnpEvidence:
     try:
         table = parse_cert_table(got.auxblob)
     except CertTableError as exc:
-        return attestation_pb2.SnpEvidence(unavailable=f"configfs-tsm auxblob: {exc}")
+        where = got.certificates if isinstance(got, IoctlReport) else "configfs-tsm auxblob"
+        return attestation_pb2.SnpEvidence(unavailable=f"{where}: {exc}")
     signing_key = (got.report[_FLAGS_OFFSET] >> 2) & 0b111
     # The key the report names; otherwise whichever the host gave (the verifier
     # then names the mismatch).

@@ -7,6 +7,9 @@ provider returns the quote in ``outblob`` with its PCK chain inside (certificati
 data), so there is no auxblob; the quote goes into the message untouched. Whatever
 could not be collected is said in ``unavailable``, never silently left out, and no
 exception leaves the collector.
+
+Where configfs-tsm is absent there is no quote to be had: /dev/tdx_guest gives a
+TDREPORT only, and the reason says so (:mod:`agent.collectors.tdx_guest`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.collectors.snp_tsm import TDX_GUEST, TsmReport, TsmUnavailable
+from agent.collectors.tdx_guest import tdx_guest_fallback
 from agent.collectors.tsm_evidence import BoundedTsmCollector, TsmDevice, tsm_evidence
 from agent.config_devices import TdxSource
 from weightgate.v1 import attestation_pb2
@@ -34,7 +38,11 @@ def _simulated(directory: Path, report_data: bytes) -> TsmReport | TsmUnavailabl
     return simulated_tdx_quote(directory, report_data)
 
 
-_TDX = TsmDevice(name="TDX", provider=TDX_GUEST, simulated=_simulated)
+def _tdx_guest(report_data: bytes) -> TsmReport | TsmUnavailable:
+    return tdx_guest_fallback(report_data)  # why /dev/tdx_guest gives no quote
+
+
+_TDX = TsmDevice(name="TDX", provider=TDX_GUEST, simulated=_simulated, fallback=_tdx_guest)
 
 
 def tdx_evidence_message(

@@ -1,13 +1,18 @@
 """What the SEV-SNP and TDX collectors share: where a configfs-tsm report comes from.
 
 Either source answers as the kernel would: configfs-tsm itself ("tsm"), or a
-devsim guest ("simulator", for tests and demos), or nothing ("off"). Whatever
-could not be collected comes back as a :class:`TsmUnavailable` reason, never an
-exception.
+devsim guest ("simulator", for tests and demos), or nothing ("off"). Source "tsm"
+falls back to the platform's device ioctl (/dev/sev-guest, /dev/tdx_guest) only
+where configfs-tsm's directory does not exist (older kernels); any other
+configfs-tsm failure is the answer, so a working configfs-tsm is never bypassed.
+Whatever could not be collected comes back as a :class:`TsmUnavailable` reason,
+never an exception.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +40,18 @@ class TsmDevice:
     # The simulated guest (``directory``, ``report_data``): a function that imports
     # devsim only when called, so a real agent never loads the simulators.
     simulated: Callable[[Path, bytes], TsmReport | TsmUnavailable]
+    # Where configfs-tsm's directory is absent: the device ioctl's answer over
+    # ``report_data`` (None: no fallback).
+    fallback: Callable[[bytes], TsmReport | TsmUnavailable] | None = None
+
+
+def _absent(directory: Path) -> bool:
+    """Whether ``directory`` does not exist (ENOENT); any other answer is no absence."""
+    try:
+        os.stat(directory)
+    except OSError as exc:
+        return exc.errno == errno.ENOENT
+    return False
 
 
 def tsm_evidence(
@@ -63,9 +80,20 @@ def tsm_evidence(
                     f"{key}_evidence = simulator without {key}_simulator directory"
                 )
             return device.simulated(simulator_dir, report_data)
-        return tsm_report(
-            ConfigfsTsm(tsm_dir or DEFAULT_SNP_TSM_DIR), report_data, provider=device.provider
-        )
+        root = tsm_dir or DEFAULT_SNP_TSM_DIR
+        absent = _absent(root)  # before the attempt: its failure must not be mistaken
+        got = tsm_report(ConfigfsTsm(root), report_data, provider=device.provider)
+        if (
+            not isinstance(got, TsmUnavailable)
+            or device.fallback is None
+            or not absent
+            or len(report_data) != REPORT_DATA_SIZE  # the reason is the length, not the directory
+        ):
+            return got
+        fallback = device.fallback(report_data)
+        if isinstance(fallback, TsmUnavailable):
+            return TsmUnavailable(f"{got.reason}; {fallback.reason}")
+        return fallback
     except (OSError, ValueError) as exc:  # a path the kernel refused oddly; never out
         return TsmUnavailable(f"{device.name} collection failed: {exc}")
 

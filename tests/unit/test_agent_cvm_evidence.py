@@ -282,7 +282,11 @@ def test_garbage_generation_is_unavailable(configfs: FakeConfigfs) -> None:
     assert "generation b'lots' is not a number" in message_from(configfs).unavailable
 
 
-def test_a_host_without_configfs_tsm_says_why(tmp_path: Path) -> None:
+def test_a_host_without_configfs_tsm_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No real /dev/sev-guest either, whatever machine runs the tests.
+    monkeypatch.setattr("agent.collectors.sev_guest.SEV_GUEST_DEVICE", tmp_path / "no-device")
     message = snp_evidence_message(
         source="tsm", tsm_dir=tmp_path / "none", simulator_dir=None, report_data=REPORT_DATA
     )
@@ -468,7 +472,10 @@ def test_tdx_oversized_outblob_is_unavailable(tdx_configfs: FakeConfigfs) -> Non
     assert tdx_message_from(tdx_configfs).unavailable == "configfs-tsm outblob is over 65536 bytes"
 
 
-def test_tdx_a_host_without_configfs_tsm_says_why(tmp_path: Path) -> None:
+def test_tdx_a_host_without_configfs_tsm_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.collectors.tdx_guest.TDX_GUEST_DEVICE", tmp_path / "no-device")
     message = tdx_evidence_message(
         source="tsm", tsm_dir=tmp_path / "none", simulator_dir=None, report_data=TDX_REPORT_DATA
     )
