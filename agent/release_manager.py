@@ -1,6 +1,8 @@
 """The agent side of key release: ask for configured models after affirming verdicts,
-accept released keys, fetch and decrypt the weights, keep leases, erase on revocation
-or lease expiry and prove the erasure with a TPM quote.
+accept released keys (unwrapping them with the TPM), fetch and decrypt the weights.
+Holding the accepted releases (leases, revocation, erasure and its receipt) is
+:mod:`agent.release_keeper`'s job; ``ReleaseManager`` is the one entry point for
+both.
 
 Message handlers return at once; everything slow (TPM, downloads, decryption,
 erasure) runs in background tasks so that challenges keep being answered. Only the
@@ -11,14 +13,10 @@ that serializes writes.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -26,40 +24,29 @@ from agent.acceptance import ReleaseRejectedError, open_release
 from agent.collectors.binding_key import BOOT_STATE_CHANGED
 from agent.collectors.tpm import TpmError
 from agent.config import AgentConfig, ModelConfig
-from agent.keyunwrap import wipe
 from agent.logs import EventLog
-from agent.releases import ReleaseBook, ReleaseRecord, erase_files, now_utc
+from agent.release_keeper import (
+    LEASE_POLL_SECONDS,
+    RECEIPT_SELECTION,
+    LiveRelease,
+    ReleaseKeeper,
+    Sender,
+)
+from agent.releases import ReleaseRecord, now_utc
 from agent.tpmwork import TpmWorker, finish_in_thread
 from agent.weights import ChannelFactory, decrypt_release, download_dir, fetch_release
-from weightgate.checkpoint import Manifest
 from weightgate.v1 import attestation_pb2, common_pb2
+
+__all__ = [
+    "LEASE_POLL_SECONDS",
+    "RECEIPT_SELECTION",
+    "RETRY_SECONDS",
+    "ReleaseManager",
+    "Sender",
+]
 
 # Denied or failed models are asked for again at most this often.
 RETRY_SECONDS = 30.0
-# The lease timer's resolution; leases are minutes long.
-LEASE_POLL_SECONDS = 1.0
-# Any PCR will do for an erase receipt: the verifier checks extraData and the AK.
-RECEIPT_SELECTION = {"sha256": [0]}
-
-
-class Sender(Protocol):
-    async def send(self, message: attestation_pb2.AgentMessage) -> None: ...
-
-
-@dataclass
-class _Live:
-    """A release being fetched and decrypted: its keys exist only here, in memory."""
-
-    record: ReleaseRecord
-    manifest: Manifest
-    keys: dict[bytes, bytearray] = field(default_factory=dict)
-    abort: threading.Event = field(default_factory=threading.Event)
-    task: asyncio.Task[Any] | None = None
-
-    def wipe_keys(self) -> None:
-        for key in self.keys.values():
-            wipe(key)
-        self.keys.clear()
 
 
 class ReleaseManager:
@@ -80,52 +67,27 @@ class ReleaseManager:
         self._log = log
         self._channels = channels
         self._signing_key = signing_key
-        self._now = now
         self._retry_seconds = retry_seconds
-        self._lease_poll_seconds = lease_poll_seconds
         self._models = {m.manifest_digest: m for m in config.models}
-        self._book = ReleaseBook(config.state_dir)
+        self._keeper = ReleaseKeeper(
+            config, tpm=tpm, log=log, now=now, lease_poll_seconds=lease_poll_seconds
+        )
         self._requests: dict[str, bytes] = {}  # request id -> manifest digest
         self._accepting: set[bytes] = set()  # digests whose KeyRelease is being checked
         self._not_before: dict[bytes, float] = {}  # digest -> monotonic time
         self._boot_blocked: set[bytes] = set()  # until the binding key is re-certified
-        self._live: dict[str, _Live] = {}
-        self._revoked: set[str] = set()  # release ids, for this process's lifetime
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._erase_lock = asyncio.Lock()
-        self._timer: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the records; erase expired releases and unfinished ones (their keys
         were in the memory of the previous process); start the lease timer."""
-        self._book = await asyncio.to_thread(ReleaseBook.load, self._config.state_dir)
-        now = self._now()
-        for record in self._book.held():
-            if not record.live(now):
-                await self._erase(record.release_id, reason="lease_expired")
-            elif not record.ready:
-                await self._erase(record.release_id, reason="unfinished_at_start")
-            else:
-                self._log.info(
-                    "release.resumed",
-                    release_id=record.release_id,
-                    lease_expires_at=record.lease_expires_at.isoformat(),
-                )
-        self._timer = asyncio.create_task(self._lease_timer())
+        await self._keeper.start()
 
     async def close(self) -> None:
         """Stop background work (agent shutdown). Plaintext of live leases stays; the
         next start erases what expired in between."""
-        pending = [t for t in (self._timer, *self._tasks) if t is not None]
-        for live in self._live.values():
-            live.abort.set()
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for live in self._live.values():
-            live.wipe_keys()
+        await self._keeper.close()
 
     def stream_opened(self) -> None:
         # Requests sent on an earlier stream will never be answered.
@@ -136,15 +98,8 @@ class ReleaseManager:
             self._log.info("release.unblocked", models=[d.hex() for d in self._boot_blocked])
         self._boot_blocked.clear()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def holds(self, digest: bytes) -> bool:
-        now = self._now()
-        return any(r.manifest_digest == digest and r.live(now) for r in self._book.held())
+        return self._keeper.holds(digest)
 
     # -- verdicts and requests -------------------------------------------------
 
@@ -195,7 +150,7 @@ class ReleaseManager:
             )
             return
         self._accepting.add(digest)
-        self._spawn(self._accept(release, self._models[digest]))
+        self._keeper.spawn(self._accept(release, self._models[digest]))
 
     async def _accept(self, release: attestation_pb2.KeyRelease, model: ModelConfig) -> None:
         digest = model.manifest_digest
@@ -239,7 +194,7 @@ class ReleaseManager:
 
     async def _unwrap(
         self, release: attestation_pb2.KeyRelease, model: ModelConfig
-    ) -> _Live | None:
+    ) -> LiveRelease | None:
         """Open the release (``agent.acceptance.open_release``), then record it held."""
         if self._signing_key is None:
             raise ReleaseRejectedError(
@@ -254,7 +209,7 @@ class ReleaseManager:
             signing_key=self._signing_key,
         )
         manifest = opened.manifest
-        live = _Live(
+        live = LiveRelease(
             record=ReleaseRecord(
                 release_id=release.release_id,
                 manifest_digest=model.manifest_digest,
@@ -266,16 +221,15 @@ class ReleaseManager:
             manifest=manifest,
             keys=opened.keys,
         )
-        if release.release_id in self._revoked:
+        if self._keeper.was_revoked(release.release_id):
             live.wipe_keys()  # revoked while we were unwrapping: never materialize it
             raise ReleaseRejectedError("release.revoked", "revoked before it was opened")
-        if self._live.get(release.release_id) or self._book.get(release.release_id):
+        if self._keeper.knows(release.release_id):
             live.wipe_keys()
             raise ReleaseRejectedError("release.duplicate", "release id already used")
         # From here an erasure cancels this task, so it must be known before the await.
         live.task = asyncio.current_task()
-        self._live[release.release_id] = live
-        await finish_in_thread(self._book.put, live.record)
+        await self._keeper.hold(live)
         self._log.info(
             "release.accepted",
             release_id=release.release_id,
@@ -287,7 +241,7 @@ class ReleaseManager:
         )
         return live
 
-    async def _materialize(self, live: _Live, model: ModelConfig) -> None:
+    async def _materialize(self, live: LiveRelease, model: ModelConfig) -> None:
         release_id = live.record.release_id
         manifest = live.manifest
         digest = model.manifest_digest
@@ -311,117 +265,17 @@ class ReleaseManager:
             code = getattr(e, "code", type(e).__name__)
             self._log.error("release.failed", release_id=release_id, code=code, detail=str(e))
             live.wipe_keys()
-            await self._erase(release_id, reason="release_failed")
+            await self._keeper.erase(release_id, reason="release_failed")
             return
         live.wipe_keys()
-        async with self._erase_lock:
-            current = self._book.get(release_id)
-            if current is None or current.state != "held":
-                return  # erased meanwhile
-            await asyncio.to_thread(self._book.put, replace(current, ready=True))
-            self._live.pop(release_id, None)
+        if not await self._keeper.mark_ready(release_id):
+            return  # erased meanwhile
         self._log.info("release.ready", release_id=release_id, target_dir=str(model.target_dir))
 
-    # -- leases, revocation, erasure -------------------------------------------
+    # -- leases, revocation, erasure: the keeper's job ---------------------------
 
     def on_renewal(self, renewal: attestation_pb2.LeaseRenewal) -> None:
-        record = self._book.get(renewal.release_id)
-        if record is None or record.state != "held":
-            self._log.warning("release.renewal_unknown", release_id=renewal.release_id)
-            return
-        expires = renewal.lease_expires_at.ToDatetime(tzinfo=UTC)
-        self._spawn(self._save_lease(renewal.release_id, expires))
-        self._log.info(
-            "release.lease_renewed",
-            release_id=renewal.release_id,
-            lease_expires_at=expires.isoformat(),
-        )
-
-    async def _save_lease(self, release_id: str, expires: datetime) -> None:
-        async with self._erase_lock:
-            current = self._book.get(release_id)
-            if current is not None and current.state == "held":
-                updated = replace(current, lease_expires_at=expires)
-                await asyncio.to_thread(self._book.put, updated)
-
-    async def _lease_timer(self) -> None:
-        while True:
-            now = self._now()
-            for record in self._book.held():
-                if record.lease_expires_at <= now:
-                    self._log.warning(
-                        "release.lease_expired",
-                        release_id=record.release_id,
-                        lease_expires_at=record.lease_expires_at.isoformat(),
-                    )
-                    await self._erase(record.release_id, reason="lease_expired")
-            await asyncio.sleep(self._lease_poll_seconds)
+        self._keeper.on_renewal(renewal)
 
     def on_revocation(self, revocation: attestation_pb2.Revocation, sender: Sender) -> None:
-        self._revoked.add(revocation.release_id)
-        self._spawn(self._revoke(revocation, sender))
-
-    async def _revoke(self, revocation: attestation_pb2.Revocation, sender: Sender) -> None:
-        release_id = revocation.release_id
-        self._log.warning(
-            "release.revoked",
-            release_id=release_id,
-            reason=revocation.reason.code,
-            detail=revocation.reason.detail,
-        )
-        try:
-            await self._erase(release_id, reason=revocation.reason.code or "revoked")
-            worker = self._tpm
-            quote = await worker.call(
-                partial(
-                    worker.tpm.quote,
-                    ak_handle=self._config.ak_handle,
-                    qualifying_data=bytes(revocation.qualifying_data),
-                    selection=RECEIPT_SELECTION,
-                )
-            )
-            await sender.send(
-                attestation_pb2.AgentMessage(
-                    erase_receipt=attestation_pb2.EraseReceipt(
-                        release_id=release_id, attest=quote.attest, signature=quote.signature
-                    )
-                )
-            )
-            self._log.info("release.erase_receipt_sent", release_id=release_id)
-        except Exception as e:  # a background task: report, never die silently
-            self._log.error(
-                "release.erase_receipt_failed",
-                release_id=release_id,
-                kind=type(e).__name__,
-                detail=str(e),
-            )
-
-    async def _erase(self, release_id: str, *, reason: str) -> None:
-        """Stop any work on the release, wipe its keys, delete its plaintext and
-        ciphertext, record it erased. Idempotent."""
-        async with self._erase_lock:
-            live = self._live.pop(release_id, None)
-            if live is not None:
-                live.abort.set()
-                live.wipe_keys()
-                task = live.task
-                if task is not None and task is not asyncio.current_task() and not task.done():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                live.wipe_keys()
-            record = self._book.get(release_id)
-            if record is None:
-                self._log.warning("release.erase_unknown", release_id=release_id, reason=reason)
-                return
-            if record.state == "erased":
-                self._log.info("release.already_erased", release_id=release_id, reason=reason)
-                return
-            removed = await finish_in_thread(erase_files, record, self._config.state_dir)
-            await asyncio.to_thread(self._book.mark_erased, record, self._now())
-            self._log.warning(
-                "release.erased",
-                release_id=release_id,
-                reason=reason,
-                files_removed=removed,
-                target_dir=str(record.target_dir),
-            )
+        self._keeper.on_revocation(revocation, sender)
