@@ -18,7 +18,7 @@ from cryptography import x509
 
 from verifier.evidence.errors import ParseError
 
-__all__ = ["SGX_EXTENSION_OID", "PckTcb", "read_pck_extension"]
+__all__ = ["SGX_EXTENSION_OID", "PckTcb", "parse_sgx_extension", "read_pck_extension"]
 
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 # DER content of the OID 1.2.840.113741.1.13.1 (the prefix of every entry's OID).
@@ -131,7 +131,11 @@ def read_pck_extension(certificate: x509.Certificate) -> PckTcb:
         raise ParseError(f"PCK certificate extensions do not decode: {exc}") from None
     if not isinstance(extension, x509.UnrecognizedExtension):
         raise ParseError("SGX extension decoded as something else")
-    data = extension.value
+    return parse_sgx_extension(extension.value)
+
+
+def parse_sgx_extension(data: bytes) -> PckTcb:
+    """The SGX extension's value (DER, as in the certificate); ParseError only."""
     if len(data) > MAX_EXTENSION_BYTES:
         raise ParseError("SGX extension too large", code="too_large")
     tag, start, end = _tlv(data, 0, len(data))

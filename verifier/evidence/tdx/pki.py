@@ -197,7 +197,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
             crl = x509.load_der_x509_crl(data)
         _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions)
         _ = (crl.signature_hash_algorithm, len(crl))
-    except _FIELD_ERRORS as exc:
+    except (*_FIELD_ERRORS, x509.InvalidVersion) as exc:
         raise ParseError(f"CRL does not parse: {exc}") from None
     return crl
 
