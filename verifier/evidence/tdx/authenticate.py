@@ -186,6 +186,10 @@ def authenticate_quote(
             path = verify_chain(sent, root=root, at=at, prefix="tdx.pck", spki_pins=spki_pins)
         except VerificationError as exc:
             raise VerificationError(exc.reason, done) from None
+        # The key that verified the QE report must be the verified path's leaf
+        # (verify_chain guarantees it; checked again because everything rests on it).
+        if path[0] is not sent[0]:
+            raise _fail("tdx.pck.chain_invalid", "the first certificate is not the leaf", done)
         try:
             pck_tcb = read_pck_extension(path[0])
         except ParseError as exc:

@@ -227,8 +227,40 @@ def _signer(
     except VerificationError as exc:
         run.check(CHECK_SIGNER, "collateral", [exc.reason])
         return None
+    problem = _not_a_tcb_signer(path)
+    if problem is not None:
+        run.check(
+            CHECK_SIGNER, "collateral", [Reason("tdx.collateral.signer.not_tcb_signing", problem)]
+        )
+        return None
     run.check(CHECK_SIGNER, "collateral", [])
     return path[0]
+
+
+def _not_a_tcb_signer(path: tuple[x509.Certificate, ...]) -> str | None:
+    """Why ``path`` (signer -> root) is not Intel's TCB Signing certificate, or None.
+
+    Any certificate chaining to the root could otherwise sign collateral: a PCK CA or
+    a PCK leaf (whose private keys have been extracted from platforms before). The
+    TCB Signing certificate is issued by the root itself, is no CA, and is named so.
+    """
+    signer = path[0]
+    if len(path) != 2:
+        return f"{_cn(signer)} is not issued directly by the root"
+    try:
+        constraints = signer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and constraints.ca:
+        return f"{_cn(signer)} is a CA, not the TCB Signing certificate"
+    if not _cn(signer).startswith("Intel SGX TCB Signing"):
+        return f"{_cn(signer)} is not named Intel SGX TCB Signing"
+    return None
+
+
+def _cn(certificate: x509.Certificate) -> str:
+    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else certificate.subject.rfc4514_string()
 
 
 def _collateral_stages(

@@ -141,17 +141,26 @@ def verify_chain(
     """Verify ``certificates`` (leaf first, as sent) to the pinned ``root`` at ``at``.
 
     Checks, in order: ``at`` is timezone-aware and ``root`` is pinned (ValueError);
-    self-issued certificates are dropped and 1..3 remain, each issued by the next
-    (``<prefix>.chain_invalid``); each link's ECDSA P-256 / SHA-256 signature
-    (``chain_invalid``); the top one is signed by the pinned root's key
-    (``chain_untrusted``); every certificate and the root are valid at ``at``
-    (``expired``, ``not_yet_valid``); issuers are CAs (``chain_invalid``).
+    a self-issued certificate is allowed only last (a copy of the root sent along,
+    never trusted: the pinned one is used) — anywhere else it is
+    ``<prefix>.chain_invalid``, so the first certificate sent is always the leaf of
+    the verified path; then 1..3 remain, each issued by the next (``chain_invalid``);
+    each link's ECDSA P-256 / SHA-256 signature (``chain_invalid``); the top one is
+    signed by the pinned root's key (``chain_untrusted``); every certificate and the
+    root are valid at ``at`` (``expired``, ``not_yet_valid``); issuers are CAs
+    (``chain_invalid``).
     Returns the path leaf -> pinned root.
     """
     if at.tzinfo is None:
         raise ValueError("`at` must be timezone-aware")
     check_pinned_root(root, spki_pins=spki_pins)
-    path = [c for c in certificates if c.subject != c.issuer]
+    path = list(certificates)
+    if path and path[-1].subject == path[-1].issuer:
+        path.pop()  # the root as sent: ignored, never an anchor
+    # Dropping self-issued certificates from anywhere would let one be sent first
+    # and stand as "the leaf" for a caller, unverified, while the rest verifies.
+    if any(c.subject == c.issuer for c in path):
+        raise _fail(prefix, "chain_invalid", "a self-issued certificate inside the chain")
     if not 1 <= len(path) < MAX_CHAIN_CERTS:
         raise _fail(prefix, "chain_invalid", f"{len(path)} non-root certificates in the chain")
     for child, issuer in itertools.pairwise(path):
