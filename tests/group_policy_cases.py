@@ -119,12 +119,18 @@ SNP = PolicyKind(
     (
         (snp_policy(OTHER, TRUSTEE), [f"+ allowed_measurements: {TRUSTEE}"]),
         (
-            snp_policy(OTHER, min_tcb={"Milan": NEWER_TCB}, allowed_signing_keys=["VLEK"]),
+            snp_policy(
+                OTHER,
+                min_tcb={"Milan": NEWER_TCB},
+                allowed_signing_keys=["VLEK"],
+                allowed_csp_ids=["CN=cc-us-east-2.amazonaws.com"],
+            ),
             [
                 "- allowed_signing_keys: VCEK",
                 "+ allowed_signing_keys: VLEK",
                 f"- min_tcb[Milan]: {canonical(MILAN_TCB)}",
                 f"+ min_tcb[Milan]: {canonical(NEWER_TCB)}",
+                '+ allowed_csp_ids: ["CN=cc-us-east-2.amazonaws.com"]',
             ],
         ),
         (snp_policy(OTHER, allow_smt=True), ["+ allow_smt: true"]),

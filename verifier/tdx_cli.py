@@ -47,9 +47,11 @@ no network:
                 is not evaluated (tdx.tcb.not_evaluated, a warning)
   --report-data the REPORTDATA the verifier expects, 64 bytes hex
   --policy      POLICY.json: {"version": 1, "mrtd": [...], "rtmr0".."rtmr3",
-                "mrconfigid", "mrowner", "allow_debug": false,
-                "accepted_tcb_statuses": ["UpToDate"], "out_of_date_grace_days"}.
-                Without it the quote is authenticated, not appraised: a warning
+                "mrconfigid", "mrowner", "mrownerconfig", "mrseam", "xfam",
+                "mrservicetd", "allow_debug", "allow_migratable", "allow_sept_ve",
+                "tdattributes", "accepted_tcb_statuses", "out_of_date_grace_days"}
+                (verifier/evidence/tdx/policy.py). Without it the quote is
+                authenticated, not appraised: a warning
   --ccel        the CC event log area (ACPI CCEL data), replayed into RTMR0-3
   --at          ISO 8601 time to evaluate certificates, CRLs and collateral at
 

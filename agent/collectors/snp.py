@@ -57,6 +57,12 @@ def _message(got: TsmReport) -> attestation_pb2.SnpEvidence:
     except CertTableError as exc:
         where = got.certificates if isinstance(got, IoctlReport) else "configfs-tsm auxblob"
         return attestation_pb2.SnpEvidence(unavailable=f"{where}: {exc}")
+    if len(got.report) <= _FLAGS_OFFSET:
+        # Too short to be a report (the verifier would refuse it anyway): said, not
+        # an IndexError out of the collector.
+        return attestation_pb2.SnpEvidence(
+            unavailable=f"SNP report of {len(got.report)} bytes is too short to be one"
+        )
     signing_key = (got.report[_FLAGS_OFFSET] >> 2) & 0b111
     # The key the report names; otherwise whichever the host gave (the verifier
     # then names the mismatch).

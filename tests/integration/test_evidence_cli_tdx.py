@@ -10,6 +10,7 @@ import pytest
 
 from tests.tdx_vectors import COLLATERAL_2023, SPR_SIGNED_END, collateral_dir, tdx_dir, tdx_file
 from verifier.cli import main
+from verifier.evidence.tdx.quote import parse_quote, strip_zero_padding
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -60,6 +61,30 @@ def test_debug_td_rejected_by_policy(tmp_path: Path, capsys: pytest.CaptureFixtu
     }
     code, doc = _run(capsys, *common, "--report-data", "00" * 64)
     assert "tdx.quote.report_data_mismatch" in _codes(doc)
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("trustee_azure_tdx_quote.dat", "tdx.policy.sept_ve_enabled"),
+        ("trustee_v5_quote_td15.dat", "tdx.policy.mrservicetd_not_allowed"),
+    ],
+)
+def test_td_fields_refused_by_default_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, refused: str
+) -> None:
+    quote = tdx_dir() / name
+    body = parse_quote(strip_zero_padding(quote.read_bytes())[0]).body
+    mrtd = [body.mr_td.hex()]
+    common = ["--quote", str(quote), "--at", "2026-02-15T00:00:00Z", "--policy"]
+    code, doc = _run(capsys, *common, _policy(tmp_path, mrtd=mrtd))
+    assert (code, _codes(doc)) == (1, {"tdx.tcb.not_evaluated", refused})
+    if body.mr_servicetd is not None and any(body.mr_servicetd):
+        allowed = _policy(tmp_path, mrtd=mrtd, mrservicetd=[body.mr_servicetd.hex()])
+    else:
+        allowed = _policy(tmp_path, mrtd=mrtd, allow_sept_ve=True)
+    code, doc = _run(capsys, *common, allowed)
+    assert (code, _codes(doc)) == (3, {"tdx.tcb.not_evaluated"})
 
 
 def test_collateral_stale_at_a_later_time(

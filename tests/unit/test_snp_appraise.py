@@ -83,6 +83,7 @@ def test_vlek_needs_vlek_and_vmpl_allowed() -> None:
         allowed_measurements=[measurement],
         min_tcb={"Milan": tcb},
         allowed_signing_keys=["VLEK"],
+        allowed_csp_ids=["CN=cc-us-east-2.amazonaws.com"],
         max_vmpl=1,
     )
     assert _codes(allowed, VLEK) == []

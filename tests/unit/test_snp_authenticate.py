@@ -197,8 +197,13 @@ def test_signed_fields_checked_after_signature(monkeypatch: pytest.MonkeyPatch) 
     assert _reason(lambda: _authenticate(GENOA, report=bytes(genoa))) == (
         "snp.chain.product_mismatch"
     )
-    masked = _flip(_flip(data, 0x48, 0x02), 0x1A0)  # MASK_CHIP_ID: CHIP_ID not compared
-    assert not _authenticate(TRUSTEE_V2, report=masked).chip_id_checked
+    # MASK_CHIP_ID: CHIP_ID not compared, but it must be the zeros the firmware writes.
+    masked = _flip(data, 0x48, 0x02)
+    assert _reason(lambda: _authenticate(TRUSTEE_V2, report=masked)) == (
+        "snp.chip_id.masked_not_zero"
+    )
+    zeroed = masked[:0x1A0] + bytes(64) + masked[0x1E0:]
+    assert not _authenticate(TRUSTEE_V2, report=zeroed).chip_id_checked
 
 
 def test_authenticated_report_cannot_be_forged() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -25,7 +26,13 @@ from verifier.evidence.tdx.collateral import (
 )
 from verifier.evidence.tdx.offline import TdxCollateral, TdxEvidence, verify_tdx_offline
 from verifier.evidence.tdx.pki import parse_pem_certificates, verify_chain
-from verifier.evidence.tdx.policy import TcbPolicy, TdxPolicy, judge_tcb
+from verifier.evidence.tdx.policy import (
+    TcbPolicy,
+    TdxPolicy,
+    appraise_quote,
+    judge_tcb,
+    load_policy,
+)
 from verifier.evidence.tdx.quote import parse_quote, strip_zero_padding
 from verifier.evidence.tdx.tcb import evaluate_qe_identity, evaluate_tcb
 from verifier.verdict import Tier, VerificationError
@@ -74,6 +81,32 @@ def test_v5_td15_fields() -> None:
     body = _authenticated("trustee_v5_quote_td15.dat").quote.body
     assert body.tee_tcb_svn2 == body.tee_tcb_svn
     assert body.mr_servicetd is not None and body.mr_servicetd.hex().startswith("383c87d3")
+
+
+# What each real quote gives under a policy naming only its MRTD (every TD-field
+# default in force): TDATTRIBUTES of the Azure and SPR quotes have SEPT_VE_DISABLE
+# (bit 28) clear (SPR: only PKS, bit 30); trustee's TD 1.5 quote binds a service TD.
+DEFAULT_POLICY_CODES = {
+    "gotdx_v5_quote_td15.dat": [],
+    "gotdx_v4_quote_cos113.dat": [],
+    "trustee_v4_quote_debug_td.dat": ["tdx.policy.debug_td"],
+    "trustee_v5_quote_td15.dat": ["tdx.policy.mrservicetd_not_allowed"],
+    "trustee_v4_quote_fmspc_00a06d080000.dat": [],
+    "trustee_azure_tdx_quote.dat": ["tdx.policy.sept_ve_enabled"],
+    "gotdx_v4_quote_spr.dat": ["tdx.policy.sept_ve_enabled"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_POLICY_CODES))
+def test_real_quotes_under_the_default_td_field_rules(name: str) -> None:
+    authenticated = _authenticated(name, AT_2023 if "spr" in name else AT_2026)
+    body = authenticated.quote.body
+    policy = load_policy(json.dumps({"version": 1, "mrtd": [body.mr_td.hex()]}))
+    reasons = appraise_quote(authenticated, policy, expected_report_data=None)
+    assert [r.code for r in reasons] == DEFAULT_POLICY_CODES[name]
+    # No real quote sets a reserved TUD bit or MIGRATABLE, nor has MROWNERCONFIG.
+    assert int.from_bytes(body.td_attributes, "little") & (0xFE | 1 << 29) == 0
+    assert body.mr_owner_config == bytes(48)
 
 
 def test_sgx_v3_quote_is_not_tdx() -> None:

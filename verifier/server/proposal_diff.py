@@ -230,7 +230,10 @@ def _snp_list(policy: Mapping[str, Any], key: str) -> set[str]:
 
 
 # The TDX policy's lists of allowed values (verifier.evidence.tdx.policy), one line each.
-_TDX_LISTS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner")
+_TDX_LISTS = (
+    "mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner",
+    "mrownerconfig", "mrseam", "mrservicetd", "xfam",
+)  # fmt: skip
 
 
 def _tdx_policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 
 from verifier.evidence.snp.authenticate import AuthenticatedReport
+from verifier.evidence.snp.certs import KeyKind
 from verifier.evidence.snp.policy import SnpPolicy
 from verifier.evidence.snp.tcb import TcbVersion
 from verifier.verdict import Reason
@@ -49,6 +50,12 @@ def _guest_policy(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
         )
     if auth.key.kind not in policy.allowed_signing_keys:
         reasons.append(_r("signing_key_not_allowed", f"{auth.key.kind.value}-signed reports"))
+    elif auth.key.kind is KeyKind.VLEK and auth.key.csp_id not in policy.allowed_csp_ids:
+        # A VLEK is issued to one cloud provider (its cspId): only the listed ones
+        # count. A VLEK without a cspId names no provider, so it matches none.
+        reasons.append(_r("csp_not_allowed", f"VLEK cspId {auth.key.csp_id!r} is not allowed"))
+    if report.mask_chip_id and not policy.allow_masked_chip_id:
+        reasons.append(_r("chip_id_masked", "MASK_CHIP_ID is set (the report hides its chip)"))
     return reasons
 
 
@@ -109,7 +116,8 @@ def _values(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
 
 def appraise_report(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
     """Every policy violation of ``auth``: guest policy (debug, SMT, migration agent,
-    single socket), VMPL, report version, GUEST_SVN, signing key kind, product line and
+    single socket), VMPL, report version, GUEST_SVN, signing key kind, a VLEK's
+    cloud provider (cspId), a masked CHIP_ID, product line and
     minimum TCB of CURRENT / REPORTED / COMMITTED / LAUNCH, provisional firmware,
     MEASUREMENT, HOST_DATA, ID and author key digests (``snp.policy.*``)."""
     if not isinstance(auth, AuthenticatedReport):

@@ -21,7 +21,13 @@ from verifier.evidence.snp.certs import AmdKeyCert, KeyKind, read_key_cert
 from verifier.evidence.snp.chain import CHECK_CHAIN, AmdRoots, verify_key_chain
 from verifier.evidence.snp.chain_cache import lookup_chain, remember_chain
 from verifier.evidence.snp.report import AttestationReport, SigningKey
-from verifier.evidence.snp.tcb import ProductLine, TcbVersion, decode_tcb, product_from_cpuid
+from verifier.evidence.snp.tcb import (
+    TCB_LAYOUT,
+    ProductLine,
+    TcbVersion,
+    decode_tcb,
+    product_from_cpuid,
+)
 from verifier.verdict import Reason, VerificationError
 
 __all__ = [
@@ -48,6 +54,7 @@ AUTHENTICATION_CHECKS = (
 
 ECDSA_P384_SHA384 = 1  # SIGNATURE_ALGO (ABI, "Signature algorithm encodings")
 TURIN_HWID_SIZE = 8
+RESERVED_SPLS = frozenset({"spl4", "spl5", "spl6", "spl7"})  # absent from a certificate: 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,29 +123,52 @@ def _check_signature(report: AttestationReport, key: AmdKeyCert, done: list[str]
 
 def _check_tcb(reported: TcbVersion, key: AmdKeyCert, done: list[str]) -> None:
     # The VCEK/VLEK is derived from the TCB it certifies: a report whose REPORTED_TCB
-    # differs was not signed by a key for that TCB (or names another one).
-    wanted = reported.components()
-    missing = sorted(wanted.keys() - key.spls.keys())
+    # differs was not signed by a key for that TCB (or names another one). All 64
+    # bits are compared: the certificate's SPLs, reserved spl4-7 included (absent:
+    # 0), placed in the product line's layout (tcb.TCB_LAYOUT).
+    layout = TCB_LAYOUT[key.product]
+    missing = sorted(n for n in layout if n not in RESERVED_SPLS and n not in key.spls)
     if missing:
         raise _fail("snp.tcb.mismatch", f"{key.kind.value} certifies no {missing} SPL", done)
+    certified = {**key.reserved_spls, **key.spls}
+    # An SPL the layout has no byte for (spl4 on Turin, fmc on Milan/Genoa) can only
+    # be 0: otherwise the certificate names a TCB this report cannot state.
+    stray = sorted(f"{n} {v}" for n, v in certified.items() if n not in layout and v)
+    if stray:
+        raise _fail(
+            "snp.tcb.mismatch",
+            f"{key.kind.value} certifies {stray}, which a {key.product.value} TCB has no byte for",
+            done,
+        )
+    expected = bytes(certified.get(name, 0) for name in layout)
+    got = reported.raw.to_bytes(8, "little")
     differ = [
-        f"{name} {wanted[name]} != {key.spls[name]}"
-        for name in wanted
-        if wanted[name] != key.spls[name]
+        f"byte {i} ({name}) {got[i]} != {expected[i]}"
+        for i, name in enumerate(layout)
+        if got[i] != expected[i]
     ]
     if differ:
         raise _fail(
             "snp.tcb.mismatch",
-            f"REPORTED_TCB vs {key.kind.value}: " + ", ".join(differ),
+            f"REPORTED_TCB 0x{reported.raw:016x} vs {key.kind.value} "
+            f"0x{int.from_bytes(expected, 'little'):016x}: " + ", ".join(differ),
             done,
         )
 
 
 def _check_chip_id(report: AttestationReport, key: AmdKeyCert, done: list[str]) -> bool:
     """Whether the CHIP_ID was compared (raises if it differs)."""
-    if key.kind is KeyKind.VLEK or report.mask_chip_id:
-        # A VLEK is per cloud provider and carries no hwID; a masked CHIP_ID is
-        # zero. The VCEK itself is chip-unique, so its signature still binds the chip.
+    if report.mask_chip_id:
+        # The firmware zeroes a masked CHIP_ID: anything else in it is not what
+        # the firmware wrote, so it is refused rather than left unexamined.
+        if any(report.chip_id):
+            raise _fail(
+                "snp.chip_id.masked_not_zero", "MASK_CHIP_ID is set but CHIP_ID is not zero", done
+            )
+        return False
+    if key.kind is KeyKind.VLEK:
+        # A VLEK is per cloud provider and carries no hwID. (A VCEK is chip-unique,
+        # so with a masked CHIP_ID its signature still binds the chip.)
         return False
     if key.hwid is None:
         raise _fail("snp.chip_id.mismatch", "the VCEK carries no hwID extension", done)
@@ -174,10 +204,12 @@ def authenticate_report(
        ``signature_algo_unsupported``);
     5. ``snp.report.product``: a v3+ report's CPUID family/model, when our table
        knows it, names the certificate's product line (``snp.chain.product_mismatch``);
-    6. ``snp.tcb``: REPORTED_TCB, decoded in that line's layout, equals the
-       certificate's SPLs (``snp.tcb.mismatch``);
-    7. ``snp.chip_id``: for a VCEK with unmasked CHIP_ID, CHIP_ID equals the hwID
-       extension (8 bytes on Turin) (``snp.chip_id.mismatch``).
+    6. ``snp.tcb``: REPORTED_TCB equals, all 64 bits, the TCB_VERSION the
+       certificate's SPLs make in that line's layout, reserved spl4-7 included
+       (a missing one is 0) (``snp.tcb.mismatch``, naming the differing bytes);
+    7. ``snp.chip_id``: a masked CHIP_ID is all zero (``snp.chip_id.masked_not_zero``);
+       for a VCEK with unmasked CHIP_ID, CHIP_ID equals the hwID extension (8 bytes
+       on Turin) (``snp.chip_id.mismatch``).
 
     Steps 1 and 2 are taken from an earlier success for byte-identical key
     certificate, intermediates and pinned ARKs when ``at`` is inside that path's

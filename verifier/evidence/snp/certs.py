@@ -5,7 +5,8 @@ Endorsement Key" spec, VCEK certificate extensions), each a DER value:
 
 * 1.3.6.1.4.1.3704.1.1 structVersion (INTEGER), .1.2 productName (IA5String,
   "Milan-B0", "Genoa", "Turin"), .1.3.x the SPLs (INTEGER 0-255): .1 blSPL,
-  .2 teeSPL, .3 snpSPL, .4-.7 spl4-7, .8 ucodeSPL, .9 fmcSPL (Turin);
+  .2 teeSPL, .3 snpSPL, .4-.7 spl4-7 (reserved TCB bytes, normally 0; kept in
+  ``reserved_spls``), .8 ucodeSPL, .9 fmcSPL (Turin);
 * .1.4 hwID (VCEK only): the CHIP_ID, 64 bytes (8 on Turin), found both as the
   raw bytes (every real KDS certificate) and as a DER OCTET STRING;
 * .1.5 cspId (VLEK only, IA5String): the cloud provider the VLEK was issued to.
@@ -40,7 +41,7 @@ OID_STRUCT_VERSION = _AMD + "1"
 OID_PRODUCT_NAME = _AMD + "2"
 OID_HWID = _AMD + "4"
 OID_CSP_ID = _AMD + "5"
-# SPL OID suffix -> the TcbVersion component it certifies (spl4-7 are unused).
+# SPL OID suffix -> the TcbVersion component it certifies.
 SPL_OIDS: Mapping[str, str] = {
     _AMD + "3.1": "bootloader",
     _AMD + "3.2": "tee",
@@ -48,7 +49,9 @@ SPL_OIDS: Mapping[str, str] = {
     _AMD + "3.8": "microcode",
     _AMD + "3.9": "fmc",
 }
-_UNUSED_SPL_OIDS = frozenset(_AMD + f"3.{n}" for n in (4, 5, 6, 7))
+# The reserved SPLs: they certify the TCB_VERSION bytes no component names
+# (tcb.TCB_LAYOUT), normally 0, and are compared with the report's like the rest.
+RESERVED_SPL_OIDS: Mapping[str, str] = {_AMD + f"3.{n}": f"spl{n}" for n in (4, 5, 6, 7)}
 
 # A KDS certificate is about 1.4 KB DER; a PEM bundle of VCEK + ASK + ARK about
 # 6.5 KB. 64 KiB and 8 certificates bound the DER work one input can cost.
@@ -74,6 +77,7 @@ class AmdKeyCert:
     product: ProductLine
     struct_version: int
     spls: Mapping[str, int]  # component ("bootloader", "tee", ...) -> SPL
+    reserved_spls: Mapping[str, int]  # "spl4".."spl7" -> SPL, those present
     hwid: bytes | None  # VCEK only
     csp_id: str | None  # VLEK only
 
@@ -185,8 +189,9 @@ def read_key_cert(certificate: x509.Certificate) -> AmdKeyCert:
             f"productName {product_name!r} is not a known line", code="unknown_product"
         )
     spls = {name: _spl(found[oid], name) for oid, name in SPL_OIDS.items() if oid in found}
-    for oid in _UNUSED_SPL_OIDS & found.keys():
-        _spl(found[oid], oid)
+    reserved = {
+        name: _spl(found[oid], name) for oid, name in RESERVED_SPL_OIDS.items() if oid in found
+    }
     hwid = _hwid(found[OID_HWID]) if OID_HWID in found else None
     csp_id = _ia5(found[OID_CSP_ID], "cspId") if OID_CSP_ID in found else None
     return AmdKeyCert(
@@ -196,6 +201,7 @@ def read_key_cert(certificate: x509.Certificate) -> AmdKeyCert:
         product=product,
         struct_version=_spl(found[OID_STRUCT_VERSION], "structVersion"),
         spls=spls,
+        reserved_spls=reserved,
         hwid=hwid,
         csp_id=csp_id,
     )

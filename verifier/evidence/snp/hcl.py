@@ -8,6 +8,11 @@ claims JSON (the vTPM's HCLAkPub / HCLEkPub and the VM configuration). The
 paravisor puts a digest of that JSON in REPORT_DATA, which is how the SNP
 signature covers the claims; the guest cannot choose REPORT_DATA on Azure, so
 freshness must come from elsewhere (the vTPM quote over the verifier's nonce).
+
+The IGVM header, hash type included, is outside the SNP signature: whoever
+relays the report can rewrite it. So the hash type is not taken from it but
+pinned to SHA-256 (1), what Azure's paravisor uses; any other declared type is
+refused (``unsupported_hash``) rather than followed to a weaker or other digest.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ IGVM_HEADER_SIZE = 20
 # Azure returns the HCL report in a fixed 2600-byte buffer (zero padded); twice
 # that leaves room for larger runtime claims while bounding the work.
 MAX_HCL_SIZE = 8 * 1024
-# IGVM hash types -> digest (Azure: 1 SHA-256, 2 SHA-384, 3 SHA-512).
-_HASHES = {1: "sha256", 2: "sha384", 3: "sha512"}
+# IGVM hash types (1 SHA-256, 2 SHA-384, 3 SHA-512): only SHA-256 is accepted
+# (module docstring): the header declaring it is unsigned.
+HASH_TYPE_SHA256 = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,8 @@ def is_hcl_report(data: bytes) -> bool:
 def parse_hcl_report(data: bytes) -> HclReport:
     """Split an HCL report. Checks: size bound, magic, declared sizes consistent
     (total = header + report + IGVM data, IGVM data = 20 + variable data), a known
-    hash type, and only zero padding after the declared size. Raises ParseError."""
+    hash type of SHA-256 (1; unsigned, so pinned: ``unsupported_hash``), and only zero
+    padding after the declared size. Raises ParseError."""
     if len(data) > MAX_HCL_SIZE:
         raise ParseError(f"HCL report over {MAX_HCL_SIZE} bytes", code="too_large")
     start = HEADER_SIZE + REPORT_SIZE
@@ -76,8 +83,10 @@ def parse_hcl_report(data: bytes) -> HclReport:
         raise ParseError(f"HCL report declares {total} bytes, has {len(data)}", code="truncated")
     if any(data[total:]):
         raise ParseError("non-zero bytes after the HCL report", code="trailing_bytes")
-    if hash_type not in _HASHES:
-        raise ParseError(f"IGVM hash type {hash_type}", code="unsupported_hash")
+    if hash_type != HASH_TYPE_SHA256:
+        raise ParseError(
+            f"IGVM hash type {hash_type} (only 1, SHA-256, is accepted)", code="unsupported_hash"
+        )
     return HclReport(
         version=version,
         request_type=request_type,
@@ -89,8 +98,8 @@ def parse_hcl_report(data: bytes) -> HclReport:
 
 def runtime_claims_digest(hcl: HclReport) -> bytes:
     """The digest the paravisor puts first in REPORT_DATA (the rest is zero): the
-    IGVM hash type's hash of the runtime-claims bytes exactly as carried."""
-    return hashlib.new(_HASHES[hcl.hash_type], hcl.runtime_claims).digest()
+    SHA-256 of the runtime-claims bytes exactly as carried (never the declared type's)."""
+    return hashlib.sha256(hcl.runtime_claims).digest()
 
 
 def check_runtime_claims(hcl: HclReport, report_data: bytes) -> list[Reason]:

@@ -11,6 +11,12 @@ JSON format (unknown keys are refused, so a typo cannot silently drop a rule)::
                                                    # listed are refused; every
                                                    # component of a line is required
       "allowed_signing_keys": ["VCEK"],            # optional, default ["VCEK"]; "VLEK"
+      "allowed_csp_ids": ["CN=cc-us-east-2.amazonaws.com"],
+                                                   # required, non-empty, when "VLEK"
+                                                   # is allowed: the VLEK's cspId
+                                                   # extension, compared exactly
+      "allow_masked_chip_id": false,               # optional, default false: a report
+                                                   # with MASK_CHIP_ID set is refused
       "allow_debug": false,                        # optional, default false
       "allow_smt": false,                          # optional, default false
       "allow_migration_agent": false,              # optional, default false
@@ -26,8 +32,15 @@ JSON format (unknown keys are refused, so a typo cannot silently drop a rule)::
 
 Deny by default (STYLE.md, "Verifying evidence" 5): the dataclass defaults allow
 no measurement and no product line, and forbid debug, SMT, a migration agent,
-VMPL > 0, provisional firmware and VLEKs; the loader refuses an empty
-measurement list and an empty ``min_tcb``.
+VMPL > 0, provisional firmware, masked CHIP_IDs and VLEKs; the loader refuses
+an empty measurement list and an empty ``min_tcb``. A VLEK is per cloud provider,
+not per chip: allowing VLEKs without naming the providers whose VLEKs count would
+accept any provider's, so ``allowed_csp_ids`` is required with "VLEK".
+
+Every invariant that does not need the JSON is checked by
+``SnpPolicy.__post_init__`` (PolicyError), so a policy built in code is held to
+the same rules as a loaded one (a Turin ``min_tcb`` without ``fmc``, a VLEK
+without providers, an SPL out of range ...).
 """
 
 from __future__ import annotations
@@ -78,6 +91,72 @@ class SnpPolicy:
     host_data: bytes | None = None
     allowed_id_key_digests: frozenset[bytes] | None = None
     allowed_author_key_digests: frozenset[bytes] | None = None
+    allowed_csp_ids: frozenset[str] = frozenset()
+    allow_masked_chip_id: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _check_digests(values: frozenset[bytes] | None, size: int, what: str) -> None:
+    if values is None:
+        return
+    if not isinstance(values, frozenset) or not values:
+        raise PolicyError(f"{what} must be a non-empty set (None to not check)")
+    if not all(isinstance(v, bytes) and len(v) == size for v in values):
+        raise PolicyError(f"{what}: every value must be {size} bytes")
+
+
+def _validate(policy: SnpPolicy) -> None:
+    """The invariants of a policy however it was built (PolicyError)."""
+    measurements = policy.allowed_measurements
+    if not isinstance(measurements, frozenset) or not all(
+        isinstance(m, bytes) and len(m) == MEASUREMENT_SIZE for m in measurements
+    ):
+        raise PolicyError(f"allowed_measurements: every value must be {MEASUREMENT_SIZE} bytes")
+    for product, spls in policy.min_tcb.items():
+        if not isinstance(product, ProductLine):
+            raise PolicyError(f"min_tcb: {product!r} is not a ProductLine")
+        if set(spls) != TCB_COMPONENTS[product]:
+            needed = sorted(TCB_COMPONENTS[product])
+            raise PolicyError(f"min_tcb[{product.value}] must give exactly {needed}")
+        for component, spl in spls.items():
+            if not isinstance(spl, int) or isinstance(spl, bool) or not 0 <= spl <= 255:
+                raise PolicyError(f"min_tcb[{product.value}][{component}] must be an SPL 0-255")
+    keys = policy.allowed_signing_keys
+    if not keys or not all(isinstance(k, KeyKind) for k in keys):
+        raise PolicyError("allowed_signing_keys must be a non-empty set of KeyKind")
+    csp_ids = policy.allowed_csp_ids
+    if not isinstance(csp_ids, frozenset) or not all(isinstance(c, str) and c for c in csp_ids):
+        raise PolicyError("allowed_csp_ids must be a set of non-empty strings")
+    if KeyKind.VLEK in keys and not csp_ids:
+        raise PolicyError(
+            'allowed_signing_keys has "VLEK": allowed_csp_ids must name the cloud providers '
+            "whose VLEKs are accepted"
+        )
+    for name, value, maximum in (
+        ("max_vmpl", policy.max_vmpl, 3),
+        ("min_guest_svn", policy.min_guest_svn, 0xFFFFFFFF),
+        ("min_report_version", policy.min_report_version, 0xFFFFFFFF),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+            raise PolicyError(f"{name} must be an integer 0-{maximum}")
+    for name in (
+        "allow_debug",
+        "allow_smt",
+        "allow_migration_agent",
+        "require_single_socket",
+        "allow_provisional_firmware",
+        "allow_masked_chip_id",
+    ):
+        if not isinstance(getattr(policy, name), bool):
+            raise PolicyError(f"{name} must be true or false")
+    if policy.host_data is not None and (
+        not isinstance(policy.host_data, bytes) or len(policy.host_data) != HOST_DATA_SIZE
+    ):
+        raise PolicyError(f"host_data must be {HOST_DATA_SIZE} bytes")
+    _check_digests(policy.allowed_id_key_digests, KEY_DIGEST_SIZE, "allowed_id_key_digests")
+    _check_digests(policy.allowed_author_key_digests, KEY_DIGEST_SIZE, "allowed_author_key_digests")
 
 
 _KEYS = frozenset(
@@ -97,6 +176,8 @@ _KEYS = frozenset(
         "host_data",
         "allowed_id_key_digests",
         "allowed_author_key_digests",
+        "allowed_csp_ids",
+        "allow_masked_chip_id",
     }
 )
 
@@ -165,6 +246,14 @@ def load_policy(data: bytes | str) -> SnpPolicy:
         or not all(isinstance(k, str) and k in {"VCEK", "VLEK"} for k in keys)
     ):
         raise PolicyError('allowed_signing_keys must be a non-empty list of "VCEK" / "VLEK"')
+    csp_ids = doc.get("allowed_csp_ids", [])
+    if not isinstance(csp_ids, list) or not all(isinstance(c, str) and c for c in csp_ids):
+        raise PolicyError("allowed_csp_ids must be a list of cloud provider ids (cspId)")
+    if "VLEK" in keys and not csp_ids:
+        raise PolicyError(
+            'allowed_signing_keys has "VLEK": allowed_csp_ids must list the cloud providers '
+            "(VLEK cspId) whose VLEKs are accepted"
+        )
     host_data = doc.get("host_data")
     return SnpPolicy(
         allowed_measurements=measurements,
@@ -181,4 +270,6 @@ def load_policy(data: bytes | str) -> SnpPolicy:
         host_data=None if host_data is None else _hex(host_data, HOST_DATA_SIZE, "host_data"),
         allowed_id_key_digests=_hex_set(doc, "allowed_id_key_digests", KEY_DIGEST_SIZE),
         allowed_author_key_digests=_hex_set(doc, "allowed_author_key_digests", KEY_DIGEST_SIZE),
+        allowed_csp_ids=frozenset(csp_ids),
+        allow_masked_chip_id=_bool(doc, "allow_masked_chip_id"),
     )

@@ -9,7 +9,14 @@ authentication and appraisal. Every failure is a :class:`ParseError`.
 Reserved fields inside the signed body are not required to be zero: they are the
 firmware's to fill, nothing here reads them, and a later firmware that uses one
 must not make a genuine report unparsable. The unsigned tail of the signature
-area must be zero, so that one signed report has one byte encoding.
+area must be zero (nothing legitimate is there).
+
+A signed report does NOT have one byte encoding: ECDSA signatures are malleable,
+so if (r, s) verifies then so does (r, n - s), and anyone can turn a genuine
+report into a second, different byte string that authenticates just as well.
+Whatever identifies a report (a cache key, a replay or duplicate check, a log
+digest) must therefore be taken from ``signed_bytes`` (0x000..0x29F, which the
+signature fixes), never from the whole 0x4A0 bytes or from (r, s).
 """
 
 from __future__ import annotations
@@ -138,7 +145,7 @@ class AttestationReport:
     launch_tcb: int
     launch_mit_vector: int | None  # v5 only
     current_mit_vector: int | None
-    signed_bytes: bytes  # exactly input[0x000:0x2A0], never rebuilt
+    signed_bytes: bytes  # exactly input[0x000:0x2A0], never rebuilt; the report's identity
     r: int
     s: int
 

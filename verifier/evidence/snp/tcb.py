@@ -7,14 +7,29 @@ FMC SPL and moves the others: FMC, BOOT_LOADER, TEE, SNP at bytes 0-3 and
 MICROCODE at 7. A report does not say which layout it uses (v2 reports do not
 even name the CPU), so a TCB is decoded only once the product line is known from
 the authenticated VCEK/VLEK.
+
+The bytes no named component uses are reserved; the VCEK/VLEK still certifies
+them, as its spl4-7 extensions (go-sev-guest ``kds.TCBParts``): Milan and Genoa
+bytes 2-5 are spl4-7; Turin bytes 4-6 are spl5-7 (real Turin VCEKs carry no
+spl4, and Turin has no byte for it). :data:`TCB_LAYOUT` is that map, so the
+whole u64 can be rebuilt from a certificate and compared (authenticate.py).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
-__all__ = ["ProductLine", "TcbVersion", "decode_tcb", "product_from_cpuid", "product_from_name"]
+__all__ = [
+    "TCB_LAYOUT",
+    "ProductLine",
+    "TcbVersion",
+    "decode_tcb",
+    "product_from_cpuid",
+    "product_from_name",
+]
 
 
 class ProductLine(enum.Enum):
@@ -23,6 +38,18 @@ class ProductLine(enum.Enum):
     MILAN = "Milan"
     GENOA = "Genoa"
     TURIN = "Turin"
+
+
+# Product line -> the certificate SPL name at each TCB_VERSION byte, 0 (least
+# significant) to 7. "spl4".."spl7" are the reserved SPL extensions.
+_MILAN_GENOA = ("bootloader", "tee", "spl4", "spl5", "spl6", "spl7", "snp", "microcode")
+TCB_LAYOUT: Mapping[ProductLine, tuple[str, ...]] = MappingProxyType(
+    {
+        ProductLine.MILAN: _MILAN_GENOA,
+        ProductLine.GENOA: _MILAN_GENOA,
+        ProductLine.TURIN: ("fmc", "bootloader", "tee", "snp", "spl5", "spl6", "spl7", "microcode"),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,15 @@ The algorithm of Intel's Quote Verification Library (TDX, TCB Info v3):
    ISVSVN <= TEE_TCB_SVN[0]; an OutOfDate / Revoked module lowers the status;
 4. QE identity (when given): MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES under
    their masks; the QE level by ISVSVN; an OutOfDate / Revoked QE lowers the status.
+
+TEE_TCB_SVN is the only TDX TCB judged: the SVNs of the TDX module the TD was
+launched under. A TD 1.5 body also carries TEE_TCB_SVN2, the SVNs of the module
+running now (they differ after a TD-preserving module update); it is parsed and
+reported as a claim but not evaluated. This is a deliberate, stated deviation
+from judging the module that runs now: a TD is rated by the module it launched
+under, so an in-place update is not credited (what ran before it may already
+have exposed the TD) and a TD 1.5 quote whose launch module is out of date
+stays out of date.
 """
 
 from __future__ import annotations
