@@ -56,6 +56,49 @@ def _guest_policy(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
         reasons.append(_r("csp_not_allowed", f"VLEK cspId {auth.key.csp_id!r} is not allowed"))
     if report.mask_chip_id and not policy.allow_masked_chip_id:
         reasons.append(_r("chip_id_masked", "MASK_CHIP_ID is set (the report hides its chip)"))
+    if guest.cxl_allowed and not policy.allow_cxl:
+        reasons.append(
+            _r("cxl_allowed", "guest policy allows CXL-attached memory (CXL_ALLOW, bit 21)")
+        )
+    return reasons
+
+
+def _version_text(version: tuple[int, ...]) -> str:
+    return ".".join(str(v) for v in version)
+
+
+def _platform(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
+    report = auth.report
+    info = report.platform_info
+    reasons: list[Reason] = []
+    if policy.require_ciphertext_hiding and not info.ciphertext_hiding_enabled:
+        reasons.append(
+            _r(
+                "ciphertext_hiding_off",
+                f"PLATFORM_INFO 0x{info.raw:x}: CIPHERTEXT_HIDING_EN (bit 4) is clear",
+            )
+        )
+    if policy.require_alias_check and not info.alias_check_complete:
+        reasons.append(
+            _r(
+                "alias_check_incomplete",
+                f"PLATFORM_INFO 0x{info.raw:x}: ALIAS_CHECK_COMPLETE (bit 5) is clear "
+                "(no BadRAM memory-alias check)",
+            )
+        )
+    minimum = policy.min_firmware
+    if minimum is not None:
+        # A "major.minor" minimum compares major and minor only; with a build, all three.
+        low = [
+            f"{name} {_version_text(version)} < {_version_text(minimum)}"
+            for name, version in (
+                ("CURRENT", report.current_version),
+                ("COMMITTED", report.committed_version),
+            )
+            if version[: len(minimum)] < minimum
+        ]
+        if low:
+            reasons.append(_r("firmware_too_old", "firmware " + ", ".join(low)))
     return reasons
 
 
@@ -116,13 +159,19 @@ def _values(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
 
 def appraise_report(policy: SnpPolicy, auth: AuthenticatedReport) -> list[Reason]:
     """Every policy violation of ``auth``: guest policy (debug, SMT, migration agent,
-    single socket), VMPL, report version, GUEST_SVN, signing key kind, a VLEK's
-    cloud provider (cspId), a masked CHIP_ID, product line and
+    single socket, CXL), VMPL, report version, GUEST_SVN, signing key kind, a VLEK's
+    cloud provider (cspId), a masked CHIP_ID, platform state (ciphertext hiding,
+    alias check), CURRENT / COMMITTED firmware version, product line and
     minimum TCB of CURRENT / REPORTED / COMMITTED / LAUNCH, provisional firmware,
     MEASUREMENT, HOST_DATA, ID and author key digests (``snp.policy.*``)."""
     if not isinstance(auth, AuthenticatedReport):
         raise TypeError("appraise_report takes an AuthenticatedReport")
-    return [*_guest_policy(policy, auth), *_tcb(policy, auth), *_values(policy, auth)]
+    return [
+        *_guest_policy(policy, auth),
+        *_platform(policy, auth),
+        *_tcb(policy, auth),
+        *_values(policy, auth),
+    ]
 
 
 def check_report_data(expected: bytes, auth: AuthenticatedReport) -> list[Reason]:

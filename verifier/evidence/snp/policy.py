@@ -22,6 +22,20 @@ JSON format (unknown keys are refused, so a typo cannot silently drop a rule)::
       "allow_migration_agent": false,              # optional, default false
       "require_single_socket": false,              # optional, default false
       "allow_provisional_firmware": false,         # optional: CURRENT_TCB != COMMITTED_TCB
+      "allow_cxl": false,                          # optional, default false: a guest
+                                                   # policy with CXL_ALLOW (bit 21) set
+                                                   # is refused
+      "require_ciphertext_hiding": false,          # optional, default false: true
+                                                   # requires PLATFORM_INFO
+                                                   # CIPHERTEXT_HIDING_EN (bit 4)
+      "require_alias_check": false,                # optional, default false: true
+                                                   # requires PLATFORM_INFO
+                                                   # ALIAS_CHECK_COMPLETE (bit 5), the
+                                                   # BadRAM (CVE-2024-21944) mitigation
+      "min_firmware": "1.55",                      # optional: "major.minor" or
+                                                   # "major.minor.build" (each 0-255);
+                                                   # the CURRENT and COMMITTED firmware
+                                                   # versions must both be at least it
       "max_vmpl": 0,                               # optional, default 0
       "min_guest_svn": 0,                          # optional, default 0
       "min_report_version": 2,                     # optional, default 2
@@ -32,7 +46,7 @@ JSON format (unknown keys are refused, so a typo cannot silently drop a rule)::
 
 Deny by default (STYLE.md, "Verifying evidence" 5): the dataclass defaults allow
 no measurement and no product line, and forbid debug, SMT, a migration agent,
-VMPL > 0, provisional firmware, masked CHIP_IDs and VLEKs; the loader refuses
+VMPL > 0, provisional firmware, masked CHIP_IDs, CXL memory and VLEKs; the loader refuses
 an empty measurement list and an empty ``min_tcb``. A VLEK is per cloud provider,
 not per chip: allowing VLEKs without naming the providers whose VLEKs count would
 accept any provider's, so ``allowed_csp_ids`` is required with "VLEK".
@@ -93,6 +107,11 @@ class SnpPolicy:
     allowed_author_key_digests: frozenset[bytes] | None = None
     allowed_csp_ids: frozenset[str] = frozenset()
     allow_masked_chip_id: bool = False
+    allow_cxl: bool = False
+    require_ciphertext_hiding: bool = False
+    require_alias_check: bool = False
+    # (major, minor) or (major, minor, build); None: not checked
+    min_firmware: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -148,9 +167,23 @@ def _validate(policy: SnpPolicy) -> None:
         "require_single_socket",
         "allow_provisional_firmware",
         "allow_masked_chip_id",
+        "allow_cxl",
+        "require_ciphertext_hiding",
+        "require_alias_check",
     ):
         if not isinstance(getattr(policy, name), bool):
             raise PolicyError(f"{name} must be true or false")
+    firmware = policy.min_firmware
+    if firmware is not None and (
+        not isinstance(firmware, tuple)
+        or len(firmware) not in (2, 3)
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in firmware
+        )
+    ):
+        raise PolicyError(
+            "min_firmware must be (major, minor) or (major, minor, build), each 0-255"
+        )
     if policy.host_data is not None and (
         not isinstance(policy.host_data, bytes) or len(policy.host_data) != HOST_DATA_SIZE
     ):
@@ -178,6 +211,10 @@ _KEYS = frozenset(
         "allowed_author_key_digests",
         "allowed_csp_ids",
         "allow_masked_chip_id",
+        "allow_cxl",
+        "require_ciphertext_hiding",
+        "require_alias_check",
+        "min_firmware",
     }
 )
 
@@ -212,6 +249,25 @@ def _int(doc: dict[str, Any], key: str, default: int, maximum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
         raise PolicyError(f"{key} must be an integer 0-{maximum}")
     return value
+
+
+def _firmware(value: object) -> tuple[int, ...] | None:
+    """A firmware version string, "major.minor" or "major.minor.build" (decimal,
+    each 0-255), as a tuple; None (key absent or null) when not checked."""
+    if value is None:
+        return None
+    message = 'min_firmware must be "major.minor" or "major.minor.build", each 0-255'
+    if not isinstance(value, str):
+        raise PolicyError(message)
+    parts = value.split(".")
+    if len(parts) not in (2, 3) or not all(
+        p.isascii() and p.isdigit() and len(p) <= 3 for p in parts
+    ):
+        raise PolicyError(message)
+    numbers = tuple(int(p) for p in parts)
+    if not all(n <= 255 for n in numbers):
+        raise PolicyError(message)
+    return numbers
 
 
 def _min_tcb(value: object) -> dict[ProductLine, dict[str, int]]:
@@ -272,4 +328,8 @@ def load_policy(data: bytes | str) -> SnpPolicy:
         allowed_author_key_digests=_hex_set(doc, "allowed_author_key_digests", KEY_DIGEST_SIZE),
         allowed_csp_ids=frozenset(csp_ids),
         allow_masked_chip_id=_bool(doc, "allow_masked_chip_id"),
+        allow_cxl=_bool(doc, "allow_cxl"),
+        require_ciphertext_hiding=_bool(doc, "require_ciphertext_hiding"),
+        require_alias_check=_bool(doc, "require_alias_check"),
+        min_firmware=_firmware(doc.get("min_firmware")),
     )
