@@ -35,7 +35,6 @@ from agent.enrollment_state import EnrollmentState, delete_state, load_state, sa
 from agent.logs import EventLog
 from agent.release_manager import ReleaseManager
 from agent.tpmwork import TpmWorker
-from weightgate.cvm_binding import snp_report_data, tdx_report_data
 from weightgate.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
@@ -305,31 +304,12 @@ class Agent:
                 challenge_nonce=bytes(challenge.nonce), tpm_attest=bytes(quote.attest)
             )
             evidence.gpu.CopyFrom(gpu)
+        bound = {"challenge_nonce": bytes(challenge.nonce), "tpm_attest": bytes(quote.attest)}
         if challenge.HasField("snp"):
-            evidence.snp.CopyFrom(await self._snp_evidence(challenge, quote))
+            evidence.snp.CopyFrom(await self._snp.collect_for_quote(**bound))
         if challenge.HasField("tdx"):
-            evidence.tdx.CopyFrom(await self._tdx_evidence(challenge, quote))
+            evidence.tdx.CopyFrom(await self._tdx.collect_for_quote(**bound))
         return evidence
-
-    async def _snp_evidence(
-        self, challenge: attestation_pb2.Challenge, quote: attestation_pb2.TpmQuote
-    ) -> attestation_pb2.SnpEvidence:
-        # After quoting: REPORT_DATA binds the challenge nonce and the quote's bytes.
-        try:
-            report_data = snp_report_data(bytes(challenge.nonce), bytes(quote.attest))
-        except ValueError as e:  # an empty nonce: nothing to bind the report to
-            return attestation_pb2.SnpEvidence(unavailable=f"no SNP report: {e}")
-        return await self._snp.collect(report_data=report_data)
-
-    async def _tdx_evidence(
-        self, challenge: attestation_pb2.Challenge, quote: attestation_pb2.TpmQuote
-    ) -> attestation_pb2.TdxEvidence:
-        # After quoting: REPORTDATA binds the challenge nonce and the quote's bytes.
-        try:
-            report_data = tdx_report_data(bytes(challenge.nonce), bytes(quote.attest))
-        except ValueError as e:  # an empty nonce: nothing to bind the quote to
-            return attestation_pb2.TdxEvidence(unavailable=f"no TDX quote: {e}")
-        return await self._tdx.collect(report_data=report_data)
 
     async def _quote(self, challenge: attestation_pb2.Challenge) -> attestation_pb2.TpmQuote:
         selection: dict[str, list[int]] = {}

@@ -23,6 +23,7 @@ from agent.collectors.snp_certtable import CertTableError, der_to_pem, parse_cer
 from agent.collectors.snp_tsm import SEV_GUEST, TsmReport, TsmUnavailable
 from agent.collectors.tsm_evidence import BoundedTsmCollector, TsmDevice, tsm_evidence
 from agent.config_devices import SnpSource
+from weightgate.cvm_binding import snp_report_data
 from weightgate.v1 import attestation_pb2
 
 __all__ = ["SNP_TIMEOUT_SECONDS", "BoundedSnpCollector", "snp_evidence_message"]
@@ -109,9 +110,13 @@ class BoundedSnpCollector(BoundedTsmCollector[attestation_pb2.SnpEvidence]):
     WHAT = "SNP report request"
     STUCK = "firmware or hypervisor"
     TIMEOUT_SECONDS = SNP_TIMEOUT_SECONDS
+    NONE = "no SNP report"
 
     def _evidence(self, **request: Any) -> attestation_pb2.SnpEvidence:
         return snp_evidence_message(**request)  # looked up at each call
 
     def _unavailable(self, reason: str) -> attestation_pb2.SnpEvidence:
         return attestation_pb2.SnpEvidence(unavailable=reason)
+
+    def _report_data(self, challenge_nonce: bytes, tpm_attest: bytes) -> bytes:
+        return snp_report_data(challenge_nonce, tpm_attest)

@@ -21,6 +21,7 @@ from agent.collectors.snp_tsm import TDX_GUEST, TsmReport, TsmUnavailable
 from agent.collectors.tdx_guest import tdx_guest_fallback
 from agent.collectors.tsm_evidence import BoundedTsmCollector, TsmDevice, tsm_evidence
 from agent.config_devices import TdxSource
+from weightgate.cvm_binding import tdx_report_data
 from weightgate.v1 import attestation_pb2
 
 __all__ = ["TDX_TIMEOUT_SECONDS", "BoundedTdxCollector", "tdx_evidence_message"]
@@ -78,9 +79,13 @@ class BoundedTdxCollector(BoundedTsmCollector[attestation_pb2.TdxEvidence]):
     WHAT = "TDX quote request"
     STUCK = "quoting enclave or host quote service"
     TIMEOUT_SECONDS = TDX_TIMEOUT_SECONDS
+    NONE = "no TDX quote"
 
     def _evidence(self, **request: Any) -> attestation_pb2.TdxEvidence:
         return tdx_evidence_message(**request)  # looked up at each call
 
     def _unavailable(self, reason: str) -> attestation_pb2.TdxEvidence:
         return attestation_pb2.TdxEvidence(unavailable=reason)
+
+    def _report_data(self, challenge_nonce: bytes, tpm_attest: bytes) -> bytes:
+        return tdx_report_data(challenge_nonce, tpm_attest)

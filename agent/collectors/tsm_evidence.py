@@ -135,6 +135,7 @@ class BoundedTsmCollector(ABC, Generic[Message]):
     WHAT: ClassVar[str]
     STUCK: ClassVar[str]
     TIMEOUT_SECONDS: ClassVar[float]
+    NONE: ClassVar[str]  # "no SNP report": the start of why there is none
 
     def __init__(
         self,
@@ -160,6 +161,19 @@ class BoundedTsmCollector(ABC, Generic[Message]):
             simulator_dir=self._simulator_dir,
             report_data=report_data,
         )
+
+    async def collect_for_quote(self, *, challenge_nonce: bytes, tpm_attest: bytes) -> Message:
+        """A report whose report data binds the challenge nonce and this round's quote
+        bytes (so it is asked for after quoting); an empty input is answered, not raised."""
+        try:
+            report_data = self._report_data(challenge_nonce, tpm_attest)
+        except ValueError as exc:  # an empty nonce: nothing to bind the report to
+            return self._unavailable(f"{self.NONE}: {exc}")
+        return await self.collect(report_data=report_data)
+
+    @abstractmethod
+    def _report_data(self, challenge_nonce: bytes, tpm_attest: bytes) -> bytes:
+        """The weightgate.cvm_binding derivation for this kind of report."""
 
     @abstractmethod
     def _evidence(

@@ -111,6 +111,30 @@ def verdict_from(
     return Verdict.affirming(passed)
 
 
+@dataclass(frozen=True, slots=True)
+class RoundFindings:
+    """What one round's check of evidence bound to the quote found (SEV-SNP, TDX)."""
+
+    checks_run: frozenset[str]
+    reasons: tuple[Reason, ...]
+
+    @classmethod
+    def failed(cls, code: str, detail: str) -> RoundFindings:
+        return cls(frozenset(), (Reason(code, detail),))
+
+
+def round_findings(report: EvidenceReport, *, attested: str, kind: str) -> RoundFindings:
+    """The stream's reading of an offline report: only an affirming one passes, and
+    then its checks include ``attested`` (what a release control requires); a warning
+    is a finding (fail closed), named by its own reasons or ``<kind>.not_affirmed``."""
+    checks = frozenset(c.name for c in report.checks if c.status == "passed")
+    verdict = report.verdict
+    if verdict.tier is Tier.AFFIRMING:
+        return RoundFindings(checks | {attested}, ())
+    not_affirmed = Reason(f"{kind}.not_affirmed", f"verdict {verdict.tier.value}")
+    return RoundFindings(checks, verdict.reasons or (not_affirmed,))
+
+
 @dataclass
 class ReportBuilder:
     """Collects the outcome of each check as the stages run, then builds the report.

@@ -21,7 +21,6 @@ REPORT_DATA are always given); if one ever did, it is a finding: fail closed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -29,27 +28,16 @@ from cryptography.hazmat.primitives import serialization
 
 from verifier.config_snp import SnpConfig
 from verifier.evidence.errors import ParseError
-from verifier.evidence.report import CheckOutcome
+from verifier.evidence.report import RoundFindings, round_findings
 from verifier.evidence.snp.offline import SnpEvidence, verify_snp_offline
 from verifier.evidence.snp.policy import SnpPolicy
 from verifier.evidence.snp.report import parse_report
-from verifier.verdict import Reason, Tier
 from weightgate.cvm_binding import snp_report_data
 from weightgate.v1 import attestation_pb2
 
-__all__ = ["CHECK_SNP_ATTESTED", "SnpRoundResult", "SnpVerifier"]
+__all__ = ["CHECK_SNP_ATTESTED", "SnpVerifier"]
 
 CHECK_SNP_ATTESTED = "snp.attested"
-
-
-@dataclass(frozen=True, slots=True)
-class SnpRoundResult:
-    checks_run: frozenset[str]
-    reasons: tuple[Reason, ...]
-
-
-def _passed(checks: tuple[CheckOutcome, ...]) -> frozenset[str]:
-    return frozenset(check.name for check in checks if check.status == "passed")
 
 
 # A VCEK is about 1.4 KB; bound what a wrong file in vcek_dir costs.
@@ -95,7 +83,7 @@ class SnpVerifier:
         tpm_attest: bytes,
         policy: SnpPolicy,
         at: datetime,
-    ) -> SnpRoundResult:
+    ) -> RoundFindings:
         """``evidence`` against ``policy``; see the module docstring."""
         if evidence is None or evidence.unavailable or not evidence.report:
             why = (
@@ -103,17 +91,17 @@ class SnpVerifier:
                 if evidence is None or not evidence.unavailable
                 else evidence.unavailable
             )
-            missing = Reason("snp.evidence.missing", f"the group has an SNP policy; {why}")
-            return SnpRoundResult(frozenset(), (missing,))
+            return RoundFindings.failed(
+                "snp.evidence.missing", f"the group has an SNP policy; {why}"
+            )
         vcek = bytes(evidence.vcek)
         if not vcek and self._vcek_dir is not None:
             vcek = _vcek_from_dir(self._vcek_dir, bytes(evidence.report)) or b""
         if not vcek:
-            missing = Reason(
+            return RoundFindings.failed(
                 "snp.evidence.missing",
                 "the report came without its VCEK/VLEK and vcek_dir holds none for it",
             )
-            return SnpRoundResult(frozenset(), (missing,))
         chain = bytes(evidence.cert_chain)
         if not chain or chain.lstrip().startswith(b"-----BEGIN"):
             # PEM (as the agent forwards it) can take the known intermediates after it;
@@ -126,10 +114,4 @@ class SnpVerifier:
             expected_report_data=snp_report_data(challenge_nonce, tpm_attest),
             at=at,
         )
-        checks = _passed(report.checks)
-        verdict = report.verdict
-        if verdict.tier is Tier.AFFIRMING:
-            return SnpRoundResult(checks | {CHECK_SNP_ATTESTED}, ())
-        return SnpRoundResult(
-            checks, verdict.reasons or (Reason("snp.not_affirmed", verdict.tier.value),)
-        )
+        return round_findings(report, attested=CHECK_SNP_ATTESTED, kind="snp")

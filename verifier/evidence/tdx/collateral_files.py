@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from verifier.evidence.bounded_file import read_bounded
 from verifier.evidence.tdx.offline import TdxCollateral
 
 __all__ = ["COLLATERAL_FILES", "CollateralFilesError", "read_collateral_dir"]
@@ -38,14 +39,7 @@ class CollateralFilesError(ValueError):
 
 
 def _read(path: Path) -> bytes:
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_COLLATERAL_FILE_BYTES + 1)
-    except OSError as exc:
-        raise CollateralFilesError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_COLLATERAL_FILE_BYTES:
-        raise CollateralFilesError(f"{path}: larger than {MAX_COLLATERAL_FILE_BYTES} bytes")
-    return data
+    return read_bounded(path, MAX_COLLATERAL_FILE_BYTES, CollateralFilesError)
 
 
 def _platform_specific(directory: Path, fmspc: bytes | None, pck_ca: str | None) -> dict[str, str]:

@@ -18,34 +18,23 @@ missing) is a finding here: the stream fails closed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from verifier.config_tdx import TdxConfig
 from verifier.evidence.errors import ParseError
+from verifier.evidence.report import RoundFindings, round_findings
 from verifier.evidence.tdx.collateral_files import CollateralFilesError, read_collateral_dir
 from verifier.evidence.tdx.offline import TdxEvidence, verify_tdx_offline
 from verifier.evidence.tdx.pck_extension import read_pck_extension
 from verifier.evidence.tdx.pki import parse_pem_certificates
 from verifier.evidence.tdx.policy import TdxPolicy
 from verifier.evidence.tdx.quote import parse_quote, strip_zero_padding
-from verifier.verdict import Reason, Tier
 from weightgate.cvm_binding import tdx_report_data
 from weightgate.v1 import attestation_pb2
 
-__all__ = ["CHECK_TDX_ATTESTED", "TdxRoundResult", "TdxVerifier"]
+__all__ = ["CHECK_TDX_ATTESTED", "TdxVerifier"]
 
 CHECK_TDX_ATTESTED = "tdx.attested"
-
-
-@dataclass(frozen=True, slots=True)
-class TdxRoundResult:
-    checks_run: frozenset[str]
-    reasons: tuple[Reason, ...]
-
-
-def _failed(code: str, detail: str) -> TdxRoundResult:
-    return TdxRoundResult(frozenset(), (Reason(code, detail),))
 
 
 def _platform_of(quote: bytes) -> tuple[bytes | None, str | None]:
@@ -76,7 +65,7 @@ class TdxVerifier:
         tpm_attest: bytes,
         policy: TdxPolicy,
         at: datetime,
-    ) -> TdxRoundResult:
+    ) -> RoundFindings:
         """``evidence`` against ``policy``; see the module docstring."""
         if evidence is None or evidence.unavailable or not evidence.quote:
             why = (
@@ -84,14 +73,16 @@ class TdxVerifier:
                 if evidence is not None and evidence.unavailable
                 else "the agent sent no TDX quote"
             )
-            return _failed("tdx.evidence.missing", f"the group has a TDX policy; {why}")
+            return RoundFindings.failed(
+                "tdx.evidence.missing", f"the group has a TDX policy; {why}"
+            )
         fmspc, pck_ca = _platform_of(bytes(evidence.quote))
         try:
             collateral = read_collateral_dir(
                 self._config.collateral_dir, fmspc=fmspc, pck_ca=pck_ca
             )
         except CollateralFilesError as exc:
-            return _failed("tdx.collateral.unreadable", str(exc))
+            return RoundFindings.failed("tdx.collateral.unreadable", str(exc))
         report = verify_tdx_offline(
             TdxEvidence(
                 quote=bytes(evidence.quote),
@@ -103,9 +94,4 @@ class TdxVerifier:
                 root_pins=self._config.root_pins,
             )
         )
-        checks = frozenset(c.name for c in report.checks if c.status == "passed")
-        verdict = report.verdict
-        if verdict.tier is Tier.AFFIRMING:
-            return TdxRoundResult(checks | {CHECK_TDX_ATTESTED}, ())
-        not_affirmed = Reason("tdx.not_affirmed", f"verdict {verdict.tier.value}")
-        return TdxRoundResult(checks, verdict.reasons or (not_affirmed,))
+        return round_findings(report, attested=CHECK_TDX_ATTESTED, kind="tdx")
