@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 PROTOS := $(wildcard proto/weightgate/v1/*.proto)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev build-essential pkg-config gnutls-bin
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev build-essential pkg-config gnutls-bin libssl-dev
+# The IMA hot path in C (setup.py); pip rebuilds it when the source changes.
+NATIVE_SOURCES := setup.py verifier/evidence/tpm/_ima_native.c
 
 .PHONY: setup demo test lint typecheck contracts protos check-protos bench fuzz clean
 
@@ -21,7 +23,7 @@ $(STAMP_APT):
 	@test -d $(VENV) || python3 -m venv $(VENV)
 	@touch $@
 
-$(STAMP_PIP): $(STAMP_APT) pyproject.toml
+$(STAMP_PIP): $(STAMP_APT) pyproject.toml $(NATIVE_SOURCES)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
@@ -39,6 +41,8 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
+	gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter -Werror \
+	  -I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') verifier/evidence/tpm/_ima_native.c
 	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 
@@ -71,6 +75,7 @@ fuzz: $(STAMP_PIP)
 	$(PY) tests/fuzz/fuzz_manifest.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_eventlog.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_ima.py -max_total_time=60
+	$(PY) tests/fuzz/fuzz_ima_native.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_boot_facts.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_nvidia_report.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_nvidia_chain.py -max_total_time=60

@@ -21,6 +21,7 @@ from verifier.enrollment import Enroller
 from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.evidence.snp.host_round import SnpVerifier
 from verifier.evidence.tdx.host_round import TdxVerifier
+from verifier.evidence.tpm import ima_native
 from verifier.keystore import FileKeyStore, KeyStoreError
 from verifier.revocation import ClientRevocationList
 from verifier.server.attestation_service import AttestationService, OpenStreams
@@ -202,6 +203,8 @@ async def start_verifier(
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("verifier listening on port %d (%s)", port, "plaintext" if config.insecure else "mTLS")
+    if not ima_native.active():  # same verdicts, several times slower on IMA lists
+        log.warning("IMA lists are checked without the C path (not built, or disabled)")
     # Lease expiry is noticed within a quarter lease (at most 10 s, at least 0.5 s).
     period = max(0.5, min(config.lease_seconds / 4, 10.0))
     sweeper = asyncio.create_task(sweep_expired_leases(store, open_streams, now=now, period=period))

@@ -256,8 +256,13 @@ def _is_spec_id(event: Event) -> bool:
     return event.event_type == EV_NO_ACTION and event.data.startswith(_SPEC_ID_SIGNATURE)
 
 
-def _read_event2(raw: bytes, offset: int, index: int, spec: SpecId) -> tuple[Event, int]:
-    """A ``TCG_PCR_EVENT2`` at ``offset``; returns it and the next offset."""
+def _read_event2(
+    raw: bytes, offset: int, index: int, sizes: Mapping[int, SpecIdAlgorithm]
+) -> tuple[Event, int]:
+    """A ``TCG_PCR_EVENT2`` at ``offset``; returns it and the next offset.
+
+    ``sizes``: the Spec ID's algorithms by id (made once per log, not per event).
+    """
     if len(raw) - offset < _EVENT2_HEADER.size:
         raise _fail("truncated event header", offset, "truncated")
     pcr, event_type, count = _EVENT2_HEADER.unpack_from(raw, offset)
@@ -267,9 +272,8 @@ def _read_event2(raw: bytes, offset: int, index: int, spec: SpecId) -> tuple[Eve
     # fixtures declare four algorithms and log two. TPM2_PCR_Extend leaves the banks
     # it is not given untouched, so a subset is structurally valid; replay refuses a
     # bank that an extended event lacks (replay.py).
-    if not 1 <= count <= len(spec.algorithms):
-        raise _fail(f"{count} digests, Spec ID declares {len(spec.algorithms)}", offset)
-    sizes = {a.alg_id: a for a in spec.algorithms}
+    if not 1 <= count <= len(sizes):
+        raise _fail(f"{count} digests, Spec ID declares {len(sizes)}", offset)
     pos = offset + _EVENT2_HEADER.size
     digests: dict[str, bytes] = {}
     seen: set[int] = set()
@@ -311,13 +315,14 @@ def parse_event_log(raw: bytes) -> EventLog:
             raise _fail("Spec ID event not in PCR0 with a zero digest", 0)
         spec = _parse_spec_id(first.data, 0)
     events = [first]
+    sizes = {} if spec is None else {a.alg_id: a for a in spec.algorithms}
     while pos < len(raw):
         if len(events) >= MAX_EVENTS:
             raise _fail(f"more than {MAX_EVENTS} events", pos, "too_large")
         if spec is None:
             event, pos = _read_legacy(raw, pos, len(events))
         else:
-            event, pos = _read_event2(raw, pos, len(events), spec)
+            event, pos = _read_event2(raw, pos, len(events), sizes)
         # A second Spec ID would redefine the framing of what follows; no firmware
         # writes one, and accepting it would make the log ambiguous.
         if _is_spec_id(event):

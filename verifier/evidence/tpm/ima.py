@@ -271,11 +271,13 @@ def parse_binary(
     hash_size = TEMPLATE_HASH_SIZES.get(template_hash_alg)
     if hash_size is None:
         raise ParseError(f"IMA list: template hash {template_hash_alg!r}", code="bad_argument")
+    # bytes first: a bytearray or memoryview would give its type to every field, and
+    # the len() of a memoryview of wider items counts items, not bytes.
+    raw = bytes(raw)
     if len(raw) > MAX_LIST_SIZE:
         raise ParseError(f"IMA list: {len(raw)} bytes exceeds {MAX_LIST_SIZE}", code="too_large")
     if not raw:
         return ImaList("binary", byte_order or "little", template_hash_alg, ())
-    raw = bytes(raw)  # a bytearray or memoryview would give its type to every field
     order = byte_order or ima_binary.detect_byte_order(raw, hash_size)
     entries = ima_binary.read_entries(
         raw, hash_size=hash_size, byte_order=order, first_index=first_index, limit=MAX_ENTRIES

@@ -23,7 +23,9 @@ ima-buf, whose last field is hex). A name containing a newline cannot be
 represented and fails the line. ParseError codes: ``truncated`` (no final
 newline), ``too_large``, ``unknown_template``, ``bad_line``, ``bad_argument``.
 
-Speed: :func:`parse_line` is the reference for one line. Lines of a common shape
+Speed: :func:`parse_line` is the reference for one line. A list whose every line
+is well formed and of a common form is parsed in C (:mod:`.ima_native`), which
+builds the same entries and leaves every other list to the code here. Lines of a common shape
 (template, digest algorithm and size) are parsed in bulk, 2,048 at a time, by
 :mod:`verifier.evidence.tpm.ima_ascii_block`, which accepts exactly the lines
 :func:`parse_line` accepts and builds the same entries; lines of no shape, and every
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm import ima_native
 from verifier.evidence.tpm.ima import (
     MAX_ENTRIES,
     MAX_LIST_SIZE,
@@ -154,9 +157,16 @@ def parse_ascii(
     size = TEMPLATE_HASH_SIZES.get(template_hash_alg)
     if size is None:
         raise ParseError(f"IMA list: template hash {template_hash_alg!r}", code="bad_argument")
+    # bytes first: a bytearray or memoryview would give its type to every field, and
+    # the len() of a memoryview of wider items counts items, not bytes.
+    raw = bytes(raw)
     if len(raw) > MAX_LIST_SIZE:
         raise ParseError(f"IMA list: {len(raw)} bytes exceeds {MAX_LIST_SIZE}", code="too_large")
-    raw = bytes(raw)  # a bytearray or memoryview would give its type to every field
+    native = ima_native.ascii_entries(
+        raw, hash_size=size, first_index=first_index, byte_order=byte_order, max_entries=MAX_ENTRIES
+    )
+    if native is not None:  # every line well formed and of a common form (ima_native)
+        return ImaList("ascii", byte_order, template_hash_alg, tuple(native))
     lines = raw.split(b"\n")
     tail = lines.pop()  # what follows the last newline: nothing in a whole list
     too_many = len(lines) > MAX_ENTRIES or (len(lines) == MAX_ENTRIES and bool(tail))

@@ -51,6 +51,7 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm import ima_native
 from verifier.evidence.tpm.ima import HASH_SIZES, ImaEntry
 from verifier.evidence.tpm.ima_signature import (
     ImaSignatureError,
@@ -284,6 +285,11 @@ def appraise_ima_full(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> Ima
     reasons: list[Reason] = []
     tolerated = 0
     allowed = policy.digests.get
+    if not isinstance(entries, list | tuple):
+        entries = tuple(entries)
+    others = ima_native.unallowed(entries, policy.digests)
+    if others is not None:  # the C path skipped the entries the fast path below skips
+        entries = [entries[at] for at in others]
     for entry in entries:
         # What most entries are, decided without building anything: a file (not a
         # violation) whose digest the policy allows for its path. _finding would

@@ -21,10 +21,11 @@ the zero-padded SHA-1 template hash instead; that rule is not implemented.
 3. it extends its PCR in every bank of the state.
 
 Speed: the checks and hashes of a chunk whose entries all extend one PCR are made
-in bulk (:mod:`verifier.evidence.tpm.ima_replay_bulk`: C-level loops over the chunk,
-the same values); a chunk it cannot take, or one with a failing entry, is replayed
-entry by entry as above, which raises at the first failure (or, for
-:func:`replay_until_quote`, stops at a matching prefix before it).
+in bulk (:mod:`verifier.evidence.tpm.ima_replay_bulk`: in C through
+:mod:`verifier.evidence.tpm.ima_native` for the SHA-1/SHA-2 banks, else C-level
+loops over the chunk; the same values); a chunk it cannot take, or one with a
+failing entry, is replayed entry by entry as above, which raises at the first
+failure (or, for :func:`replay_until_quote`, stops at a matching prefix before it).
 
 **Incremental contract.** An :class:`ImaReplayState` is the running value after the
 first ``count`` entries of one boot's list. :func:`replay_entries` takes such a state
@@ -46,11 +47,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, Protocol
 
+from verifier.evidence.tpm import ima_native
 from verifier.evidence.tpm.ima import ImaEntry
 from verifier.evidence.tpm.ima_replay_bulk import (
+    Chunk,
+    NativeRun,
     final_value,
     first_match,
+    first_native_match,
     measurements,
+    native_run,
     prepare,
     running_values,
 )
@@ -169,6 +175,10 @@ class _Replayer:
     def __init__(self, state: ImaReplayState, template_hash_alg: str) -> None:
         self.check = _hasher(template_hash_alg)
         self.alg = template_hash_alg
+        # C replays a chunk when it can hash every bank (ima_native).
+        self._native = ima_native.active() and all(
+            bank in ima_native.NATIVE_BANKS for bank in state.pcrs
+        )
         self.count = state.count
         self.banks = [
             (bank, hasher, hasher(b"").digest_size, dict(values))
@@ -204,10 +214,16 @@ class _Replayer:
     def extend(self, entries: Sequence[ImaEntry]) -> None:
         """Replay every entry: in bulk when the chunk allows it, else one by one."""
         entries = _sequence(entries)
-        chunk = prepare(entries, start=self.count, check=self.check) if entries else None
+        chunk = self._prepare(entries)
         if chunk is None:
             for entry in entries:
                 self.step(entry)
+            return
+        if self._native:
+            for bank, _h, size, values in self.banks:
+                start = values.get(chunk.pcr, bytes(size))
+                values[chunk.pcr] = self._run(chunk, bank, start, None, len(entries)).final
+            self.count += len(entries)
             return
         for bank, hasher, size, values in self.banks:
             measured = measurements(chunk, hasher, size, logged=bank == self.alg)
@@ -219,13 +235,15 @@ class _Replayer:
     ) -> bool:
         """Replay up to the first entry after which ``quoted`` matches (True), else all."""
         entries = _sequence(entries)
-        chunk = prepare(entries, start=self.count, check=self.check) if entries else None
+        chunk = self._prepare(entries)
         if chunk is None:
             for entry in entries:
                 self.step(entry)
                 if self.matches(quoted):
                     return True
             return False
+        if self._native:
+            return self._native_until(chunk, quoted)
         pcr = chunk.pcr
         runs = {
             bank: running_values(
@@ -242,6 +260,40 @@ class _Replayer:
             values[pcr] = runs[bank][taken - 1]
         self.count += taken
         return done is not None
+
+    def _prepare(self, entries: Sequence[ImaEntry]) -> Chunk | None:
+        if not entries:
+            return None
+        return prepare(entries, start=self.count, check=self.check, check_alg=self.alg)
+
+    def _native_until(self, chunk: Chunk, quoted: Mapping[str, Mapping[int, bytes]]) -> bool:
+        """extend_until's bulk step in C (every bank native)."""
+        pcr, count = chunk.pcr, len(chunk.hashes)
+        starts = {bank: values.get(pcr, bytes(size)) for bank, _h, size, values in self.banks}
+        runs: dict[str, NativeRun] = {}
+        for bank, _h, _s, _v in self.banks:
+            runs[bank] = self._run(chunk, bank, starts[bank], quoted.get(bank, {}).get(pcr), count)
+        current = {bank: _getter(values, size) for bank, _h, size, values in self.banks}
+        done = first_native_match(pcr, runs, current, quoted)
+        for bank, _h, _s, values in self.banks:
+            final = runs[bank].final
+            if done is not None and done != count:  # the bank's value after `done` entries
+                target = quoted.get(bank, {}).get(pcr)
+                if target is not None:
+                    final = target  # a hit at `done` means the value there is the target
+                else:
+                    final = self._run(chunk, bank, starts[bank], None, done).final
+            values[pcr] = final
+        self.count += count if done is None else done
+        return done is not None
+
+    def _run(
+        self, chunk: Chunk, bank: str, start: bytes, target: bytes | None, upto: int
+    ) -> NativeRun:
+        run = native_run(chunk, bank, start, logged=bank == self.alg, target=target, upto=upto)
+        if run is None:  # self._native says every bank is native
+            raise RuntimeError(f"IMA replay: the C path cannot hash {bank}")
+        return run
 
     def matches(self, quoted: Mapping[str, Mapping[int, bytes]]) -> bool:
         running = {bank: (size, values) for bank, _h, size, values in self.banks}

@@ -1,5 +1,9 @@
 """Replay a chunk of IMA entries in bulk: the speed path of :mod:`.ima_replay`.
 
+Where the C module is built (:mod:`.ima_native`), :func:`prepare`'s checks and the
+extends of SHA-1/SHA-2 banks (:func:`native_run`, :func:`first_native_match`) run in
+C; the functions below them are the Python path, used otherwise and as the reference.
+
 :func:`prepare` makes checks 1 and 2 of
 :func:`~verifier.evidence.tpm.ima_replay.replay_entries` for every entry of a chunk
 at once (indices consecutive from the state's count; each template hash the digest
@@ -21,9 +25,20 @@ from dataclasses import dataclass
 from operator import attrgetter, ne
 from typing import Protocol
 
+from verifier.evidence.tpm import ima_native
 from verifier.evidence.tpm.ima import ImaEntry
 
-__all__ = ["Chunk", "final_value", "first_match", "measurements", "prepare", "running_values"]
+__all__ = [
+    "Chunk",
+    "NativeRun",
+    "final_value",
+    "first_match",
+    "first_native_match",
+    "measurements",
+    "native_run",
+    "prepare",
+    "running_values",
+]
 
 
 class _Hash(Protocol):
@@ -56,8 +71,16 @@ def _digest_of(hasher: Hasher) -> Callable[[_Hash], bytes]:
     return digest
 
 
-def prepare(entries: Sequence[ImaEntry], *, start: int, check: Hasher) -> Chunk | None:
-    """``entries`` (at least one) checked as a whole, or None to replay them one by one."""
+def prepare(
+    entries: Sequence[ImaEntry], *, start: int, check: Hasher, check_alg: str
+) -> Chunk | None:
+    """``entries`` (at least one) checked as a whole, or None to replay them one by one.
+
+    ``check`` hashes template data with ``check_alg``, the template-hash algorithm.
+    """
+    native = ima_native.chunk(entries, start=start, template_hash_alg=check_alg)
+    if native is not None:
+        return Chunk(*native)
     count = len(entries)
     if list(map(_INDEX, entries)) != list(range(start, start + count)):
         return None
@@ -155,3 +178,51 @@ def first_match(
             return None
         if all(other[at] == wanted for other, wanted in others):
             return at + 1
+
+
+@dataclass(frozen=True, slots=True)
+class NativeRun:
+    """One bank's replay of a chunk in C: its final value and where it hit the target."""
+
+    final: bytes
+    hits: list[int]  # counts of entries after which the bank's value was the target
+
+
+def native_run(
+    chunk: Chunk, bank: str, value: bytes, *, logged: bool, target: bytes | None, upto: int
+) -> NativeRun | None:
+    """The first ``upto`` entries of ``chunk`` extended into ``value`` (the bank's
+    measurements as :func:`measurements` makes them) in C; None where C cannot."""
+    items = chunk.hashes if logged else chunk.hashed
+    if upto != len(items):
+        items = items[:upto]
+    done = ima_native.extend(
+        bank,
+        value,
+        items,
+        hashed=not logged,
+        violation_positions=[at for at in chunk.violations if at < upto],
+        target=target,
+    )
+    return None if done is None else NativeRun(*done)
+
+
+def first_native_match(
+    pcr: int,
+    runs: Mapping[str, NativeRun],
+    values: Mapping[str, Callable[[int], bytes]],
+    quoted: Mapping[str, Mapping[int, bytes]],
+) -> int | None:
+    """:func:`first_match` over native runs (made with each quoted bank's value of
+    ``pcr`` as target): the fewest entries after which every quoted value is replayed."""
+    hits: list[set[int]] = []
+    for bank, pcrs in quoted.items():
+        for index, value in pcrs.items():
+            if index == pcr:
+                hits.append(set(runs[bank].hits))
+            elif values[bank](index) != value:
+                return None
+    if not hits:
+        return None
+    common = hits[0].intersection(*hits[1:])
+    return min(common) if common else None

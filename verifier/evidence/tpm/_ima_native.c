@@ -1,0 +1,836 @@
+/*
+ * The IMA hot path in C: the ASCII list parsed into entries, template hashes
+ * checked, PCR 10 replayed.  Python (ima_native.py) is the only caller.
+ *
+ * Why C: a full check of a 2,000-entry list is three hashes and a dozen small
+ * objects per entry; through CPython each hash call costs more than the hash.
+ *
+ * Safety rules this file keeps:
+ *   - It never reports an error about the evidence.  A line it does not fully
+ *     understand makes ascii_entries() return None, and the Python parser (the
+ *     reference, ima_ascii.py) parses the whole list again and names the fault.
+ *     So this code can only be wrong by accepting a line Python rejects or by
+ *     building a different entry; tests/unit/test_ima_native.py and the atheris
+ *     harness tests/fuzz/fuzz_ima_native.py compare the two on every input.
+ *   - Every read is bounded by the line's end, found with memchr before any
+ *     field is read; no length comes from the input except through those bounds.
+ *   - What it walks it owns: any allocation can start a collection and so run
+ *     Python finalisers (or a lookup can run __hash__/__eq__), which could change
+ *     a list it was given or an entry's slots; inputs are copied into a tuple of
+ *     its own first, and a field is held by a reference of its own before the
+ *     next such call.
+ *   - It takes only ImaEntry's exact layout (slot_offsets) and only exact
+ *     bytes/int/str where it reads their internals.
+ *   - Hashing uses OpenSSL's libcrypto.  The one-shot SHA*_Init/Update/Final
+ *     functions are used instead of EVP because EVP's per-call setup costs as
+ *     much as hashing a 100-byte template (bench/tpm_verify.py).
+ */
+#define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <Python.h>
+#include <structmember.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ hashing */
+
+enum alg_id { ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, ALG_COUNT };
+
+static const struct {
+    const char *name; /* TPM bank name, as ima_replay names banks */
+    Py_ssize_t size;
+} ALGS[ALG_COUNT] = {
+    {"sha1", 20}, {"sha256", 32}, {"sha384", 48}, {"sha512", 64},
+};
+
+#define MAX_DIGEST 64
+
+/* out = H(a || b); b may be empty. */
+static void
+hash2(enum alg_id alg, const void *a, size_t a_len, const void *b, size_t b_len,
+      unsigned char *out)
+{
+    switch (alg) {
+    case ALG_SHA1: {
+        SHA_CTX c;
+        SHA1_Init(&c);
+        SHA1_Update(&c, a, a_len);
+        SHA1_Update(&c, b, b_len);
+        SHA1_Final(out, &c);
+        break;
+    }
+    case ALG_SHA256: {
+        SHA256_CTX c;
+        SHA256_Init(&c);
+        SHA256_Update(&c, a, a_len);
+        SHA256_Update(&c, b, b_len);
+        SHA256_Final(out, &c);
+        break;
+    }
+    case ALG_SHA384: {
+        SHA512_CTX c;
+        SHA384_Init(&c);
+        SHA384_Update(&c, a, a_len);
+        SHA384_Update(&c, b, b_len);
+        SHA384_Final(out, &c);
+        break;
+    }
+    default: {
+        SHA512_CTX c;
+        SHA512_Init(&c);
+        SHA512_Update(&c, a, a_len);
+        SHA512_Update(&c, b, b_len);
+        SHA512_Final(out, &c);
+        break;
+    }
+    }
+}
+
+static int
+alg_from_name(PyObject *name, enum alg_id *out)
+{
+    const char *text = PyUnicode_AsUTF8(name);
+    if (text == NULL)
+        return -1;
+    for (int i = 0; i < ALG_COUNT; i++) {
+        if (strcmp(text, ALGS[i].name) == 0) {
+            *out = (enum alg_id)i;
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "hash %R is not native", name);
+    return -1;
+}
+
+/* 0 when every item of the tuple is bytes, else -1 with TypeError. */
+static int
+check_bytes(PyObject *tuple, const char *what)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(tuple, i))) {
+            PyErr_Format(PyExc_TypeError, "%s[%zd] is not bytes", what, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+all_zero(const char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+/* A tuple of seq's items (a list or a tuple) that no other code can change.
+ * PyList_AsTuple is not used: on 3.11 its allocation can run a collection whose
+ * finalisers change the list it is copying from. */
+static PyObject *
+own_tuple(PyObject *seq)
+{
+    if (PyTuple_CheckExact(seq))
+        return Py_NewRef(seq);
+    if (!PyList_CheckExact(seq)) {
+        PyErr_SetString(PyExc_TypeError, "expected a list or a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(seq);
+    PyObject *copy = PyTuple_New(n); /* may run finalisers */
+    if (copy == NULL)
+        return NULL;
+    if (PyList_GET_SIZE(seq) != n) {
+        Py_DECREF(copy);
+        PyErr_SetString(PyExc_RuntimeError, "the list changed during the call");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) /* nothing here allocates */
+        PyTuple_SET_ITEM(copy, i, Py_NewRef(PyList_GET_ITEM(seq, i)));
+    return copy;
+}
+
+PyDoc_STRVAR(extend_doc,
+"extend(alg, value, items, hashed, violations, target) -> (bytes, list[int])\n\n"
+"Extend value with one measurement per item: ff..ff at the (ascending)\n"
+"violation positions, else alg(item) when hashed, else the item itself;\n"
+"PCR = alg(PCR || measurement). Returns the final value and the counts of\n"
+"items after which the value equals target (none when target is None).");
+
+static PyObject *
+extend(PyObject *module, PyObject *args)
+{
+    PyObject *alg_name, *items, *violation_list, *target;
+    Py_buffer value;
+    int hashed;
+    enum alg_id alg;
+    if (!PyArg_ParseTuple(args, "Uy*OpOO:extend", &alg_name, &value, &items, &hashed,
+                          &violation_list, &target))
+        return NULL;
+    PyObject *out = NULL, *matches = NULL, *snapshot = NULL;
+    Py_ssize_t *marks = NULL;
+    if (alg_from_name(alg_name, &alg) < 0)
+        goto done;
+    /* A tuple of its own to walk (an allocation below can run a finaliser that changes
+     * the list); bytes cannot change. */
+    snapshot = own_tuple(items);
+    if (snapshot == NULL || check_bytes(snapshot, "items") < 0)
+        goto done;
+    Py_ssize_t size = ALGS[alg].size;
+    if (value.len != size) {
+        PyErr_SetString(PyExc_ValueError, "value is not a digest of alg");
+        goto done;
+    }
+    if (target != Py_None && (!PyBytes_Check(target) || PyBytes_GET_SIZE(target) != size)) {
+        PyErr_SetString(PyExc_ValueError, "target is not None or a digest of alg");
+        goto done;
+    }
+    if (!PyTuple_Check(violation_list)) {
+        PyErr_SetString(PyExc_TypeError, "violations must be a tuple");
+        goto done;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(snapshot), marked = PyTuple_GET_SIZE(violation_list);
+    marks = PyMem_New(Py_ssize_t, marked > 0 ? marked : 1);
+    if (marks == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < marked; i++) {
+        /* Exact ints only: an __index__ method could run Python code that changes items. */
+        PyObject *mark = PyTuple_GET_ITEM(violation_list, i);
+        marks[i] = PyLong_CheckExact(mark) ? PyLong_AsSsize_t(mark) : -1;
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        if (marks[i] < 0 || marks[i] >= n || (i > 0 && marks[i] <= marks[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "violations must ascend within the items");
+            goto done;
+        }
+    }
+    matches = PyList_New(0);
+    if (matches == NULL)
+        goto done;
+    unsigned char pcr[MAX_DIGEST], measured[MAX_DIGEST], ff[MAX_DIGEST];
+    memcpy(pcr, value.buf, (size_t)size);
+    memset(ff, 0xff, sizeof ff);
+    const unsigned char *want = target == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(target);
+    Py_ssize_t next = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(snapshot, i);
+        if (next < marked && marks[next] == i) {
+            next++;
+            hash2(alg, pcr, (size_t)size, ff, (size_t)size, pcr);
+        } else if (hashed) {
+            hash2(alg, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item), "", 0, measured);
+            hash2(alg, pcr, (size_t)size, measured, (size_t)size, pcr);
+        } else {
+            hash2(alg, pcr, (size_t)size, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item), pcr);
+        }
+        if (want != NULL && memcmp(pcr, want, (size_t)size) == 0) {
+            PyObject *count = PyLong_FromSsize_t(i + 1);
+            if (count == NULL || PyList_Append(matches, count) < 0) {
+                Py_XDECREF(count);
+                goto done;
+            }
+            Py_DECREF(count);
+        }
+    }
+    out = Py_BuildValue("(y#O)", (const char *)pcr, size, matches);
+done:
+    Py_XDECREF(matches);
+    Py_XDECREF(snapshot);
+    PyMem_Free(marks);
+    PyBuffer_Release(&value);
+    return out;
+}
+
+/* ------------------------------------------------------------- ASCII lists */
+
+/* ImaEntry's fields, in the order ImaEntry declares them. */
+enum field { F_INDEX, F_PCR, F_HASH, F_TEMPLATE, F_DATA, F_ALG, F_DIGEST, F_NAME, F_SIG,
+             F_BUF, F_OFFSET, F_COUNT };
+static const char *const FIELD_NAMES[F_COUNT] = {
+    "index", "pcr", "template_hash", "template_name", "template_data", "digest_alg",
+    "digest", "name", "signature", "buffer", "offset",
+};
+
+enum template_id { T_NG, T_SIG, T_BUF, T_COUNT };
+static const char *const TEMPLATE_NAMES[T_COUNT] = {"ima-ng", "ima-sig", "ima-buf"};
+static const size_t TEMPLATE_LENGTHS[T_COUNT] = {6, 7, 7};
+
+/* Kernel hash names a d-ng digest can carry, with their sizes (ima.HASH_SIZES). */
+#define D_NG_ALG_COUNT 13
+#define ALG(name, size) {name, sizeof name - 1, size}
+static const struct {
+    const char *name;
+    size_t length;
+    Py_ssize_t size;
+} D_NG_ALGS[D_NG_ALG_COUNT] = {
+    ALG("sha256", 32), ALG("sha1", 20), ALG("sha384", 48), ALG("sha512", 64),
+    ALG("md5", 16), ALG("rmd160", 20), ALG("sha224", 28), ALG("sm3", 32),
+    ALG("streebog256", 32), ALG("streebog512", 64), ALG("sha3-256", 32),
+    ALG("sha3-384", 48), ALG("sha3-512", 64),
+};
+#undef ALG
+
+static signed char HEX[256]; /* lowercase hex digit -> value, else -1 */
+
+/* Decode exactly 2*n lowercase hex digits; 0 when one is not. */
+static int
+unhex(const char *text, Py_ssize_t n, unsigned char *out)
+{
+    const unsigned char *t = (const unsigned char *)text;
+    int bad = 0; /* a non-digit has HEX -1: its sign bit sticks */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int hi = HEX[t[2 * i]], lo = HEX[t[2 * i + 1]];
+        bad |= hi | lo;
+        out[i] = (unsigned char)(((unsigned)hi & 0xf) << 4 | ((unsigned)lo & 0xf));
+    }
+    return bad >= 0;
+}
+
+static void
+put_u32(char *at, Py_ssize_t value, int little)
+{
+    uint32_t v = (uint32_t)value;
+    for (int i = 0; i < 4; i++)
+        at[little ? i : 3 - i] = (char)(v >> (8 * i) & 0xff);
+}
+
+/* Where each ImaEntry slot lives, read from the type's member descriptors.
+ * Entries are made with tp_alloc and their slots written directly, skipping any
+ * constructor, so only a plain class of exactly these eleven object slots, straight
+ * from object, is taken (ImaEntry: a frozen slotted dataclass). */
+static int
+slot_offsets(PyTypeObject *type, Py_ssize_t offsets[F_COUNT])
+{
+    if (!Py_IS_TYPE(type, &PyType_Type) || type->tp_base != &PyBaseObject_Type ||
+        type->tp_itemsize != 0 ||
+        type->tp_dictoffset != 0 || type->tp_weaklistoffset != 0 ||
+        type->tp_alloc != PyType_GenericAlloc ||
+        type->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + F_COUNT * sizeof(PyObject *))) {
+        PyErr_Format(PyExc_TypeError, "%s is not a plain class of %d slots", type->tp_name,
+                     F_COUNT);
+        return -1;
+    }
+    for (int f = 0; f < F_COUNT; f++) {
+        PyObject *descr = PyObject_GetAttrString((PyObject *)type, FIELD_NAMES[f]);
+        if (descr == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError, "%s has no field %s", type->tp_name,
+                             FIELD_NAMES[f]);
+            }
+            return -1;
+        }
+        int is_member = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                        ((PyMemberDescrObject *)descr)->d_common.d_type == type;
+        PyMemberDef *member = is_member ? ((PyMemberDescrObject *)descr)->d_member : NULL;
+        Py_DECREF(descr); /* the type keeps it alive */
+        if (member == NULL || member->type != T_OBJECT_EX || (member->flags & READONLY) ||
+            member->offset < (Py_ssize_t)sizeof(PyObject) ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot of its own",
+                         type->tp_name, FIELD_NAMES[f]);
+            return -1;
+        }
+        for (int g = 0; g < f; g++) {
+            if (offsets[g] == member->offset) {
+                PyErr_Format(PyExc_TypeError, "%s.%s shares a slot", type->tp_name,
+                             FIELD_NAMES[f]);
+                return -1;
+            }
+        }
+        offsets[f] = member->offset;
+    }
+    return 0;
+}
+
+/* One parsed line: pointers into the list, bounded by the line. */
+struct line {
+    int pcr;
+    enum template_id template;
+    int alg; /* index into D_NG_ALGS */
+    unsigned char hash[MAX_DIGEST];
+    unsigned char digest[MAX_DIGEST];
+    const char *name;
+    Py_ssize_t name_len;
+    const char *extra_hex; /* ima-sig / ima-buf: the hex after the last space */
+    Py_ssize_t extra_len;  /* bytes, i.e. half the hex digits */
+};
+
+/* Parse [start, end) (no newline) into *out; 0 when the line is not of a form
+ * this file accepts (the Python parser decides then). */
+static int
+parse_line(const char *start, const char *end, Py_ssize_t hash_size, struct line *out)
+{
+    const char *p = start;
+    /* "%2d ": " 9 " or "10 ", PCR 0-23, never a leading zero. */
+    if (end - p < 3 || p[2] != ' ')
+        return 0;
+    if (p[0] == ' ' && p[1] >= '0' && p[1] <= '9')
+        out->pcr = p[1] - '0';
+    else if (p[0] >= '1' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9')
+        out->pcr = (p[0] - '0') * 10 + (p[1] - '0');
+    else
+        return 0;
+    if (out->pcr > 23)
+        return 0;
+    p += 3;
+    /* Template hash: lowercase hex of the template-hash size, then a space. */
+    if (end - p < 2 * hash_size + 1 || p[2 * hash_size] != ' ' ||
+        !unhex(p, hash_size, out->hash))
+        return 0;
+    p += 2 * hash_size + 1;
+    /* Template name, then a space. */
+    const char *space = memchr(p, ' ', (size_t)(end - p));
+    if (space == NULL)
+        return 0;
+    int template = -1;
+    for (int t = 0; t < T_COUNT && template < 0; t++) {
+        size_t len = TEMPLATE_LENGTHS[t];
+        if ((size_t)(space - p) == len && memcmp(p, TEMPLATE_NAMES[t], len) == 0)
+            template = t;
+    }
+    if (template < 0)
+        return 0;
+    out->template = (enum template_id)template;
+    p = space + 1;
+    /* d-ng: "alg:" and lowercase hex of that algorithm's size, then a space. */
+    space = memchr(p, ' ', (size_t)(end - p));
+    if (space == NULL)
+        return 0;
+    const char *colon = memchr(p, ':', (size_t)(space - p));
+    if (colon == NULL)
+        return 0;
+    out->alg = -1;
+    for (int a = 0; a < D_NG_ALG_COUNT && out->alg < 0; a++) {
+        size_t len = D_NG_ALGS[a].length;
+        if ((size_t)(colon - p) == len && memcmp(p, D_NG_ALGS[a].name, len) == 0)
+            out->alg = a;
+    }
+    if (out->alg < 0)
+        return 0;
+    Py_ssize_t digest_size = D_NG_ALGS[out->alg].size;
+    if (space - (colon + 1) != 2 * digest_size || !unhex(colon + 1, digest_size, out->digest))
+        return 0;
+    p = space + 1;
+    /* The name: the rest of the line (ima-ng), or up to the last space, after
+     * which comes the signature or buffer as lowercase hex of even length. */
+    out->name = p;
+    out->name_len = end - p;
+    out->extra_hex = NULL;
+    out->extra_len = 0;
+    if (out->template != T_NG) {
+        const char *last = p;
+        const char *found = NULL;
+        while ((last = memchr(last, ' ', (size_t)(end - last))) != NULL)
+            found = last++;
+        if (found == NULL)
+            return 0;
+        Py_ssize_t digits = end - (found + 1);
+        if (digits % 2)
+            return 0;
+        for (Py_ssize_t i = 0; i < digits; i++)
+            if (HEX[(unsigned char)found[1 + i]] < 0)
+                return 0;
+        out->name_len = found - p;
+        out->extra_hex = found + 1;
+        out->extra_len = digits / 2;
+    }
+    if (memchr(out->name, '\0', (size_t)out->name_len) != NULL)
+        return 0;
+    return 1;
+}
+
+/* The template data the kernel hashes for *line (ima_layout.template_data). */
+static PyObject *
+template_data(const struct line *line, int little)
+{
+    const char *alg = D_NG_ALGS[line->alg].name;
+    Py_ssize_t alg_len = (Py_ssize_t)D_NG_ALGS[line->alg].length, digest_size = D_NG_ALGS[line->alg].size;
+    Py_ssize_t d_ng = alg_len + 2 + digest_size, n_ng = line->name_len + 1;
+    Py_ssize_t total = 4 + d_ng + 4 + n_ng;
+    if (line->template != T_NG)
+        total += 4 + line->extra_len;
+    PyObject *data = PyBytes_FromStringAndSize(NULL, total);
+    if (data == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(data);
+    put_u32(w, d_ng, little);
+    memcpy(w + 4, alg, (size_t)alg_len);
+    w += 4 + alg_len;
+    *w++ = ':';
+    *w++ = '\0';
+    memcpy(w, line->digest, (size_t)digest_size);
+    w += digest_size;
+    put_u32(w, n_ng, little);
+    memcpy(w + 4, line->name, (size_t)line->name_len);
+    w += 4 + line->name_len;
+    *w++ = '\0';
+    if (line->template != T_NG) {
+        put_u32(w, line->extra_len, little);
+        /* Checked hex digits (parse_line): decoding cannot fail. */
+        unhex(line->extra_hex, line->extra_len, (unsigned char *)w + 4);
+    }
+    return data;
+}
+
+struct shared {
+    PyObject *templates[T_COUNT];
+    PyObject *algs[D_NG_ALG_COUNT];
+};
+
+static void
+shared_clear(struct shared *s)
+{
+    for (int i = 0; i < T_COUNT; i++)
+        Py_CLEAR(s->templates[i]);
+    for (int i = 0; i < D_NG_ALG_COUNT; i++)
+        Py_CLEAR(s->algs[i]);
+}
+
+/* A new ImaEntry for *line, or NULL with an exception set. */
+static PyObject *
+new_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
+          const struct line *line, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size,
+          int little)
+{
+    PyObject *values[F_COUNT] = {NULL};
+    int t = line->template;
+    if (shared->templates[t] == NULL &&
+        (shared->templates[t] = PyUnicode_InternFromString(TEMPLATE_NAMES[t])) == NULL)
+        return NULL;
+    if (shared->algs[line->alg] == NULL &&
+        (shared->algs[line->alg] = PyUnicode_InternFromString(D_NG_ALGS[line->alg].name)) == NULL)
+        return NULL;
+    values[F_INDEX] = PyLong_FromSsize_t(index);
+    values[F_PCR] = PyLong_FromLong(line->pcr);
+    values[F_HASH] = PyBytes_FromStringAndSize((const char *)line->hash, hash_size);
+    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
+    values[F_DATA] = template_data(line, little);
+    values[F_ALG] = Py_NewRef(shared->algs[line->alg]);
+    values[F_DIGEST] = PyBytes_FromStringAndSize((const char *)line->digest,
+                                                 D_NG_ALGS[line->alg].size);
+    values[F_NAME] = PyUnicode_DecodeUTF8(line->name, line->name_len, "surrogateescape");
+    PyObject *extra = NULL; /* ima-sig's signature or ima-buf's buffer */
+    if (t != T_NG) {
+        extra = PyBytes_FromStringAndSize(NULL, line->extra_len);
+        if (extra != NULL) /* checked hex digits (parse_line): cannot fail */
+            unhex(line->extra_hex, line->extra_len, (unsigned char *)PyBytes_AS_STRING(extra));
+    }
+    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
+    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
+    values[F_OFFSET] = PyLong_FromSsize_t(offset);
+    PyObject *entry = NULL;
+    for (int f = 0; f < F_COUNT; f++)
+        if (values[f] == NULL)
+            goto fail;
+    entry = type->tp_alloc(type, 0);
+    if (entry == NULL)
+        goto fail;
+    for (int f = 0; f < F_COUNT; f++)
+        *(PyObject **)((char *)entry + offsets[f]) = values[f]; /* steals each */
+    /* Its fields are ints, bytes, str and None: it cannot be part of a reference
+     * cycle, so the collector need not track it (as CPython does for such tuples);
+     * this keeps a large list out of every collection. */
+    if (PyObject_IS_GC(entry))
+        PyObject_GC_UnTrack(entry);
+    return entry;
+fail:
+    for (int f = 0; f < F_COUNT; f++)
+        Py_XDECREF(values[f]);
+    return NULL;
+}
+
+PyDoc_STRVAR(ascii_entries_doc,
+"ascii_entries(raw, hash_size, first_index, little, max_entries, entry_type)\n"
+"    -> list[ImaEntry] | None\n\n"
+"Every line of an ASCII list as an entry_type, or None unless every line is a\n"
+"well-formed ima-ng, ima-sig or ima-buf line with a known d-ng algorithm (and\n"
+"there are at most max_entries, and the list ends with a newline).");
+
+static PyObject *
+ascii_entries(PyObject *module, PyObject *args)
+{
+    Py_buffer raw;
+    Py_ssize_t hash_size, first_index, max_entries;
+    int little;
+    PyTypeObject *type;
+    if (!PyArg_ParseTuple(args, "y*nnpnO!:ascii_entries", &raw, &hash_size, &first_index,
+                          &little, &max_entries, &PyType_Type, &type))
+        return NULL;
+    PyObject *entries = NULL;
+    struct shared shared = {{NULL}, {NULL}};
+    Py_ssize_t offsets[F_COUNT];
+    const char *base = raw.buf, *end = base + raw.len;
+    if (hash_size <= 0 || hash_size > MAX_DIGEST) {
+        PyErr_SetString(PyExc_ValueError, "hash_size out of range");
+        goto done;
+    }
+    if (slot_offsets(type, offsets) < 0)
+        goto done;
+    /* Field lengths are written as u32: a longer list is the Python parser's (which
+     * refuses it long before: ima.MAX_LIST_SIZE). */
+    if (raw.len > 0xffffffffLL || (raw.len > 0 && base[raw.len - 1] != '\n')) {
+        entries = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t count = 0;
+    for (const char *p = base; p < end; count++) {
+        p = (const char *)memchr(p, '\n', (size_t)(end - p)) + 1;
+        if (count >= max_entries) {
+            entries = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    /* Indices the C integers hold (the Python parser takes any others). */
+    if (first_index < 0 || first_index > PY_SSIZE_T_MAX - count) {
+        entries = Py_NewRef(Py_None);
+        goto done;
+    }
+    entries = PyList_New(count);
+    if (entries == NULL)
+        goto done;
+    const char *start = base;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const char *newline = memchr(start, '\n', (size_t)(end - start));
+        struct line line;
+        if (!parse_line(start, newline, hash_size, &line)) {
+            Py_SETREF(entries, Py_NewRef(Py_None));
+            goto done;
+        }
+        PyObject *entry = new_entry(type, offsets, &shared, &line, first_index + i,
+                                    start - base, hash_size, little);
+        if (entry == NULL) {
+            Py_CLEAR(entries);
+            goto done;
+        }
+        PyList_SET_ITEM(entries, i, entry);
+        start = newline + 1;
+    }
+done:
+    shared_clear(&shared);
+    PyBuffer_Release(&raw);
+    return entries;
+}
+
+PyDoc_STRVAR(chunk_doc,
+"chunk(entries, start, alg, entry_type)\n"
+"    -> (pcr, hashed, hashes, violations) | None\n\n"
+"ima_replay_bulk.prepare for a list of entry_type: entries numbered from start,\n"
+"all extending one PCR, none of the legacy ima template; each template hash\n"
+"all zero (a violation, whose position is listed) or alg(template data).\n"
+"None when any of this does not hold: the Python path decides then.");
+
+static PyObject *
+chunk(PyObject *module, PyObject *args)
+{
+    PyObject *entries, *alg_name;
+    Py_ssize_t start;
+    PyTypeObject *type;
+    enum alg_id alg;
+    Py_ssize_t offsets[F_COUNT];
+    if (!PyArg_ParseTuple(args, "OnUO!:chunk", &entries, &start, &alg_name, &PyType_Type,
+                          &type))
+        return NULL;
+    if (!PyList_CheckExact(entries) && !PyTuple_CheckExact(entries)) {
+        PyErr_SetString(PyExc_TypeError, "entries must be a list or a tuple");
+        return NULL;
+    }
+    if (alg_from_name(alg_name, &alg) < 0 || slot_offsets(type, offsets) < 0)
+        return NULL;
+    /* A tuple of its own to walk: an allocation below can run a collection, and a
+     * finaliser could change a list it was given. Each field read is held (by the
+     * lists it goes into) before the next allocation. */
+    PyObject *snapshot = own_tuple(entries);
+    if (snapshot == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(snapshot), size = ALGS[alg].size;
+    PyObject *hashed = PyList_New(n), *hashes = PyList_New(n), *found = PyList_New(0);
+    PyObject *out = NULL;
+    long pcr = -1;
+    unsigned char computed[MAX_DIGEST];
+    if (hashed == NULL || hashes == NULL || found == NULL)
+        goto done;
+    if (start < 0 || start > PY_SSIZE_T_MAX - n)
+        goto decline;
+#define SLOT(e, f) (*(PyObject **)((char *)(e) + offsets[f]))
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(snapshot, i);
+        if (!Py_IS_TYPE(entry, type))
+            goto decline;
+        PyObject *index = SLOT(entry, F_INDEX), *entry_pcr = SLOT(entry, F_PCR);
+        PyObject *template = SLOT(entry, F_TEMPLATE), *data = SLOT(entry, F_DATA);
+        PyObject *logged = SLOT(entry, F_HASH);
+        if (index == NULL || entry_pcr == NULL || template == NULL || data == NULL ||
+            logged == NULL || !PyLong_CheckExact(index) || !PyLong_CheckExact(entry_pcr) ||
+            !PyUnicode_Check(template) || !PyBytes_CheckExact(data) ||
+            !PyBytes_CheckExact(logged))
+            goto decline;
+        Py_ssize_t at = PyLong_AsSsize_t(index);
+        long this_pcr = PyLong_AsLong(entry_pcr);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            goto decline;
+        }
+        if (at != start + i || (pcr >= 0 && this_pcr != pcr) || this_pcr < 0 ||
+            PyUnicode_CompareWithASCIIString(template, "ima") == 0)
+            goto decline;
+        pcr = this_pcr;
+        PyList_SET_ITEM(hashed, i, Py_NewRef(data));
+        PyList_SET_ITEM(hashes, i, Py_NewRef(logged));
+        const char *h = PyBytes_AS_STRING(logged);
+        Py_ssize_t h_len = PyBytes_GET_SIZE(logged);
+        if (all_zero(h, h_len)) {
+            PyObject *position = PyLong_FromSsize_t(i);
+            if (position == NULL || PyList_Append(found, position) < 0) {
+                Py_XDECREF(position);
+                goto done;
+            }
+            Py_DECREF(position);
+            continue;
+        }
+        hash2(alg, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), "", 0, computed);
+        if (h_len != size || memcmp(h, computed, (size_t)size) != 0)
+            goto decline;
+    }
+#undef SLOT
+    if (n == 0)
+        goto decline;
+    PyObject *positions = PyList_AsTuple(found);
+    if (positions != NULL)
+        out = Py_BuildValue("(lOON)", pcr, hashed, hashes, positions);
+    goto done;
+decline:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(hashed);
+    Py_XDECREF(hashes);
+    Py_XDECREF(found);
+    Py_DECREF(snapshot);
+    return out;
+}
+
+PyDoc_STRVAR(unallowed_doc,
+"unallowed(entries, digests, entry_type) -> list[int]\n\n"
+"Positions of the entries that are not plainly allowed: a file entry (ima,\n"
+"ima-ng or ima-sig template; not a violation) whose (digest_alg, digest) is in\n"
+"digests[name]. ima_policy.appraise_ima_full appraises the others in full.");
+
+/* 1 when entry is a file entry (not a violation) whose (digest_alg, digest) is in
+ * digests[name], 0 when not, -1 with an exception set.  The lookups can run Python
+ * code (__hash__, __eq__, a mapping's __getitem__), so every object used after them
+ * is held by a reference of its own. */
+static int
+plainly_allowed(PyObject *entry, const Py_ssize_t offsets[F_COUNT], PyObject *digests)
+{
+#define SLOT(f) (*(PyObject **)((char *)entry + offsets[f]))
+    PyObject *template = SLOT(F_TEMPLATE), *logged = SLOT(F_HASH);
+    PyObject *alg = SLOT(F_ALG), *digest = SLOT(F_DIGEST), *name = SLOT(F_NAME);
+#undef SLOT
+    int file = template != NULL && PyUnicode_Check(template) &&
+               (PyUnicode_CompareWithASCIIString(template, "ima-ng") == 0 ||
+                PyUnicode_CompareWithASCIIString(template, "ima-sig") == 0 ||
+                PyUnicode_CompareWithASCIIString(template, "ima") == 0);
+    if (!file || logged == NULL || !PyBytes_Check(logged) ||
+        all_zero(PyBytes_AS_STRING(logged), PyBytes_GET_SIZE(logged)) || alg == NULL ||
+        alg == Py_None || digest == NULL || digest == Py_None || name == NULL ||
+        !PyUnicode_CheckExact(name))
+        return 0;
+    PyObject *pair = PyTuple_Pack(2, alg, digest); /* holds alg and digest */
+    if (pair == NULL)
+        return -1;
+    Py_INCREF(name);
+    PyObject *listed = PyObject_GetItem(digests, name);
+    Py_DECREF(name);
+    int allowed = 0;
+    if (listed == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+        } else {
+            allowed = -1;
+        }
+    } else {
+        allowed = PySequence_Contains(listed, pair);
+        Py_DECREF(listed);
+    }
+    Py_DECREF(pair);
+    return allowed;
+}
+
+static PyObject *
+unallowed(PyObject *module, PyObject *args)
+{
+    PyObject *entries, *digests;
+    PyTypeObject *type;
+    Py_ssize_t offsets[F_COUNT];
+    if (!PyArg_ParseTuple(args, "OOO!:unallowed", &entries, &digests, &PyType_Type, &type))
+        return NULL;
+    if (!PyList_CheckExact(entries) && !PyTuple_CheckExact(entries)) {
+        PyErr_SetString(PyExc_TypeError, "entries must be a list or a tuple");
+        return NULL;
+    }
+    if (!PyMapping_Check(digests)) {
+        PyErr_SetString(PyExc_TypeError, "digests must be a mapping");
+        return NULL;
+    }
+    if (slot_offsets(type, offsets) < 0)
+        return NULL;
+    /* A tuple of its own: Python code run by the lookups cannot change it. */
+    PyObject *snapshot = own_tuple(entries);
+    PyObject *out = snapshot == NULL ? NULL : PyList_New(0);
+    if (out == NULL) {
+        Py_XDECREF(snapshot);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(snapshot, i);
+        int allowed = 0;
+        if (Py_IS_TYPE(entry, type)) {
+            Py_INCREF(entry);
+            allowed = plainly_allowed(entry, offsets, digests);
+            Py_DECREF(entry);
+        }
+        if (allowed < 0)
+            goto fail;
+        if (!allowed) {
+            PyObject *position = PyLong_FromSsize_t(i);
+            if (position == NULL || PyList_Append(out, position) < 0) {
+                Py_XDECREF(position);
+                goto fail;
+            }
+            Py_DECREF(position);
+        }
+    }
+    Py_DECREF(snapshot);
+    return out;
+fail:
+    Py_DECREF(snapshot);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyMethodDef METHODS[] = {
+    {"ascii_entries", ascii_entries, METH_VARARGS, ascii_entries_doc},
+    {"chunk", chunk, METH_VARARGS, chunk_doc},
+    {"unallowed", unallowed, METH_VARARGS, unallowed_doc},
+    {"extend", extend, METH_VARARGS, extend_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {
+    PyModuleDef_HEAD_INIT, "_ima_native",
+    "The IMA hot path in C; use verifier.evidence.tpm.ima_native.", -1, METHODS,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__ima_native(void)
+{
+    memset(HEX, -1, sizeof HEX);
+    for (int d = 0; d < 10; d++)
+        HEX['0' + d] = (signed char)d;
+    for (int d = 0; d < 6; d++)
+        HEX['a' + d] = (signed char)(10 + d);
+    return PyModule_Create(&MODULE);
+}

@@ -1,0 +1,36 @@
+# Types of the C module _ima_native.c; callers use ima_native.py.
+from collections.abc import Mapping
+
+from verifier.evidence.tpm.ima import ImaEntry
+
+def ascii_entries(
+    raw: bytes,
+    hash_size: int,
+    first_index: int,
+    little: bool,
+    max_entries: int,
+    entry_type: type[ImaEntry],
+    /,
+) -> list[ImaEntry] | None: ...
+def chunk(
+    entries: list[ImaEntry] | tuple[ImaEntry, ...],
+    start: int,
+    alg: str,
+    entry_type: type[ImaEntry],
+    /,
+) -> tuple[int, list[bytes], list[bytes], tuple[int, ...]] | None: ...
+def extend(
+    alg: str,
+    value: bytes,
+    items: list[bytes] | tuple[bytes, ...],
+    hashed: bool,
+    violations: tuple[int, ...],
+    target: bytes | None,
+    /,
+) -> tuple[bytes, list[int]]: ...
+def unallowed(
+    entries: list[ImaEntry] | tuple[ImaEntry, ...],
+    digests: Mapping[str, frozenset[tuple[str, bytes]]],
+    entry_type: type[ImaEntry],
+    /,
+) -> list[int]: ...

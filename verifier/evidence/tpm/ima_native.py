@@ -1,0 +1,126 @@
+"""The C hot path of IMA parsing and replay (``_ima_native.c``), where it was built.
+
+Parsing an ASCII list and replaying it are a few hashes and a dozen small objects per
+entry; through CPython each hash call costs more than the hash, so a full check of a
+2,000-entry list spent most of its time there (``bench/tpm_verify.py``). The C module
+does the same work for the common case and nothing else:
+
+- :func:`ascii_entries` parses a whole ASCII list whose every line is a well-formed
+  ``ima-ng``, ``ima-sig`` or ``ima-buf`` line with a known ``d-ng`` algorithm, into the
+  very entries :func:`~verifier.evidence.tpm.ima_ascii.parse_ascii` builds; for any
+  other list it returns None and the Python parser (the reference) parses it and
+  names what is wrong. It never reports a fault of its own.
+- :func:`chunk` and :func:`extend` are the template-hash check and the PCR
+  extend of :mod:`~verifier.evidence.tpm.ima_replay_bulk` for the SHA-1/SHA-2 banks.
+- :func:`unallowed` is the fast path of
+  :func:`~verifier.evidence.tpm.ima_policy.appraise_ima_full`: it picks out the
+  entries that are not plainly allowed, which the Python code then appraises.
+
+Each function returns None where the C module cannot help (not built, disabled, an
+algorithm it does not know); callers then take the Python path, which gives the same
+result more slowly (``tests/unit/test_ima_native.py`` compares the two on every vector and
+on generated lists; ``tests/fuzz/fuzz_ima_native.py`` does so under atheris).
+
+``WEIGHTGATE_IMA_NATIVE=0`` in the environment turns the C path off (an operator's
+escape hatch; read at import).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+
+from verifier.evidence.tpm.ima import ByteOrder, ImaEntry
+
+__all__ = ["NATIVE_BANKS", "active", "ascii_entries", "chunk", "extend", "unallowed"]
+
+_module: ModuleType | None
+try:
+    from verifier.evidence.tpm import _ima_native as _module
+except ImportError:  # built without a C compiler or libcrypto: the Python path only
+    _module = None
+if os.environ.get("WEIGHTGATE_IMA_NATIVE", "1") == "0":
+    _module = None
+
+# TPM banks the C module hashes (others, e.g. sm3_256, take the Python path).
+NATIVE_BANKS = frozenset({"sha1", "sha256", "sha384", "sha512"})
+
+
+def active() -> bool:
+    """Whether the C path is in use."""
+    return _module is not None
+
+
+def ascii_entries(
+    raw: bytes, *, hash_size: int, first_index: int, byte_order: ByteOrder, max_entries: int
+) -> list[ImaEntry] | None:
+    """Every line's entry, or None: the Python parser must parse ``raw`` (also when it
+    has more than ``max_entries`` lines)."""
+    if _module is None or byte_order not in ("little", "big"):
+        return None  # an unknown byte order is the Python parser's to refuse
+    if not 0 <= first_index <= sys.maxsize:
+        return None  # indices beyond a C integer: the Python parser takes them
+    entries: list[ImaEntry] | None = _module.ascii_entries(
+        raw, hash_size, first_index, byte_order == "little", max_entries, ImaEntry
+    )
+    return entries
+
+
+def chunk(
+    entries: Sequence[ImaEntry], *, start: int, template_hash_alg: str
+) -> tuple[int, list[bytes], list[bytes], tuple[int, ...]] | None:
+    """:func:`~verifier.evidence.tpm.ima_replay_bulk.prepare`'s checks in C: the PCR all
+    entries extend, their template data and hashes, and the violations' positions.
+
+    None when the entries are not numbered from ``start``, extend several PCRs, include
+    the legacy ``ima`` template or a template hash that is not its data's, or when the
+    C path cannot hash ``template_hash_alg``: the Python path decides then.
+    """
+    if _module is None or template_hash_alg not in NATIVE_BANKS:
+        return None
+    if not isinstance(entries, list | tuple):
+        entries = list(entries)
+    found: tuple[int, list[bytes], list[bytes], tuple[int, ...]] | None = _module.chunk(
+        entries, start, template_hash_alg, ImaEntry
+    )
+    return found
+
+
+def extend(
+    bank: str,
+    value: bytes,
+    items: list[bytes],
+    *,
+    hashed: bool,
+    violation_positions: Sequence[int],
+    target: bytes | None,
+) -> tuple[bytes, list[int]] | None:
+    """``value`` extended with a measurement per item (ff..ff at the violations, the
+    bank's digest of the item when ``hashed``, else the item) and the counts of items
+    after which it equals ``target``; None when the C path cannot hash ``bank``."""
+    if _module is None or bank not in NATIVE_BANKS:
+        return None
+    if target is not None:
+        # The value Python would compare: bytes-like of the bank's size, else no match.
+        target = bytes(target) if isinstance(target, bytes | bytearray | memoryview) else None
+        if target is not None and len(target) != len(value):
+            target = None
+    result: tuple[bytes, list[int]] = _module.extend(
+        bank, value, items, hashed, tuple(violation_positions), target
+    )
+    return result
+
+
+def unallowed(
+    entries: Sequence[ImaEntry], digests: Mapping[str, frozenset[tuple[str, bytes]]]
+) -> list[int] | None:
+    """Positions of the entries that are not a file entry (not a violation) whose
+    ``(digest_alg, digest)`` is in ``digests[name]``; None without the C path."""
+    if _module is None:
+        return None
+    if not isinstance(entries, list | tuple):
+        entries = list(entries)
+    positions: list[int] = _module.unallowed(entries, digests, ImaEntry)
+    return positions
