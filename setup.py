@@ -14,6 +14,9 @@ setup(
             "verifier.evidence.tpm._ima_native",
             sources=["verifier/evidence/tpm/_ima_native.c"],
             libraries=["crypto"],
+            # A build failure (no compiler, no libcrypto, a Python whose C API moved)
+            # leaves the pure-Python path; tests/unit/test_ima_native.py fails then.
+            optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )
     ]

@@ -21,6 +21,12 @@
  *     next such call.
  *   - It takes only ImaEntry's exact layout (slot_offsets) and only exact
  *     bytes/int/str where it reads their internals.
+ *   - Collections: the loops that make an object or two per entry (20,000 entries
+ *     make 28 collections, each walking every young object, and older generations
+ *     in turn) pause the cyclic collector with PyGC_Disable, the C API made for
+ *     this, and restore it on every way out. What they make cannot form cycles
+ *     (entries hold ints, bytes and str and are untracked at birth), so nothing
+ *     is lost; the collector runs at its next allocation afterwards.
  *   - Hashing uses OpenSSL's libcrypto.  The one-shot SHA*_Init/Update/Final
  *     functions are used instead of EVP because EVP's per-call setup costs as
  *     much as hashing a 100-byte template (bench/tpm_verify.py).
@@ -122,6 +128,22 @@ all_zero(const char *p, Py_ssize_t n)
         if (p[i])
             return 0;
     return 1;
+}
+
+/* Stop the collector tracking a full tuple of objects it does not track (bytes,
+ * untracked entries): it cannot be part of a cycle, and walking its thousands of
+ * items at every collection is what the untracking saves. CPython untracks such
+ * tuples itself, but only once a collection has walked them. */
+static void
+untrack(PyObject *tuple)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (item == NULL || (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item)))
+            return;
+    }
+    if (PyObject_GC_IsTracked(tuple))
+        PyObject_GC_UnTrack(tuple);
 }
 
 /* A tuple of seq's items (a list or a tuple) that no other code can change.
@@ -544,7 +566,7 @@ fail:
 
 PyDoc_STRVAR(ascii_entries_doc,
 "ascii_entries(raw, hash_size, first_index, little, max_entries, entry_type)\n"
-"    -> list[ImaEntry] | None\n\n"
+"    -> tuple[ImaEntry, ...] | None\n\n"
 "Every line of an ASCII list as an entry_type, or None unless every line is a\n"
 "well-formed ima-ng, ima-sig or ima-buf line with a known d-ng algorithm (and\n"
 "there are at most max_entries, and the list ends with a newline).");
@@ -560,6 +582,7 @@ ascii_entries(PyObject *module, PyObject *args)
                           &little, &max_entries, &PyType_Type, &type))
         return NULL;
     PyObject *entries = NULL;
+    int gc_was_enabled = 0;
     struct shared shared = {{NULL}, {NULL}};
     Py_ssize_t offsets[F_COUNT];
     const char *base = raw.buf, *end = base + raw.len;
@@ -588,10 +611,11 @@ ascii_entries(PyObject *module, PyObject *args)
         entries = Py_NewRef(Py_None);
         goto done;
     }
-    entries = PyList_New(count);
+    entries = PyTuple_New(count);
     if (entries == NULL)
         goto done;
     const char *start = base;
+    gc_was_enabled = PyGC_Disable(); /* see "Collections" above */
     for (Py_ssize_t i = 0; i < count; i++) {
         const char *newline = memchr(start, '\n', (size_t)(end - start));
         struct line line;
@@ -605,10 +629,13 @@ ascii_entries(PyObject *module, PyObject *args)
             Py_CLEAR(entries);
             goto done;
         }
-        PyList_SET_ITEM(entries, i, entry);
+        PyTuple_SET_ITEM(entries, i, entry);
         start = newline + 1;
     }
+    untrack(entries);
 done:
+    if (gc_was_enabled)
+        PyGC_Enable();
     shared_clear(&shared);
     PyBuffer_Release(&raw);
     return entries;
@@ -646,7 +673,7 @@ chunk(PyObject *module, PyObject *args)
     if (snapshot == NULL)
         return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(snapshot), size = ALGS[alg].size;
-    PyObject *hashed = PyList_New(n), *hashes = PyList_New(n), *found = PyList_New(0);
+    PyObject *hashed = PyTuple_New(n), *hashes = PyTuple_New(n), *found = PyList_New(0);
     PyObject *out = NULL;
     long pcr = -1;
     unsigned char computed[MAX_DIGEST];
@@ -677,8 +704,8 @@ chunk(PyObject *module, PyObject *args)
             PyUnicode_CompareWithASCIIString(template, "ima") == 0)
             goto decline;
         pcr = this_pcr;
-        PyList_SET_ITEM(hashed, i, Py_NewRef(data));
-        PyList_SET_ITEM(hashes, i, Py_NewRef(logged));
+        PyTuple_SET_ITEM(hashed, i, Py_NewRef(data));
+        PyTuple_SET_ITEM(hashes, i, Py_NewRef(logged));
         const char *h = PyBytes_AS_STRING(logged);
         Py_ssize_t h_len = PyBytes_GET_SIZE(logged);
         if (all_zero(h, h_len)) {
@@ -697,6 +724,8 @@ chunk(PyObject *module, PyObject *args)
 #undef SLOT
     if (n == 0)
         goto decline;
+    untrack(hashed);
+    untrack(hashes);
     PyObject *positions = PyList_AsTuple(found);
     if (positions != NULL)
         out = Py_BuildValue("(lOON)", pcr, hashed, hashes, positions);
@@ -716,6 +745,47 @@ PyDoc_STRVAR(unallowed_doc,
 "Positions of the entries that are not plainly allowed: a file entry (ima,\n"
 "ima-ng or ima-sig template; not a violation) whose (digest_alg, digest) is in\n"
 "digests[name]. ima_policy.appraise_ima_full appraises the others in full.");
+
+/* Whether (alg, digest) is in listed: 1, 0, or -1 with an exception set.
+ * A policy lists one or two digests per path, as a frozenset of (str, bytes)
+ * pairs; comparing them with exact str and bytes gives what `in` gives, without
+ * building and hashing a tuple per entry. Anything else takes `in` itself. */
+static int
+listed_pair(PyObject *listed, PyObject *alg, PyObject *digest)
+{
+    if (PyFrozenSet_CheckExact(listed) && PySet_GET_SIZE(listed) <= 4 &&
+        PyUnicode_CheckExact(alg) && PyBytes_CheckExact(digest)) {
+        /* A frozenset's iterator runs no Python code, and the set cannot change. */
+        PyObject *items = PyObject_GetIter(listed), *item;
+        if (items == NULL)
+            return -1;
+        int found = 0, plain = 1;
+        while (!found && plain && (item = PyIter_Next(items)) != NULL) {
+            plain = PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
+                    PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)) &&
+                    PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1));
+            if (plain) {
+                PyObject *listed_digest = PyTuple_GET_ITEM(item, 1);
+                found = PyBytes_GET_SIZE(listed_digest) == PyBytes_GET_SIZE(digest) &&
+                        memcmp(PyBytes_AS_STRING(listed_digest), PyBytes_AS_STRING(digest),
+                               (size_t)PyBytes_GET_SIZE(digest)) == 0 &&
+                        PyUnicode_Compare(PyTuple_GET_ITEM(item, 0), alg) == 0;
+            }
+            Py_DECREF(item);
+        }
+        Py_DECREF(items);
+        if (PyErr_Occurred())
+            return -1;
+        if (found || plain)
+            return found;
+    }
+    PyObject *pair = PyTuple_Pack(2, alg, digest);
+    if (pair == NULL)
+        return -1;
+    int found = PySequence_Contains(listed, pair);
+    Py_DECREF(pair);
+    return found;
+}
 
 /* 1 when entry is a file entry (not a violation) whose (digest_alg, digest) is in
  * digests[name], 0 when not, -1 with an exception set.  The lookups can run Python
@@ -737,9 +807,8 @@ plainly_allowed(PyObject *entry, const Py_ssize_t offsets[F_COUNT], PyObject *di
         alg == Py_None || digest == NULL || digest == Py_None || name == NULL ||
         !PyUnicode_CheckExact(name))
         return 0;
-    PyObject *pair = PyTuple_Pack(2, alg, digest); /* holds alg and digest */
-    if (pair == NULL)
-        return -1;
+    Py_INCREF(alg);
+    Py_INCREF(digest);
     Py_INCREF(name);
     PyObject *listed = PyObject_GetItem(digests, name);
     Py_DECREF(name);
@@ -751,10 +820,11 @@ plainly_allowed(PyObject *entry, const Py_ssize_t offsets[F_COUNT], PyObject *di
             allowed = -1;
         }
     } else {
-        allowed = PySequence_Contains(listed, pair);
+        allowed = listed_pair(listed, alg, digest);
         Py_DECREF(listed);
     }
-    Py_DECREF(pair);
+    Py_DECREF(alg);
+    Py_DECREF(digest);
     return allowed;
 }
 
@@ -783,6 +853,7 @@ unallowed(PyObject *module, PyObject *args)
         Py_XDECREF(snapshot);
         return NULL;
     }
+    int gc_was_enabled = PyGC_Disable(); /* see "Collections" above */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
         PyObject *entry = PyTuple_GET_ITEM(snapshot, i);
         int allowed = 0;
@@ -802,9 +873,13 @@ unallowed(PyObject *module, PyObject *args)
             Py_DECREF(position);
         }
     }
+    if (gc_was_enabled)
+        PyGC_Enable();
     Py_DECREF(snapshot);
     return out;
 fail:
+    if (gc_was_enabled)
+        PyGC_Enable();
     Py_DECREF(snapshot);
     Py_DECREF(out);
     return NULL;

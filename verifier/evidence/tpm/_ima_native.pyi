@@ -11,14 +11,14 @@ def ascii_entries(
     max_entries: int,
     entry_type: type[ImaEntry],
     /,
-) -> list[ImaEntry] | None: ...
+) -> tuple[ImaEntry, ...] | None: ...
 def chunk(
     entries: list[ImaEntry] | tuple[ImaEntry, ...],
     start: int,
     alg: str,
     entry_type: type[ImaEntry],
     /,
-) -> tuple[int, list[bytes], list[bytes], tuple[int, ...]] | None: ...
+) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None: ...
 def extend(
     alg: str,
     value: bytes,

@@ -166,7 +166,7 @@ def parse_ascii(
         raw, hash_size=size, first_index=first_index, byte_order=byte_order, max_entries=MAX_ENTRIES
     )
     if native is not None:  # every line well formed and of a common form (ima_native)
-        return ImaList("ascii", byte_order, template_hash_alg, tuple(native))
+        return ImaList("ascii", byte_order, template_hash_alg, native)
     lines = raw.split(b"\n")
     tail = lines.pop()  # what follows the last newline: nothing in a whole list
     too_many = len(lines) > MAX_ENTRIES or (len(lines) == MAX_ENTRIES and bool(tail))

@@ -55,14 +55,14 @@ def active() -> bool:
 
 def ascii_entries(
     raw: bytes, *, hash_size: int, first_index: int, byte_order: ByteOrder, max_entries: int
-) -> list[ImaEntry] | None:
+) -> tuple[ImaEntry, ...] | None:
     """Every line's entry, or None: the Python parser must parse ``raw`` (also when it
     has more than ``max_entries`` lines)."""
     if _module is None or byte_order not in ("little", "big"):
         return None  # an unknown byte order is the Python parser's to refuse
     if not 0 <= first_index <= sys.maxsize:
         return None  # indices beyond a C integer: the Python parser takes them
-    entries: list[ImaEntry] | None = _module.ascii_entries(
+    entries: tuple[ImaEntry, ...] | None = _module.ascii_entries(
         raw, hash_size, first_index, byte_order == "little", max_entries, ImaEntry
     )
     return entries
@@ -70,7 +70,7 @@ def ascii_entries(
 
 def chunk(
     entries: Sequence[ImaEntry], *, start: int, template_hash_alg: str
-) -> tuple[int, list[bytes], list[bytes], tuple[int, ...]] | None:
+) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None:
     """:func:`~verifier.evidence.tpm.ima_replay_bulk.prepare`'s checks in C: the PCR all
     entries extend, their template data and hashes, and the violations' positions.
 
@@ -82,7 +82,7 @@ def chunk(
         return None
     if not isinstance(entries, list | tuple):
         entries = list(entries)
-    found: tuple[int, list[bytes], list[bytes], tuple[int, ...]] | None = _module.chunk(
+    found: tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None = _module.chunk(
         entries, start, template_hash_alg, ImaEntry
     )
     return found
@@ -91,7 +91,7 @@ def chunk(
 def extend(
     bank: str,
     value: bytes,
-    items: list[bytes],
+    items: Sequence[bytes],
     *,
     hashed: bool,
     violation_positions: Sequence[int],

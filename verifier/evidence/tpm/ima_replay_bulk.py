@@ -59,8 +59,8 @@ class Chunk:
     """Entries that passed checks 1 and 2, as the replay needs them."""
 
     pcr: int  # the one PCR they all extend
-    hashed: list[bytes]  # ImaEntry.hashed_data() of each
-    hashes: list[bytes]  # template hashes
+    hashed: Sequence[bytes]  # ImaEntry.hashed_data() of each
+    hashes: Sequence[bytes]  # template hashes
     violations: tuple[int, ...]  # positions of violations (all-zero template hash)
 
 
