@@ -1,12 +1,14 @@
 """atheris harness: the C IMA path (``_ima_native.c``) against the pure-Python path.
 
 Run: ``python tests/fuzz/fuzz_ima_native.py [libFuzzer options] [corpus dirs]``.
-Without a corpus directory it seeds a temporary one from the ASCII IMA lists in the
+Without a corpus directory it seeds a temporary one from the IMA lists in the
 shared vectors' ``tpm/manifest.json`` (and the keylime ima-sig/ima-buf extras). The
-first input byte picks the template-hash algorithm (bit 0: sha1 or sha256) and the
-byte order (bit 1); the rest is an ASCII list. The properties:
+first input byte picks the template-hash algorithm (bit 0: sha1 or sha256), the
+byte order (bit 1) and the format (bit 2: binary, its byte order detected; else
+ASCII); the rest is the list. The binary lists of the vectors are seeds too. The
+properties:
 
-* parse_ascii gives the same entries and offsets, or the same ParseError (code and
+* parse_ascii / parse_binary give the same entries and offsets, or the same ParseError (code and
   message), with the C path as with ``ima_native._module`` set to None;
 * when it parsed: replay_ima (four banks), replay_until_quote (a prefix's value and a
   wrong one as the quote) and appraise_ima_full give the same result or the same
@@ -30,7 +32,7 @@ from unittest import mock
 
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm import ima_native
-from verifier.evidence.tpm.ima import ImaList
+from verifier.evidence.tpm.ima import ImaList, parse_binary
 from verifier.evidence.tpm.ima_ascii import parse_ascii
 from verifier.evidence.tpm.ima_policy import RuntimePolicy, appraise_ima_full, load_runtime_policy
 from verifier.evidence.tpm.ima_replay import ImaReplayError, replay_ima, replay_until_quote
@@ -73,13 +75,16 @@ def _both(run: Callable[[], Any]) -> tuple[Any, ...]:
 
 
 def fuzz_one(data: bytes) -> None:
-    """One input: selector byte, then an ASCII list."""
+    """One input: selector byte, then an ASCII or binary list."""
     if not data or _NATIVE is None:
         return
     hash_alg = "sha256" if data[0] & 1 else "sha1"
     order = "big" if data[0] & 2 else "little"
     body = data[1:]
-    parsed = _both(lambda: parse_ascii(body, template_hash_alg=hash_alg, byte_order=order))
+    if data[0] & 4:  # a binary list (its byte order detected, as the verifier does)
+        parsed = _both(lambda: parse_binary(body, template_hash_alg=hash_alg))
+    else:
+        parsed = _both(lambda: parse_ascii(body, template_hash_alg=hash_alg, byte_order=order))
     if parsed[0] != "ok":
         return
     entries = parsed[1].entries
@@ -111,6 +116,10 @@ def seed_inputs() -> Iterator[bytes]:
     for path in lists:
         for selector in (b"\x00", b"\x03"):
             yield selector + path.read_bytes()
+    for item in manifest["ima_logs"]:
+        if item["format"] == "binary":
+            for selector in (b"\x04", b"\x05"):
+                yield selector + (tpm / item["file"]).read_bytes()
 
 
 def main() -> None:

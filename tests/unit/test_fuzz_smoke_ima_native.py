@@ -1,7 +1,7 @@
 """Run the C-versus-Python IMA fuzz properties without atheris.
 
-Inputs are the shared vectors' ASCII IMA lists and deterministic mutations of their
-first lines (truncations, byte overwrites, appended bytes, the other selector).
+Inputs are the shared vectors' ASCII and binary IMA lists and deterministic mutations
+of their first bytes (truncations, byte overwrites, appended bytes, other selectors).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def _mutations(seed: bytes) -> Iterator[bytes]:
         yield selector + body + tail
     yield bytes([selector[0] ^ 1]) + body
     yield bytes([selector[0] ^ 2]) + body
+    yield bytes([selector[0] ^ 4]) + body
 
 
 def test_seeds() -> None:
@@ -52,8 +53,23 @@ def test_seeds() -> None:
         )
         is not None
         for s in seeds
+        if s[0] in hash_size
     ]
     assert sum(taken) >= 10, "the C path declines the seeds: the harness would compare nothing"
+    binary = [
+        ima_native.binary_entries(
+            s[1:],
+            hash_size=20,
+            first_index=0,
+            byte_order="little",
+            max_entries=10**6,
+            max_data=1 << 20,
+        )
+        is not None
+        for s in seeds
+        if s[0] == 4
+    ]
+    assert sum(binary) >= 3, "the C path declines the binary seeds"
 
 
 def test_deterministic_mutations() -> None:

@@ -1,14 +1,15 @@
 /*
- * The IMA hot path in C: the ASCII list parsed into entries, template hashes
- * checked, PCR 10 replayed.  Python (ima_native.py) is the only caller.
+ * The IMA hot path in C: the binary or ASCII list parsed into entries, template
+ * hashes checked, PCR 10 replayed, entries the policy plainly allows picked out.  Python (ima_native.py) is the only caller.
  *
  * Why C: a full check of a 2,000-entry list is three hashes and a dozen small
  * objects per entry; through CPython each hash call costs more than the hash.
  *
  * Safety rules this file keeps:
- *   - It never reports an error about the evidence.  A line it does not fully
- *     understand makes ascii_entries() return None, and the Python parser (the
- *     reference, ima_ascii.py) parses the whole list again and names the fault.
+ *   - It never reports an error about the evidence.  An entry it does not fully
+ *     understand makes ascii_entries() or binary_entries() return None, and the
+ *     Python parser (the reference: ima_ascii.py, ima_binary.py) parses the whole
+ *     list again and names the fault.
  *     So this code can only be wrong by accepting a line Python rejects or by
  *     building a different entry; tests/unit/test_ima_native.py and the atheris
  *     harness tests/fuzz/fuzz_ima_native.py compare the two on every input.
@@ -511,38 +512,11 @@ shared_clear(struct shared *s)
         Py_CLEAR(s->algs[i]);
 }
 
-/* A new ImaEntry for *line, or NULL with an exception set. */
+/* An ImaEntry holding values (stolen, in field order), or NULL with an exception
+ * set when any value is NULL (its creation failed) or the allocation fails. */
 static PyObject *
-new_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
-          const struct line *line, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size,
-          int little)
+entry_from(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], PyObject *values[F_COUNT])
 {
-    PyObject *values[F_COUNT] = {NULL};
-    int t = line->template;
-    if (shared->templates[t] == NULL &&
-        (shared->templates[t] = PyUnicode_InternFromString(TEMPLATE_NAMES[t])) == NULL)
-        return NULL;
-    if (shared->algs[line->alg] == NULL &&
-        (shared->algs[line->alg] = PyUnicode_InternFromString(D_NG_ALGS[line->alg].name)) == NULL)
-        return NULL;
-    values[F_INDEX] = PyLong_FromSsize_t(index);
-    values[F_PCR] = PyLong_FromLong(line->pcr);
-    values[F_HASH] = PyBytes_FromStringAndSize((const char *)line->hash, hash_size);
-    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
-    values[F_DATA] = template_data(line, little);
-    values[F_ALG] = Py_NewRef(shared->algs[line->alg]);
-    values[F_DIGEST] = PyBytes_FromStringAndSize((const char *)line->digest,
-                                                 D_NG_ALGS[line->alg].size);
-    values[F_NAME] = PyUnicode_DecodeUTF8(line->name, line->name_len, "surrogateescape");
-    PyObject *extra = NULL; /* ima-sig's signature or ima-buf's buffer */
-    if (t != T_NG) {
-        extra = PyBytes_FromStringAndSize(NULL, line->extra_len);
-        if (extra != NULL) /* checked hex digits (parse_line): cannot fail */
-            unhex(line->extra_hex, line->extra_len, (unsigned char *)PyBytes_AS_STRING(extra));
-    }
-    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
-    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
-    values[F_OFFSET] = PyLong_FromSsize_t(offset);
     PyObject *entry = NULL;
     for (int f = 0; f < F_COUNT; f++)
         if (values[f] == NULL)
@@ -562,6 +536,50 @@ fail:
     for (int f = 0; f < F_COUNT; f++)
         Py_XDECREF(values[f]);
     return NULL;
+}
+
+/* The shared str of template t and of d-ng algorithm a (made once per call). */
+static int
+shared_names(struct shared *shared, int t, int a)
+{
+    if (shared->templates[t] == NULL &&
+        (shared->templates[t] = PyUnicode_InternFromString(TEMPLATE_NAMES[t])) == NULL)
+        return -1;
+    if (shared->algs[a] == NULL &&
+        (shared->algs[a] = PyUnicode_InternFromString(D_NG_ALGS[a].name)) == NULL)
+        return -1;
+    return 0;
+}
+
+/* A new ImaEntry for *line, or NULL with an exception set. */
+static PyObject *
+new_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
+          const struct line *line, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size,
+          int little)
+{
+    PyObject *values[F_COUNT] = {NULL};
+    int t = line->template;
+    if (shared_names(shared, t, line->alg) < 0)
+        return NULL;
+    values[F_INDEX] = PyLong_FromSsize_t(index);
+    values[F_PCR] = PyLong_FromLong(line->pcr);
+    values[F_HASH] = PyBytes_FromStringAndSize((const char *)line->hash, hash_size);
+    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
+    values[F_DATA] = template_data(line, little);
+    values[F_ALG] = Py_NewRef(shared->algs[line->alg]);
+    values[F_DIGEST] = PyBytes_FromStringAndSize((const char *)line->digest,
+                                                 D_NG_ALGS[line->alg].size);
+    values[F_NAME] = PyUnicode_DecodeUTF8(line->name, line->name_len, "surrogateescape");
+    PyObject *extra = NULL; /* ima-sig's signature or ima-buf's buffer */
+    if (t != T_NG) {
+        extra = PyBytes_FromStringAndSize(NULL, line->extra_len);
+        if (extra != NULL) /* checked hex digits (parse_line): cannot fail */
+            unhex(line->extra_hex, line->extra_len, (unsigned char *)PyBytes_AS_STRING(extra));
+    }
+    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
+    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
+    values[F_OFFSET] = PyLong_FromSsize_t(offset);
+    return entry_from(type, offsets, values);
 }
 
 PyDoc_STRVAR(ascii_entries_doc,
@@ -636,6 +654,204 @@ ascii_entries(PyObject *module, PyObject *args)
 done:
     if (gc_was_enabled)
         PyGC_Enable();
+    shared_clear(&shared);
+    PyBuffer_Release(&raw);
+    return entries;
+}
+
+/* ------------------------------------------------------------- binary lists */
+
+static uint32_t
+get_u32(const char *at, int little)
+{
+    const unsigned char *b = (const unsigned char *)at;
+    if (little)
+        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return (uint32_t)b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24;
+}
+
+/* One binary entry: pointers into the list. */
+struct record {
+    int pcr;
+    enum template_id template;
+    int alg; /* index into D_NG_ALGS */
+    const char *hash;
+    const char *data;
+    Py_ssize_t data_len;
+    const char *digest;
+    const char *name;
+    Py_ssize_t name_len;
+    const char *extra; /* ima-sig / ima-buf: the third field */
+    Py_ssize_t extra_len;
+    Py_ssize_t size; /* bytes the entry takes in the list */
+};
+
+/* A u32 length at *at (within [*at, end)) and the field it announces; moves *at past
+ * both. 0 when either does not fit. */
+static int
+field(const char **at, const char *end, int little, const char **value, Py_ssize_t *length)
+{
+    if (end - *at < 4)
+        return 0;
+    uint32_t size = get_u32(*at, little);
+    *at += 4;
+    if ((Py_ssize_t)size > end - *at)
+        return 0;
+    *value = *at;
+    *length = (Py_ssize_t)size;
+    *at += size;
+    return 1;
+}
+
+/* Parse the entry at p (the list ends at end) into *out; 0 when it is not of a form
+ * this file accepts (the Python parser decides then). */
+static int
+parse_record(const char *p, const char *end, Py_ssize_t hash_size, int little,
+             Py_ssize_t max_data, struct record *out)
+{
+    /* PCR (0-23), template hash, template name (one of ours). */
+    if (end - p < 4 + hash_size + 4)
+        return 0;
+    uint32_t pcr = get_u32(p, little);
+    if (pcr > 23)
+        return 0;
+    out->pcr = (int)pcr;
+    out->hash = p + 4;
+    const char *q = p + 4 + hash_size, *tname;
+    Py_ssize_t tname_len;
+    if (!field(&q, end, little, &tname, &tname_len))
+        return 0;
+    int template = -1;
+    for (int t = 0; t < T_COUNT && template < 0; t++)
+        if ((size_t)tname_len == TEMPLATE_LENGTHS[t] &&
+            memcmp(tname, TEMPLATE_NAMES[t], (size_t)tname_len) == 0)
+            template = t;
+    if (template < 0)
+        return 0;
+    out->template = (enum template_id)template;
+    /* Template data: at most max_data bytes, exactly its fields. */
+    if (!field(&q, end, little, &out->data, &out->data_len) || out->data_len > max_data)
+        return 0;
+    const char *f = out->data, *data_end = out->data + out->data_len, *d_ng, *n_ng;
+    Py_ssize_t d_ng_len, n_ng_len;
+    if (!field(&f, data_end, little, &d_ng, &d_ng_len) ||
+        !field(&f, data_end, little, &n_ng, &n_ng_len))
+        return 0;
+    /* d-ng: "alg:\0" and a digest of that algorithm's size. A known name holds no
+     * ':', so this is the first ":\0", where the Python parser splits. */
+    out->alg = -1;
+    for (int a = 0; a < D_NG_ALG_COUNT && out->alg < 0; a++) {
+        Py_ssize_t len = (Py_ssize_t)D_NG_ALGS[a].length;
+        if (d_ng_len == len + 2 + D_NG_ALGS[a].size &&
+            memcmp(d_ng, D_NG_ALGS[a].name, (size_t)len) == 0 && d_ng[len] == ':' &&
+            d_ng[len + 1] == '\0')
+            out->alg = a;
+    }
+    if (out->alg < 0)
+        return 0;
+    out->digest = d_ng + D_NG_ALGS[out->alg].length + 2;
+    /* n-ng: one name and its NUL, no other NUL. */
+    if (n_ng_len < 1 || n_ng[n_ng_len - 1] != '\0' ||
+        memchr(n_ng, '\0', (size_t)(n_ng_len - 1)) != NULL)
+        return 0;
+    out->name = n_ng;
+    out->name_len = n_ng_len - 1;
+    out->extra = NULL;
+    out->extra_len = 0;
+    if (out->template != T_NG && !field(&f, data_end, little, &out->extra, &out->extra_len))
+        return 0;
+    if (f != data_end)
+        return 0;
+    out->size = data_end - p;
+    return 1;
+}
+
+static PyObject *
+record_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
+             const struct record *r, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size)
+{
+    PyObject *values[F_COUNT] = {NULL};
+    int t = r->template;
+    if (shared_names(shared, t, r->alg) < 0)
+        return NULL;
+    values[F_INDEX] = PyLong_FromSsize_t(index);
+    values[F_PCR] = PyLong_FromLong(r->pcr);
+    values[F_HASH] = PyBytes_FromStringAndSize(r->hash, hash_size);
+    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
+    values[F_DATA] = PyBytes_FromStringAndSize(r->data, r->data_len);
+    values[F_ALG] = Py_NewRef(shared->algs[r->alg]);
+    values[F_DIGEST] = PyBytes_FromStringAndSize(r->digest, D_NG_ALGS[r->alg].size);
+    values[F_NAME] = PyUnicode_DecodeUTF8(r->name, r->name_len, "surrogateescape");
+    PyObject *extra = t == T_NG ? NULL : PyBytes_FromStringAndSize(r->extra, r->extra_len);
+    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
+    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
+    values[F_OFFSET] = PyLong_FromSsize_t(offset);
+    return entry_from(type, offsets, values);
+}
+
+PyDoc_STRVAR(binary_entries_doc,
+"binary_entries(raw, hash_size, first_index, little, max_entries, max_data, entry_type)\n"
+"    -> tuple[ImaEntry, ...] | None\n\n"
+"Every entry of a non-empty binary list (of the given byte order) as an\n"
+"entry_type, or None unless every entry is a well-formed ima-ng, ima-sig or\n"
+"ima-buf entry with a known d-ng algorithm and at most max_data bytes of\n"
+"template data (and there are at most max_entries).");
+
+static PyObject *
+binary_entries(PyObject *module, PyObject *args)
+{
+    Py_buffer raw;
+    Py_ssize_t hash_size, first_index, max_entries, max_data;
+    int little;
+    PyTypeObject *type;
+    if (!PyArg_ParseTuple(args, "y*nnpnnO!:binary_entries", &raw, &hash_size, &first_index,
+                          &little, &max_entries, &max_data, &PyType_Type, &type))
+        return NULL;
+    PyObject *entries = NULL, *found = NULL;
+    int gc_was_enabled = 0;
+    struct shared shared = {{NULL}, {NULL}};
+    Py_ssize_t offsets[F_COUNT];
+    const char *base = raw.buf, *end = base + raw.len;
+    if (hash_size <= 0 || hash_size > MAX_DIGEST) {
+        PyErr_SetString(PyExc_ValueError, "hash_size out of range");
+        goto done;
+    }
+    if (slot_offsets(type, offsets) < 0)
+        goto done;
+    if (raw.len == 0 || first_index < 0 || max_entries < 0 ||
+        first_index > PY_SSIZE_T_MAX - max_entries) {
+        entries = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* Entries are not counted before parsing, as lines are: collected in a list. */
+    found = PyList_New(0);
+    if (found == NULL)
+        goto done;
+    gc_was_enabled = PyGC_Disable(); /* see "Collections" above */
+    for (const char *p = base; p < end;) {
+        struct record r;
+        Py_ssize_t count = PyList_GET_SIZE(found);
+        if (count >= max_entries || !parse_record(p, end, hash_size, little, max_data, &r)) {
+            entries = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *entry = record_entry(type, offsets, &shared, &r, first_index + count,
+                                       p - base, hash_size);
+        if (entry == NULL)
+            goto done;
+        int appended = PyList_Append(found, entry);
+        Py_DECREF(entry);
+        if (appended < 0)
+            goto done;
+        p += r.size;
+    }
+    entries = PyList_AsTuple(found); /* our own list: nothing else can reach it */
+    if (entries != NULL)
+        untrack(entries);
+done:
+    if (gc_was_enabled)
+        PyGC_Enable();
+    Py_XDECREF(found);
     shared_clear(&shared);
     PyBuffer_Release(&raw);
     return entries;
@@ -887,6 +1103,7 @@ fail:
 
 static PyMethodDef METHODS[] = {
     {"ascii_entries", ascii_entries, METH_VARARGS, ascii_entries_doc},
+    {"binary_entries", binary_entries, METH_VARARGS, binary_entries_doc},
     {"chunk", chunk, METH_VARARGS, chunk_doc},
     {"unallowed", unallowed, METH_VARARGS, unallowed_doc},
     {"extend", extend, METH_VARARGS, extend_doc},

@@ -12,6 +12,16 @@ def ascii_entries(
     entry_type: type[ImaEntry],
     /,
 ) -> tuple[ImaEntry, ...] | None: ...
+def binary_entries(
+    raw: bytes,
+    hash_size: int,
+    first_index: int,
+    little: bool,
+    max_entries: int,
+    max_data: int,
+    entry_type: type[ImaEntry],
+    /,
+) -> tuple[ImaEntry, ...] | None: ...
 def chunk(
     entries: list[ImaEntry] | tuple[ImaEntry, ...],
     start: int,

@@ -265,8 +265,8 @@ def parse_binary(
     ``byte_order`` None detects it; give it to parse a chunk of a list whose order a
     previous chunk established.
     """
-    # The reader builds on this module's types: imported here, not at the top.
-    from verifier.evidence.tpm import ima_binary  # noqa: PLC0415
+    # The readers build on this module's types: imported here, not at the top.
+    from verifier.evidence.tpm import ima_binary, ima_native  # noqa: PLC0415
 
     hash_size = TEMPLATE_HASH_SIZES.get(template_hash_alg)
     if hash_size is None:
@@ -279,6 +279,16 @@ def parse_binary(
     if not raw:
         return ImaList("binary", byte_order or "little", template_hash_alg, ())
     order = byte_order or ima_binary.detect_byte_order(raw, hash_size)
+    native = ima_native.binary_entries(
+        raw,
+        hash_size=hash_size,
+        first_index=first_index,
+        byte_order=order,
+        max_entries=MAX_ENTRIES,
+        max_data=MAX_TEMPLATE_DATA,
+    )
+    if native is not None:  # every entry well formed and of a common form (ima_native)
+        return ImaList("binary", order, template_hash_alg, native)
     entries = ima_binary.read_entries(
         raw, hash_size=hash_size, byte_order=order, first_index=first_index, limit=MAX_ENTRIES
     )

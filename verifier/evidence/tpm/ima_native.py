@@ -10,6 +10,8 @@ does the same work for the common case and nothing else:
   very entries :func:`~verifier.evidence.tpm.ima_ascii.parse_ascii` builds; for any
   other list it returns None and the Python parser (the reference) parses it and
   names what is wrong. It never reports a fault of its own.
+  :func:`binary_entries` does the same for the binary list the agent sends
+  (:func:`~verifier.evidence.tpm.ima.parse_binary`).
 - :func:`chunk` and :func:`extend` are the template-hash check and the PCR
   extend of :mod:`~verifier.evidence.tpm.ima_replay_bulk` for the SHA-1/SHA-2 banks.
 - :func:`unallowed` is the fast path of
@@ -34,7 +36,15 @@ from types import ModuleType
 
 from verifier.evidence.tpm.ima import ByteOrder, ImaEntry
 
-__all__ = ["NATIVE_BANKS", "active", "ascii_entries", "chunk", "extend", "unallowed"]
+__all__ = [
+    "NATIVE_BANKS",
+    "active",
+    "ascii_entries",
+    "binary_entries",
+    "chunk",
+    "extend",
+    "unallowed",
+]
 
 _module: ModuleType | None
 try:
@@ -64,6 +74,28 @@ def ascii_entries(
         return None  # indices beyond a C integer: the Python parser takes them
     entries: tuple[ImaEntry, ...] | None = _module.ascii_entries(
         raw, hash_size, first_index, byte_order == "little", max_entries, ImaEntry
+    )
+    return entries
+
+
+def binary_entries(
+    raw: bytes,
+    *,
+    hash_size: int,
+    first_index: int,
+    byte_order: ByteOrder,
+    max_entries: int,
+    max_data: int,
+) -> tuple[ImaEntry, ...] | None:
+    """Every entry of a non-empty binary list of ``byte_order``, or None: the Python
+    parser must parse ``raw`` (also when it has more than ``max_entries`` entries or
+    one with more than ``max_data`` bytes of template data)."""
+    if _module is None or byte_order not in ("little", "big"):
+        return None
+    if not 0 <= first_index <= sys.maxsize:
+        return None  # indices beyond a C integer: the Python parser takes them
+    entries: tuple[ImaEntry, ...] | None = _module.binary_entries(
+        raw, hash_size, first_index, byte_order == "little", max_entries, max_data, ImaEntry
     )
     return entries
 
