@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import operator
 import struct
 import sys
 import time
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
@@ -76,8 +77,10 @@ _TOOLS_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 # u8[4] pcrSelect, 1 padding byte); then a u32 number of TPML_DIGEST, each a u32
 # count + 8 x TPM2B_DIGEST (u16 size + 64-byte buffer).
 _SELECTION = struct.Struct("<HB4sx")
-_SELECTIONS_SIZE = 4 + 16 * _SELECTION.size
+_SELECTION_SIZE = _SELECTION.size
+_SELECTIONS_SIZE = 4 + 16 * _SELECTION_SIZE
 _DIGEST_LIST = struct.Struct("<I" + "H64s" * 8)
+_FIRST_LIST = _SELECTIONS_SIZE + 4  # after the selections and the number of lists
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _SLOT = 2 + 64  # one TPM2B_DIGEST as tpm2-tools writes it: size, then a full 64-byte buffer
@@ -100,12 +103,60 @@ def _selected(bitmap: bytes) -> tuple[int, ...]:
     return pcrs
 
 
+class _Layout(NamedTuple):
+    """The digest lists that tpm2-tools writes for one PCR selection, as one struct.
+
+    ``digests`` reads, from the number of lists on, every list count, every digest
+    size and every digest (exactly its bank's size; the rest of each 64-byte buffer
+    and the unused slots skipped, as :func:`_parse_tools_pcrs_checked` skips them).
+    ``header_of`` picks the numbers (lists, counts, sizes) out of what it reads, which
+    must equal ``header``; ``values_of`` the digests; ``banks`` gives each bank its
+    PCRs and the range of its digests.
+    """
+
+    size: int  # of the whole file
+    digests: struct.Struct
+    header_of: Callable[[tuple[Any, ...]], tuple[int, ...]]
+    header: tuple[int, ...]
+    values_of: Callable[[tuple[Any, ...]], tuple[bytes, ...]]
+    banks: tuple[tuple[str, tuple[int, ...], int, int], ...]
+
+
+# The count and selections of a file (its first 4 + 8 x count bytes) -> the layout of
+# its digest lists, for selections that parsed (bounded, like _PCR_BITS: an agent
+# quotes the same selection every time).
+_LAYOUTS: dict[bytes, _Layout] = {}
+
+
 def parse_tools_pcrs(raw: bytes) -> dict[str, dict[int, bytes]]:
     """bank -> PCR -> value from a ``tpm2_quote -o`` file (strict: sizes, counts, no trailing).
 
     The values are assigned in the order tpm2-tools writes them: selections in file
     order, PCRs ascending, split into lists of at most 8.
+
+    A file whose selections parsed before, of the same length, whose list counts and
+    digest sizes are exactly those tpm2-tools writes for them, is read in one struct
+    call: every field the checked parser would check then holds, and it would return
+    the same values. Anything else, or anything new, goes through that parser.
     """
+    if len(raw) >= _FIRST_LIST:
+        (count,) = _U32.unpack_from(raw, 0)
+        layout = _LAYOUTS.get(raw[: 4 + count * _SELECTION_SIZE])
+        if layout is not None and len(raw) == layout.size:
+            fields = layout.digests.unpack_from(raw, _SELECTIONS_SIZE)
+            if layout.header_of(fields) == layout.header:
+                values = layout.values_of(fields)
+                out: dict[str, dict[int, bytes]] = {}
+                # stop - first == len(pcrs) by construction (_layout): no strict zip.
+                for bank, pcrs, first, stop in layout.banks:
+                    out[bank] = dict(zip(pcrs, values[first:stop], strict=False))
+                return out
+    return _parse_tools_pcrs_checked(raw)
+
+
+def _parse_tools_pcrs_checked(raw: bytes) -> dict[str, dict[int, bytes]]:
+    """:func:`parse_tools_pcrs` field by field, every check in file order; learns the
+    layout of a file that parses."""
     if len(raw) < _SELECTIONS_SIZE + 4:
         raise ToolsPcrsError(f"{len(raw)} bytes: too short for a PCR selection")
     (count,) = _U32.unpack_from(raw, 0)
@@ -127,6 +178,7 @@ def parse_tools_pcrs(raw: bytes) -> dict[str, dict[int, bytes]]:
                 raise ToolsPcrsError(f"digest of {size} bytes")
             values.append(raw[offset + 2 : offset + 2 + size])
     out: dict[str, dict[int, bytes]] = {}
+    banks: list[tuple[str, tuple[int, ...]]] = []
     used = 0
     for i in range(count):
         alg, size_of_select, bitmap = _SELECTION.unpack_from(raw, 4 + i * _SELECTION.size)
@@ -142,9 +194,54 @@ def parse_tools_pcrs(raw: bytes) -> dict[str, dict[int, bytes]]:
         if len(bank_values) != len(pcrs) or any(len(v) != size for v in bank_values):
             raise ToolsPcrsError(f"{bank}: values missing or not of {size} bytes")
         out[bank] = dict(zip(pcrs, bank_values, strict=True))
+        banks.append((bank, pcrs))
     if used != len(values):
         raise ToolsPcrsError(f"{len(values)} values for {used} selected PCRs")
+    key = raw[: 4 + count * _SELECTION_SIZE]
+    if key not in _LAYOUTS and len(_LAYOUTS) < 256:
+        layout = _layout(banks)
+        if layout is not None:
+            _LAYOUTS[key] = layout
     return out
+
+
+def _layout(banks: list[tuple[str, tuple[int, ...]]]) -> _Layout | None:
+    """The layout tpm2-tools writes for these banks: their digests in order, in lists
+    of 8 (the last one shorter). None for fewer than 2 digests, which itemgetter
+    would not return as a tuple (such files take the checked path)."""
+    sizes = [_TOOLS_SIZES[bank] for bank, pcrs in banks for _ in pcrs]
+    if len(sizes) < 2:
+        return None
+    lists = [sizes[i : i + 8] for i in range(0, len(sizes), 8)]
+    fmt = ["<I"]  # the number of lists
+    header_at, header, values_at = [0], [len(lists)], []
+    field = 1
+    for in_list in lists:
+        fmt.append("I")
+        header_at.append(field)
+        header.append(len(in_list))
+        field += 1
+        for size in in_list:
+            fmt.append(f"H{size}s{64 - size}x")
+            header_at.append(field)
+            header.append(size)
+            values_at.append(field + 1)
+            field += 2
+        fmt.append(f"{(8 - len(in_list)) * _SLOT}x")
+    ranges: list[tuple[str, tuple[int, ...], int, int]] = []
+    first = 0
+    for bank, pcrs in banks:
+        ranges.append((bank, pcrs, first, first + len(pcrs)))
+        first += len(pcrs)
+    digests = struct.Struct("".join(fmt))
+    return _Layout(
+        size=_SELECTIONS_SIZE + digests.size,
+        digests=digests,
+        header_of=operator.itemgetter(*header_at),
+        header=tuple(header),
+        values_of=operator.itemgetter(*values_at),
+        banks=tuple(ranges),
+    )
 
 
 # --------------------------------------------------------------------------- runtime policy

@@ -297,18 +297,22 @@ static const struct {
 
 static signed char HEX[256]; /* lowercase hex digit -> value, else -1 */
 
+/* Two lowercase hex digits (first << 8 | second) -> their byte, or 0x100 when
+ * either is not one: one load per byte decoded (128 KiB, built at import). */
+static uint16_t HEX_PAIR[1 << 16];
+
 /* Decode exactly 2*n lowercase hex digits; 0 when one is not. */
 static int
 unhex(const char *text, Py_ssize_t n, unsigned char *out)
 {
     const unsigned char *t = (const unsigned char *)text;
-    int bad = 0; /* a non-digit has HEX -1: its sign bit sticks */
+    unsigned bad = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int hi = HEX[t[2 * i]], lo = HEX[t[2 * i + 1]];
-        bad |= hi | lo;
-        out[i] = (unsigned char)(((unsigned)hi & 0xf) << 4 | ((unsigned)lo & 0xf));
+        unsigned pair = HEX_PAIR[(unsigned)t[2 * i] << 8 | t[2 * i + 1]];
+        bad |= pair;
+        out[i] = (unsigned char)pair;
     }
-    return bad >= 0;
+    return (bad & 0x100) == 0;
 }
 
 static void
@@ -600,6 +604,7 @@ ascii_entries(PyObject *module, PyObject *args)
                           &little, &max_entries, &PyType_Type, &type))
         return NULL;
     PyObject *entries = NULL;
+    const char **newlines = NULL;
     int gc_was_enabled = 0;
     struct shared shared = {{NULL}, {NULL}};
     Py_ssize_t offsets[F_COUNT];
@@ -616,13 +621,25 @@ ascii_entries(PyObject *module, PyObject *args)
         entries = Py_NewRef(Py_None);
         goto done;
     }
-    Py_ssize_t count = 0;
+    /* Where each line ends, found once: the count sizes the tuple, the ends bound
+     * the lines. The list ends with a newline (checked above), so memchr finds one. */
+    Py_ssize_t count = 0, room = 0;
     for (const char *p = base; p < end; count++) {
-        p = (const char *)memchr(p, '\n', (size_t)(end - p)) + 1;
         if (count >= max_entries) {
             entries = Py_NewRef(Py_None);
             goto done;
         }
+        if (count == room) {
+            room = room ? 2 * room : 1024;
+            const char **grown = PyMem_Realloc(newlines, (size_t)room * sizeof *newlines);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            newlines = grown;
+        }
+        newlines[count] = memchr(p, '\n', (size_t)(end - p));
+        p = newlines[count] + 1;
     }
     /* Indices the C integers hold (the Python parser takes any others). */
     if (first_index < 0 || first_index > PY_SSIZE_T_MAX - count) {
@@ -635,7 +652,7 @@ ascii_entries(PyObject *module, PyObject *args)
     const char *start = base;
     gc_was_enabled = PyGC_Disable(); /* see "Collections" above */
     for (Py_ssize_t i = 0; i < count; i++) {
-        const char *newline = memchr(start, '\n', (size_t)(end - start));
+        const char *newline = newlines[i];
         struct line line;
         if (!parse_line(start, newline, hash_size, &line)) {
             Py_SETREF(entries, Py_NewRef(Py_None));
@@ -654,6 +671,7 @@ ascii_entries(PyObject *module, PyObject *args)
 done:
     if (gc_was_enabled)
         PyGC_Enable();
+    PyMem_Free(newlines);
     shared_clear(&shared);
     PyBuffer_Release(&raw);
     return entries;
@@ -1124,5 +1142,11 @@ PyInit__ima_native(void)
         HEX['0' + d] = (signed char)d;
     for (int d = 0; d < 6; d++)
         HEX['a' + d] = (signed char)(10 + d);
+    for (unsigned first = 0; first < 256; first++)
+        for (unsigned second = 0; second < 256; second++)
+            HEX_PAIR[first << 8 | second] =
+                HEX[first] < 0 || HEX[second] < 0
+                    ? 0x100
+                    : (uint16_t)((unsigned)HEX[first] << 4 | (unsigned)HEX[second]);
     return PyModule_Create(&MODULE);
 }

@@ -331,7 +331,14 @@ def authenticate_quote(
         # The kinds are named after the quote codes: tpm.quote.signature_invalid etc.
         _fail(f"tpm.quote.{exc.kind}", exc.detail, _BEFORE_SIGNATURE)
 
-    if not hmac.compare_digest(info.extra_data, bytes(expected_qualifying_data)):
+    # bytes(): a private copy of a bytearray/memoryview; bytes are taken as they are
+    # (bytes(b) of a bytes object is that object, so skipping the call is the same).
+    expected = (
+        expected_qualifying_data
+        if type(expected_qualifying_data) is bytes
+        else bytes(expected_qualifying_data)
+    )
+    if not hmac.compare_digest(info.extra_data, expected):
         # Tell a replayed old quote from a merely wrong one: the former is an attack signal.
         if any(hmac.compare_digest(info.extra_data, bytes(c)) for c in consumed_qualifying_data):
             _fail(
@@ -343,10 +350,23 @@ def authenticate_quote(
             _BEFORE_NONCE,
         )
 
-    selected = {s.hash_algorithm: s.pcr_set for s in info.pcr_selection}
+    # Each required bank against its selection, found by a scan rather than through a
+    # bank -> PCRs dict built per quote (parse refused repeated banks, so the first
+    # match is the only one); a bank not quoted selects nothing.
+    selections = info.pcr_selection
     for bank, indices in required_pcrs.items():
-        if not selected.get(bank, _NONE_QUOTED).issuperset(indices):
-            _selection_incomplete(selected, required_pcrs, _BEFORE_PCR_SELECTION)
+        for selection in selections:
+            if selection.hash_algorithm == bank:
+                quoted = selection.pcr_set
+                break
+        else:
+            quoted = _NONE_QUOTED
+        if not quoted.issuperset(indices):
+            _selection_incomplete(
+                {s.hash_algorithm: s.pcr_set for s in selections},
+                required_pcrs,
+                _BEFORE_PCR_SELECTION,
+            )
 
     pcrs = _covered_pcrs(info, reported_pcrs, sig.hash_algorithm, _BEFORE_PCR_DIGEST)
 

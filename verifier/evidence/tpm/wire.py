@@ -199,8 +199,32 @@ def read_signature(raw: bytes) -> SignatureFields:
         value, offset = _tpm2b(raw, 4, MAX_TPM2B_PUBLIC_KEY_RSA, what)
         parts = [value]
     else:
-        r, offset = _tpm2b(raw, 4, MAX_TPM2B_ECC_PARAMETER, what)
-        s, offset = _tpm2b(raw, offset, MAX_TPM2B_ECC_PARAMETER, what)
-        parts = [r, s]
+        # The two TPM2Bs inline, as in read_quote_body (the per-quote path): each size
+        # is bounded before its end is computed, and every end is checked against
+        # len(raw).
+        end = len(raw)
+        if end < 6:
+            raise _truncated(what)
+        size = raw[4] << 8 | raw[5]
+        if size > MAX_TPM2B_ECC_PARAMETER:
+            raise ParseError(
+                f"{what}: cannot unmarshal (size {size} exceeds {MAX_TPM2B_ECC_PARAMETER})"
+            )
+        offset = 6 + size
+        if offset + 2 > end:
+            # r is truncated, or complete with s's size truncated: _tpm2b would say
+            # "truncated" for either.
+            raise _truncated(what)
+        r = raw[6:offset]
+        size = raw[offset] << 8 | raw[offset + 1]
+        if size > MAX_TPM2B_ECC_PARAMETER:
+            raise ParseError(
+                f"{what}: cannot unmarshal (size {size} exceeds {MAX_TPM2B_ECC_PARAMETER})"
+            )
+        start = offset + 2
+        offset = start + size
+        if offset > end:
+            raise _truncated(what)
+        parts = [r, raw[start:offset]]
     _no_trailing(raw, offset, what)
     return alg, hash_alg, parts
