@@ -875,24 +875,89 @@ done:
     return entries;
 }
 
+/* A bank to replay during chunk()'s walk. */
+#define MAX_RUNS 8
+struct run {
+    enum alg_id alg;
+    int logged;                      /* the bank of the template hash: extend it as logged */
+    unsigned char value[MAX_DIGEST]; /* running PCR */
+    const char *target;              /* quoted value (held by the caller's tuple), or NULL */
+    PyObject *hits;                  /* counts after which value == target */
+};
+
+/* runs[] from ((bank, value, logged, target), ...); their count, or -1 with an
+ * exception set (and no list left to free). */
+static Py_ssize_t
+read_runs(PyObject *specs, struct run runs[MAX_RUNS])
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(specs);
+    if (count > MAX_RUNS) {
+        PyErr_SetString(PyExc_ValueError, "too many banks");
+        return -1;
+    }
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *spec = PyTuple_GET_ITEM(specs, r), *name, *value, *logged, *target;
+        if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a run is (bank, value, logged, target)");
+            goto fail;
+        }
+        name = PyTuple_GET_ITEM(spec, 0);
+        value = PyTuple_GET_ITEM(spec, 1);
+        logged = PyTuple_GET_ITEM(spec, 2);
+        target = PyTuple_GET_ITEM(spec, 3);
+        if (!PyUnicode_Check(name) || alg_from_name(name, &runs[r].alg) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a run's bank is a str");
+            goto fail;
+        }
+        Py_ssize_t size = ALGS[runs[r].alg].size;
+        if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) != size ||
+            !PyBool_Check(logged) ||
+            (target != Py_None &&
+             (!PyBytes_CheckExact(target) || PyBytes_GET_SIZE(target) != size))) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a run's value (and target) must be digests of its bank");
+            goto fail;
+        }
+        memcpy(runs[r].value, PyBytes_AS_STRING(value), (size_t)size);
+        runs[r].logged = logged == Py_True;
+        runs[r].target = target == Py_None ? NULL : PyBytes_AS_STRING(target);
+        runs[r].hits = PyList_New(0);
+        if (runs[r].hits == NULL)
+            goto fail;
+        continue;
+    fail:
+        for (Py_ssize_t k = 0; k < r; k++)
+            Py_CLEAR(runs[k].hits);
+        return -1;
+    }
+    return count;
+}
+
 PyDoc_STRVAR(chunk_doc,
-"chunk(entries, start, alg, entry_type)\n"
-"    -> (pcr, hashed, hashes, violations) | None\n\n"
+"chunk(entries, start, alg, entry_type, runs=())\n"
+"    -> (pcr, hashed, hashes, violations, ((final, hits), ...)) | None\n\n"
 "ima_replay_bulk.prepare for a list of entry_type: entries numbered from start,\n"
 "all extending one PCR, none of the legacy ima template; each template hash\n"
 "all zero (a violation, whose position is listed) or alg(template data).\n"
-"None when any of this does not hold: the Python path decides then.");
+"None when any of this does not hold: the Python path decides then.\n"
+"runs: ((bank, value, logged, target), ...), banks extended in the same walk\n"
+"from value (that bank's value of the entries' PCR): ff..ff for a violation,\n"
+"the logged hash when logged, else bank(template data); each gives its final\n"
+"value and the counts of entries after which it equals target (None: none).");
 
 static PyObject *
 chunk(PyObject *module, PyObject *args)
 {
-    PyObject *entries, *alg_name;
+    PyObject *entries, *alg_name, *run_specs = NULL;
     Py_ssize_t start;
     PyTypeObject *type;
     enum alg_id alg;
     Py_ssize_t offsets[F_COUNT];
-    if (!PyArg_ParseTuple(args, "OnUO!:chunk", &entries, &start, &alg_name, &PyType_Type,
-                          &type))
+    struct run runs[MAX_RUNS];
+    Py_ssize_t run_count = 0;
+    if (!PyArg_ParseTuple(args, "OnUO!|O!:chunk", &entries, &start, &alg_name, &PyType_Type,
+                          &type, &PyTuple_Type, &run_specs))
         return NULL;
     if (!PyList_CheckExact(entries) && !PyTuple_CheckExact(entries)) {
         PyErr_SetString(PyExc_TypeError, "entries must be a list or a tuple");
@@ -913,6 +978,10 @@ chunk(PyObject *module, PyObject *args)
     unsigned char computed[MAX_DIGEST];
     if (hashed == NULL || hashes == NULL || found == NULL)
         goto done;
+    if (run_specs != NULL && (run_count = read_runs(run_specs, runs)) < 0) {
+        run_count = 0; /* read_runs freed what it made */
+        goto done;
+    }
     if (start < 0 || start > PY_SSIZE_T_MAX - n)
         goto decline;
 #define SLOT(e, f) (*(PyObject **)((char *)(e) + offsets[f]))
@@ -942,18 +1011,48 @@ chunk(PyObject *module, PyObject *args)
         PyTuple_SET_ITEM(hashes, i, Py_NewRef(logged));
         const char *h = PyBytes_AS_STRING(logged);
         Py_ssize_t h_len = PyBytes_GET_SIZE(logged);
-        if (all_zero(h, h_len)) {
+        int violation = all_zero(h, h_len);
+        if (violation) {
             PyObject *position = PyLong_FromSsize_t(i);
             if (position == NULL || PyList_Append(found, position) < 0) {
                 Py_XDECREF(position);
                 goto done;
             }
             Py_DECREF(position);
-            continue;
+        } else {
+            hash2(alg, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), "", 0,
+                  computed);
+            if (h_len != size || memcmp(h, computed, (size_t)size) != 0)
+                goto decline;
         }
-        hash2(alg, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), "", 0, computed);
-        if (h_len != size || memcmp(h, computed, (size_t)size) != 0)
-            goto decline;
+        /* The runs, in the same walk (ima_replay_bulk.measurements: ff..ff for a
+         * violation, the logged hash in its own bank, the bank's digest of the data
+         * in the others; PCR = H(PCR || measurement)). */
+        for (Py_ssize_t r = 0; r < run_count; r++) {
+            struct run *run = &runs[r];
+            Py_ssize_t bank_size = ALGS[run->alg].size;
+            unsigned char measured[MAX_DIGEST];
+            const void *m = measured;
+            Py_ssize_t m_len = bank_size;
+            if (violation) {
+                memset(measured, 0xff, (size_t)bank_size);
+            } else if (run->logged) {
+                m = h;
+                m_len = h_len;
+            } else {
+                hash2(run->alg, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), "", 0,
+                      measured);
+            }
+            hash2(run->alg, run->value, (size_t)bank_size, m, (size_t)m_len, run->value);
+            if (run->target != NULL && memcmp(run->value, run->target, (size_t)bank_size) == 0) {
+                PyObject *count = PyLong_FromSsize_t(i + 1);
+                if (count == NULL || PyList_Append(run->hits, count) < 0) {
+                    Py_XDECREF(count);
+                    goto done;
+                }
+                Py_DECREF(count);
+            }
+        }
     }
 #undef SLOT
     if (n == 0)
@@ -961,12 +1060,25 @@ chunk(PyObject *module, PyObject *args)
     untrack(hashed);
     untrack(hashes);
     PyObject *positions = PyList_AsTuple(found);
-    if (positions != NULL)
-        out = Py_BuildValue("(lOON)", pcr, hashed, hashes, positions);
+    PyObject *finished = positions == NULL ? NULL : PyTuple_New(run_count);
+    for (Py_ssize_t r = 0; finished != NULL && r < run_count; r++) {
+        PyObject *one = Py_BuildValue("(y#O)", (const char *)runs[r].value,
+                                      ALGS[runs[r].alg].size, runs[r].hits);
+        if (one == NULL)
+            Py_CLEAR(finished);
+        else
+            PyTuple_SET_ITEM(finished, r, one);
+    }
+    if (finished != NULL)
+        out = Py_BuildValue("(lOONN)", pcr, hashed, hashes, positions, finished);
+    else
+        Py_XDECREF(positions);
     goto done;
 decline:
     out = Py_NewRef(Py_None);
 done:
+    for (Py_ssize_t r = 0; r < run_count; r++)
+        Py_XDECREF(runs[r].hits);
     Py_XDECREF(hashed);
     Py_XDECREF(hashes);
     Py_XDECREF(found);

@@ -27,8 +27,18 @@ def chunk(
     start: int,
     alg: str,
     entry_type: type[ImaEntry],
+    runs: tuple[tuple[str, bytes, bool, bytes | None], ...] = (),
     /,
-) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None: ...
+) -> (
+    tuple[
+        int,
+        tuple[bytes, ...],
+        tuple[bytes, ...],
+        tuple[int, ...],
+        tuple[tuple[bytes, list[int]], ...],
+    ]
+    | None
+): ...
 def extend(
     alg: str,
     value: bytes,

@@ -38,6 +38,8 @@ from verifier.evidence.tpm.ima import ByteOrder, ImaEntry
 
 __all__ = [
     "NATIVE_BANKS",
+    "Chunked",
+    "Run",
     "active",
     "ascii_entries",
     "binary_entries",
@@ -100,23 +102,39 @@ def binary_entries(
     return entries
 
 
+# A bank to extend during :func:`chunk`'s walk: its name, its value of the entries'
+# PCR, whether it is the template hash's bank (extended with the logged hashes), and
+# the quoted value to look for (None: none).
+Run = tuple[str, bytes, bool, bytes | None]
+# What chunk returns: the PCR, template data, template hashes, violation positions,
+# and per run its final value and the counts of entries after which it was the target.
+Chunked = tuple[
+    int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...], tuple[tuple[bytes, list[int]], ...]
+]
+
+
 def chunk(
-    entries: Sequence[ImaEntry], *, start: int, template_hash_alg: str
-) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None:
+    entries: Sequence[ImaEntry],
+    *,
+    start: int,
+    template_hash_alg: str,
+    runs: Sequence[Run] = (),
+) -> Chunked | None:
     """:func:`~verifier.evidence.tpm.ima_replay_bulk.prepare`'s checks in C: the PCR all
-    entries extend, their template data and hashes, and the violations' positions.
+    entries extend, their template data and hashes, and the violations' positions;
+    and ``runs`` replayed in the same walk.
 
     None when the entries are not numbered from ``start``, extend several PCRs, include
     the legacy ``ima`` template or a template hash that is not its data's, or when the
-    C path cannot hash ``template_hash_alg``: the Python path decides then.
+    C path cannot hash ``template_hash_alg`` or a run's bank: the Python path decides.
     """
     if _module is None or template_hash_alg not in NATIVE_BANKS:
         return None
+    if any(run[0] not in NATIVE_BANKS for run in runs):
+        return None
     if not isinstance(entries, list | tuple):
         entries = list(entries)
-    found: tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]] | None = _module.chunk(
-        entries, start, template_hash_alg, ImaEntry
-    )
+    found: Chunked | None = _module.chunk(entries, start, template_hash_alg, ImaEntry, tuple(runs))
     return found
 
 

@@ -56,6 +56,7 @@ from verifier.evidence.tpm.ima_replay_bulk import (
     first_match,
     first_native_match,
     measurements,
+    native_prepare,
     native_run,
     prepare,
     running_values,
@@ -214,6 +215,13 @@ class _Replayer:
     def extend(self, entries: Sequence[ImaEntry]) -> None:
         """Replay every entry: in bulk when the chunk allows it, else one by one."""
         entries = _sequence(entries)
+        native = self._native_prepare(entries, None)
+        if native is not None:  # checked and replayed in one walk in C
+            walked, runs = native
+            for (_b, _h, _s, values), run in zip(self.banks, runs, strict=True):
+                values[walked.pcr] = run.final
+            self.count += len(entries)
+            return
         chunk = self._prepare(entries)
         if chunk is None:
             for entry in entries:
@@ -235,6 +243,9 @@ class _Replayer:
     ) -> bool:
         """Replay up to the first entry after which ``quoted`` matches (True), else all."""
         entries = _sequence(entries)
+        native = self._native_prepare(entries, quoted)
+        if native is not None:  # checked and replayed in one walk in C
+            return self._native_until(*native, quoted)
         chunk = self._prepare(entries)
         if chunk is None:
             for entry in entries:
@@ -243,7 +254,18 @@ class _Replayer:
                     return True
             return False
         if self._native:
-            return self._native_until(chunk, quoted)
+            pcr, count = chunk.pcr, len(entries)
+            native_runs = [
+                self._run(
+                    chunk,
+                    bank,
+                    values.get(pcr, bytes(size)),
+                    _target(quoted, bank, pcr, size),
+                    count,
+                )
+                for bank, _h, size, values in self.banks
+            ]
+            return self._native_until(chunk, native_runs, quoted)
         pcr = chunk.pcr
         runs = {
             bank: running_values(
@@ -266,23 +288,41 @@ class _Replayer:
             return None
         return prepare(entries, start=self.count, check=self.check, check_alg=self.alg)
 
-    def _native_until(self, chunk: Chunk, quoted: Mapping[str, Mapping[int, bytes]]) -> bool:
-        """extend_until's bulk step in C (every bank native)."""
+    def _native_prepare(
+        self, entries: Sequence[ImaEntry], quoted: Mapping[str, Mapping[int, bytes]] | None
+    ) -> tuple[Chunk, list[NativeRun]] | None:
+        """The chunk checked and every bank replayed over it (looking for ``quoted``)
+        in one walk in C; None where C cannot, for the usual path to take it."""
+        if not self._native or not entries:
+            return None
+        pcr = entries[0].pcr  # C checks that every entry extends it
+        if type(pcr) is not int:
+            return None
+        runs: list[ima_native.Run] = []
+        for bank, _h, size, values in self.banks:
+            start = values.get(pcr, bytes(size))
+            if type(start) is not bytes or len(start) != size:
+                return None
+            runs.append((bank, start, bank == self.alg, _target(quoted, bank, pcr, size)))
+        return native_prepare(entries, start=self.count, check_alg=self.alg, runs=runs)
+
+    def _native_until(
+        self, chunk: Chunk, runs: Sequence[NativeRun], quoted: Mapping[str, Mapping[int, bytes]]
+    ) -> bool:
+        """extend_until's bulk step from C's runs (one per bank, in bank order)."""
         pcr, count = chunk.pcr, len(chunk.hashes)
-        starts = {bank: values.get(pcr, bytes(size)) for bank, _h, size, values in self.banks}
-        runs: dict[str, NativeRun] = {}
-        for bank, _h, _s, _v in self.banks:
-            runs[bank] = self._run(chunk, bank, starts[bank], quoted.get(bank, {}).get(pcr), count)
+        by_bank = {bank: run for (bank, _h, _s, _v), run in zip(self.banks, runs, strict=True)}
         current = {bank: _getter(values, size) for bank, _h, size, values in self.banks}
-        done = first_native_match(pcr, runs, current, quoted)
-        for bank, _h, _s, values in self.banks:
-            final = runs[bank].final
+        done = first_native_match(pcr, by_bank, current, quoted)
+        for bank, _h, size, values in self.banks:
+            final = by_bank[bank].final
             if done is not None and done != count:  # the bank's value after `done` entries
-                target = quoted.get(bank, {}).get(pcr)
-                if target is not None:
-                    final = target  # a hit at `done` means the value there is the target
+                target = _target(quoted, bank, pcr, size)
+                if target is not None and done in by_bank[bank].hits:
+                    final = target  # a hit at `done`: the value there is the target
                 else:
-                    final = self._run(chunk, bank, starts[bank], None, done).final
+                    start = values.get(pcr, bytes(size))
+                    final = self._run(chunk, bank, start, None, done).final
             values[pcr] = final
         self.count += count if done is None else done
         return done is not None
@@ -305,6 +345,19 @@ class _Replayer:
 
     def state(self) -> ImaReplayState:
         return ImaReplayState(self.count, {bank: values for bank, _h, _s, values in self.banks})
+
+
+def _target(
+    quoted: Mapping[str, Mapping[int, bytes]] | None, bank: str, pcr: int, size: int
+) -> bytes | None:
+    """The quoted value C looks for: bytes of the bank's size, as Python would compare
+    it (a bytearray or byte memoryview by its bytes); None, never matching, otherwise."""
+    value = None if quoted is None else quoted.get(bank, {}).get(pcr)
+    if isinstance(value, memoryview) and (value.format != "B" or value.ndim != 1):
+        return None
+    if isinstance(value, bytes | bytearray | memoryview) and len(value) == size:
+        return bytes(value)
+    return None
 
 
 def replay_entries(

@@ -35,6 +35,7 @@ __all__ = [
     "first_match",
     "first_native_match",
     "measurements",
+    "native_prepare",
     "native_run",
     "prepare",
     "running_values",
@@ -80,7 +81,7 @@ def prepare(
     """
     native = ima_native.chunk(entries, start=start, template_hash_alg=check_alg)
     if native is not None:
-        return Chunk(*native)
+        return Chunk(*native[:4])
     count = len(entries)
     if list(map(_INDEX, entries)) != list(range(start, start + count)):
         return None
@@ -186,6 +187,18 @@ class NativeRun:
 
     final: bytes
     hits: list[int]  # counts of entries after which the bank's value was the target
+
+
+def native_prepare(
+    entries: Sequence[ImaEntry], *, start: int, check_alg: str, runs: Sequence[ima_native.Run]
+) -> tuple[Chunk, list[NativeRun]] | None:
+    """:func:`prepare` and a :func:`native_run` per run, in one walk in C; None where
+    C cannot (the caller then prepares and replays as usual)."""
+    native = ima_native.chunk(entries, start=start, template_hash_alg=check_alg, runs=runs)
+    if native is None:
+        return None
+    pcr, hashed, hashes, violations, finished = native
+    return Chunk(pcr, hashed, hashes, violations), [NativeRun(*run) for run in finished]
 
 
 def native_run(
