@@ -548,6 +548,33 @@ def test_chunk_declines_other_items() -> None:
         _C.chunk(good, 0, "md5", ImaEntry)
 
 
+def test_chunk_runs_match_extend_and_refuse_bad_specs() -> None:
+    entries = [
+        _hashed(build_entry(i, 10, b"", "ima-ng", digest_alg="sha1", digest=bytes(20), name="a"))
+        for i in range(5)
+    ]
+    hashed = [e.template_data for e in entries]
+    want, _ = _C.extend("sha256", bytes(32), hashed, True, (), None)
+    middle, _ = _C.extend("sha256", bytes(32), hashed[:3], True, (), None)
+    runs = (("sha256", bytes(32), False, middle), ("sha1", bytes(20), True, None))
+    *_, finished = _C.chunk(entries, 0, "sha1", ImaEntry, runs)
+    assert finished[0] == (want, [3])
+    logged = [e.template_hash for e in entries]
+    assert finished[1] == _C.extend("sha1", bytes(20), logged, False, (), None)
+    bad: list[tuple[type[Exception], Any]] = [
+        (TypeError, (("sha256", bytes(32), False),)),  # three fields
+        (TypeError, [("sha256", bytes(32), False, None)]),  # a list, not a tuple
+        (ValueError, (("md5", bytes(16), False, None),)),  # not a native bank
+        (ValueError, (("sha256", bytes(20), False, None),)),  # value of another size
+        (ValueError, (("sha256", bytes(32), 1, None),)),  # logged not a bool
+        (ValueError, (("sha256", bytes(32), False, bytearray(32)),)),  # target not bytes
+        (ValueError, (("sha1", bytes(20), True, None),) * 9),  # more banks than TPMs have
+    ]
+    for error, run_specs in bad:
+        with pytest.raises(error):
+            _C.chunk(entries, 0, "sha1", ImaEntry, run_specs)
+
+
 def test_unallowed_other_entries_are_not_allowed() -> None:
     entry = _hashed(
         build_entry(0, 10, b"", "ima-ng", digest_alg="sha1", digest=bytes(20), name="a")
