@@ -1101,12 +1101,15 @@ listed_pair(PyObject *listed, PyObject *alg, PyObject *digest)
 {
     if (PyFrozenSet_CheckExact(listed) && PySet_GET_SIZE(listed) <= 4 &&
         PyUnicode_CheckExact(alg) && PyBytes_CheckExact(digest)) {
-        /* A frozenset's iterator runs no Python code, and the set cannot change. */
-        PyObject *items = PyObject_GetIter(listed), *item;
-        if (items == NULL)
-            return -1;
+        /* Walked in place (no iterator object per entry): a frozenset cannot change,
+         * and nothing here runs Python code. _PySet_NextEntry is CPython's own C API
+         * for this (cpython/setobject.h); where a Python lacks it the build fails and
+         * the Python path is used (setup.py). */
+        Py_ssize_t pos = 0;
+        PyObject *item;
+        Py_hash_t item_hash;
         int found = 0, plain = 1;
-        while (!found && plain && (item = PyIter_Next(items)) != NULL) {
+        while (!found && plain && _PySet_NextEntry(listed, &pos, &item, &item_hash)) {
             plain = PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
                     PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)) &&
                     PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1));
@@ -1117,11 +1120,7 @@ listed_pair(PyObject *listed, PyObject *alg, PyObject *digest)
                                (size_t)PyBytes_GET_SIZE(digest)) == 0 &&
                         PyUnicode_Compare(PyTuple_GET_ITEM(item, 0), alg) == 0;
             }
-            Py_DECREF(item);
         }
-        Py_DECREF(items);
-        if (PyErr_Occurred())
-            return -1;
         if (found || plain)
             return found;
     }
