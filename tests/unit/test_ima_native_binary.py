@@ -121,49 +121,40 @@ def _u32(order: ByteOrder) -> Callable[[int], bytes]:
     return struct.Struct("<I" if order == "little" else ">I").pack
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "empty name",
-        "name without NUL",
-        "NUL inside the name",
-        "bytes after the last field",
-        "violation digest of 20 zero bytes",
-        "unknown algorithm",
-        "algorithm without colon",
-        "custom template",
-        "PCR 24",
-        "data over the limit",
-    ],
-)
+# Entries the C path leaves to the Python parser: what each changes in a valid one.
+_DECLINED: dict[str, dict[str, Any]] = {
+    "empty name": {"name": b""},
+    "name without NUL": {"name": b"/bin/sh"},
+    "NUL inside the name": {"name": b"/bin\0sh\0"},
+    "bytes after the last field": {"tail": b"x"},
+    "violation digest of 20 zero bytes": {"digest": bytes(20), "logged": bytes(20)},
+    "unknown algorithm": {"alg": b"sha999:\0"},
+    "algorithm without colon": {"alg": b"sha256\0\0"},
+    "custom template": {"tname": b"ima-xx"},
+    "PCR 24": {"pcr": 24},
+    "data over the limit": {"max_data": -1},
+}
+
+
+@pytest.mark.parametrize("change", list(_DECLINED))
 def test_entries_the_c_path_declines_same(change: str) -> None:
     order: ByteOrder = "little"
     pack = _u32(order)
-    name, alg, digest, pcr, tname = b"/bin/sh\0", b"sha256:\0", bytes(32), 10, b"ima-ng"
-    tail = b""
-    if change == "empty name":
-        name = b""
-    elif change == "name without NUL":
-        name = b"/bin/sh"
-    elif change == "NUL inside the name":
-        name = b"/bin\0sh\0"
-    elif change == "bytes after the last field":
-        tail = b"x"
-    elif change == "violation digest of 20 zero bytes":
-        digest = bytes(20)
-    elif change == "unknown algorithm":
-        alg = b"sha999:\0"
-    elif change == "algorithm without colon":
-        alg = b"sha256\0\0"
-    elif change == "custom template":
-        tname = b"ima-xx"
-    elif change == "PCR 24":
-        pcr = 24
+    field = {
+        "name": b"/bin/sh\0",
+        "alg": b"sha256:\0",
+        "digest": bytes(32),
+        "pcr": 10,
+        "tname": b"ima-ng",
+        "tail": b"",
+        "logged": b"\x07" * 20,
+        "max_data": 0,
+    } | _DECLINED[change]
+    name, alg, digest, tname = field["name"], field["alg"], field["digest"], field["tname"]
     d_ng = alg + digest
-    data = pack(len(d_ng)) + d_ng + pack(len(name)) + name + tail
-    logged = bytes(20) if "violation" in change else b"\x07" * 20
-    raw = pack(pcr) + logged + pack(len(tname)) + tname + pack(len(data)) + data
-    max_data = len(data) - 1 if change == "data over the limit" else 1 << 20
+    data = pack(len(d_ng)) + d_ng + pack(len(name)) + name + field["tail"]
+    raw = pack(field["pcr"]) + field["logged"] + pack(len(tname)) + tname + pack(len(data)) + data
+    max_data = len(data) + field["max_data"] if field["max_data"] else 1 << 20
     found = ima_native.binary_entries(
         raw, hash_size=20, first_index=0, byte_order=order, max_entries=10, max_data=max_data
     )

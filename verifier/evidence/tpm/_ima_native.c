@@ -53,45 +53,28 @@ static const struct {
 #define MAX_DIGEST 64
 
 /* out = H(a || b); b may be empty. */
+#define HASH2_CASE(id, ctx_type, init, update, final)                                \
+    case id: {                                                                         \
+        ctx_type c;                                                                    \
+        init(&c);                                                                      \
+        update(&c, a, a_len);                                                          \
+        update(&c, b, b_len);                                                          \
+        final(out, &c);                                                                \
+        break;                                                                         \
+    }
 static void
 hash2(enum alg_id alg, const void *a, size_t a_len, const void *b, size_t b_len,
       unsigned char *out)
 {
     switch (alg) {
-    case ALG_SHA1: {
-        SHA_CTX c;
-        SHA1_Init(&c);
-        SHA1_Update(&c, a, a_len);
-        SHA1_Update(&c, b, b_len);
-        SHA1_Final(out, &c);
-        break;
-    }
-    case ALG_SHA256: {
-        SHA256_CTX c;
-        SHA256_Init(&c);
-        SHA256_Update(&c, a, a_len);
-        SHA256_Update(&c, b, b_len);
-        SHA256_Final(out, &c);
-        break;
-    }
-    case ALG_SHA384: {
-        SHA512_CTX c;
-        SHA384_Init(&c);
-        SHA384_Update(&c, a, a_len);
-        SHA384_Update(&c, b, b_len);
-        SHA384_Final(out, &c);
-        break;
-    }
-    default: {
-        SHA512_CTX c;
-        SHA512_Init(&c);
-        SHA512_Update(&c, a, a_len);
-        SHA512_Update(&c, b, b_len);
-        SHA512_Final(out, &c);
-        break;
-    }
+        HASH2_CASE(ALG_SHA1, SHA_CTX, SHA1_Init, SHA1_Update, SHA1_Final)
+        HASH2_CASE(ALG_SHA256, SHA256_CTX, SHA256_Init, SHA256_Update, SHA256_Final)
+        HASH2_CASE(ALG_SHA384, SHA512_CTX, SHA384_Init, SHA384_Update, SHA384_Final)
+    default:
+        HASH2_CASE(ALG_SHA512, SHA512_CTX, SHA512_Init, SHA512_Update, SHA512_Final)
     }
 }
+#undef HASH2_CASE
 
 static int
 alg_from_name(PyObject *name, enum alg_id *out)
