@@ -626,3 +626,64 @@ def test_environment_switch(setting: str, active: str) -> None:
     done = _python(code, WEIGHTGATE_IMA_NATIVE=setting)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == active
+
+
+def _file_entry(name: str, digest: bytes, alg: str = "sha256") -> ImaEntry:
+    entry = build_entry(0, 10, b"", "ima-ng", digest_alg=alg, digest=digest, name=name)
+    return _hashed(entry)
+
+
+def test_digest_index_agrees_with_the_mapping() -> None:
+    digests = {
+        "/bin/a": frozenset({("sha256", b"\1" * 32), ("sha1", b"\2" * 20)}),
+        "/usr/ünï": frozenset({("sha256", b"\3" * 32)}),
+        "/odd \udcff": frozenset({("sha256", b"\4" * 32)}),  # does not encode: left out
+        "": frozenset({("sha256", b"\5" * 32)}),
+    }
+    index = _C.digest_index(digests)
+    assert index is not None
+    probes = [
+        _file_entry("/bin/a", b"\1" * 32),
+        _file_entry("/bin/a", b"\2" * 20, "sha1"),
+        _file_entry("/bin/a", b"\2" * 32),  # another digest
+        _file_entry("/bin/a", b"\1" * 32, "sha512"),  # another algorithm
+        _file_entry("/bin/b", b"\1" * 32),  # another path
+        _file_entry("/usr/ünï", b"\3" * 32),
+        _file_entry("/odd \udcff", b"\4" * 32),  # the Python appraisal takes it
+        _file_entry("", b"\5" * 32),
+    ]
+    by_mapping = _C.unallowed(probes, digests, ImaEntry)
+    assert by_mapping == [2, 3, 4]
+    assert _C.unallowed(probes, index, ImaEntry) == [2, 3, 4, 6]
+    policy = load_runtime_policy(
+        json.dumps({"version": 1, "digests": {"/odd \udcff": ["sha256:" + "04" * 32]}})
+    )
+    assert policy.digest_index is not None
+    assert appraise_ima_full([probes[6]], policy).reasons == ()  # allowed, by Python
+
+
+@pytest.mark.parametrize(
+    "digests",
+    [
+        {1: frozenset({("sha256", b"")})},  # a key that is not a str
+        {"a": {("sha256", b"")}},  # a set, not a frozenset
+        {"a": frozenset({("sha256", memoryview(b"x"))})},  # a digest that is not bytes
+        {"a": frozenset({("sha256", b"", 1)})},  # not a pair
+        {"a": frozenset({("\udcff", b"")})},  # an algorithm that does not encode
+    ],
+)
+def test_digest_index_declines_other_mappings(digests: dict[Any, Any]) -> None:
+    assert _C.digest_index(digests) is None
+    with pytest.raises(TypeError):
+        _C.digest_index(5)
+
+
+def test_policy_index_follows_replace() -> None:
+    policy = load_runtime_policy(
+        json.dumps({"version": 1, "digests": {"/a": ["sha256:" + "01" * 32]}})
+    )
+    entry = _file_entry("/b", b"\1" * 32)
+    assert appraise_ima_full([entry], policy).reasons != ()
+    moved = dataclasses.replace(policy, digests={"/b": frozenset({("sha256", b"\1" * 32)})})
+    assert moved.digest_index is not policy.digest_index
+    assert appraise_ima_full([entry], moved).reasons == ()

@@ -48,9 +48,10 @@ def extend(
     target: bytes | None,
     /,
 ) -> tuple[bytes, list[int]]: ...
+def digest_index(digests: Mapping[str, frozenset[tuple[str, bytes]]], /) -> object | None: ...
 def unallowed(
     entries: list[ImaEntry] | tuple[ImaEntry, ...],
-    digests: Mapping[str, frozenset[tuple[str, bytes]]],
+    digests: Mapping[str, frozenset[tuple[str, bytes]]] | object,
     entry_type: type[ImaEntry],
     /,
 ) -> list[int]: ...

@@ -44,6 +44,7 @@ __all__ = [
     "ascii_entries",
     "binary_entries",
     "chunk",
+    "digest_index",
     "extend",
     "unallowed",
 ]
@@ -163,11 +164,22 @@ def extend(
     return result
 
 
+def digest_index(digests: Mapping[str, frozenset[tuple[str, bytes]]]) -> object | None:
+    """``digests`` as one flat table for :func:`unallowed` (fewer memory reads per
+    entry than a dict of frozensets of tuples); None without the C path or for a
+    mapping of other types (then the mapping itself is used)."""
+    if _module is None:
+        return None
+    index: object | None = _module.digest_index(digests)
+    return index
+
+
 def unallowed(
-    entries: Sequence[ImaEntry], digests: Mapping[str, frozenset[tuple[str, bytes]]]
+    entries: Sequence[ImaEntry], digests: Mapping[str, frozenset[tuple[str, bytes]]] | object
 ) -> list[int] | None:
     """Positions of the entries that are not a file entry (not a violation) whose
-    ``(digest_alg, digest)`` is in ``digests[name]``; None without the C path."""
+    ``(digest_alg, digest)`` is in ``digests[name]``; None without the C path.
+    ``digests``: the policy's mapping or its :func:`digest_index`."""
     if _module is None:
         return None
     if not isinstance(entries, list | tuple):

@@ -46,7 +46,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
@@ -100,6 +100,12 @@ class RuntimePolicy:
     keys: Mapping[bytes, VerificationKey]
     exclude_pattern: re.Pattern[str] | None  # the excludes as one alternation
     violations: ViolationMode = "deny"  # fail closed unless the document says otherwise
+    # ``digests`` as the C path's flat table (ima_native.digest_index), made from them
+    # on every construction (replace() included), so it can never disagree with them.
+    digest_index: object = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest_index", ima_native.digest_index(self.digests))
 
     def excluded(self, path: str) -> bool:
         return self.exclude_pattern is not None and self.exclude_pattern.fullmatch(path) is not None
@@ -287,7 +293,8 @@ def appraise_ima_full(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> Ima
     allowed = policy.digests.get
     if not isinstance(entries, list | tuple):
         entries = tuple(entries)
-    others = ima_native.unallowed(entries, policy.digests)
+    digests = policy.digests if policy.digest_index is None else policy.digest_index
+    others = ima_native.unallowed(entries, digests)
     if others is not None:  # the C path skipped the entries the fast path below skips
         entries = [entries[at] for at in others]
     for entry in entries:
