@@ -687,3 +687,40 @@ def test_policy_index_follows_replace() -> None:
     moved = dataclasses.replace(policy, digests={"/b": frozenset({("sha256", b"\1" * 32)})})
     assert moved.digest_index is not policy.digest_index
     assert appraise_ima_full([entry], moved).reasons == ()
+
+
+def test_quoted_values_python_compares_otherwise_take_the_python_path() -> None:
+    import ctypes  # noqa: PLC0415 - only here: a memoryview of another format
+
+    entry = _hashed(
+        build_entry(0, 10, b"", "ima-ng", digest_alg="sha1", digest=bytes(20), name="a")
+    )
+    value = replay_ima([entry], banks=["sha1"]).value("sha1")
+    view = memoryview((ctypes.c_ubyte * 20).from_buffer_copy(value))
+    assert view == value and view.format != "B"
+    for quoted_value in (value, bytearray(value), view):
+        quoted = {"sha1": {10: quoted_value}}
+        native, python = _both(
+            lambda q=quoted: replay_until_quote(start_state(["sha1"]), [entry], q)
+        )
+        assert native == python, type(quoted_value)
+        assert native[0] == "ok"
+
+
+def test_unallowed_leaves_the_collector_as_a_mapping_set_it() -> None:
+    import gc  # noqa: PLC0415
+
+    entry = _hashed(
+        build_entry(0, 10, b"", "ima-ng", digest_alg="sha1", digest=bytes(20), name="a")
+    )
+
+    class Disabling(dict[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            gc.disable()
+            raise KeyError(key)
+
+    try:
+        assert _C.unallowed([entry], Disabling(), ImaEntry) == [0]
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -176,3 +176,14 @@ def test_max_entries_and_index_limits_same() -> None:
         assert outcome[0] == outcome[1]
     with pytest.raises(ParseError):
         parse_binary(raw[:-1])
+
+
+def test_an_empty_name_field_is_refused() -> None:
+    # The kernel writes n-ng as the name and its NUL; an empty field has no NUL.
+    pack = _u32("little")
+    d_ng = b"sha256:\0" + bytes(32)
+    data = pack(len(d_ng)) + d_ng + pack(0)
+    raw = pack(10) + b"\7" * 20 + pack(6) + b"ima-ng" + pack(len(data)) + data
+    native, python = _both(lambda: parse_binary(raw))
+    assert native == python
+    assert native[0] == "error" and native[2] == "bad_field", native

@@ -696,7 +696,7 @@ field(const char **at, const char *end, int little, const char **value, Py_ssize
         return 0;
     uint32_t size = get_u32(*at, little);
     *at += 4;
-    if ((Py_ssize_t)size > end - *at)
+    if ((size_t)size > (size_t)(end - *at))
         return 0;
     *value = *at;
     *length = (Py_ssize_t)size;
@@ -1393,7 +1393,9 @@ unallowed(PyObject *module, PyObject *args)
         Py_XDECREF(snapshot);
         return NULL;
     }
-    int gc_was_enabled = PyGC_Disable(); /* see "Collections" above */
+    /* Collections paused (see "Collections" above) only with the index: a mapping's
+     * lookups run Python code, which must find the collector as it left it. */
+    int gc_was_enabled = PyCapsule_CheckExact(digests) ? PyGC_Disable() : 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
         PyObject *entry = PyTuple_GET_ITEM(snapshot, i);
         int allowed = 0;

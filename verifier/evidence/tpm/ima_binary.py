@@ -277,7 +277,7 @@ def _decode_fields(template: str, data: bytes, u32: struct.Struct, *, violation:
         alg = d_ng[:sep].decode("ascii")
     digest = d_ng[sep + 2 :]
     check_digest(alg, digest, violation=violation)
-    if n_ng.find(b"\0") != len(n_ng) - 1:
+    if not n_ng or n_ng.find(b"\0") != len(n_ng) - 1:
         raise ValueError("n-ng field is not one NUL-terminated name")
     name = n_ng[:-1].decode("utf-8", "surrogateescape")
     if template == "ima-sig":

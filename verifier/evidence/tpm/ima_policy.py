@@ -105,7 +105,11 @@ class RuntimePolicy:
     digest_index: object = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest_index", ima_native.digest_index(self.digests))
+        # A private read-only copy first: the index must not go stale if a caller
+        # later changes the mapping it passed in.
+        digests = MappingProxyType(dict(self.digests))
+        object.__setattr__(self, "digests", digests)
+        object.__setattr__(self, "digest_index", ima_native.digest_index(digests))
 
     def excluded(self, path: str) -> bool:
         return self.exclude_pattern is not None and self.exclude_pattern.fullmatch(path) is not None

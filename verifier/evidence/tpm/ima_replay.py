@@ -243,7 +243,8 @@ class _Replayer:
     ) -> bool:
         """Replay up to the first entry after which ``quoted`` matches (True), else all."""
         entries = _sequence(entries)
-        native = self._native_prepare(entries, quoted)
+        native_ok = self._native and _comparable(quoted)
+        native = self._native_prepare(entries, quoted) if native_ok else None
         if native is not None:  # checked and replayed in one walk in C
             return self._native_until(*native, quoted)
         chunk = self._prepare(entries)
@@ -253,7 +254,7 @@ class _Replayer:
                 if self.matches(quoted):
                     return True
             return False
-        if self._native:
+        if native_ok:
             pcr, count = chunk.pcr, len(entries)
             native_runs = [
                 self._run(
@@ -347,15 +348,20 @@ class _Replayer:
         return ImaReplayState(self.count, {bank: values for bank, _h, _s, values in self.banks})
 
 
+def _comparable(quoted: Mapping[str, Mapping[int, bytes]]) -> bool:
+    """Whether C compares every quoted value as Python's ``==`` would: bytes and
+    bytearrays compare by their bytes; anything else (a memoryview of another format,
+    a subclass with its own ``__eq__``) takes the Python path."""
+    return all(type(v) in (bytes, bytearray) for values in quoted.values() for v in values.values())
+
+
 def _target(
     quoted: Mapping[str, Mapping[int, bytes]] | None, bank: str, pcr: int, size: int
 ) -> bytes | None:
-    """The quoted value C looks for: bytes of the bank's size, as Python would compare
-    it (a bytearray or byte memoryview by its bytes); None, never matching, otherwise."""
+    """The quoted value C looks for (:func:`_comparable` values only): bytes of the
+    bank's size; None, which never matches, for a value of another size."""
     value = None if quoted is None else quoted.get(bank, {}).get(pcr)
-    if isinstance(value, memoryview) and (value.format != "B" or value.ndim != 1):
-        return None
-    if isinstance(value, bytes | bytearray | memoryview) and len(value) == size:
+    if value is not None and len(value) == size:
         return bytes(value)
     return None
 
