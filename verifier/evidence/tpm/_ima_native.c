@@ -538,35 +538,50 @@ shared_names(struct shared *shared, int t, int a)
     return 0;
 }
 
-/* A new ImaEntry for *line, or NULL with an exception set. */
+/* An ImaEntry from the fields either parser found, or NULL with an exception set.
+ * data (template data) and extra (ima-sig's signature or ima-buf's buffer; NULL for
+ * ima-ng) are new references, or NULL where making them failed: both are stolen. */
+static PyObject *
+make_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
+           int t, int alg, int pcr, Py_ssize_t index, Py_ssize_t offset, const char *hash,
+           Py_ssize_t hash_size, const char *digest, const char *name, Py_ssize_t name_len,
+           PyObject *data, PyObject *extra)
+{
+    if (shared_names(shared, t, alg) < 0) {
+        Py_XDECREF(data);
+        Py_XDECREF(extra);
+        return NULL;
+    }
+    PyObject *values[F_COUNT] = {NULL};
+    values[F_INDEX] = PyLong_FromSsize_t(index);
+    values[F_PCR] = PyLong_FromLong(pcr);
+    values[F_HASH] = PyBytes_FromStringAndSize(hash, hash_size);
+    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
+    values[F_DATA] = data;
+    values[F_ALG] = Py_NewRef(shared->algs[alg]);
+    values[F_DIGEST] = PyBytes_FromStringAndSize(digest, D_NG_ALGS[alg].size);
+    values[F_NAME] = PyUnicode_DecodeUTF8(name, name_len, "surrogateescape");
+    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
+    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
+    values[F_OFFSET] = PyLong_FromSsize_t(offset);
+    return entry_from(type, offsets, values);
+}
+
+/* A new ImaEntry for an ASCII *line, or NULL with an exception set. */
 static PyObject *
 new_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
           const struct line *line, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size,
           int little)
 {
-    PyObject *values[F_COUNT] = {NULL};
-    int t = line->template;
-    if (shared_names(shared, t, line->alg) < 0)
-        return NULL;
-    values[F_INDEX] = PyLong_FromSsize_t(index);
-    values[F_PCR] = PyLong_FromLong(line->pcr);
-    values[F_HASH] = PyBytes_FromStringAndSize((const char *)line->hash, hash_size);
-    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
-    values[F_DATA] = template_data(line, little);
-    values[F_ALG] = Py_NewRef(shared->algs[line->alg]);
-    values[F_DIGEST] = PyBytes_FromStringAndSize((const char *)line->digest,
-                                                 D_NG_ALGS[line->alg].size);
-    values[F_NAME] = PyUnicode_DecodeUTF8(line->name, line->name_len, "surrogateescape");
-    PyObject *extra = NULL; /* ima-sig's signature or ima-buf's buffer */
-    if (t != T_NG) {
+    PyObject *extra = NULL;
+    if (line->template != T_NG) {
         extra = PyBytes_FromStringAndSize(NULL, line->extra_len);
         if (extra != NULL) /* checked hex digits (parse_line): cannot fail */
             unhex(line->extra_hex, line->extra_len, (unsigned char *)PyBytes_AS_STRING(extra));
     }
-    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
-    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
-    values[F_OFFSET] = PyLong_FromSsize_t(offset);
-    return entry_from(type, offsets, values);
+    return make_entry(type, offsets, shared, line->template, line->alg, line->pcr, index,
+                      offset, (const char *)line->hash, hash_size, (const char *)line->digest,
+                      line->name, line->name_len, template_data(line, little), extra);
 }
 
 PyDoc_STRVAR(ascii_entries_doc,
@@ -771,23 +786,10 @@ static PyObject *
 record_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
              const struct record *r, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size)
 {
-    PyObject *values[F_COUNT] = {NULL};
-    int t = r->template;
-    if (shared_names(shared, t, r->alg) < 0)
-        return NULL;
-    values[F_INDEX] = PyLong_FromSsize_t(index);
-    values[F_PCR] = PyLong_FromLong(r->pcr);
-    values[F_HASH] = PyBytes_FromStringAndSize(r->hash, hash_size);
-    values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
-    values[F_DATA] = PyBytes_FromStringAndSize(r->data, r->data_len);
-    values[F_ALG] = Py_NewRef(shared->algs[r->alg]);
-    values[F_DIGEST] = PyBytes_FromStringAndSize(r->digest, D_NG_ALGS[r->alg].size);
-    values[F_NAME] = PyUnicode_DecodeUTF8(r->name, r->name_len, "surrogateescape");
-    PyObject *extra = t == T_NG ? NULL : PyBytes_FromStringAndSize(r->extra, r->extra_len);
-    values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
-    values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
-    values[F_OFFSET] = PyLong_FromSsize_t(offset);
-    return entry_from(type, offsets, values);
+    PyObject *extra = r->template == T_NG ? NULL : PyBytes_FromStringAndSize(r->extra, r->extra_len);
+    return make_entry(type, offsets, shared, r->template, r->alg, r->pcr, index, offset,
+                      r->hash, hash_size, r->digest, r->name, r->name_len,
+                      PyBytes_FromStringAndSize(r->data, r->data_len), extra);
 }
 
 PyDoc_STRVAR(binary_entries_doc,
