@@ -7,7 +7,7 @@ STAMP_PIP := $(VENV)/.pip-done
 PROTOS := $(wildcard proto/weightgate/v1/*.proto)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev build-essential pkg-config gnutls-bin libssl-dev
 # The IMA hot path in C (setup.py); pip rebuilds it when the source changes.
-NATIVE_SOURCES := setup.py verifier/evidence/tpm/_ima_native.c
+NATIVE_SOURCES := setup.py $(wildcard verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native/*.h)
 
 .PHONY: setup demo test lint typecheck contracts protos check-protos bench fuzz clean
 
@@ -41,8 +41,8 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
-	gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter -Werror \
-	  -I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') verifier/evidence/tpm/_ima_native.c
+	for f in verifier/evidence/tpm/native/*.c; do gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter \
+	  -Werror -I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') $$f || exit 1; done
 	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 

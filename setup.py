@@ -1,4 +1,4 @@
-"""The one compiled module: the IMA hot path (verifier/evidence/tpm/_ima_native.c).
+"""The one compiled module: the IMA hot path (verifier/evidence/tpm/native/*.c).
 
 Everything else is declared in pyproject.toml. The extension links OpenSSL's libcrypto
 (Debian: libssl-dev, installed by ``make setup``). Without it the verifier still works,
@@ -6,18 +6,29 @@ through the pure-Python reference parser and replay, only slower
 (verifier/evidence/tpm/ima_native.py).
 """
 
+from pathlib import Path
+
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
         Extension(
             "verifier.evidence.tpm._ima_native",
-            sources=["verifier/evidence/tpm/_ima_native.c"],
+            sources=sorted(str(p) for p in Path("verifier/evidence/tpm/native").glob("*.c")),
+            depends=["verifier/evidence/tpm/native/ima_native.h"],
             libraries=["crypto"],
             # A build failure (no compiler, no libcrypto, a Python whose C API moved)
             # leaves the pure-Python path; tests/unit/test_ima_native.py fails then.
             optional=True,
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            # Hidden: only PyInit__ima_native leaves the shared object.
+            extra_compile_args=[
+                "-O2",
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                "-fvisibility=hidden",
+            ],
         )
     ]
 )

@@ -1,4 +1,4 @@
-"""atheris harness: the C IMA path (``_ima_native.c``) against the pure-Python path.
+"""atheris harness: the C IMA path (``verifier/evidence/tpm/native/``) against the pure-Python path.
 
 Run: ``python tests/fuzz/fuzz_ima_native.py [libFuzzer options] [corpus dirs]``.
 Without a corpus directory it seeds a temporary one from the IMA lists in the

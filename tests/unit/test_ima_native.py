@@ -1,4 +1,4 @@
-"""The C IMA path (``_ima_native.c``) gives exactly what the Python path gives.
+"""The C IMA path (``verifier/evidence/tpm/native/``) gives exactly what the Python path gives.
 
 Every comparison runs the public function twice: as shipped (C active) and with
 ``ima_native._module`` patched to None (the pure-Python reference), and compares the

@@ -1,4 +1,4 @@
-"""The C hot path of IMA parsing and replay (``_ima_native.c``), where it was built.
+"""The C hot path of IMA parsing and replay (``native/*.c``, module ``_ima_native``), where built.
 
 Parsing an ASCII list and replaying it are a few hashes and a dozen small objects per
 entry; through CPython each hash call costs more than the hash, so a full check of a
