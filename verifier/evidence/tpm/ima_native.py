@@ -1,6 +1,6 @@
 """The C hot path of IMA parsing and replay (``native/*.c``, module ``_ima_native``), where built.
 
-Parsing an ASCII list and replaying it are a few hashes and a dozen small objects per
+Parsing an IMA list and replaying it are a few hashes and a dozen small objects per
 entry; through CPython each hash call costs more than the hash, so a full check of a
 2,000-entry list spent most of its time there (``bench/tpm_verify.py``). The C module
 does the same work for the common case and nothing else:
@@ -16,7 +16,9 @@ does the same work for the common case and nothing else:
   extend of :mod:`~verifier.evidence.tpm.ima_replay_bulk` for the SHA-1/SHA-2 banks.
 - :func:`unallowed` is the fast path of
   :func:`~verifier.evidence.tpm.ima_policy.appraise_ima_full`: it picks out the
-  entries that are not plainly allowed, which the Python code then appraises.
+  entries that are not plainly allowed, which the Python code then appraises; it
+  reads the policy's digests from :func:`digest_index`, a flat table each
+  ``RuntimePolicy`` builds once.
 
 Each function returns None where the C module cannot help (not built, disabled, an
 algorithm it does not know); callers then take the Python path, which gives the same
