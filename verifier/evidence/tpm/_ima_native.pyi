@@ -50,8 +50,5 @@ def extend(
 ) -> tuple[bytes, list[int]]: ...
 def digest_index(digests: Mapping[str, frozenset[tuple[str, bytes]]], /) -> object | None: ...
 def unallowed(
-    entries: list[ImaEntry] | tuple[ImaEntry, ...],
-    digests: Mapping[str, frozenset[tuple[str, bytes]]] | object,
-    entry_type: type[ImaEntry],
-    /,
+    entries: list[ImaEntry] | tuple[ImaEntry, ...], index: object, entry_type: type[ImaEntry], /
 ) -> list[int]: ...

@@ -152,14 +152,10 @@ def extend(
 ) -> tuple[bytes, list[int]] | None:
     """``value`` extended with a measurement per item (ff..ff at the violations, the
     bank's digest of the item when ``hashed``, else the item) and the counts of items
-    after which it equals ``target``; None when the C path cannot hash ``bank``."""
+    after which it equals ``target`` (bytes of the bank's size, or None: callers take
+    it from ``ima_replay._target``); None when the C path cannot hash ``bank``."""
     if _module is None or bank not in NATIVE_BANKS:
         return None
-    if target is not None:
-        # The value Python would compare: bytes-like of the bank's size, else no match.
-        target = bytes(target) if isinstance(target, bytes | bytearray | memoryview) else None
-        if target is not None and len(target) != len(value):
-            target = None
     result: tuple[bytes, list[int]] = _module.extend(
         bank, value, items, hashed, tuple(violation_positions), target
     )
@@ -169,22 +165,20 @@ def extend(
 def digest_index(digests: Mapping[str, frozenset[tuple[str, bytes]]]) -> object | None:
     """``digests`` as one flat table for :func:`unallowed` (fewer memory reads per
     entry than a dict of frozensets of tuples); None without the C path or for a
-    mapping of other types (then the mapping itself is used)."""
+    mapping of other types (the Python appraisal then takes every entry)."""
     if _module is None:
         return None
     index: object | None = _module.digest_index(digests)
     return index
 
 
-def unallowed(
-    entries: Sequence[ImaEntry], digests: Mapping[str, frozenset[tuple[str, bytes]]] | object
-) -> list[int] | None:
+def unallowed(entries: Sequence[ImaEntry], index: object) -> list[int] | None:
     """Positions of the entries that are not a file entry (not a violation) whose
-    ``(digest_alg, digest)`` is in ``digests[name]``; None without the C path.
-    ``digests``: the policy's mapping or its :func:`digest_index`."""
+    ``(digest_alg, digest)`` the policy's :func:`digest_index` lists for its name;
+    None without the C path."""
     if _module is None:
         return None
     if not isinstance(entries, list | tuple):
         entries = list(entries)
-    positions: list[int] = _module.unallowed(entries, digests, ImaEntry)
+    positions: list[int] = _module.unallowed(entries, index, ImaEntry)
     return positions

@@ -297,8 +297,8 @@ def appraise_ima_full(entries: Iterable[ImaEntry], policy: RuntimePolicy) -> Ima
     allowed = policy.digests.get
     if not isinstance(entries, list | tuple):
         entries = tuple(entries)
-    digests = policy.digests if policy.digest_index is None else policy.digest_index
-    others = ima_native.unallowed(entries, digests)
+    index = policy.digest_index
+    others = None if index is None else ima_native.unallowed(entries, index)
     if others is not None:  # the C path skipped the entries the fast path below skips
         entries = [entries[at] for at in others]
     for entry in entries:

@@ -285,8 +285,15 @@ class _Replayer:
         return done is not None
 
     def _prepare(self, entries: Sequence[ImaEntry]) -> Chunk | None:
+        """The chunk checked as a whole, or None to replay it entry by entry. When every
+        bank is native, C has already declined it (_native_prepare): Python checks it;
+        otherwise C checks the template hashes (no banks) where it can."""
         if not entries:
             return None
+        if not self._native:
+            native = native_prepare(entries, start=self.count, check_alg=self.alg, runs=())
+            if native is not None:
+                return native[0]
         return prepare(entries, start=self.count, check=self.check, check_alg=self.alg)
 
     def _native_prepare(

@@ -6,47 +6,8 @@ const char wg_unallowed_doc[] =
 "Positions of the entries that are not plainly allowed: a file entry (ima,\n"
 "ima-ng or ima-sig template; not a violation) whose (digest_alg, digest) is in\n"
 "digests[name]. ima_policy.appraise_ima_full appraises the others in full.\n"
-"digests: the policy's mapping, or its digest_index().";
-
-/* Whether (alg, digest) is in listed: 1, 0, or -1 with an exception set.
- * A policy lists one or two digests per path, as a frozenset of (str, bytes)
- * pairs; comparing them with exact str and bytes gives what `in` gives, without
- * building and hashing a tuple per entry. Anything else takes `in` itself. */
-static int
-listed_pair(PyObject *listed, PyObject *alg, PyObject *digest)
-{
-    if (PyFrozenSet_CheckExact(listed) && PySet_GET_SIZE(listed) <= 4 &&
-        PyUnicode_CheckExact(alg) && PyBytes_CheckExact(digest)) {
-        /* Walked in place (no iterator object per entry): a frozenset cannot change,
-         * and nothing here runs Python code. _PySet_NextEntry is CPython's own C API
-         * for this (cpython/setobject.h); where a Python lacks it the build fails and
-         * the Python path is used (setup.py). */
-        Py_ssize_t pos = 0;
-        PyObject *item;
-        Py_hash_t item_hash;
-        int found = 0, plain = 1;
-        while (!found && plain && _PySet_NextEntry(listed, &pos, &item, &item_hash)) {
-            plain = PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
-                    PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)) &&
-                    PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1));
-            if (plain) {
-                PyObject *listed_digest = PyTuple_GET_ITEM(item, 1);
-                found = PyBytes_GET_SIZE(listed_digest) == PyBytes_GET_SIZE(digest) &&
-                        memcmp(PyBytes_AS_STRING(listed_digest), PyBytes_AS_STRING(digest),
-                               (size_t)PyBytes_GET_SIZE(digest)) == 0 &&
-                        PyUnicode_Compare(PyTuple_GET_ITEM(item, 0), alg) == 0;
-            }
-        }
-        if (found || plain)
-            return found;
-    }
-    PyObject *pair = PyTuple_Pack(2, alg, digest);
-    if (pair == NULL)
-        return -1;
-    int found = PySequence_Contains(listed, pair);
-    Py_DECREF(pair);
-    return found;
-}
+"digests: the policy's digest_index() (a policy without one is appraised in\n"
+"Python alone).";
 
 /* ------------------------------------------------------------ digest index */
 
@@ -249,12 +210,11 @@ index_allows(const struct wg_digest_index *index, PyObject *name, PyObject *alg,
     return 0;
 }
 
-/* 1 when entry is a file entry (not a violation) whose (digest_alg, digest) is in
- * digests[name], 0 when not, -1 with an exception set.  The lookups can run Python
- * code (__hash__, __eq__, a mapping's __getitem__), so every object used after them
- * is held by a reference of its own. */
+/* Whether entry is a file entry (not a violation) whose (digest_alg, digest) the
+ * index lists for its name: 1 or 0. Nothing here runs Python code. */
 static int
-plainly_allowed(PyObject *entry, const Py_ssize_t offsets[F_COUNT], PyObject *digests)
+plainly_allowed(PyObject *entry, const Py_ssize_t offsets[F_COUNT],
+                const struct wg_digest_index *index)
 {
 #define SLOT(f) (*(PyObject **)((char *)entry + offsets[f]))
     PyObject *template = SLOT(F_TEMPLATE), *logged = SLOT(F_HASH);
@@ -266,35 +226,10 @@ plainly_allowed(PyObject *entry, const Py_ssize_t offsets[F_COUNT], PyObject *di
                 PyUnicode_CompareWithASCIIString(template, "ima") == 0);
     if (!file || logged == NULL || !PyBytes_Check(logged) ||
         wg_all_zero(PyBytes_AS_STRING(logged), PyBytes_GET_SIZE(logged)) || alg == NULL ||
-        alg == Py_None || digest == NULL || digest == Py_None || name == NULL ||
-        !PyUnicode_CheckExact(name))
+        !PyUnicode_CheckExact(alg) || digest == NULL || !PyBytes_CheckExact(digest) ||
+        name == NULL || !PyUnicode_CheckExact(name))
         return 0;
-    if (PyCapsule_CheckExact(digests)) {
-        /* The index: no Python code runs, nothing needs holding. */
-        if (!PyUnicode_CheckExact(alg) || !PyBytes_CheckExact(digest))
-            return 0;
-        const struct wg_digest_index *index = PyCapsule_GetPointer(digests, INDEX_CAPSULE);
-        return index == NULL ? -1 : index_allows(index, name, alg, digest);
-    }
-    Py_INCREF(alg);
-    Py_INCREF(digest);
-    Py_INCREF(name);
-    PyObject *listed = PyObject_GetItem(digests, name);
-    Py_DECREF(name);
-    int allowed = 0;
-    if (listed == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-            PyErr_Clear();
-        } else {
-            allowed = -1;
-        }
-    } else {
-        allowed = listed_pair(listed, alg, digest);
-        Py_DECREF(listed);
-    }
-    Py_DECREF(alg);
-    Py_DECREF(digest);
-    return allowed;
+    return index_allows(index, name, alg, digest);
 }
 
 PyObject *
@@ -309,53 +244,37 @@ wg_unallowed(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "entries must be a list or a tuple");
         return NULL;
     }
-    if (PyCapsule_CheckExact(digests)) {
-        if (PyCapsule_GetPointer(digests, INDEX_CAPSULE) == NULL)
-            return NULL; /* another capsule: ValueError */
-    } else if (!PyMapping_Check(digests)) {
-        PyErr_SetString(PyExc_TypeError, "digests must be a mapping or a digest index");
+    /* Only a digest index (another capsule: ValueError). */
+    const struct wg_digest_index *index =
+        PyCapsule_CheckExact(digests) ? PyCapsule_GetPointer(digests, INDEX_CAPSULE) : NULL;
+    if (index == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "digests must be a digest index");
         return NULL;
     }
     if (wg_slot_offsets(type, offsets) < 0)
         return NULL;
-    /* A tuple of its own: Python code run by the lookups cannot change it. */
     PyObject *snapshot = wg_own_tuple(entries);
     PyObject *out = snapshot == NULL ? NULL : PyList_New(0);
     if (out == NULL) {
         Py_XDECREF(snapshot);
         return NULL;
     }
-    /* Collections paused (see "Collections" above) only with the index: a mapping's
-     * lookups run Python code, which must find the collector as it left it. */
-    int gc_was_enabled = PyCapsule_CheckExact(digests) ? PyGC_Disable() : 0;
+    int gc_was_enabled = PyGC_Disable(); /* see "Collections" in module.c */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(snapshot); i++) {
         PyObject *entry = PyTuple_GET_ITEM(snapshot, i);
-        int allowed = 0;
-        if (Py_IS_TYPE(entry, type)) {
-            Py_INCREF(entry);
-            allowed = plainly_allowed(entry, offsets, digests);
-            Py_DECREF(entry);
+        if (Py_IS_TYPE(entry, type) && plainly_allowed(entry, offsets, index))
+            continue;
+        PyObject *position = PyLong_FromSsize_t(i);
+        if (position == NULL || PyList_Append(out, position) < 0) {
+            Py_XDECREF(position);
+            Py_CLEAR(out);
+            break;
         }
-        if (allowed < 0)
-            goto fail;
-        if (!allowed) {
-            PyObject *position = PyLong_FromSsize_t(i);
-            if (position == NULL || PyList_Append(out, position) < 0) {
-                Py_XDECREF(position);
-                goto fail;
-            }
-            Py_DECREF(position);
-        }
+        Py_DECREF(position);
     }
     if (gc_was_enabled)
         PyGC_Enable();
     Py_DECREF(snapshot);
     return out;
-fail:
-    if (gc_was_enabled)
-        PyGC_Enable();
-    Py_DECREF(snapshot);
-    Py_DECREF(out);
-    return NULL;
 }
-
