@@ -12,11 +12,11 @@ another DER digest and gets its own computation.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+
+from verifier.evidence.lru import BoundedLru
 
 __all__ = ["der_sha256", "key_id", "spki_sha256"]
 
@@ -26,8 +26,7 @@ _SHA256 = hashes.SHA256()
 # 4096 covers several hundred devices between evictions at about 200 bytes an
 # entry, and a miss only costs the computation again.
 _MAX_ENTRIES = 4096
-_DIGESTS: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
-_LOCK = threading.Lock()
+_DIGESTS: BoundedLru[bytes, tuple[bytes, bytes]] = BoundedLru(_MAX_ENTRIES)
 
 
 def der_sha256(certificate: x509.Certificate) -> bytes:
@@ -37,11 +36,9 @@ def der_sha256(certificate: x509.Certificate) -> bytes:
 
 def _digests(certificate: x509.Certificate) -> tuple[bytes, bytes]:
     der = der_sha256(certificate)
-    with _LOCK:
-        found = _DIGESTS.get(der)
-        if found is not None:
-            _DIGESTS.move_to_end(der)
-            return found
+    found = _DIGESTS.get(der)
+    if found is not None:
+        return found
     key = certificate.public_key()
     spki = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -52,11 +49,7 @@ def _digests(certificate: x509.Certificate) -> tuple[bytes, bytes]:
         hashlib.sha256(spki).digest(),
         x509.SubjectKeyIdentifier.from_public_key(key).digest,
     )
-    with _LOCK:
-        _DIGESTS[der] = computed
-        _DIGESTS.move_to_end(der)
-        while len(_DIGESTS) > _MAX_ENTRIES:
-            _DIGESTS.popitem(last=False)
+    _DIGESTS.put(der, computed)
     return computed
 
 

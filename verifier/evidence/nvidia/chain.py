@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import threading
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.lru import BoundedLru
 from verifier.evidence.nvidia.dice import leaf_fwid
 from verifier.verdict import Reason, VerificationError
 
@@ -138,9 +137,8 @@ def decode_fields(certificate: x509.Certificate) -> None:
 
 
 _FINGERPRINT = hashes.SHA256()
-_VERIFIED_LINKS: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-_VERIFIED_LINKS_MAX = 4096  # links (child, issuer) remembered, least recently used out
-_LINKS_LOCK = threading.Lock()
+# Links (child, issuer) verified, 4096 remembered, least recently used out.
+_VERIFIED_LINKS: BoundedLru[tuple[bytes, bytes], bool] = BoundedLru(4096)
 
 
 def _is_self_issued(certificate: x509.Certificate) -> bool:
@@ -159,19 +157,14 @@ def _check_link(child: x509.Certificate, issuer: x509.Certificate) -> None:
     # bytes (SHA-256 names them), so a verified one is remembered; validity at `at`
     # and every other check still run on each call, and failures are never cached.
     link = (child.fingerprint(_FINGERPRINT), issuer.fingerprint(_FINGERPRINT))
-    with _LINKS_LOCK:
-        if link in _VERIFIED_LINKS:
-            _VERIFIED_LINKS.move_to_end(link)
-            return
+    if _VERIFIED_LINKS.get(link):
+        return
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         # ValueError: names differ or algorithm mismatch; InvalidSignature: bad signature.
         raise _fail("signature_invalid", f"{_name(issuer)} did not sign {_name(child)}") from None
-    with _LINKS_LOCK:
-        _VERIFIED_LINKS[link] = None
-        if len(_VERIFIED_LINKS) > _VERIFIED_LINKS_MAX:
-            _VERIFIED_LINKS.popitem(last=False)
+    _VERIFIED_LINKS.put(link, value=True)
 
 
 def _check_validity(certificate: x509.Certificate, at: datetime) -> None:

@@ -17,12 +17,11 @@ on the time and the policy, which are not part of the key.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from datetime import datetime
 
 from cryptography import x509
 
+from verifier.evidence.lru import BoundedLru
 from verifier.evidence.nvidia.cert_digests import der_sha256
 from verifier.evidence.nvidia.ocsp import (
     MAX_RESPONSE_BYTES,
@@ -43,8 +42,7 @@ __all__ = ["check_ocsp_reusing", "clear_verified_ocsp"]
 # hundred bytes an entry; a miss only costs authenticating again.
 _MAX_ENTRIES = 4096
 _Key = tuple[bytes, bytes, bytes, tuple[bytes, ...]]
-_CACHE: OrderedDict[_Key, AuthenticatedResponse] = OrderedDict()
-_LOCK = threading.Lock()
+_CACHE: BoundedLru[_Key, AuthenticatedResponse] = BoundedLru(_MAX_ENTRIES)
 
 
 def _authenticated(
@@ -61,11 +59,9 @@ def _authenticated(
         der_sha256(issuer),
         tuple(sorted(der_sha256(root) for root in policy.trusted_responder_roots)),
     )
-    with _LOCK:
-        held = _CACHE.get(key)
-        if held is not None and held.holds_at(at):
-            _CACHE.move_to_end(key)
-            return held
+    held = _CACHE.get(key)
+    if held is not None and held.holds_at(at):
+        return held
     answer = authenticate_response(
         response_der,
         certificate=certificate,
@@ -73,11 +69,7 @@ def _authenticated(
         at=at,
         trusted_responder_roots=policy.trusted_responder_roots,
     )
-    with _LOCK:
-        _CACHE[key] = answer
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _MAX_ENTRIES:
-            _CACHE.popitem(last=False)
+    _CACHE.put(key, answer)
     return answer
 
 
@@ -121,5 +113,4 @@ def check_ocsp_reusing(
 
 def clear_verified_ocsp() -> None:
     """Forget every authenticated response (benchmarks measuring cold rounds; tests)."""
-    with _LOCK:
-        _CACHE.clear()
+    _CACHE.clear()

@@ -17,14 +17,13 @@ no time, so that validity is the only thing the time can change).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from verifier.evidence.lru import BoundedLru
 from verifier.evidence.nvidia.rim import (
     VerifiedRim,
     keyinfo_certificates,
@@ -40,10 +39,11 @@ __all__ = ["clear_rim_cache", "signing_path_cached", "verify_rim_cached"]
 # 256 is far more than in use at once; an entry is the parsed RIM (tens of KiB).
 _MAX_ENTRIES = 256
 _Key = tuple[bytes, tuple[bytes, ...]]
-_CACHE: OrderedDict[_Key, VerifiedRim] = OrderedDict()
+_CACHE: BoundedLru[_Key, VerifiedRim] = BoundedLru(_MAX_ENTRIES)
 # (earliest, latest) time every certificate of the path is valid, and the path.
-_PATHS: OrderedDict[_Key, tuple[datetime, datetime, tuple[x509.Certificate, ...]]] = OrderedDict()
-_LOCK = threading.Lock()
+_PATHS: BoundedLru[_Key, tuple[datetime, datetime, tuple[x509.Certificate, ...]]] = BoundedLru(
+    _MAX_ENTRIES
+)
 
 
 def _key(xml_bytes: bytes, pinned_roots: Sequence[x509.Certificate]) -> _Key:
@@ -56,17 +56,11 @@ def verify_rim_cached(
 ) -> VerifiedRim:
     """:func:`verify_rim`, or its earlier result when that still holds at ``at``."""
     key = _key(xml_bytes, pinned_roots)
-    with _LOCK:
-        cached = _CACHE.get(key)
-        if cached is not None and cached.verified_at <= at <= cached.valid_until:
-            _CACHE.move_to_end(key)
-            return cached
+    cached = _CACHE.get(key)
+    if cached is not None and cached.verified_at <= at <= cached.valid_until:
+        return cached
     verified = verify_rim(xml_bytes, pinned_roots=pinned_roots, at=at)
-    with _LOCK:
-        _CACHE[key] = verified
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _MAX_ENTRIES:
-            _CACHE.popitem(last=False)
+    _CACHE.put(key, verified)
     return verified
 
 
@@ -79,25 +73,18 @@ def signing_path_cached(
     on failure, never remembered).
     """
     key = _key(xml_bytes, pinned_roots)
-    with _LOCK:
-        cached = _PATHS.get(key)
-        if cached is not None and cached[0] <= at <= cached[1]:
-            _PATHS.move_to_end(key)
-            return cached[2]
+    cached = _PATHS.get(key)
+    if cached is not None and cached[0] <= at <= cached[1]:
+        return cached[2]
     done: list[str] = []
     ders = keyinfo_certificates(parse_rim_xml(xml_bytes, done), done)
     path = verify_signing_chain(ders, pinned_roots=pinned_roots, at=at, done=done).certificates
     earliest = max(c.not_valid_before_utc for c in path)
-    with _LOCK:
-        _PATHS[key] = (earliest, min(c.not_valid_after_utc for c in path), path)
-        _PATHS.move_to_end(key)
-        while len(_PATHS) > _MAX_ENTRIES:
-            _PATHS.popitem(last=False)
+    _PATHS.put(key, (earliest, min(c.not_valid_after_utc for c in path), path))
     return path
 
 
 def clear_rim_cache() -> None:
     """Forget every reused RIM and signing path (benchmarks measuring cold verification; tests)."""
-    with _LOCK:
-        _CACHE.clear()
-        _PATHS.clear()
+    _CACHE.clear()
+    _PATHS.clear()

@@ -21,8 +21,6 @@ SIGNING_KEY, CPUID product, TCB and CHIP_ID checks run on every call.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,6 +28,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from verifier.evidence.lru import BoundedLru
 from verifier.evidence.snp.certs import AmdKeyCert
 from verifier.evidence.snp.chain import AmdRoots, VerifiedChain
 
@@ -61,8 +60,7 @@ class _Verified:
     not_after: datetime
 
 
-_CACHE: OrderedDict[_Key, _Verified] = OrderedDict()
-_LOCK = threading.Lock()
+_CACHE: BoundedLru[_Key, _Verified] = BoundedLru(_MAX_ENTRIES)
 
 
 def _key(
@@ -92,11 +90,9 @@ def lookup_chain(
     if at.tzinfo is None or len(intermediates) > _MAX_INTERMEDIATES:
         return None
     cache_key = _key(key_certificate, intermediates, roots)
-    with _LOCK:
-        held = _CACHE.get(cache_key)
-        if held is None or not held.not_before <= at <= held.not_after:
-            return None
-        _CACHE.move_to_end(cache_key)
+    held = _CACHE.get(cache_key)
+    if held is None or not held.not_before <= at <= held.not_after:
+        return None
     key = held.key
     if key.certificate is not key_certificate:
         key = replace(key, certificate=key_certificate)
@@ -128,20 +124,14 @@ def remember_chain(
         not_after=min(c.not_valid_after_utc for c in path),
     )
     cache_key = _key(key_certificate, intermediates, roots)
-    with _LOCK:
-        _CACHE[cache_key] = entry
-        _CACHE.move_to_end(cache_key)
-        while len(_CACHE) > _MAX_ENTRIES:
-            _CACHE.popitem(last=False)
+    _CACHE.put(cache_key, entry)
 
 
 def clear_chain_cache() -> None:
     """Forget every verified chain (benchmarks measuring cold verification; tests)."""
-    with _LOCK:
-        _CACHE.clear()
+    _CACHE.clear()
 
 
 def cached_chain_count() -> int:
     """How many chains are held (tests)."""
-    with _LOCK:
-        return len(_CACHE)
+    return len(_CACHE)

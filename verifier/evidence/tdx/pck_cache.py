@@ -27,8 +27,6 @@ by the caller (``offline.py``) on the returned path, on every call.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from verifier.evidence.lru import BoundedLru
 from verifier.evidence.tdx.pck_extension import PckTcb
 from verifier.evidence.tdx.pki import MAX_CHAIN_PEM_BYTES
 
@@ -68,8 +67,7 @@ class VerifiedPck:
     not_after: datetime
 
 
-_CACHE: OrderedDict[_Key, VerifiedPck] = OrderedDict()
-_LOCK = threading.Lock()
+_CACHE: BoundedLru[_Key, VerifiedPck] = BoundedLru(_MAX_ENTRIES)
 
 
 def _key(pem: bytes, root: x509.Certificate, pins: frozenset[bytes]) -> _Key:
@@ -90,12 +88,10 @@ def lookup_pck(
     if at.tzinfo is None or len(pem) > MAX_CHAIN_PEM_BYTES:
         return None
     key = _key(pem, root, pins)
-    with _LOCK:
-        held = _CACHE.get(key)
-        if held is None or not held.not_before <= at <= held.not_after:
-            return None
-        _CACHE.move_to_end(key)
-        return held
+    held = _CACHE.get(key)
+    if held is None or not held.not_before <= at <= held.not_after:
+        return None
+    return held
 
 
 def remember_pck(
@@ -116,21 +112,15 @@ def remember_pck(
         not_after=min(c.not_valid_after_utc for c in path),
     )
     key = _key(pem, root, pins)
-    with _LOCK:
-        _CACHE[key] = entry
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _MAX_ENTRIES:
-            _CACHE.popitem(last=False)
+    _CACHE.put(key, entry)
     return entry
 
 
 def clear_pck_cache() -> None:
     """Forget every verified PCK chain (benchmarks measuring cold verification; tests)."""
-    with _LOCK:
-        _CACHE.clear()
+    _CACHE.clear()
 
 
 def cached_pck_count() -> int:
     """How many chains are held (tests)."""
-    with _LOCK:
-        return len(_CACHE)
+    return len(_CACHE)
