@@ -41,11 +41,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import NamedTuple
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.eventlog_model import (
+    Event,
+    EventLog,
+    SpecId,
+    SpecIdAlgorithm,
+    new_event,
+)
 
 __all__ = [
     "ALGORITHMS",
@@ -115,60 +121,29 @@ _EVENT2_HEADER = struct.Struct("<III")  # pcr, type, digest count
 _SPEC_ID_HEADER = struct.Struct("<16sIBBBBI")
 _ALG_ENTRY = struct.Struct("<HH")
 
-Format = Literal["sha1-legacy", "crypto-agile"]
+
+class _FullDigests(NamedTuple):
+    """An event with a digest of every declared algorithm in declared order (what
+    firmware writes), framed by one struct call; others take the field-by-field read."""
+
+    frame: struct.Struct
+    digest_count: int
+    alg_ids: tuple[int, ...]
+    names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class SpecIdAlgorithm:
-    """One ``digestSizes`` entry of the Spec ID event."""
-
-    alg_id: int
-    name: str | None  # None: an algorithm this module does not know
-    size: int
-
-
-@dataclass(frozen=True)
-class SpecId:
-    """The ``TCG_EfiSpecIDEvent`` that introduces a crypto-agile log."""
-
-    platform_class: int
-    spec_version: tuple[int, int, int]  # major, minor, errata
-    uintn_size: int
-    algorithms: tuple[SpecIdAlgorithm, ...]
-    vendor_info: bytes
-
-    @property
-    def banks(self) -> tuple[str, ...]:
-        """Names of the declared algorithms this module knows, in declared order."""
-        return tuple(a.name for a in self.algorithms if a.name is not None)
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event. ``digests`` maps algorithm name -> digest (known algorithms only)."""
-
-    index: int  # position in the log, the Spec ID event being 0
-    pcr: int
-    event_type: int
-    digests: Mapping[str, bytes]
-    data: bytes
-    offset: int  # byte offset of the event in the log, for error reports
-
-
-@dataclass(frozen=True)
-class EventLog:
-    """A parsed event log. ``spec_id`` is None exactly for SHA-1 legacy logs."""
-
-    format: Format
-    spec_id: SpecId | None
-    events: tuple[Event, ...]
-
-    @property
-    def banks(self) -> tuple[str, ...]:
-        """The known digest algorithms the log declares (the candidates for replay)."""
-        if self.spec_id is None:
-            return ("sha1",)
-        return self.spec_id.banks
+def _full_digests(spec: SpecId) -> _FullDigests | None:
+    """None when ``spec`` declares an algorithm this module does not know."""
+    names = tuple(a.name for a in spec.algorithms if a.name is not None)
+    if len(names) != len(spec.algorithms):
+        return None
+    layout = "".join(f"H{a.size}s" for a in spec.algorithms)
+    return _FullDigests(
+        frame=struct.Struct(f"<III{layout}I"),
+        digest_count=len(names),
+        alg_ids=tuple(a.alg_id for a in spec.algorithms),
+        names=names,
+    )
 
 
 def _fail(message: str, offset: int, code: str = "malformed") -> ParseError:
@@ -183,7 +158,8 @@ def _read_legacy(raw: bytes, offset: int, index: int) -> tuple[Event, int]:
     start = offset + _LEGACY_HEADER.size
     data = _read_data(raw, start, size, offset)
     _check_pcr(pcr, offset)
-    event = Event(index, pcr, event_type, MappingProxyType({"sha1": digest}), data, offset)
+    sha1 = MappingProxyType({"sha1": digest})
+    event = new_event(index, pcr, event_type, digests=sha1, data=data, offset=offset)
     return event, start + size
 
 
@@ -257,12 +233,31 @@ def _is_spec_id(event: Event) -> bool:
 
 
 def _read_event2(
-    raw: bytes, offset: int, index: int, sizes: Mapping[int, SpecIdAlgorithm]
+    raw: bytes,
+    offset: int,
+    index: int,
+    sizes: Mapping[int, SpecIdAlgorithm],
+    full: _FullDigests | None,
 ) -> tuple[Event, int]:
     """A ``TCG_PCR_EVENT2`` at ``offset``; returns it and the next offset.
 
-    ``sizes``: the Spec ID's algorithms by id (made once per log, not per event).
+    ``sizes``: the Spec ID's algorithms by id; ``full``: the framing of an event
+    with every declared digest in order (both made once per log, not per event).
     """
+    if full is not None and len(raw) - offset >= full.frame.size:
+        fields = full.frame.unpack_from(raw, offset)
+        # The checks below, for the one layout they pass with: every declared
+        # algorithm once (the Spec ID refused duplicates), in order, all in the log.
+        if fields[2] == full.digest_count and fields[3:-1:2] == full.alg_ids:
+            pcr = fields[0]
+            _check_pcr(pcr, offset)
+            pos = offset + full.frame.size
+            size = fields[-1]
+            data = _read_data(raw, pos, size, offset)
+            named = MappingProxyType(dict(zip(full.names, fields[4:-1:2], strict=True)))
+            return new_event(
+                index, pcr, fields[1], digests=named, data=data, offset=offset
+            ), pos + size
     if len(raw) - offset < _EVENT2_HEADER.size:
         raise _fail("truncated event header", offset, "truncated")
     pcr, event_type, count = _EVENT2_HEADER.unpack_from(raw, offset)
@@ -298,7 +293,9 @@ def _read_event2(
     (size,) = _U32.unpack_from(raw, pos)
     pos += _U32.size
     data = _read_data(raw, pos, size, offset)
-    event = Event(index, pcr, event_type, MappingProxyType(digests), data, offset)
+    event = new_event(
+        index, pcr, event_type, digests=MappingProxyType(digests), data=data, offset=offset
+    )
     return event, pos + size
 
 
@@ -316,13 +313,14 @@ def parse_event_log(raw: bytes) -> EventLog:
         spec = _parse_spec_id(first.data, 0)
     events = [first]
     sizes = {} if spec is None else {a.alg_id: a for a in spec.algorithms}
+    full = None if spec is None else _full_digests(spec)
     while pos < len(raw):
         if len(events) >= MAX_EVENTS:
             raise _fail(f"more than {MAX_EVENTS} events", pos, "too_large")
         if spec is None:
             event, pos = _read_legacy(raw, pos, len(events))
         else:
-            event, pos = _read_event2(raw, pos, len(events), sizes)
+            event, pos = _read_event2(raw, pos, len(events), sizes, full)
         # A second Spec ID would redefine the framing of what follows; no firmware
         # writes one, and accepting it would make the log ambiguous.
         if _is_spec_id(event):
