@@ -49,7 +49,8 @@ no network:
   --policy      POLICY.json: {"version": 1, "mrtd": [...], "rtmr0".."rtmr3",
                 "mrconfigid", "mrowner", "mrownerconfig", "mrseam", "xfam",
                 "mrservicetd", "allow_debug", "allow_migratable", "allow_sept_ve",
-                "tdattributes", "accepted_tcb_statuses", "out_of_date_grace_days"}
+                "tdattributes", "accepted_tcb_statuses", "out_of_date_grace_days",
+                "min_tcb_evaluation_data_number"}
                 (verifier/evidence/tdx/policy.py). Without it the quote is
                 authenticated, not appraised: a warning
   --ccel        the CC event log area (ACPI CCEL data), replayed into RTMR0-3

@@ -132,14 +132,19 @@ def _policy(mr_td: bytes, rtmrs: tuple[bytes, ...]) -> bytes:
 
 
 def create_tdx_guest(
-    directory: Path, *, now: datetime | None = None, validity_days: int = 30
+    directory: Path,
+    *,
+    now: datetime | None = None,
+    validity_days: int = 30,
+    collateral_shape: collateral.CollateralShape = collateral.DEFAULT_SHAPE,
 ) -> TdxGuest:
     """Make a simulated TDX guest in ``directory`` (absent or empty).
 
     Keys, PPID, MRTD and RTMR0-2 are fresh; certificates, CRLs and collateral are
     valid from shortly before ``now`` (default: the current time) for
-    ``validity_days``. Raises TdxGuestError for bad arguments or an unusable
-    directory.
+    ``validity_days``; ``collateral_shape`` changes what the collateral says (for
+    tests: evaluation numbers, level order). Raises TdxGuestError for bad
+    arguments or an unusable directory.
     """
     now = datetime.now(UTC) if now is None else now
     directory = Path(directory)
@@ -166,10 +171,12 @@ def create_tdx_guest(
     FILES.write_private(directory / "attestation_key.pem", key_pem(attestation_key))
     served = make_private_dir(directory / "collateral")
     FILES.write_public(
-        served / "tcb_info.json", collateral.tcb_info(platform, validity, signing_key)
+        served / "tcb_info.json",
+        collateral.tcb_info(platform, validity, signing_key, shape=collateral_shape),
     )
     FILES.write_public(
-        served / "qe_identity.json", collateral.qe_identity(platform, validity, signing_key)
+        served / "qe_identity.json",
+        collateral.qe_identity(platform, validity, signing_key, shape=collateral_shape),
     )
     FILES.write_public(served / "tcb_signing_chain.pem", pem(hierarchy.tcb_signing, hierarchy.root))
     FILES.write_public(served / "root_ca_crl.der", _der_crl(hierarchy.root_crl))

@@ -111,3 +111,21 @@ def test_refused(doc: dict[str, object]) -> None:
 )
 def test_tdattributes_allowed_by_their_allow_keys(doc: dict[str, object]) -> None:
     assert load_policy(json.dumps({"version": 1, "mrtd": [MRTD], **doc})).tdattributes is not None
+
+
+def test_min_tcb_evaluation_data_number_loads_and_defaults_to_none() -> None:
+    assert load_policy(json.dumps({"version": 1, "mrtd": [MRTD]})).tcb.min_evaluation_number is None
+    for number in (0, 17, 0xFFFFFFFF):
+        doc = {"version": 1, "mrtd": [MRTD], "min_tcb_evaluation_data_number": number}
+        assert load_policy(json.dumps(doc)).tcb.min_evaluation_number == number
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["17", -1, True, False, 17.0, None, [17], {"number": 17}, 0x1_0000_0000],
+    ids=["string", "negative", "true", "false", "float", "null", "list", "object", "over_uint32"],
+)
+def test_min_tcb_evaluation_data_number_refused(value: object) -> None:
+    doc = {"version": 1, "mrtd": [MRTD], "min_tcb_evaluation_data_number": value}
+    with pytest.raises(PolicyError, match=r"^min_tcb_evaluation_data_number must be an integer"):
+        load_policy(json.dumps(doc))

@@ -4,9 +4,11 @@ A response is ``{"tcbInfo": {...}, "signature": "<hex r||s>"}`` (or
 ``"enclaveIdentity"``). Intel signs the exact bytes of the member's value as
 served (ECDSA P-256 / SHA-256), so the raw span is cut from the input, never
 re-serialised. Parsing (:func:`parse_tcb_info`, :func:`parse_qe_identity`)
-checks structure and bounds and raises ParseError only; :func:`check_collateral`
-authenticates one response against the TCB signing chain (verified to the
-pinned root by the caller) and checks ``issueDate <= at <= nextUpdate``.
+checks structure and bounds and that TCB levels are in the order Intel's status
+algorithm needs (``level_order.py``), and raises ParseError only;
+:func:`check_collateral` authenticates one response against the TCB signing
+chain (verified to the pinned root by the caller) and checks
+``issueDate <= at <= nextUpdate``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tdx.level_order import require_descending
 from verifier.verdict import Reason
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
 MAX_COLLATERAL_BYTES = 1024 * 1024
 # Real TCB Infos have about 10 levels; 256 bounds the evaluation loop.
 MAX_TCB_LEVELS = 256
+MAX_EVALUATION_NUMBER = 0xFFFFFFFF  # a uint32 in Intel's QVL
 TCB_STATUSES = frozenset(
     {
         "UpToDate",
@@ -211,7 +215,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 
 def _svn(value: Any, limit: int, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
-        raise _fail(f"{what} is not an SVN")
+        raise _fail(f"{what} is not an integer 0..{limit}")
     return value
 
 
@@ -234,6 +238,8 @@ def _enclave_levels(doc: dict[str, Any], what: str) -> tuple[EnclaveTcbLevel, ..
                 status=_status(level, what),
             )
         )
+    keys = [(x.isv_svn,) for x in levels]
+    require_descending(keys, [x.tcb_date for x in levels], f"{what}.tcbLevels")
     return tuple(levels)
 
 
@@ -287,6 +293,11 @@ def parse_tcb_info(data: bytes) -> TcbInfo:
                 advisory_ids=tuple(advisories),
             )
         )
+    require_descending(
+        [(*x.sgx_components, x.pce_svn, *x.tdx_components) for x in levels],
+        [x.tcb_date for x in levels],
+        "tcbInfo.tcbLevels",
+    )
     identities = doc.get("tdxModuleIdentities", [])
     if not isinstance(identities, list) or len(identities) > MAX_TCB_LEVELS:
         raise _fail("tdxModuleIdentities is not a list")
@@ -295,13 +306,19 @@ def parse_tcb_info(data: bytes) -> TcbInfo:
         next_update=_date(doc, "nextUpdate", what),
         fmspc=_hex(doc, "fmspc", 6, what),
         pce_id=_hex(doc, "pceId", 2, what),
-        evaluation_number=_get(doc, "tcbEvaluationDataNumber", int, what),
+        evaluation_number=_svn(
+            doc.get("tcbEvaluationDataNumber"), MAX_EVALUATION_NUMBER, "tcbEvaluationDataNumber"
+        ),
         tdx_module=_module(
             _object(doc.get("tdxModule"), "tdxModule"), "tdxModule", with_levels=False
         ),
         module_identities=tuple(
-            _module(_object(i, "tdxModuleIdentities[]"), "tdxModuleIdentities[]", with_levels=True)
-            for i in identities
+            _module(
+                _object(m, f"tdxModuleIdentities[{n}]"),
+                f"tdxModuleIdentities[{n}]",
+                with_levels=True,
+            )
+            for n, m in enumerate(identities)
         ),
         levels=tuple(levels),
         signed_bytes=raw,
@@ -318,7 +335,9 @@ def parse_qe_identity(data: bytes) -> QeIdentity:
     return QeIdentity(
         issue_date=_date(doc, "issueDate", what),
         next_update=_date(doc, "nextUpdate", what),
-        evaluation_number=_get(doc, "tcbEvaluationDataNumber", int, what),
+        evaluation_number=_svn(
+            doc.get("tcbEvaluationDataNumber"), MAX_EVALUATION_NUMBER, "tcbEvaluationDataNumber"
+        ),
         misc_select=int.from_bytes(_hex(doc, "miscselect", 4, what), "big"),
         misc_select_mask=int.from_bytes(_hex(doc, "miscselectMask", 4, what), "big"),
         attributes=_hex(doc, "attributes", 16, what),

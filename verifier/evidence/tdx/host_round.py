@@ -10,7 +10,8 @@ Checks, in order: the evidence is there (``tdx.evidence.missing`` names why not)
 the collateral directory is readable (``tdx.collateral.unreadable``); then
 :func:`~verifier.evidence.tdx.offline.verify_tdx_offline` with the configured root,
 the collateral as it is now, the group's policy and the expected REPORTDATA: quote
-and QE signatures, PCK chain, CRLs, TCB Info / QE Identity, TCB status, REPORTDATA,
+and QE signatures, PCK chain, CRLs, TCB Info / QE Identity (TCB levels in Intel's
+order, the policy's ``min_tcb_evaluation_data_number``), TCB status, REPORTDATA,
 policy. Only an affirming result gives the round ``tdx.attested``, which the
 ``confidential_vm`` release control accepts; a warning (e.g. a collateral piece
 missing) is a finding here: the stream fails closed.

@@ -11,12 +11,15 @@ without one, and nothing is silently passed:
    and TCB Signing certificates not listed) and the PCK CRL (signed by the PCK
    CA, fresh, the PCK not listed);
 3. ``collateral``: the TCB signing chain to the pinned root, then TCB Info and
-   QE Identity signatures and validity windows;
+   QE Identity: TCB levels in Intel's order, signatures, validity windows and
+   the policy's minimum ``tcbEvaluationDataNumber``;
 4. ``tcb``: the TCB status from the authenticated TCB Info (and QE Identity),
    judged by the policy's accepted statuses (default: UpToDate only);
 5. ``ccel`` (with a log): replay into RTMR0-3 equal to the quote's;
 6. ``policy``: REPORTDATA against the expected value (when given) and the
    appraisal policy (debug, golden registers).
+
+Stages 2-4 are run by :func:`~verifier.evidence.tdx.collateral_stages.collateral_stages`.
 
 Missing collateral pieces, a missing policy, or a QE Identity not supplied are
 warnings: the result is then at best ``warning``, never ``affirming``.
@@ -25,12 +28,11 @@ warnings: the result is then at best ``warning``, never ``affirming``.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from verifier.evidence.errors import ParseError
 from verifier.evidence.report import EvidenceReport, ReportBuilder
@@ -40,47 +42,21 @@ from verifier.evidence.tdx.authenticate import (
     authenticate_quote,
 )
 from verifier.evidence.tdx.ccel import CHECK_CCEL_REPLAY, parse_ccel_log, replay_ccel
-from verifier.evidence.tdx.collateral import QeIdentity, TcbInfo, parse_qe_identity, parse_tcb_info
-from verifier.evidence.tdx.collateral import check_collateral as check_signed
-from verifier.evidence.tdx.pki import (
-    INTEL_ROOT_PINS,
-    check_crl,
-    load_crl,
-    parse_pem_certificates,
-    verify_chain,
+from verifier.evidence.tdx.collateral_stages import (
+    COLLATERAL_CHECKS,
+    TdxCollateral,
+    collateral_stages,
 )
-from verifier.evidence.tdx.policy import (
-    CHECK_POLICY,
-    DEFAULT_TCB_POLICY,
-    TdxPolicy,
-    appraise_quote,
-    judge_tcb,
-)
+from verifier.evidence.tdx.pki import INTEL_ROOT_PINS
+from verifier.evidence.tdx.policy import CHECK_POLICY, TdxPolicy, appraise_quote
 from verifier.evidence.tdx.quote import Quote, parse_quote, strip_zero_padding
-from verifier.evidence.tdx.tcb import evaluate_qe_identity, evaluate_tcb, lower_status
+from verifier.evidence.tdx.tcb_policy import DEFAULT_TCB_POLICY
 from verifier.verdict import Reason, VerificationError
 
 __all__ = ["TdxCollateral", "TdxEvidence", "verify_tdx_offline"]
 
 CHECK_PARSE = "tdx.quote.parse"
-CHECK_ROOT_CRL = "tdx.crl.root"
-CHECK_PCK_CRL = "tdx.crl.pck"
-CHECK_SIGNER = "tdx.collateral.signer"
-CHECK_TCB_INFO = "tdx.collateral.tcb_info"
-CHECK_QE_IDENTITY = "tdx.collateral.qe_identity"
-CHECK_TCB = "tdx.tcb.status"
 CHECK_REPORT_DATA = "tdx.quote.report_data"
-
-
-@dataclass(frozen=True, slots=True)
-class TdxCollateral:
-    """Collateral as served by Intel PCS (each piece optional: a missing one is a warning)."""
-
-    tcb_info: bytes | None = None
-    qe_identity: bytes | None = None
-    tcb_signing_chain: bytes | None = None
-    root_ca_crl: bytes | None = None
-    pck_crl: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,196 +140,23 @@ def _quote_stage(evidence: TdxEvidence, run: ReportBuilder) -> AuthenticatedQuot
     return authenticated
 
 
-def _missing(run: ReportBuilder, name: str, stage: str, what: str) -> None:
-    run.skip((name,), stage, f"no {what} supplied")
-    run.warnings.append(Reason(f"{name}_missing", f"{what} not supplied: not checked"))
-
-
-def _revocation(
-    quote: AuthenticatedQuote,
-    collateral: TdxCollateral,
-    at: datetime,
-    run: ReportBuilder,
-    signer: x509.Certificate | None,
-) -> None:
-    root, ca, leaf = quote.pck_path[-1], quote.pck_path[1], quote.pck_path[0]
-    for name, data, issuer, covered, what in (
-        (
-            CHECK_ROOT_CRL,
-            collateral.root_ca_crl,
-            root,
-            [ca] + ([signer] if signer is not None else []),
-            "root CA",
-        ),
-        (CHECK_PCK_CRL, collateral.pck_crl, ca, [leaf], "PCK"),
-    ):
-        if data is None:
-            _missing(run, name, "revocation", f"{what} CRL")
-            continue
-        try:
-            crl = load_crl(data)
-        except ParseError as exc:
-            run.check(name, "revocation", [Reason("tdx.crl.malformed", str(exc))])
-            continue
-        run.check(
-            name, "revocation", check_crl(crl, issuer=issuer, covered=covered, at=at, what=what)
-        )
-
-
-def _signer(
-    quote: AuthenticatedQuote,
-    collateral: TdxCollateral,
-    at: datetime,
-    run: ReportBuilder,
-    pins: frozenset[bytes],
-) -> x509.Certificate | None:
-    if collateral.tcb_signing_chain is None:
-        if collateral.tcb_info is not None or collateral.qe_identity is not None:
-            _missing(run, CHECK_SIGNER, "collateral", "TCB signing chain")
-        else:
-            run.skip((CHECK_SIGNER,), "collateral", "no TCB Info or QE Identity")
-        return None
-    try:
-        path = verify_chain(
-            parse_pem_certificates(collateral.tcb_signing_chain),
-            root=quote.pck_path[-1],
-            at=at,
-            prefix="tdx.collateral.signer",
-            spki_pins=pins,
-        )
-    except ParseError as exc:
-        run.check(CHECK_SIGNER, "collateral", [Reason("tdx.collateral.malformed", str(exc))])
-        return None
-    except VerificationError as exc:
-        run.check(CHECK_SIGNER, "collateral", [exc.reason])
-        return None
-    problem = _not_a_tcb_signer(path)
-    if problem is not None:
-        run.check(
-            CHECK_SIGNER, "collateral", [Reason("tdx.collateral.signer.not_tcb_signing", problem)]
-        )
-        return None
-    run.check(CHECK_SIGNER, "collateral", [])
-    return path[0]
-
-
-def _not_a_tcb_signer(path: tuple[x509.Certificate, ...]) -> str | None:
-    """Why ``path`` (signer -> root) is not Intel's TCB Signing certificate, or None.
-
-    Any certificate chaining to the root could otherwise sign collateral: a PCK CA or
-    a PCK leaf (whose private keys have been extracted from platforms before). The
-    TCB Signing certificate is issued by the root itself, is no CA, and is named so.
-    """
-    signer = path[0]
-    if len(path) != 2:
-        return f"{_cn(signer)} is not issued directly by the root"
-    try:
-        constraints = signer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is not None and constraints.ca:
-        return f"{_cn(signer)} is a CA, not the TCB Signing certificate"
-    if not _cn(signer).startswith("Intel SGX TCB Signing"):
-        return f"{_cn(signer)} is not named Intel SGX TCB Signing"
-    return None
-
-
-def _cn(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else certificate.subject.rfc4514_string()
-
-
-def _collateral_stages(
-    quote: AuthenticatedQuote, evidence: TdxEvidence, run: ReportBuilder
-) -> None:
-    collateral, at = evidence.collateral, evidence.at
-    if collateral is None:
-        for name, stage in (
-            (CHECK_ROOT_CRL, "revocation"),
-            (CHECK_PCK_CRL, "revocation"),
-            (CHECK_SIGNER, "collateral"),
-            (CHECK_TCB_INFO, "collateral"),
-            (CHECK_QE_IDENTITY, "collateral"),
-            (CHECK_TCB, "tcb"),
-        ):
-            run.skip((name,), stage, "no collateral supplied")
-        run.warnings.append(Reason("tdx.tcb.not_evaluated", "no collateral: TCB status unknown"))
-        return
-    signer = _signer(quote, collateral, at, run, evidence.root_pins)
-    _revocation(quote, collateral, at, run, signer)
-    key = None if signer is None else signer.public_key()
-    signing_key = key if isinstance(key, ec.EllipticCurvePublicKey) else None
-    tcb_info: TcbInfo | None = None
-    qe_identity: QeIdentity | None = None
-    for name, data, parser, what in (
-        (CHECK_TCB_INFO, collateral.tcb_info, parse_tcb_info, "TCB Info"),
-        (CHECK_QE_IDENTITY, collateral.qe_identity, parse_qe_identity, "QE Identity"),
-    ):
-        if data is None:
-            _missing(run, name, "collateral", what)
-            continue
-        if signing_key is None:
-            run.skip((name,), "collateral", "the TCB signing chain was not verified")
-            continue
-        try:
-            parsed = parser(data)
-        except ParseError as exc:
-            run.check(name, "collateral", [Reason("tdx.collateral.malformed", f"{what}: {exc}")])
-            continue
-        reasons = check_signed(parsed, signing_key=signing_key, at=at, what=what)
-        run.check(name, "collateral", reasons)
-        if not any(r.code == "tdx.collateral.signature_invalid" for r in reasons):
-            if isinstance(parsed, TcbInfo):
-                tcb_info = parsed
-            else:
-                qe_identity = parsed
-    if tcb_info is None:
-        run.skip((CHECK_TCB,), "tcb", "no authenticated TCB Info")
-        run.warnings.append(Reason("tdx.tcb.not_evaluated", "TCB status unknown"))
-        return
-    result, reasons = evaluate_tcb(tcb_info, quote.pck_tcb, quote.quote.body)
-    qe_status = None
-    if qe_identity is not None:
-        qe_status, qe_reasons = evaluate_qe_identity(
-            qe_identity, quote.quote.certification.qe_report
-        )
-        reasons += qe_reasons
-    if result is not None:
-        status = result.status if qe_status is None else lower_status(result.status, qe_status)
-        tcb_policy = DEFAULT_TCB_POLICY if evidence.policy is None else evidence.policy.tcb
-        judged = replace(result, status=status)
-        reasons += judge_tcb(judged, tcb_policy, at=at)
-        run.claims["tcb"] = {
-            "status": status,
-            "platform_status": result.status,
-            "module_status": result.module_status,
-            "qe_status": qe_status,
-            "tcb_date": result.tcb_date.isoformat(),
-            "advisory_ids": list(result.advisory_ids),
-        }
-    run.check(CHECK_TCB, "tcb", reasons)
-
-
 def verify_tdx_offline(evidence: TdxEvidence) -> EvidenceReport:
     """Run every stage that can run (module docstring) and report all of them."""
     run = ReportBuilder()
     run.claims["at"] = evidence.at.isoformat()
     quote = _quote_stage(evidence, run)
-    later = (
-        CHECK_ROOT_CRL,
-        CHECK_PCK_CRL,
-        CHECK_SIGNER,
-        CHECK_TCB_INFO,
-        CHECK_QE_IDENTITY,
-        CHECK_TCB,
-        CHECK_CCEL_REPLAY,
-        CHECK_REPORT_DATA,
-        CHECK_POLICY,
-    )
+    later = (*COLLATERAL_CHECKS, CHECK_CCEL_REPLAY, CHECK_REPORT_DATA, CHECK_POLICY)
     if quote is None:
         run.skip(later, "quote", "the quote was not authenticated")
         return run.build("tdx")
-    _collateral_stages(quote, evidence, run)
+    collateral_stages(
+        quote,
+        evidence.collateral,
+        at=evidence.at,
+        pins=evidence.root_pins,
+        policy=DEFAULT_TCB_POLICY if evidence.policy is None else evidence.policy.tcb,
+        run=run,
+    )
 
     if evidence.ccel is None:
         run.skip((CHECK_CCEL_REPLAY,), "ccel", "no --ccel")

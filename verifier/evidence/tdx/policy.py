@@ -21,9 +21,14 @@ JSON format (unknown keys are refused so that a typo cannot drop a rule)::
       "tdattributes_mask": "<16 hex>",        # optional, only with "tdattributes": compare
                                               # just these bits
       "accepted_tcb_statuses": ["UpToDate"],  # optional, default ["UpToDate"]
-      "out_of_date_grace_days": 30            # optional: accept OutOfDate for this
+      "out_of_date_grace_days": 30,           # optional: accept OutOfDate for this
                                               # long after a newer TCB level appeared
+      "min_tcb_evaluation_data_number": 17    # optional: the oldest collateral (TCB
+                                              # Info and QE Identity) accepted
     }
+
+The TCB keys are read and judged in ``tcb_policy.py``; see there why a minimum
+``tcbEvaluationDataNumber`` matters (collateral from before a TCB recovery).
 
 TDATTRIBUTES (Intel TDX Module ABI, "TDATTRIBUTES"; bit numbers of the
 little-endian 64-bit value) is judged field by field, each violation named:
@@ -63,12 +68,16 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from verifier.evidence.policy_json import optional_bool, policy_document
 from verifier.evidence.tdx.authenticate import AuthenticatedQuote
-from verifier.evidence.tdx.collateral import TCB_STATUSES
-from verifier.evidence.tdx.tcb import TcbResult
+from verifier.evidence.tdx.tcb_policy import (
+    DEFAULT_TCB_POLICY,
+    TCB_POLICY_KEYS,
+    TcbPolicy,
+    judge_tcb,
+    load_tcb_policy,
+)
 from verifier.verdict import Reason
 
 __all__ = [
@@ -85,7 +94,6 @@ __all__ = [
 CHECK_POLICY = "tdx.policy"
 POLICY_FORMAT_VERSION = 1
 MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; bound what a bad file costs
-MAX_GRACE_DAYS = 365  # a year-old unpatched TCB is not a grace period
 _MEASUREMENT_SIZE = 48
 _ATTRIBUTES_SIZE = 8  # TDATTRIBUTES and XFAM
 # Allow-lists of fields of the TD report body (the order reasons are given in).
@@ -111,8 +119,7 @@ _KEYS = frozenset(
         "tdattributes",
         "tdattributes_mask",
         "mrservicetd",
-        "accepted_tcb_statuses",
-        "out_of_date_grace_days",
+        *TCB_POLICY_KEYS,
         *_REGISTERS,
     }
 )
@@ -126,17 +133,6 @@ _NO_SERVICE_TD = bytes(_MEASUREMENT_SIZE)
 
 class PolicyError(ValueError):
     """A policy file is malformed or too permissive to load."""
-
-
-@dataclass(frozen=True, slots=True)
-class TcbPolicy:
-    """Which TCB statuses pass; OutOfDate optionally within a grace window."""
-
-    accepted: frozenset[str] = frozenset({"UpToDate"})
-    out_of_date_grace: timedelta | None = None
-
-
-DEFAULT_TCB_POLICY = TcbPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,54 +226,16 @@ def load_policy(data: bytes | str) -> TdxPolicy:
     migratable = optional_bool(doc, "allow_migratable", PolicyError)
     sept_ve = optional_bool(doc, "allow_sept_ve", PolicyError)
     tdattributes = _tdattributes(doc, debug=debug, migratable=migratable, sept_ve=sept_ve)
-    statuses = doc.get("accepted_tcb_statuses", ["UpToDate"])
-    if not isinstance(statuses, list) or not statuses or not set(statuses) <= TCB_STATUSES:
-        raise PolicyError(f"accepted_tcb_statuses must list some of {sorted(TCB_STATUSES)}")
-    if "Revoked" in statuses:
-        raise PolicyError("a Revoked TCB cannot be accepted")
-    grace_days = doc.get("out_of_date_grace_days")
-    grace = None
-    if grace_days is not None:
-        if not isinstance(grace_days, int) or isinstance(grace_days, bool):
-            raise PolicyError("out_of_date_grace_days must be an integer")
-        if not 0 < grace_days <= MAX_GRACE_DAYS:
-            raise PolicyError(f"out_of_date_grace_days must be 1..{MAX_GRACE_DAYS}")
-        grace = timedelta(days=grace_days)
     return TdxPolicy(
         mrtd=mrtd,
         registers=registers,
         allow_debug=debug,
-        tcb=TcbPolicy(frozenset(statuses), grace),
+        tcb=load_tcb_policy(doc, PolicyError),
         allow_migratable=migratable,
         allow_sept_ve=sept_ve,
         tdattributes=tdattributes,
         mrservicetd=_values(doc, "mrservicetd"),
     )
-
-
-def _status_code(status: str) -> str:
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in status).lstrip("_")
-    return "tdx.tcb." + snake.replace("s_w_", "sw_")
-
-
-def judge_tcb(result: TcbResult, policy: TcbPolicy, *, at: datetime) -> list[Reason]:
-    """[] if ``result`` is acceptable under ``policy`` at ``at``, else one named reason.
-
-    OutOfDate passes within ``out_of_date_grace`` after ``superseded_at`` (the
-    tcbDate of the next newer level: when the platform's level went out of date).
-    """
-    status = result.status
-    if status in policy.accepted:
-        return []
-    if (
-        status == "OutOfDate"
-        and policy.out_of_date_grace is not None
-        and result.superseded_at is not None
-        and at <= result.superseded_at + policy.out_of_date_grace
-    ):
-        return []
-    advisories = f" ({', '.join(result.advisory_ids)})" if result.advisory_ids else ""
-    return [Reason(_status_code(status), f"TCB status {status}{advisories} is not accepted")]
 
 
 def _register_values(quote: AuthenticatedQuote) -> dict[str, bytes]:

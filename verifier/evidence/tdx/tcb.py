@@ -4,9 +4,11 @@ The algorithm of Intel's Quote Verification Library (TDX, TCB Info v3):
 
 1. the TCB Info must be for the PCK's FMSPC (compared as bytes, so the case of
    the hex in the JSON does not matter) and PCE-ID;
-2. platform level: the first level (Intel lists them newest first) whose 16 SGX
-   component SVNs and PCESVN are all <= the PCK certificate's, and whose TDX
-   component SVNs are <= TEE_TCB_SVN; when TEE_TCB_SVN[1] (the TDX module's
+2. platform level: the first level whose 16 SGX component SVNs and PCESVN are
+   all <= the PCK certificate's, and whose TDX component SVNs are <= TEE_TCB_SVN
+   (levels come highest first: the parser refuses any other order, see
+   ``level_order.py``, so the first match is the level Intel's QVL picks);
+   when TEE_TCB_SVN[1] (the TDX module's
    major version) is non-zero and the TCB Info has module identities, bytes 0
    and 1 are judged by the module identity instead. No level: ``not_supported``;
 3. TDX module: ``TDX_<major>`` identity (or ``tdxModule`` for major 0) must match
