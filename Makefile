@@ -84,6 +84,7 @@ fuzz: $(STAMP_PIP)
 	$(PY) tests/fuzz/fuzz_tdx_collateral.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_snp_report.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_snp_certtable.py -max_total_time=60
+	$(PY) tests/fuzz/fuzz_snp_crl.py -max_total_time=60
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -11,12 +11,21 @@ line its name gives, so a test config never mixes the two::
     [verifier.snp]
     trust_dir = "amd-roots"            # ask_ark_milan.pem, ask_ark_genoa.pem, ...
     vcek_dir = "vceks"                 # optional: <CHIP_ID hex>-<REPORTED_TCB 16 hex>.der
+    crl_dir = "amd-crls"               # optional: AMD KDS CRLs, *.crl / *.der
     insecure_test_roots = []           # TEST ONLY: a simulator's ARK
 
 The ASKs/ASVKs in those files are kept as intermediates for hosts that send a bare
 VCEK, and ``vcek_dir`` holds VCEKs fetched from AMD KDS elsewhere (it rate-limits,
 and the verifier never fetches) for hosts whose firmware holds no certificates.
 Neither can make anything trusted: the chain must still end at a pinned ARK.
+
+``crl_dir`` holds AMD's CRLs (KDS ``/vcek/v1/<line>/crl`` and ``/vlek/v1/<line>/crl``,
+fetched elsewhere). Given, every SNP report must be covered by a current CRL signed
+by its product line's pinned ARK that does not list its ASK/ASVK
+(verifier/evidence/snp/crl.py); the directory is read once here (a file that does
+not parse fails loading, naming it) and again every round, so newer CRLs copied in
+take effect without a restart. Without it, revocation is not checked, and every
+round's checks say so (no ``snp.revocation``).
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ from verifier.evidence.bounded_file import MAX_ROOT_FILE_BYTES, read_bounded
 from verifier.evidence.errors import ParseError
 from verifier.evidence.snp.certs import load_certificates
 from verifier.evidence.snp.chain import ARK_SHA256, AmdRoots, RootError, load_amd_roots
+from verifier.evidence.snp.crl_files import CrlFilesError, read_crl_dir
 from verifier.evidence.snp.tcb import ProductLine, product_from_name
 
 __all__ = ["SnpConfig", "snp_config"]
 
 log = logging.getLogger(__name__)
 
-_KEYS = {"trust_dir", "insecure_test_roots", "vcek_dir"}
+_KEYS = {"trust_dir", "insecure_test_roots", "vcek_dir", "crl_dir"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,20 @@ class SnpConfig:
     # VCEKs fetched from AMD KDS elsewhere, for hosts whose firmware holds no
     # certificates: <CHIP_ID hex>-<REPORTED_TCB as 16 hex digits>.der
     vcek_dir: Path | None = None
+    # AMD CRLs (*.crl, *.der), re-read every round; None: revocation not checked.
+    crl_dir: Path | None = None
+
+
+def _crl_dir(reader: Reader, base: Path) -> Path:
+    directory = reader.directory("crl_dir", base)
+    try:
+        crls = read_crl_dir(directory)
+    except CrlFilesError as exc:
+        raise reader.fail("crl_dir", str(exc)) from None
+    if not crls:
+        # Every round would fail snp.crl.missing: say so now.
+        raise reader.fail("crl_dir", f"{directory} holds no CRL (*.crl or *.der from AMD KDS)")
+    return directory
 
 
 def _read(reader: Reader, key: str, path: Path) -> list[x509.Certificate]:
@@ -127,4 +151,5 @@ def snp_config(path: Path, text: str, raw: Any, base: Path) -> SnpConfig | None:
         test_roots_trusted=bool(test_files),
         intermediates=tuple(intermediates),
         vcek_dir=vcek_dir,
+        crl_dir=_crl_dir(reader, base) if "crl_dir" in raw else None,
     )

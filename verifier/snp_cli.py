@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from verifier.evidence.report import EvidenceReport
     from verifier.evidence.snp.chain import AmdRoots
+    from verifier.evidence.snp.crl import AmdCrl
     from verifier.evidence.snp.policy import SnpPolicy
 
 __all__ = ["add_snp_command", "run_snp_command"]
@@ -57,8 +58,15 @@ with no network:
                 "allowed_measurements": [...], "min_tcb": {"Milan": {...}}, ...}.
                 Without it the report is only authenticated and the result is at
                 best a warning (snp.policy.not_appraised)
+  --crl         an AMD CRL, DER (KDS /vcek/v1/<line>/crl, /vlek/v1/<line>/crl);
+                repeatable. Then the chain's product line needs a current CRL
+                signed by its pinned ARK, and a listed ASK/ASVK (or VCEK/VLEK)
+                is rejected (snp.cert.revoked; snp.crl.missing, .stale,
+                .untrusted). Without --crl revocation is not checked: the
+                check snp.revocation is not_run and claims say so (not yet
+                with --azure-evidence)
   --at          ISO 8601 time to check certificate validity at (default now):
-                VLEKs live one year
+                VLEKs live one year; CRLs are current at it or stale
 
 Azure confidential VMs: --azure-evidence FILE instead of --report and --vcek,
 the vTPM evidence JSON (trustee az-snp-vtpm v2: TPM quote, PCRs, HCL report,
@@ -95,6 +103,9 @@ def add_snp_command(kinds: Any) -> None:
     snp.add_argument("--report-data", metavar="HEX", help="the expected REPORT_DATA")
     snp.add_argument("--nonce", metavar="HEX", help="the expected TPM quote nonce (Azure)")
     snp.add_argument("--policy", type=Path, metavar="POLICY.json", help="reference values")
+    snp.add_argument(
+        "--crl", type=Path, action="append", metavar="CRL", help="AMD CRL (repeatable)"
+    )
     snp.add_argument("--at", metavar="ISO-TIME", help="evaluate validity at this time")
     snp.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -158,6 +169,22 @@ def _chain(args: argparse.Namespace, key: bytes | None) -> tuple[AmdRoots | None
     return roots, chain
 
 
+def _crls(paths: list[Path] | None) -> list[AmdCrl] | None:
+    """``--crl`` files, parsed (exit 2 naming a file that is not a CRL); None: none given."""
+    from verifier.evidence.errors import ParseError  # noqa: PLC0415
+    from verifier.evidence.snp.crl import MAX_CRL_BYTES, load_crl  # noqa: PLC0415
+    from verifier.evidence.snp.crl_files import MAX_CRL_FILES  # noqa: PLC0415
+
+    if paths is None:
+        return None
+    if len(paths) > MAX_CRL_FILES:
+        raise UsageError(f"--crl: {len(paths)} files, at most {MAX_CRL_FILES}")
+    return [
+        parse_input(path, "CRL", MAX_CRL_BYTES, partial(load_crl, source=str(path)), ParseError)
+        for path in paths
+    ]
+
+
 def _policy(args: argparse.Namespace) -> SnpPolicy | None:
     from verifier.evidence.snp.policy import PolicyError, load_policy  # noqa: PLC0415
 
@@ -169,6 +196,8 @@ def _policy(args: argparse.Namespace) -> SnpPolicy | None:
 def _verify_azure(args: argparse.Namespace) -> EvidenceReport:
     from verifier.evidence.snp.azure_vtpm import verify_azure_snp_vtpm  # noqa: PLC0415
 
+    if args.crl is not None:
+        raise UsageError("--crl is not yet supported with --azure-evidence")
     for option, value in (("--vcek", args.vcek), ("--report-data", args.report_data)):
         if value is not None:
             # The VCEK is in the evidence; REPORT_DATA is the claims' digest on Azure.
@@ -197,12 +226,14 @@ def _verify(args: argparse.Namespace) -> EvidenceReport:
     key = _read(args.vcek, "VCEK/VLEK")
     roots, chain = _chain(args, key)
     policy = _policy(args)
+    crls = _crls(args.crl)
     return verify_snp_offline(
         SnpEvidence(report=report, key_certificates=key, chain=chain),
         roots=roots,
         policy=policy,
         expected_report_data=expected,
         at=at,
+        crls=crls,
     )
 
 
@@ -228,6 +259,10 @@ def render_snp(report: EvidenceReport) -> str:
         for name, tcb in claims.get("tcb", {}).items():
             parts = ", ".join(f"{k} {v}" for k, v in tcb.items() if k != "raw")
             lines.append(f"tcb {name}: {tcb['raw']} ({parts})")
+        revocation = claims.get("revocation")
+        if revocation is not None:
+            checked = "checked" if revocation["checked"] else "NOT checked"
+            lines.append(f"revocation: {checked}: {revocation['detail']}")
     azure = claims.get("azure")
     if azure is not None:
         ak = azure["ak"]

@@ -10,21 +10,33 @@ MGF1-SHA-384 and a 48-byte salt, as AMD signs; the VCEK is ECDSA P-384.
 The ARK is named "weightgate TEST ARK-<line> (simulator)" so that nobody takes it
 for AMD's: the verifier pins AMD's ARKs by certificate SHA-256, so it trusts this
 one only where a test pins its fingerprint explicitly.
+
+AMD's ARK also issues the line's CRL of revoked ASKs/ASVKs (KDS
+``/vcek/v1/<line>/crl``): :func:`make_hierarchy_with_ark` keeps the ARK's key in
+memory (:class:`IssuingArk`) so that a test can issue such CRLs; nothing writes it.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from devsim.x509util import Validity, builder, key_usage, simulator_name
 
-__all__ = ["Hierarchy", "Validity", "make_hierarchy", "vcek_extensions"]
+__all__ = [
+    "Hierarchy",
+    "IssuingArk",
+    "Validity",
+    "make_hierarchy",
+    "make_hierarchy_with_ark",
+    "vcek_extensions",
+]
 
 TEST_ORG = "weightgate TEST (simulator, not AMD)"
 RSA_BITS = 4096  # the verifier refuses AMD CA keys under 4096 bits, as AMD's are
@@ -55,6 +67,44 @@ class Hierarchy:
     ask: x509.Certificate
     vcek: x509.Certificate
     vcek_key: ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class IssuingArk:
+    """A TEST ARK with its private key, held in memory only: issues CRLs in tests."""
+
+    certificate: x509.Certificate
+    key: rsa.RSAPrivateKey
+
+    def crl(
+        self,
+        *,
+        this_update: datetime,
+        next_update: datetime,
+        revoked: Iterable[int] = (),
+        signer: rsa.RSAPrivateKey | None = None,
+        salt_length: int = 48,
+        extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
+    ) -> bytes:
+        """A DER CRL by this ARK listing the serials ``revoked``, as KDS serves one.
+
+        Signed RSASSA-PSS SHA-384, MGF1-SHA-384 with ``salt_length`` (AMD's: 48) by
+        ``signer`` (default: this ARK's key); ``extensions``: (value, critical) pairs.
+        """
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(this_update)
+            .next_update(next_update)
+        )
+        for serial in revoked:
+            entry = x509.RevokedCertificateBuilder().serial_number(serial)
+            builder = builder.add_revoked_certificate(entry.revocation_date(this_update).build())
+        for value, critical in extensions:
+            builder = builder.add_extension(value, critical=critical)
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=salt_length)
+        crl = builder.sign(signer or self.key, hashes.SHA384(), rsa_padding=pss)
+        return crl.public_bytes(serialization.Encoding.DER)
 
 
 def ark_common_name(product: str) -> str:
@@ -113,6 +163,13 @@ def make_hierarchy(
     product: str, spls: Mapping[str, int], chip_id: bytes, validity: Validity
 ) -> Hierarchy:
     """A fresh TEST ARK, ASK and VCEK for one chip of ``product`` at TCB ``spls``."""
+    return make_hierarchy_with_ark(product, spls, chip_id, validity)[0]
+
+
+def make_hierarchy_with_ark(
+    product: str, spls: Mapping[str, int], chip_id: bytes, validity: Validity
+) -> tuple[Hierarchy, IssuingArk]:
+    """:func:`make_hierarchy`, and its ARK with the key (to issue CRLs; never written)."""
     ark_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     ask_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     vcek_key = ec.generate_private_key(ec.SECP384R1())
@@ -133,4 +190,5 @@ def make_hierarchy(
             x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
         )
     vcek = vcek_builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
-    return Hierarchy(ark=ark, ask=ask, vcek=vcek, vcek_key=vcek_key)
+    hierarchy = Hierarchy(ark=ark, ask=ask, vcek=vcek, vcek_key=vcek_key)
+    return hierarchy, IssuingArk(certificate=ark, key=ark_key)

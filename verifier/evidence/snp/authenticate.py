@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from verifier.evidence.snp.certs import AmdKeyCert, KeyKind, read_key_cert
 from verifier.evidence.snp.chain import CHECK_CHAIN, AmdRoots, verify_key_chain
 from verifier.evidence.snp.chain_cache import lookup_chain, remember_chain
+from verifier.evidence.snp.crl import CHECK_REVOCATION, AmdCrl, check_revocation
 from verifier.evidence.snp.report import AttestationReport, SigningKey
 from verifier.evidence.snp.tcb import (
     TCB_LAYOUT,
@@ -32,6 +33,7 @@ from verifier.verdict import Reason, VerificationError
 
 __all__ = [
     "AUTHENTICATION_CHECKS",
+    "CHECK_REVOCATION",
     "AuthenticatedReport",
     "authenticate_report",
 ]
@@ -42,9 +44,11 @@ CHECK_SIGNATURE = "snp.report.signature"
 CHECK_PRODUCT = "snp.report.product"
 CHECK_TCB = "snp.tcb"
 CHECK_CHIP_ID = "snp.chip_id"
+# In pipeline order. CHECK_REVOCATION runs only when CRLs are given (crls=...).
 AUTHENTICATION_CHECKS = (
     CHECK_KEY_CERT,
     CHECK_CHAIN,
+    CHECK_REVOCATION,
     CHECK_SIGNING_KEY,
     CHECK_SIGNATURE,
     CHECK_PRODUCT,
@@ -72,6 +76,8 @@ class AuthenticatedReport:
     committed_tcb: TcbVersion
     launch_tcb: TcbVersion
     chip_id_checked: bool  # False for a VLEK or a masked CHIP_ID (see authenticate_report)
+    # Which CRL showed the chain unrevoked (crl.check_revocation); None: no CRLs given.
+    revocation: str | None
     verified_at: datetime
     checks_run: frozenset[str]
 
@@ -188,6 +194,7 @@ def authenticate_report(
     intermediates: Sequence[x509.Certificate],
     roots: AmdRoots,
     at: datetime,
+    crls: Sequence[AmdCrl] | None = None,
 ) -> AuthenticatedReport:
     """Authenticate ``report``; raise VerificationError on the first failure.
 
@@ -197,6 +204,10 @@ def authenticate_report(
        (ParseError);
     2. ``snp.chain``: VCEK -> ASK or VLEK -> ASVK -> the ARK pinned for the
        certificate's product line, at ``at`` (``snp.chain.*``, see chain.py);
+    2a. ``snp.revocation``, only when ``crls`` is given (None: not checked, and
+       ``snp.revocation`` is absent from ``checks_run``): an authentic CRL of that
+       line's ARK is current at ``at`` and none lists the ASK/ASVK
+       (``snp.cert.revoked``, ``snp.crl.stale``, ``untrusted``, ``missing``; crl.py);
     3. ``snp.report.signing_key``: the report's SIGNING_KEY names that kind of key
        (``snp.report.unsigned`` for "none", ``snp.chain.key_kind_mismatch``);
     4. ``snp.report.signature``: SIGNATURE_ALGO is ECDSA P-384 SHA-384 and the
@@ -213,7 +224,8 @@ def authenticate_report(
 
     Steps 1 and 2 are taken from an earlier success for byte-identical key
     certificate, intermediates and pinned ARKs when ``at`` is inside that path's
-    validity window (``chain_cache.py``); steps 3-7 run on every call.
+    validity window (``chain_cache.py``); step 2a and steps 3-7 run on every call,
+    so a cached chain is never exempt from the CRLs of this call.
     """
     done: list[str] = []
     # Steps 1-2 from an earlier success for identical certificates and roots, when
@@ -231,6 +243,14 @@ def authenticate_report(
             raise VerificationError(exc.reason, done) from None
         remember_chain(key_certificate, intermediates, roots, chain)
     done.append(CHECK_CHAIN)
+    revocation = None
+    if crls is not None:
+        # After the cache, never inside it: the CRLs can change between calls.
+        try:
+            revocation = check_revocation(chain, crls, at=at)
+        except VerificationError as exc:
+            raise VerificationError(exc.reason, done) from None
+        done.append(CHECK_REVOCATION)
     if report.signing_key == SigningKey.NONE:
         raise _fail("snp.report.unsigned", "SIGNING_KEY says the report is not signed", done)
     expected = SigningKey.VCEK if key.kind is KeyKind.VCEK else SigningKey.VLEK
@@ -269,6 +289,7 @@ def authenticate_report(
         committed_tcb=decode_tcb(report.committed_tcb, key.product),
         launch_tcb=decode_tcb(report.launch_tcb, key.product),
         chip_id_checked=chip_checked,
+        revocation=revocation,
         verified_at=at,
         checks_run=frozenset(done),
     )

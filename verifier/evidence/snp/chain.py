@@ -36,6 +36,7 @@ __all__ = [
     "AmdRoots",
     "RootError",
     "VerifiedChain",
+    "crl_signed_by",
     "load_amd_roots",
     "verify_key_chain",
 ]
@@ -103,23 +104,41 @@ def _cn(certificate: x509.Certificate) -> str:
     return str(names[0].value) if len(names) == 1 else certificate.subject.rfc4514_string()
 
 
+def _pss_verifies(issuer: x509.Certificate, signature: bytes, signed: bytes) -> bool:
+    key = issuer.public_key()
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+        return False
+    try:
+        key.verify(signature, signed, _PSS, hashes.SHA384())
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _pss_signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether ``issuer``'s RSA key made ``child``'s RSASSA-PSS SHA-384 salt-48 signature.
 
     False also when the algorithm is anything else: AMD signs nothing else.
     """
-    key = issuer.public_key()
     if child.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
         return False
     if not isinstance(child.signature_hash_algorithm, hashes.SHA384):
         return False
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+    return _pss_verifies(issuer, child.signature, child.tbs_certificate_bytes)
+
+
+def crl_signed_by(crl: x509.CertificateRevocationList, ark: x509.Certificate) -> bool:
+    """Whether ``ark``'s key made ``crl``'s signature, with exactly the parameters of
+    every AMD certificate link (RSASSA-PSS SHA-384, MGF1-SHA-384, salt 48).
+
+    Not ``crl.is_signature_valid``: that verifies with whatever PSS parameters the
+    CRL declares (a 32-byte salt passes), and AMD signs with these only.
+    """
+    if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
         return False
-    try:
-        key.verify(child.signature, child.tbs_certificate_bytes, _PSS, hashes.SHA384())
-    except InvalidSignature:
+    if not isinstance(crl.signature_hash_algorithm, hashes.SHA384):
         return False
-    return True
+    return _pss_verifies(ark, crl.signature, crl.tbs_certlist_bytes)
 
 
 def load_amd_roots(

@@ -17,6 +17,12 @@ product line) with that window, and reused for identical inputs at any time
 inside it. A time outside it or any other input: verified from scratch, which
 also gives the real reason. Failures are never kept. The report's signature,
 SIGNING_KEY, CPUID product, TCB and CHIP_ID checks run on every call.
+
+Revocation is deliberately not part of what is kept: a chain verified before a
+CRL listing its ASK arrived must not outlive that CRL. authenticate_report checks
+the CRLs of each call (crl.check_revocation) against whatever chain it has,
+looked up here or verified afresh, so an entry only ever saves the signature
+and validity work, never the revocation check.
 """
 
 from __future__ import annotations

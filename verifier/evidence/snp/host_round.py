@@ -9,9 +9,13 @@ so a report produced for another host's quote or another round fails
 Checks, in order: the evidence is there (``snp.evidence.missing`` names why not;
 a report sent without its VCEK is completed from ``[verifier.snp] vcek_dir`` by
 CHIP_ID and REPORTED_TCB, and the ASKs shipped beside the pinned ARKs are offered
-as intermediates); then :func:`~verifier.evidence.snp.offline.verify_snp_offline`
-with the verifier's pinned AMD roots, the group's policy and the expected REPORT_DATA: parse,
-VCEK/VLEK chain to the pinned ARK of the certificate's product line, report
+as intermediates); with ``crl_dir`` configured, its CRLs as they are now (read
+again every round; a file that cannot be read or parsed fails the round
+``snp.crl.unreadable``, naming it); then :func:`~verifier.evidence.snp.offline.verify_snp_offline`
+with the verifier's pinned AMD roots, the CRLs, the group's policy and the expected
+REPORT_DATA: parse, VCEK/VLEK chain to the pinned ARK of the certificate's product
+line, revocation (only with ``crl_dir``: a current CRL of that ARK not listing
+the ASK/ASVK; without it ``snp.revocation`` is absent), report
 signature over the exact bytes, TCB and CHIP_ID bound to the certificate,
 REPORT_DATA, then the policy (every violation). Only when everything passes does
 the round carry ``snp.attested``, which the ``confidential_vm`` release control
@@ -29,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from verifier.config_snp import SnpConfig
 from verifier.evidence.errors import ParseError
 from verifier.evidence.report import RoundFindings, round_findings
+from verifier.evidence.snp.crl_files import CrlFilesError, read_crl_dir
 from verifier.evidence.snp.offline import SnpEvidence, verify_snp_offline
 from verifier.evidence.snp.policy import SnpPolicy
 from verifier.evidence.snp.report import parse_report
@@ -70,6 +75,7 @@ class SnpVerifier:
     def __init__(self, config: SnpConfig) -> None:
         self._roots = config.roots
         self._vcek_dir = config.vcek_dir
+        self._crl_dir = config.crl_dir
         # Appended to whatever chain the host sent: they only help build a path.
         self._known_intermediates = b"".join(
             c.public_bytes(serialization.Encoding.PEM) for c in config.intermediates
@@ -102,6 +108,12 @@ class SnpVerifier:
                 "snp.evidence.missing",
                 "the report came without its VCEK/VLEK and vcek_dir holds none for it",
             )
+        crls = None
+        if self._crl_dir is not None:
+            try:
+                crls = read_crl_dir(self._crl_dir)
+            except CrlFilesError as exc:
+                return RoundFindings.failed("snp.crl.unreadable", str(exc))
         chain = bytes(evidence.cert_chain)
         if not chain or chain.lstrip().startswith(b"-----BEGIN"):
             # PEM (as the agent forwards it) can take the known intermediates after it;
@@ -113,5 +125,6 @@ class SnpVerifier:
             policy=policy,
             expected_report_data=snp_report_data(challenge_nonce, tpm_attest),
             at=at,
+            crls=crls,
         )
         return round_findings(report, attested=CHECK_SNP_ATTESTED, kind="snp")

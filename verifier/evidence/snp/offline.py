@@ -4,9 +4,12 @@ Stages and their checks, in order (a stage whose input failed does not run):
 
 * parse: ``snp.report.parse`` (raw, hex or Azure HCL-wrapped report),
   ``snp.certs.parse`` (VCEK/VLEK and the chain file);
-* authenticate: ``snp.key.parse``, ``snp.chain``, ``snp.report.signing_key``,
-  ``snp.report.signature``, ``snp.report.product``, ``snp.tcb``, ``snp.chip_id``
-  (authenticate.py; the first failure stops the stage);
+* authenticate: ``snp.key.parse``, ``snp.chain``, ``snp.revocation``,
+  ``snp.report.signing_key``, ``snp.report.signature``, ``snp.report.product``,
+  ``snp.tcb``, ``snp.chip_id`` (authenticate.py; the first failure stops the
+  stage). ``snp.revocation`` runs only when CRLs are given; otherwise it is
+  reported ``not_run`` and the claims say ``revocation.checked: false``, the
+  verdict being what it was before CRLs existed;
 * binding: ``snp.report.report_data`` (without an expected value: the warning
   ``snp.report.report_data_not_checked``),
   ``snp.azure.runtime_claims`` (for an HCL report);
@@ -17,6 +20,7 @@ Stages and their checks, in order (a stage whose input failed does not run):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +42,7 @@ from verifier.evidence.snp.authenticate import (
 )
 from verifier.evidence.snp.certs import load_certificates
 from verifier.evidence.snp.chain import AmdRoots, RootError, load_amd_roots
+from verifier.evidence.snp.crl import CHECK_REVOCATION, NOT_CHECKED, AmdCrl
 from verifier.evidence.snp.hcl import (
     HclReport,
     check_runtime_claims,
@@ -109,15 +114,24 @@ def _authenticate(
     others: list[x509.Certificate],
     *,
     roots: AmdRoots | None,
+    crls: Sequence[AmdCrl] | None,
     at: datetime,
     out: ReportBuilder,
 ) -> AuthenticatedReport | None:
     intermediates = [c for c in others if c.issuer != c.subject]
+    expected = tuple(
+        name for name in AUTHENTICATION_CHECKS if crls is not None or name != CHECK_REVOCATION
+    )
     try:
         if roots is None:
             roots = load_amd_roots(c for c in others if c.issuer == c.subject)
         auth = authenticate_report(
-            report, key_certificate=leaf, intermediates=intermediates, roots=roots, at=at
+            report,
+            key_certificate=leaf,
+            intermediates=intermediates,
+            roots=roots,
+            at=at,
+            crls=crls,
         )
     except (VerificationError, ParseError, RootError) as exc:
         if isinstance(exc, VerificationError):
@@ -129,9 +143,11 @@ def _authenticate(
                 Reason("snp.chain.untrusted", str(exc)),
                 frozenset(AUTHENTICATION_CHECKS[:1]),
             )
-        failed_at = next(name for name in AUTHENTICATION_CHECKS if name not in done)
+        failed_at = next(name for name in expected if name not in done)
         for name in AUTHENTICATION_CHECKS:
-            if name in done:
+            if name not in expected:
+                out.skip((name,), "authenticate", NOT_CHECKED)
+            elif name in done:
                 out.check(name, "authenticate", [])
             elif name == failed_at:
                 out.check(name, "authenticate", [reason])
@@ -140,10 +156,23 @@ def _authenticate(
         return None
     for name in AUTHENTICATION_CHECKS:
         detail = ""
+        if name not in expected:
+            out.skip((name,), "authenticate", NOT_CHECKED)
+            continue
+        if name == CHECK_REVOCATION:
+            detail = auth.revocation or ""
         if name == "snp.chip_id" and not auth.chip_id_checked:
             detail = "not applicable: " + ("VLEK" if auth.key.hwid is None else "CHIP_ID masked")
         out.check(name, "authenticate", [], detail)
     return auth
+
+
+def _revocation_claim(out: ReportBuilder) -> dict[str, Any]:
+    """Whether revocation was checked and what was found, for an auditor reading claims."""
+    for check in out.checks:
+        if check.name == CHECK_REVOCATION:
+            return {"checked": check.status != "not_run", "detail": check.detail}
+    return {"checked": False, "detail": NOT_CHECKED}
 
 
 def _claims(report: AttestationReport, auth: AuthenticatedReport | None) -> dict[str, Any]:
@@ -195,11 +224,15 @@ def verify_snp_offline(
     policy: SnpPolicy | None,
     expected_report_data: bytes | None,
     at: datetime,
+    crls: Sequence[AmdCrl] | None = None,
 ) -> EvidenceReport:
     """Run every stage (module docstring) and return one report.
 
     ``roots``: the pinned ARKs from a trust directory; None takes ARKs from the
     evidence files, each of which must match its pin (``snp.chain.untrusted``).
+    ``crls``: AMD CRLs (crl.py); None: revocation is not checked (and the report
+    says so); a sequence, even empty, requires a current authentic CRL of the
+    chain's product line.
     """
     out = ReportBuilder()
     out.claims["at"] = at.isoformat()
@@ -210,8 +243,9 @@ def verify_snp_offline(
         out.skip(later, "authenticate", "parsing failed")
         return out.build(KIND)
     report, hcl = parsed
-    auth = _authenticate(report, *certificates, roots=roots, at=at, out=out)
+    auth = _authenticate(report, *certificates, roots=roots, crls=crls, at=at, out=out)
     out.claims.update(_claims(report, auth))
+    out.claims["revocation"] = _revocation_claim(out)
     if auth is None:
         out.skip((CHECK_REPORT_DATA, CHECK_POLICY), "appraise", "authentication failed")
         return out.build(KIND)
