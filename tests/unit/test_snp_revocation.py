@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.snp_crl_lines import NOW, Line, forged_amd_crl, make_line
 from tests.snp_vectors import AFTER_VLEK, AT, REPORTS, VALID, VLEK, Case, snp
@@ -78,7 +79,9 @@ def _reason(line: Line, roots: AmdRoots, crls: list[AmdCrl], at: datetime = NOW)
 # --- the rules --------------------------------------------------------------------------
 
 
-def test_an_unlisted_chain_passes_and_says_which_crl_covered_it(milan: Line, roots: AmdRoots):
+def test_an_unlisted_chain_passes_and_says_which_crl_covered_it(
+    milan: Line, roots: AmdRoots
+) -> None:
     auth = _auth(milan, roots, [milan.crl("milan.crl", revoked=[12345])])
     assert CHECK_REVOCATION in auth.checks_run and "snp.report.signature" in auth.checks_run
     assert auth.revocation is not None and "milan.crl" in auth.revocation
@@ -105,7 +108,9 @@ def test_the_ark_crl_does_not_speak_for_the_vcek(milan: Line, roots: AmdRoots) -
     assert CHECK_REVOCATION in auth.checks_run
 
 
-def test_a_crl_signed_by_another_key_is_untrusted(milan: Line, genoa: Line, roots: AmdRoots):
+def test_a_crl_signed_by_another_key_is_untrusted(
+    milan: Line, genoa: Line, roots: AmdRoots
+) -> None:
     # ARK-Milan's name, a 4096-bit key of the right kind, but not ARK-Milan's key.
     forged = milan.crl("forged.crl", signer=genoa.ark.key)
     assert _reason(milan, roots, [forged]).startswith("snp.crl.untrusted: ")
@@ -115,7 +120,9 @@ def test_other_pss_parameters_are_untrusted(milan: Line, roots: AmdRoots) -> Non
     # cryptography's own check takes the parameters the CRL declares and accepts it;
     # AMD signs with a 48-byte salt only, as every certificate link.
     salt32 = milan.crl("salt32.crl", salt_length=32)
-    assert salt32.crl.is_signature_valid(milan.ark.certificate.public_key())
+    ark_key = milan.ark.certificate.public_key()
+    assert isinstance(ark_key, rsa.RSAPublicKey)
+    assert salt32.crl.is_signature_valid(ark_key)
     assert _reason(milan, roots, [salt32]).startswith("snp.crl.untrusted: ")
 
 
@@ -153,7 +160,7 @@ def test_the_verification_time_decides_staleness(milan: Line, roots: AmdRoots) -
     assert CHECK_REVOCATION in _auth(milan, roots, [crl], at=NOW - timedelta(days=2)).checks_run
 
 
-def test_another_product_lines_crl_is_ignored(milan: Line, genoa: Line, roots: AmdRoots):
+def test_another_product_lines_crl_is_ignored(milan: Line, genoa: Line, roots: AmdRoots) -> None:
     # Genoa's CRL lists this very ASK's serial: it is not Milan's ARK speaking.
     crl = genoa.crl(revoked=[milan.hierarchy.ask.serial_number])
     reason = _reason(milan, roots, [crl])

@@ -78,7 +78,7 @@ def _test_files(tmp_path: Path, line: Line) -> list[str]:
 @pytest.fixture
 def pinned_test_milan(milan: Line, monkeypatch: pytest.MonkeyPatch) -> Line:
     # The CLI trusts only pinned ARKs: pin the TEST ARK-Milan for this test alone.
-    monkeypatch.setitem(ARK_SHA256, ProductLine.MILAN, milan.sha256)  # type: ignore[index]
+    monkeypatch.setitem(ARK_SHA256, ProductLine.MILAN, milan.sha256)
     return milan
 
 
