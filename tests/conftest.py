@@ -22,8 +22,14 @@ def _factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwtpmFactory]
     _require_swtpm()
     started: list[SwtpmProcess] = []
 
-    def start(*, with_ek_certificate: bool = True) -> SwtpmProcess:
-        tpm = start_swtpm(tmp_path_factory.mktemp("swtpm"), with_ek_certificate=with_ek_certificate)
+    def start(
+        *, with_ek_certificate: bool = True, pcr_banks: tuple[str, ...] = ("sha256",)
+    ) -> SwtpmProcess:
+        tpm = start_swtpm(
+            tmp_path_factory.mktemp("swtpm"),
+            with_ek_certificate=with_ek_certificate,
+            pcr_banks=pcr_banks,
+        )
         started.append(tpm)
         return tpm
 

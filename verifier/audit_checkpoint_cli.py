@@ -97,6 +97,8 @@ def load_checkpoint_file(path: Path) -> SignedCheckpoint:
             raise ValueError("its readable members disagree with its signed statement")
     except (ValueError, KeyError, TypeError) as exc:
         raise CliError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{path}: not a checkpoint file (JSON nested too deeply)") from None
     return checkpoint
 
 

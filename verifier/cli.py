@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -178,6 +180,32 @@ def _public_key(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # Whoever read the output (head, a pager) has gone: nothing is left to tell it,
+        # and Python would print a traceback when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _reference_dry_run(args: argparse.Namespace) -> int:
+    """``reference propose --dry-run``: the proposed reference, no verifier contacted."""
+    from verifier.boot_reference_cli import reference_document  # noqa: PLC0415
+    from verifier.operator_cli import CliError  # noqa: PLC0415
+
+    try:
+        document, warnings = reference_document(args.eventlog, args.pcrs)
+    except CliError as exc:
+        print(f"weightgate: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(json.dumps(document, indent=2, sort_keys=True))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "verifier":
         return _public_key(args) if args.subcommand == "public-key" else _serve(args)
     if args.command == "demo":
@@ -190,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_evidence_command(args)
     if args.command == "pki":
         return run_pki_command(args)
+    if args.command == "reference" and args.subcommand == "propose" and args.dry_run:
+        return _reference_dry_run(args)
     if args.command == "reference" and args.subcommand == "import-rim":
         return run_import_rim_command(args)
     if args.command == "reference" and args.subcommand == "snp-measure":

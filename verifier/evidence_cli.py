@@ -34,6 +34,7 @@ from verifier.snp_cli import add_snp_command, run_snp_command
 from verifier.tdx_cli import add_tdx_command, run_tdx_command
 
 if TYPE_CHECKING:
+    from verifier.evidence.tpm.boot_reference import BootReference
     from verifier.evidence.tpm.ima_policy import RuntimePolicy
 
 __all__ = ["add_evidence_commands", "run_evidence_command"]
@@ -60,7 +61,15 @@ Verify one TPM quote as the verifier would, from files:
               digest is not checked (a warning)
   --eventlog  a UEFI measured-boot log (binary_bios_measurements): replayed per
               bank, every replayed PCR must equal its --pcrs value (the quoted
-              ones first), then its structure and event data are checked
+              ones first), then its structure and event data are checked. Named
+              vendor quirks are warnings; a SHA-1-only log is refused unless
+              --boot-reference allows it
+  --boot-reference a measured-boot reference (JSON, as `reference propose
+              --from-eventlog --dry-run` prints and `reference show-boot` shows):
+              the facts read from the log (Secure Boot, PK/KEK/db/dbx, boot
+              applications, kernel command line, kernel/initrd, firmware) are
+              appraised against it as the verifier does; it says which quirks and
+              whether a SHA-1-only log are permitted. Needs --eventlog
   --ima       an IMA runtime measurement list (binary_runtime_measurements or
               ascii_runtime_measurements, recognised by content). The quote must
               cover PCR10: the WHOLE list must replay to the quoted PCR10 of every
@@ -130,6 +139,9 @@ def add_evidence_commands(commands: Any) -> None:
     tpm.add_argument("--ima", type=Path, metavar="IMA_LOG", help="IMA list to replay (PCR10)")
     tpm.add_argument("--ima-policy", type=Path, metavar="POLICY.json", help="IMA runtime policy")
     tpm.add_argument("--reference", type=Path, metavar="REF", help="reference PCRs (PCRS.json)")
+    tpm.add_argument(
+        "--boot-reference", type=Path, metavar="BOOTREF.json", help="measured-boot reference"
+    )
     tpm.add_argument(
         "--allow-sha1",
         action="store_true",
@@ -202,6 +214,8 @@ def _verify_tpm(args: argparse.Namespace) -> EvidenceReport:
         )
     if args.ima_policy is not None and args.ima is None:
         raise UsageError("--ima-policy needs --ima: the policy appraises the IMA list")
+    if args.boot_reference is not None and args.eventlog is None:
+        raise UsageError("--boot-reference needs --eventlog: the reference appraises the log")
     nonce = _nonce(args.nonce)
     ak = parse_input(args.ak, "AK", MAX_INPUT_BYTES, load_ak, ParseError)
     reference = None
@@ -218,11 +232,30 @@ def _verify_tpm(args: argparse.Namespace) -> EvidenceReport:
         pcrs=None if args.pcrs is None else parse_pcrs_json(args.pcrs),
         event_log=None if args.eventlog is None else _read(args.eventlog, "event log"),
         reference=reference,
+        boot_reference=None if args.boot_reference is None else _boot_ref(args.boot_reference),
         allow_sha1_signatures=args.allow_sha1,
         ima_log=None if args.ima is None else _read(args.ima, "IMA list"),
         ima_policy=None if args.ima_policy is None else _ima_policy(args.ima_policy),
     )
     return verify_tpm_offline(evidence)
+
+
+def _boot_ref(path: Path) -> BootReference:
+    from verifier.evidence.tpm.boot_reference_format import (  # noqa: PLC0415
+        BootReferenceError,
+        load_boot_reference,
+    )
+
+    def parse(data: bytes) -> BootReference:
+        try:
+            document = json.loads(data)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise BootReferenceError("not JSON") from None
+        if not isinstance(document, dict):
+            raise BootReferenceError("expected a JSON object")
+        return load_boot_reference(document)
+
+    return parse_input(path, "boot reference", MAX_INPUT_BYTES, parse, BootReferenceError)
 
 
 def _ima_policy(path: Path) -> RuntimePolicy:

@@ -79,6 +79,9 @@ def _boot_reference(data: bytes) -> dict[str, Any]:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DocumentError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # A nesting bomb: no reference nests deeper than a few levels.
+        raise DocumentError("not JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise DocumentError("expected a JSON object")
     try:

@@ -154,12 +154,23 @@ def hosts_add(stub: operator_pb2_grpc.OperatorStub, host_id: str, group: str) ->
     return f"registered {summary.host_id} in group {summary.group}"
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of a repeat)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        repeated = sorted({key for key, _ in pairs if sum(k == key for k, _ in pairs) > 1})
+        raise ValueError(f"key {repeated[0]!r} given twice")
+    return document
+
+
 def parse_pcrs_json(path: Path) -> dict[str, dict[int, bytes]]:
     """Read `{"pcrs": {"sha256": {"0": "hex", …}}}` (the test-vector and read-pcrs format)."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (OSError, ValueError) as exc:
         raise CliError(f"{path}: cannot read PCR values: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{path}: cannot read PCR values: JSON nested too deeply") from None
     banks = document.get("pcrs") if isinstance(document, dict) else None
     if not isinstance(banks, dict) or not banks:
         raise CliError(f'{path}: expected {{"pcrs": {{"sha256": {{"0": "<hex>", ...}}}}}}')
@@ -170,6 +181,11 @@ def parse_pcrs_json(path: Path) -> dict[str, dict[int, bytes]]:
             raise CliError(f"{path}: pcrs.{bank}: unknown bank (known: {', '.join(_DIGEST_SIZES)})")
         if not isinstance(values, dict):
             raise CliError(f"{path}: pcrs.{bank}: expected an object of index -> hex")
+        # Indices in decimal as written by read-pcrs ("7", not "07", "+7" or "0_7",
+        # which int() also reads): two spellings of one PCR must not both pass.
+        for index in values:
+            if not (index.isdecimal() and index.isascii() and str(int(index)) == index):
+                raise CliError(f"{path}: pcrs.{bank}: PCR index {index!r} is not 0-23 in decimal")
         try:
             pcrs[bank] = {int(index): bytes.fromhex(value) for index, value in values.items()}
         except (ValueError, TypeError) as exc:

@@ -142,7 +142,7 @@ def _read_all(records: Path, kind: type[R]) -> Iterator[R]:
             if not isinstance(raw, dict) or raw.get("serial") != path.stem:
                 raise ValueError("not a record of this serial")
             values = {f.name: raw[f.name] for f in fields(kind)}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, RecursionError) as exc:
             raise PkiError(f"{path}: unreadable record: {exc!r}") from None
         if isinstance(values.get("roles"), list):
             values["roles"] = tuple(values["roles"])

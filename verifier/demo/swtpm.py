@@ -104,8 +104,12 @@ class SwtpmProcess:
         self.stop()
 
 
-def start_swtpm(work_dir: Path, *, with_ek_certificate: bool = True) -> SwtpmProcess:
+def start_swtpm(
+    work_dir: Path, *, with_ek_certificate: bool = True, pcr_banks: tuple[str, ...] = ("sha256",)
+) -> SwtpmProcess:
     """Manufacture a TPM in ``work_dir`` and serve it on free loopback ports.
+
+    ``pcr_banks``: the PCR banks allocated at manufacture (swtpm_setup names).
 
     With ``with_ek_certificate`` the TPM gets an RSA-2048 and an ECC EK certificate
     (NV 0x01c00002 / 0x01c0000a) and a platform certificate, signed by a local CA
@@ -121,7 +125,7 @@ def start_swtpm(work_dir: Path, *, with_ek_certificate: bool = True) -> SwtpmPro
     ca_dir = work_dir / "localca"
     state_dir.mkdir(parents=True, exist_ok=True)
     ca_dir.mkdir(parents=True, exist_ok=True)
-    setup_conf = _write_setup_config(work_dir, ca_dir)
+    setup_conf = _write_setup_config(work_dir, ca_dir, pcr_banks)
     _manufacture(work_dir, state_dir, setup_conf, with_ek_certificate=with_ek_certificate)
     ca_certs: tuple[Path, ...] = ()
     if with_ek_certificate:
@@ -148,7 +152,7 @@ def start_swtpm(work_dir: Path, *, with_ek_certificate: bool = True) -> SwtpmPro
     raise SwtpmError(f"swtpm did not start after {_START_ATTEMPTS} attempts: {last_error}")
 
 
-def _write_setup_config(work_dir: Path, ca_dir: Path) -> Path:
+def _write_setup_config(work_dir: Path, ca_dir: Path, pcr_banks: tuple[str, ...]) -> Path:
     localca_conf = work_dir / "swtpm-localca.conf"
     localca_conf.write_text(
         f"statedir = {ca_dir}\n"
@@ -165,7 +169,7 @@ def _write_setup_config(work_dir: Path, ca_dir: Path) -> Path:
         f"create_certs_tool = {shutil.which('swtpm_localca') or '/usr/bin/swtpm_localca'}\n"
         f"create_certs_tool_config = {localca_conf}\n"
         f"create_certs_tool_options = {localca_options}\n"
-        "active_pcr_banks = sha256\n"
+        f"active_pcr_banks = {','.join(pcr_banks)}\n"
     )
     return setup_conf
 

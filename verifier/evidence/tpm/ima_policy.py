@@ -145,6 +145,21 @@ def _digest_map(doc: Mapping[str, Any], key: str) -> Mapping[str, frozenset[Dige
     return MappingProxyType(out)
 
 
+# Paths no exclude may match (both the usr-merged and the legacy spellings): the
+# shell, init, the C library, a kernel module. An exclude that matches one of them
+# ("/.+", "/usr/.*", "/lib.*") turns appraisal off for the system itself.
+_ALWAYS_APPRAISED = (
+    "/bin/sh",
+    "/usr/bin/bash",
+    "/sbin/init",
+    "/usr/lib/systemd/systemd",
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib64/libc.so.6",
+    "/lib/modules/6.1.0/kernel/fs/ext4/ext4.ko",
+    "/usr/lib/modules/6.1.0/kernel/fs/ext4/ext4.ko",
+)
+
+
 def _excludes(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
     raw = doc.get("excludes", [])
     if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
@@ -157,9 +172,22 @@ def _excludes(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], re.Pattern[str] 
         # A check against mistakes, not a proof: these would exclude every path.
         if compiled.fullmatch("") or compiled.fullmatch("/"):
             raise RuntimePolicyError(f"exclude {pattern!r} matches every path")
+        system = next((path for path in _ALWAYS_APPRAISED if compiled.fullmatch(path)), None)
+        if system is not None:
+            raise RuntimePolicyError(
+                f"exclude {pattern!r} matches {system}: the system's own programs, libraries "
+                "and modules are always appraised"
+            )
     if not raw:
         return (), None
-    return tuple(raw), re.compile("|".join(f"(?:{p})" for p in raw))
+    try:
+        return tuple(raw), re.compile("|".join(f"(?:{p})" for p in raw))
+    except re.error as exc:
+        # Each compiled alone; together, a global flag such as "(?s)" is no longer at
+        # the start of the expression.
+        raise RuntimePolicyError(
+            f"excludes: {exc} (write inline flags scoped, as in '(?s:...)')"
+        ) from None
 
 
 def _keys(doc: Mapping[str, Any]) -> Mapping[bytes, VerificationKey]:
@@ -194,6 +222,9 @@ def load_runtime_policy(document: str | bytes) -> RuntimePolicy:
         doc = json.loads(document)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RuntimePolicyError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # A nesting bomb: a policy nests three levels deep.
+        raise RuntimePolicyError("not JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise RuntimePolicyError("the policy must be a JSON object")
     unknown = set(doc) - _KEYS

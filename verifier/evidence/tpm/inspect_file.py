@@ -124,7 +124,7 @@ def _pcrs_json(data: bytes) -> Inspection | None:
         return None
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None  # not JSON after all: let the hint say what it looks like
     banks = document.get("pcrs") if isinstance(document, dict) else None
     if not isinstance(banks, dict):

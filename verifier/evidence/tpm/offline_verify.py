@@ -11,8 +11,12 @@ test vectors' ``failing_stage``:
 2. ``eventlog-replay`` (with a log): the verifier's :func:`check_boot_log` against
    the quoted PCRs, then every other replayed PCR against the given values;
 3. ``eventlog-policy``: :func:`check_events` (event data against digests, structure)
-   in every quoted bank the log replayed; the findings a reference may permit
-   (vendor quirks, SHA-1-only logs) are warnings here;
+   in every quoted bank the log replayed. With a measured-boot reference
+   (``--boot-reference``), the facts read from the log are appraised against it
+   exactly as the verifier does (:func:`appraise_boot_log`), and it decides which
+   vendor quirks and whether a SHA-1-only log are permitted. Without one, named
+   vendor quirks are warnings and a SHA-1-only log is refused (only a reference
+   may allow it);
 4. ``ima-replay`` and ``ima-policy`` (with an IMA list, and a runtime policy):
    :func:`~verifier.evidence.tpm.offline_ima.ima_stages`, the whole list against
    the quoted PCR10, boot_aggregate, then the policy;
@@ -41,7 +45,9 @@ from verifier.evidence.tpm.authenticate import (
     AuthenticatedQuote,
     authenticate_quote,
 )
-from verifier.evidence.tpm.boot_log_check import check_boot_log
+from verifier.evidence.tpm.boot_appraisal import CHECK_BOOT_REFERENCE, appraise_boot_log
+from verifier.evidence.tpm.boot_log_check import BootLogCheck, check_boot_log
+from verifier.evidence.tpm.boot_reference import BootReference
 from verifier.evidence.tpm.describe import public_fields, quote_fields
 from verifier.evidence.tpm.event_checks import check_events
 from verifier.evidence.tpm.ima_policy import RuntimePolicy
@@ -81,10 +87,11 @@ _QUOTE_CHECKS = (
 CHECK_AK_ATTRIBUTES = "tpm.ak.attributes"
 CHECK_EVENTS = "tpm.eventlog.events"
 # Findings that a measured-boot reference may permit (event_checks.py: vendor quirks,
-# SHA-1-only logs). Offline there is no such reference, so they make the result a
-# warning: not a rejection, and never an affirmation.
-_PERMITTABLE_PREFIX = "tpm.eventlog.quirk."
-_PERMITTABLE = frozenset({"tpm.eventlog.sha1_only"})
+# SHA-1-only logs); any other finding fails whatever the reference says. Without a
+# reference, a named quirk is a warning (not a rejection, never an affirmation) and
+# a SHA-1-only log is refused, as the verifier refuses it unless a reference allows.
+_QUIRK_PREFIX = "tpm.eventlog.quirk."
+_SHA1_ONLY = "tpm.eventlog.sha1_only"
 # The bank whose data checks count, strongest first; each replayed quoted bank is run.
 _BANKS = ("sha256", "sha384", "sha512", "sha1")
 
@@ -105,6 +112,7 @@ class TpmEvidence:
     pcrs: Mapping[str, Mapping[int, bytes]] | None = None
     event_log: bytes | None = None
     reference: ReferencePcrs | None = None
+    boot_reference: BootReference | None = None
     allow_sha1_signatures: bool = False
     ima_log: bytes | None = None
     ima_policy: RuntimePolicy | None = None
@@ -113,6 +121,8 @@ class TpmEvidence:
         needs_pcrs = (self.event_log, self.ima_log, self.reference)
         if self.pcrs is None and any(x is not None for x in needs_pcrs):
             raise ValueError("an event log, IMA list or reference needs the PCR values (pcrs)")
+        if self.boot_reference is not None and self.event_log is None:
+            raise ValueError("a measured-boot reference needs the event log (event_log)")
         if self.ima_policy is not None and self.ima_log is None:
             raise ValueError("an IMA runtime policy needs the IMA list (ima_log)")
 
@@ -132,13 +142,13 @@ def verify_tpm_offline(evidence: TpmEvidence) -> EvidenceReport:
 
     if evidence.event_log is None:
         run.skip((CHECK_REPLAY,), STAGE_REPLAY, "no --eventlog")
-        run.skip((CHECK_EVENTS,), STAGE_POLICY, "no --eventlog")
+        run.skip(_policy_checks(evidence), STAGE_POLICY, "no --eventlog")
     elif quote is None:
         why = "the quote was not authenticated"
         run.skip((CHECK_REPLAY,), STAGE_REPLAY, why)
-        run.skip((CHECK_EVENTS,), STAGE_POLICY, why)
+        run.skip(_policy_checks(evidence), STAGE_POLICY, why)
     else:
-        _eventlog_stages(evidence.event_log, quote, evidence.pcrs or {}, run)
+        _eventlog_stages(evidence, evidence.event_log, quote, run)
 
     ima_stages(evidence.ima_log, evidence.ima_policy, quote, evidence.pcrs or {}, run)
 
@@ -198,17 +208,24 @@ def _quote_stage(evidence: TpmEvidence, run: ReportBuilder) -> AuthenticatedQuot
     return quote
 
 
+def _policy_checks(evidence: TpmEvidence) -> tuple[str, ...]:
+    """The checks of the eventlog-policy stage for this evidence."""
+    if evidence.boot_reference is None:
+        return (CHECK_EVENTS,)
+    return (CHECK_EVENTS, CHECK_BOOT_REFERENCE)
+
+
 def _eventlog_stages(
-    raw: bytes,
-    quote: AuthenticatedQuote,
-    pcrs: Mapping[str, Mapping[int, bytes]],
-    run: ReportBuilder,
+    evidence: TpmEvidence, raw: bytes, quote: AuthenticatedQuote, run: ReportBuilder
 ) -> None:
-    """Replay against the quote (the verifier's check) and the rest against ``pcrs``."""
+    """Replay against the quote (the verifier's check) and the rest against the PCR
+    values given; then the events, and the measured-boot reference if there is one."""
+    pcrs = evidence.pcrs or {}
+    policy_checks = _policy_checks(evidence)
     result = check_boot_log(raw, quote)
     if result.log is None:
         run.check(CHECK_REPLAY, STAGE_REPLAY, list(result.reasons))
-        run.skip((CHECK_EVENTS,), STAGE_POLICY, "the log did not parse")
+        run.skip(policy_checks, STAGE_POLICY, "the log did not parse")
         return
     banks = replay_banks(result.log, pcrs)
     # The quoted PCRs are check_boot_log's; these are the ones only PCRS.json vouches for.
@@ -221,21 +238,33 @@ def _eventlog_stages(
     run.check(CHECK_REPLAY, STAGE_REPLAY, [*result.reasons, *extra])
     if result.reasons or extra:
         why = "the log does not replay: only replayed events may be interpreted"
-        run.skip((CHECK_EVENTS,), STAGE_POLICY, why)
+        run.skip(policy_checks, STAGE_POLICY, why)
         return
     banks_checked = [b for b in _BANKS if result.verified_pcrs.get(b)]
     if not banks_checked:
-        run.skip((CHECK_EVENTS,), STAGE_POLICY, "no quoted PCR is extended by the log")
+        run.skip(policy_checks, STAGE_POLICY, "no quoted PCR is extended by the log")
         return
     findings: list[Reason] = []
     for bank in banks_checked:
         # Structural findings repeat per bank; data findings may differ.
         findings.extend(r for r in check_events(result.log, bank) if r not in findings)
-    permitted = [r for r in findings if _permittable(r.code)]
-    run.check(CHECK_EVENTS, STAGE_POLICY, [r for r in findings if not _permittable(r.code)])
-    run.warnings.extend(permitted)
     run.claims["eventlog"]["events_checked_in"] = banks_checked
+    if evidence.boot_reference is not None:
+        _boot_reference_stage(result, findings, evidence.boot_reference, run)
+        return
+    run.check(CHECK_EVENTS, STAGE_POLICY, [r for r in findings if not _is_quirk(r)])
+    run.warnings.extend(r for r in findings if _is_quirk(r))
 
 
-def _permittable(code: str) -> bool:
-    return code.startswith(_PERMITTABLE_PREFIX) or code in _PERMITTABLE
+def _boot_reference_stage(
+    result: BootLogCheck, findings: list[Reason], reference: BootReference, run: ReportBuilder
+) -> None:
+    """The reference decides what it permits; the other findings fail the events check."""
+    never = [r for r in findings if not _is_quirk(r) and r.code != _SHA1_ONLY]
+    run.check(CHECK_EVENTS, STAGE_POLICY, never)
+    _, reasons = appraise_boot_log(result, reference)
+    run.check(CHECK_BOOT_REFERENCE, STAGE_POLICY, [r for r in reasons if r not in never])
+
+
+def _is_quirk(reason: Reason) -> bool:
+    return reason.code.startswith(_QUIRK_PREFIX)
