@@ -13,29 +13,35 @@ import hashlib
 import struct
 from collections.abc import Iterable
 
+from verifier.evidence.tpm.eventlog_encode import encode_event
+from verifier.evidence.tpm.eventlog_model import Event
+
 EV_NO_ACTION = 0x00000003
 EV_IPL = 0x0000000D
-_ALGORITHMS = ((0x0004, "sha1"), (0x000B, "sha256"))
+_ALGORITHMS = {"sha1": 0x0004, "sha256": 0x000B}
 
 
 def _spec_id_event() -> bytes:
     # platformClass, specVersionMinor, specVersionMajor, specErrata, uintnSize (2: UINT64)
     spec = b"Spec ID Event03\x00" + struct.pack("<IBBBB", 0, 0, 2, 0, 2)
     spec += struct.pack("<I", len(_ALGORITHMS))
-    for alg_id, name in _ALGORITHMS:
+    for name, alg_id in _ALGORITHMS.items():
         spec += struct.pack("<HH", alg_id, hashlib.new(name).digest_size)
     spec += b"\x00"  # vendorInfoSize
     return struct.pack("<II", 0, EV_NO_ACTION) + bytes(20) + struct.pack("<I", len(spec)) + spec
 
 
-def _event(pcr: int, event_type: int, data: bytes) -> bytes:
-    digests = b"".join(
-        struct.pack("<H", alg_id) + hashlib.new(name, data).digest() for alg_id, name in _ALGORITHMS
-    )
-    header = struct.pack("<III", pcr, event_type, len(_ALGORITHMS))
-    return header + digests + struct.pack("<I", len(data)) + data
-
-
 def build_event_log(measurements: Iterable[tuple[int, bytes]]) -> bytes:
     """The log of ``(pcr, data)`` measurements made with TPM2_PCR_Event, in order."""
-    return _spec_id_event() + b"".join(_event(pcr, EV_IPL, data) for pcr, data in measurements)
+    events = (
+        Event(
+            index=index,
+            pcr=pcr,
+            event_type=EV_IPL,
+            digests={name: hashlib.new(name, data).digest() for name in _ALGORITHMS},
+            data=data,
+            offset=0,  # not written
+        )
+        for index, (pcr, data) in enumerate(measurements, start=1)
+    )
+    return _spec_id_event() + b"".join(encode_event(event, _ALGORITHMS) for event in events)
