@@ -37,7 +37,8 @@ def add_boot_reference_commands(reference_commands: Any) -> None:
         "propose",
         help="propose a group's measured-boot reference from a known-good host's event log",
         description="Replays LOG, checks its events, reads facts (Secure Boot, PK/KEK/db/dbx, "
-        "boot applications, kernel command line, firmware version) from the PCRs that --pcrs "
+        "boot applications, kernel command line, every PCR9 file digest, firmware version) "
+        "from the PCRs that --pcrs "
         "confirms, and proposes them as the group's reference; it applies once approved.",
     )
     proposal.add_argument("--group", required=True)

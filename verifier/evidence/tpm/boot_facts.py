@@ -1,11 +1,9 @@
 """Facts about a boot, read from the events of a replayed measured-boot log.
 
 Call :func:`extract_boot_facts` only on a log whose replay in ``bank`` matched the
-quoted PCRs, and pass the PCRs that matched as ``verified_pcrs``
-(``BootLogCheck.verified_pcrs[bank]``): events in any other PCR are bound by no
-quote and are ignored. Within those PCRs only data bound to its digest
-(event_data.py: verified, or an accepted quirk) becomes a fact; where that cannot
-be shown the fact is absent (None or empty), never guessed. Run
+quoted PCRs, with those PCRs as ``verified_pcrs``: other PCRs' events are ignored.
+Only data bound to its digest (event_data.py: verified, or an accepted quirk)
+becomes a fact; where that cannot be shown the fact is absent, never guessed. Run
 :func:`~verifier.evidence.tpm.event_checks.check_events` too: the structural
 findings (an event after a separator, a duplicate variable, ...) are its job, and
 appraisal needs both.
@@ -22,18 +20,39 @@ What is read, from where:
   order (shim, grub, kernel...). ``path_hint`` comes from the device path, which
   no digest covers: a hint for people, never for policy;
 * ``bootloader``, ``kernel_cmdlines``, ``grub_commands``: GRUB's PCR8 strings, or
-  systemd-boot's UTF-16 load options (PCR8 before v251, PCR12 since);
+  systemd-boot's UTF-16 load options (PCR8 before v251, PCR12 since). GRUB does not
+  hash a string's ``kernel_cmdline: ``/``grub_cmd: `` prefix, so the label cannot
+  say what a string is: one labelled ``kernel_cmdline``/``module_cmdline`` or whose
+  text starts with a path (``/`` or ``(``, as every GRUB kernel command line does
+  and no GRUB command can) is a command line; the rest are ``grub_commands``;
 * ``kernels``/``initrds``: the PCR9 digest of each file a verified GRUB
   ``linux``/``initrd`` command names, and the Linux EFI stub's tagged initrd event.
-  Caution: PCR9 event *data* (the file name) is not covered by its digest, so the
-  pairing of a digest with a name is a claim; with Secure Boot on, prefer the
-  kernel's PCR4 digest in ``boot_applications``;
+  PCR9 event *data* (the file name) is not covered by its digest, so the pairing
+  of a digest with a name is a claim; with Secure Boot on, prefer the kernel's
+  PCR4 digest in ``boot_applications``;
+* ``boot_files``: every PCR9 file measurement (GRUB's EV_IPL, the EFI stub's
+  initrd tag) with the path as logged, a hint no digest covers;
+* ``uninterpreted``: every other event in PCR8, PCR9 or PCR12 (another type, a
+  string that is neither GRUB's nor UTF-16 load options, another PCR9 tag), except
+  an EV_IPL whose data mismatches its digest (check_events reports it) and Windows
+  Boot Manager's PCR12 EV_EVENT_TAG / "WBCL" EV_SEPARATOR (ideapad, thinkpad,
+  option-ROM logs) when their digest is H(data) and the data is not UTF-16 text;
 * ``firmware_versions``: PCR0 EV_S_CRTM_VERSION; ``firmware_blobs``: PCR0
   EV_EFI_PLATFORM_FIRMWARE_BLOB(2) digests (descriptions are hints).
+
+Why PCR8, PCR9 and PCR12 are read deny-by-default: the OS can extend them at any
+time (no separator closes them), and the log is the host's claim, which only has
+to replay PCR by PCR. Root can disguise the event that measured a bad command line
+or kernel (garble its prefix, change its type, rename its file: none is hashed),
+extend the PCR with the approved value and log that. Only each PCR's own order is
+bound, not the order across PCRs, so "after GRUB" or "before the separator" proves
+nothing either. Appraisal (boot_reference.py) therefore sees every event of these
+PCRs: ``uninterpreted`` and ``boot_files`` leave none out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Collection
@@ -52,6 +71,7 @@ from verifier.evidence.tpm.efi_variables import parse_signature_lists, parse_uef
 from verifier.evidence.tpm.event_checks import EBS_INVOCATION, SECURE_BOOT, SIGNATURE_DATABASES
 from verifier.evidence.tpm.event_data import check_event_data
 from verifier.evidence.tpm.event_types import EventType as Ev
+from verifier.evidence.tpm.event_types import event_type_name
 from verifier.evidence.tpm.eventlog import Event, EventLog
 from verifier.evidence.tpm.signature_db import (
     Authority,
@@ -63,8 +83,10 @@ from verifier.evidence.tpm.signature_db import (
 __all__ = [
     "BootApplication",
     "BootFacts",
+    "BootFile",
     "MeasuredBlob",
     "MeasuredFile",
+    "UninterpretedEvent",
     "extract_boot_facts",
 ]
 
@@ -76,6 +98,14 @@ _LINUX_INITRD_TAG = 0x8F3B22EC
 _TAG_HEADER = struct.Struct("<II")
 _LINUX_COMMANDS = ("linux", "linuxefi", "linux16")
 _INITRD_COMMANDS = ("initrd", "initrdefi", "initrd16")
+_EFI_STUB_INITRD = "linux-efi-stub:initrd"
+# PCRs the OS extends after boot and facts are read from: GRUB's strings (8), its
+# files (9), systemd-boot's load options (8 before v251, 12 since).
+_STRING_PCRS = (8, 12)
+_FILE_PCR = 9
+_WINDOWS_PCR = 12  # Windows Boot Manager's boot configuration log (WBCL) events
+# GRUB opens files only as "/..." or "(dev)/...": how its kernel command lines start.
+_PATH_START = ("/", "(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +118,25 @@ class BootApplication:
 class MeasuredFile:
     path: str
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class BootFile:
+    """One PCR9 file measurement: ``path`` is as logged and bound by nothing."""
+
+    index: int
+    path: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class UninterpretedEvent:
+    """An event in PCR8, PCR9 or PCR12 that facts could not account for."""
+
+    index: int
+    pcr: int
+    event_type: str
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +168,8 @@ class BootFacts:
     initrds: tuple[MeasuredFile, ...]
     firmware_versions: tuple[str, ...]
     firmware_blobs: tuple[MeasuredBlob, ...]
+    boot_files: tuple[BootFile, ...] = ()
+    uninterpreted: tuple[UninterpretedEvent, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, digests are lowercase hex)."""
@@ -145,6 +196,8 @@ class _Reader:
         self.cmdlines: list[str] = []
         self.grub_commands: list[str] = []
         self.pcr9: list[tuple[str | None, str, Event]] = []
+        self.boot_files: list[BootFile] = []
+        self.uninterpreted: list[UninterpretedEvent] = []
         self.versions: list[str] = []
         self.blobs: list[MeasuredBlob] = []
 
@@ -152,9 +205,15 @@ class _Reader:
         digest = event.digests.get(self.bank)
         if digest is None:
             return
-        trusted = check_event_data(event, self.bank).trusted
+        data = check_event_data(event, self.bank)
+        trusted = data.trusted
         pcr, kind = event.pcr, event.event_type
-        if kind == Ev.EV_SEPARATOR:
+        # OS-extended PCRs first: every event there is accounted for (module docstring).
+        if pcr in _STRING_PCRS:
+            self.os_string(event, data.status)
+        elif pcr == _FILE_PCR:
+            self.os_file(event, digest.hex())
+        elif kind == Ev.EV_SEPARATOR:
             self.separated.add(pcr)
         elif pcr == 0 and pcr not in self.separated:
             self.firmware(event, digest.hex(), trusted=trusted)
@@ -164,10 +223,43 @@ class _Reader:
             self.ebs = True
         elif pcr == 7 and trusted:
             self.secure_boot_config(event)
-        elif pcr in (8, 12) and kind == Ev.EV_IPL and trusted:
-            self.load_options(event)
-        elif pcr == 9 and kind in (Ev.EV_IPL, Ev.EV_EVENT_TAG):
-            self.pcr9.append((_pcr9_name(event), digest.hex(), event))
+
+    def skip(self, event: Event, why: str) -> None:
+        self.uninterpreted.append(
+            UninterpretedEvent(event.index, event.pcr, event_type_name(event.event_type), why)
+        )
+
+    def os_string(self, event: Event, status: str) -> None:
+        if event.event_type == Ev.EV_IPL:
+            if status in ("mismatch", "malformed"):
+                return  # check_events reports it (ipl_digest_mismatch, malformed_event)
+            if status not in ("verified", "quirk") or not self.load_options(event):
+                self.skip(event, "neither a GRUB string nor UTF-16 load options")
+        elif not (event.pcr == _WINDOWS_PCR and self.windows_event(event)):
+            self.skip(event, f"not a PCR{event.pcr} event type facts read")
+
+    def windows_event(self, event: Event) -> bool:
+        """Windows Boot Manager's SIPA EV_EVENT_TAG or "WBCL" EV_SEPARATOR, bound to its
+        digest and unreadable as the load options a retyped command line would be."""
+        bound = event.digests[self.bank] == hashlib.new(self.bank, event.data).digest()
+        if event.event_type not in (Ev.EV_EVENT_TAG, Ev.EV_SEPARATOR) or not bound:
+            return False
+        try:
+            decode_utf16_text(event.data + b"\x00" * (len(event.data) % 2))
+        except ParseError:
+            return True
+        return False
+
+    def os_file(self, event: Event, digest: str) -> None:
+        if event.event_type == Ev.EV_IPL:
+            self.pcr9.append((_pcr9_name(event), digest, event))
+            path = event.data.removesuffix(b"\x00").decode("utf-8", "backslashreplace")
+            self.boot_files.append(BootFile(event.index, path, digest))
+        elif _is_initrd_tag(event):
+            self.pcr9.append((None, digest, event))
+            self.boot_files.append(BootFile(event.index, _EFI_STUB_INITRD, digest))
+        else:
+            self.skip(event, "neither a GRUB file nor the EFI stub's initrd tag")
 
     def firmware(self, event: Event, digest: str, *, trusted: bool) -> None:
         if event.event_type == Ev.EV_S_CRTM_VERSION and trusted:
@@ -203,7 +295,8 @@ class _Reader:
             except ParseError:
                 return
 
-    def load_options(self, event: Event) -> None:
+    def load_options(self, event: Event) -> bool:
+        """Read a trusted PCR8/PCR12 EV_IPL; False if it is no string facts know."""
         try:
             grub = parse_grub_string(event.data)
         except ParseError:
@@ -213,15 +306,17 @@ class _Reader:
             try:
                 text = decode_utf16_text(padded)
             except ParseError:
-                return
+                return False
             self.bootloader = self.bootloader or "systemd-boot"
             self.cmdlines.append(text.strip())
-            return
+            return True
         self.bootloader = self.bootloader or "grub"
-        if grub.kind == "kernel_cmdline":
+        # The prefix is not hashed: the text, not the label, says what it is.
+        if grub.kind != "command" or grub.text.startswith(_PATH_START):
             self.cmdlines.append(grub.text)
-        elif grub.kind == "command":
+        else:
             self.grub_commands.append(grub.text)
+        return True
 
     def named_files(self, *, kernel: bool) -> tuple[MeasuredFile, ...]:
         """PCR9 digests of the files GRUB's verified ``linux``/``initrd`` commands name."""
@@ -235,7 +330,7 @@ class _Reader:
         found = [MeasuredFile(name, digest) for name, digest, _ in self.pcr9 if name in paths]
         if not kernel:
             found += [
-                MeasuredFile("linux-efi-stub:initrd", digest)
+                MeasuredFile(_EFI_STUB_INITRD, digest)
                 for _, digest, event in self.pcr9
                 if _is_initrd_tag(event)
             ]
@@ -299,4 +394,6 @@ def extract_boot_facts(log: EventLog, bank: str, *, verified_pcrs: Collection[in
         initrds=reader.named_files(kernel=False),
         firmware_versions=tuple(reader.versions),
         firmware_blobs=tuple(reader.blobs),
+        boot_files=tuple(reader.boot_files),
+        uninterpreted=tuple(reader.uninterpreted),
     )

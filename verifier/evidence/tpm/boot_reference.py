@@ -5,6 +5,17 @@ denies by default and names every mismatch: it passes on every finding of
 ``check_events`` except ``tpm.eventlog.sha1_only`` (when the reference allows it) and
 the quirks the reference lists, then compares each fact, and requires the facts
 to come from verified PCRs 0, 4 and 7, which its checks read.
+
+PCR8, PCR9 and PCR12 are appraised deny-by-default, over every event they hold
+(boot_facts.py says why: the OS extends them at any time, the log only has to
+replay per PCR, and neither a GRUB string's prefix, an event's type nor a file's
+name is hashed). Every reference reads command lines (PCR8/PCR12), so an event
+there that facts could not account for is ``tpm.boot.uninterpreted_event``. A
+reference with any PCR9 list reads PCR9: then PCR9 must be verified, each of its
+events must be a file measurement (else ``tpm.boot.uninterpreted_event``) and each
+file digest must be one the reference lists, whatever the file is called
+(``tpm.boot.unexpected_boot_file``).
+
 :func:`reference_from_facts` proposes a reference from a known-good host (what
 ``weightgate reference propose --from-eventlog`` prints for approval).
 """
@@ -26,6 +37,8 @@ from verifier.evidence.tpm.boot_reference_format import (
 from verifier.evidence.tpm.event_quirks import QUIRKS, quirk_code
 from verifier.evidence.tpm.signature_db import SignatureDatabase
 from verifier.verdict import Reason
+
+_FILE_PCR = 9
 
 __all__ = [
     "BootReference",
@@ -107,6 +120,38 @@ def _files(kind: str, digests: Sequence[str], allowed: frozenset[str] | None) ->
     return [Reason(f"tpm.boot.{kind}_not_allowed", d) for d in digests if d not in allowed]
 
 
+def _os_events(facts: BootFacts, reference: BootReference) -> list[Reason]:
+    """Every PCR8/PCR12 (and, when the reference reads PCR9, PCR9) event counts."""
+    allowed = reference.pcr9_digests
+    reasons = [
+        Reason(
+            "tpm.boot.uninterpreted_event",
+            f"event {event.index} (PCR{event.pcr} {event.event_type}): {event.why}",
+        )
+        for event in facts.uninterpreted
+        if event.pcr != _FILE_PCR or allowed is not None
+    ]
+    if allowed is None:
+        return reasons
+    if _FILE_PCR not in facts.verified_pcrs:
+        reasons.append(Reason("tpm.boot.pcr_unverified", "PCR9 did not replay to a quoted value"))
+    # Files a linux/initrd command names were checked against their own list above.
+    named: set[tuple[str, str]] = set()
+    if reference.kernel_digests is not None:
+        named.update((f.path, f.digest) for f in facts.kernels)
+    if reference.initrd_digests is not None:
+        named.update((f.path, f.digest) for f in facts.initrds)
+    reasons += [
+        Reason(
+            "tpm.boot.unexpected_boot_file",
+            f"event {f.index}: {f.path!r} (name as logged, not measured), digest {f.digest}",
+        )
+        for f in facts.boot_files
+        if f.digest not in allowed and (f.path, f.digest) not in named
+    ]
+    return reasons
+
+
 def appraise_boot(
     facts: BootFacts, checks: Sequence[Reason], reference: BootReference
 ) -> list[Reason]:
@@ -116,7 +161,9 @@ def appraise_boot(
     does not permit; ``tpm.eventlog.sha1_only`` for a SHA-1-only log the reference
     does not allow (even if ``checks`` omitted it); ``tpm.boot.bank_mismatch``;
     ``tpm.boot.pcr_unverified``; Secure Boot state; PK, KEK, db; dbx; boot
-    applications; kernel command lines; kernel and initrd digests; firmware version.
+    applications; kernel command lines; kernel and initrd digests; uninterpreted
+    PCR8/PCR12 (and PCR9) events, PCR9 unverified, PCR9 files not listed; firmware
+    version.
     """
     reasons = [r for r in checks if not _permitted(r, reference)]
     reported = any(r.code == "tpm.eventlog.sha1_only" for r in reasons)
@@ -159,6 +206,7 @@ def appraise_boot(
     ]
     reasons += _files("kernel", [f.digest for f in facts.kernels], reference.kernel_digests)
     reasons += _files("initrd", [f.digest for f in facts.initrds], reference.initrd_digests)
+    reasons += _os_events(facts, reference)
     versions = facts.firmware_versions or (None,)
     reasons += [
         Reason("tpm.boot.firmware_version_not_allowed", repr(version))
@@ -185,6 +233,8 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
     findings = [r for r in checks if r.code not in allowed_codes]
     if findings:
         raise ValueError(f"the log has findings, not a known-good boot: {findings[0]}")
+    if facts.uninterpreted:
+        raise ValueError(f"the log has events facts cannot account for: {facts.uninterpreted[0]}")
     missing = [name for name in ("pk", "kek", "db", "dbx") if getattr(facts, name) is None]
     if missing or not all(pcr in facts.verified_pcrs for pcr in REQUIRED_PCRS):
         raise ValueError(f"facts are incomplete (missing {missing}, PCRs {facts.verified_pcrs})")
@@ -195,6 +245,10 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
     if db.other:
         raise ValueError("db holds entries other than X.509 and SHA-256")
     dbx_entries = _unique([*dbx.sha256, *(c.sha256 for c in dbx.certificates)])
+    kernels = _unique([f.digest for f in facts.kernels])
+    initrds = _unique([f.digest for f in facts.initrds])
+    # Every other PCR9 file, so that the proposal affirms its own log (module docstring).
+    files = _unique([f.digest for f in facts.boot_files if f.digest not in {*kernels, *initrds}])
     return {
         "kind": REFERENCE_KIND,
         "version": REFERENCE_VERSION,
@@ -210,8 +264,9 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
             "digests": [app.digest for app in facts.boot_applications],
         },
         "kernel_cmdlines": [{"exact": c} for c in _unique(facts.kernel_cmdlines)],
-        **({"kernel_digests": _unique([f.digest for f in facts.kernels])} if facts.kernels else {}),
-        **({"initrd_digests": _unique([f.digest for f in facts.initrds])} if facts.initrds else {}),
+        **({"kernel_digests": kernels} if kernels else {}),
+        **({"initrd_digests": initrds} if initrds else {}),
+        **({"boot_file_digests": files} if files else {}),
         "firmware_versions": _unique(facts.firmware_versions) or [None],
         "allow_sha1_only_logs": False,
         "allowed_quirks": quirks,

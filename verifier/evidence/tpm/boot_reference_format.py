@@ -23,10 +23,20 @@ required and unknown keys are refused, so that a typo cannot weaken it:
                                         # (regex: Python re.fullmatch)
       "kernel_digests": [DIGEST, ...],  # optional: GRUB-loaded kernels (PCR9)
       "initrd_digests": [DIGEST, ...],  # optional: initrds (PCR9)
+      "boot_file_digests": [DIGEST, ...],  # optional: every other file GRUB measures
+                                        # into PCR9 (grub.cfg, grubenv, modules, fonts...)
       "firmware_versions": [TEXT | null, ...],  # S-CRTM versions; null: none logged
       "allow_sha1_only_logs": false,    # optional; true only with "bank": "sha1"
       "allowed_quirks": [QUIRK_ID, ...] # optional: event_quirks.QUIRKS ids
     }
+
+The three PCR9 lists work together: with any of them present, every file digest
+measured into PCR9 must be in one of them (their union), and
+PCR9 must replay to the quote. A file's name is logged beside its digest but not
+hashed, so it cannot say which list a digest belongs to; a kernel renamed
+``normal.mod`` is still a digest nobody approved. ``kernel_digests`` and
+``initrd_digests`` additionally check the files GRUB's ``linux``/``initrd``
+commands name.
 
 Refused at load, besides malformed values: an empty ``dbx_required`` with Secure
 Boot required, an empty ``set`` of boot applications, an empty
@@ -62,7 +72,8 @@ _REQUIRED = frozenset(
     | {"boot_applications", "kernel_cmdlines", "firmware_versions"}
 )
 _OPTIONAL = frozenset(
-    {"db_hashes", "kernel_digests", "initrd_digests", "allow_sha1_only_logs", "allowed_quirks"}
+    {"db_hashes", "kernel_digests", "initrd_digests", "boot_file_digests"}
+    | {"allow_sha1_only_logs", "allowed_quirks"}
 )
 
 
@@ -87,9 +98,18 @@ class BootReference:
     cmdline_patterns: tuple[re.Pattern[str], ...]
     kernel_digests: frozenset[str] | None
     initrd_digests: frozenset[str] | None
+    boot_file_digests: frozenset[str] | None
     firmware_versions: frozenset[str | None]
     allow_sha1_only_logs: bool
     allowed_quirks: frozenset[str]
+
+    @property
+    def pcr9_digests(self) -> frozenset[str] | None:
+        """Every digest PCR9 may carry, or None when the reference does not read PCR9."""
+        lists = (self.kernel_digests, self.initrd_digests, self.boot_file_digests)
+        if all(digests is None for digests in lists):
+            return None
+        return frozenset().union(*(digests for digests in lists if digests is not None))
 
 
 def _hex_values(values: object, key: str, size: int) -> tuple[str, ...]:
@@ -206,6 +226,7 @@ def load_boot_reference(doc: Mapping[str, Any]) -> BootReference:
         cmdline_patterns=patterns,
         kernel_digests=_optional_digests(doc, "kernel_digests", size),
         initrd_digests=_optional_digests(doc, "initrd_digests", size),
+        boot_file_digests=_optional_digests(doc, "boot_file_digests", size),
         firmware_versions=frozenset(versions),
         allow_sha1_only_logs=sha1,
         allowed_quirks=frozenset(quirks),

@@ -47,6 +47,11 @@ Run these checks on a log whose replay in ``bank`` matched the quoted PCRs.
 3. ``tpm.eventlog.separator_missing``: a PCR among 0-7 without a separator.
 4. ``tpm.eventlog.quirk.<id>``: one per vendor quirk the log needed (event_quirks.py),
    naming its events. Only a reference that allows the quirk accepts it.
+
+PCRs 8 and above have no separator and the OS extends them at any time, so no
+structural rule here can close them. Their completeness is the reference's job:
+boot_facts.py lists every PCR8/PCR9/PCR12 event it could not account for and every
+PCR9 file digest, and boot_reference.py fails on each one a reference relies on.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ accepted and callers can see which one:
 
 Two quirks (event_quirks.py) are recognised here and reported as such. Every other
 event type is ``unchecked``: its data must not be read as fact.
+
+``verified`` binds the bytes that were hashed, nothing else: not the event type,
+not GRUB's prefix (``kernel_cmdline: `` and ``grub_cmd: `` hash the same text), and
+not a PCR9 file name (the digest is of the file). boot_facts.py reads a GRUB
+string's role from its text for that reason, and appraisal counts every PCR9
+digest whatever its name.
 """
 
 from __future__ import annotations
