@@ -5,8 +5,15 @@ evidence is converted; the quote is authenticated against the enrolled AK and
 the challenge's nonce; only then are the quoted PCRs appraised against the
 host group's reference values, the boot log and IMA list replayed against the
 quote, and the evidence bound to the quote (GPU reports, the SEV-SNP report)
-checked with nonces derived from its exact bytes. Every failure is a
-contraindicated verdict with a named reason; nothing here returns a bool.
+checked with nonces derived from its exact bytes. A boot log that replays is
+always run through the event checks (event_findings.py), with or without a
+measured-boot reference, and then, if the group has one, appraised against it.
+
+Every failure is a contraindicated verdict with a named reason. What is neither
+a failure nor verified (a vendor quirk no reference has decided on; an IMA
+chunk of a new boot that cannot be replayed) makes the verdict a warning: the
+host is not affirmed, and nothing unverified is accepted. Nothing here returns
+a bool.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from verifier.evidence.tpm.authenticate import authenticate_quote
 from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
 from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.boot_reference import BootReference
+from verifier.evidence.tpm.event_findings import appraise_events
 from verifier.evidence.tpm.ima_policy import RuntimePolicy
 from verifier.evidence.tpm.ima_round import ImaKept, appraise_ima_round
 from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
 from verifier.store import ClockState, HostRecord, ReferenceSet
-from verifier.verdict import Reason, Verdict, VerificationError
+from verifier.verdict import Reason, Tier, Verdict, VerificationError
 from weightgate.v1 import attestation_pb2
 
 DIGEST_SIZES: Mapping[str, int] = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
@@ -147,12 +155,20 @@ def evaluate(
         return Outcome(exc.to_verdict(), None, None)
     clock = quote.info.clock_info
     verdict = appraise_pcrs(quote, reference_pcrs)
+    warnings: list[Reason] = []
     has_log = evidence.HasField("boot_log") and bool(evidence.boot_log.event_log)
     if has_log:
         boot_log = check_boot_log(evidence.boot_log.event_log, quote)
         verdict = _combined(verdict, boot_log.checks_run, boot_log.reasons)
-        if boot_reference is not None and boot_log.passed:
-            verdict = _combined(verdict, *appraise_boot_log(boot_log, boot_reference))
+        if boot_log.passed:
+            # Replay binds digests, not types or data: every replayed log is checked.
+            events = appraise_events(boot_log, boot_reference)
+            verdict = _combined(verdict, events.checks_run, events.reasons)
+            warnings += events.warnings
+            if boot_reference is not None:
+                checks, reasons = appraise_boot_log(boot_log, boot_reference)
+                fresh = tuple(r for r in reasons if r not in events.reasons)
+                verdict = _combined(verdict, checks, fresh)
     elif boot_reference is not None:
         why = evidence.boot_log.unavailable or "the agent sent none"
         missing = Reason("tpm.boot.log_missing", f"the group has a boot reference; {why}")
@@ -170,13 +186,14 @@ def evaluate(
             kept=ima_kept,
         )
         verdict = _combined(verdict, ima_round.checks_run, ima_round.reasons)
+        warnings += ima_round.warnings
         kept = ima_round.kept
     for check in bound_checks:
         # Only now: their nonces bind to quote bytes the AK is proven to have signed.
         found = check(evidence.tpm.attest)
         verdict = _combined(verdict, found.checks_run, found.reasons)
     return Outcome(
-        verdict,
+        _with_warnings(verdict, warnings),
         ClockState(clock.clock, clock.reset_count, clock.restart_count),
         quote.boot_event,
         kept,
@@ -194,3 +211,16 @@ def _combined(verdict: Verdict, checks_run: frozenset[str], reasons: tuple[Reaso
     if reasons or not verdict.affirms:
         return Verdict.contraindicated((*verdict.reasons, *reasons), checks)
     return Verdict.affirming(checks)
+
+
+def _with_warnings(verdict: Verdict, warnings: Sequence[Reason]) -> Verdict:
+    """The round's verdict once the findings that only withhold affirmation are in.
+
+    Warnings never turn a rejection into less; they are listed after its reasons
+    so that the record explains everything the round found.
+    """
+    if not warnings:
+        return verdict
+    if verdict.affirms:
+        return Verdict(Tier.WARNING, tuple(warnings), verdict.checks_run)
+    return Verdict(verdict.tier, (*verdict.reasons, *warnings), verdict.checks_run)

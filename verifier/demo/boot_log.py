@@ -17,7 +17,13 @@ from verifier.evidence.tpm.eventlog_encode import encode_event
 from verifier.evidence.tpm.eventlog_model import Event
 
 EV_NO_ACTION = 0x00000003
+EV_SEPARATOR = 0x00000004
 EV_IPL = 0x0000000D
+EV_EFI_ACTION = 0x80000007
+# The separator firmware measures into PCRs 0-7 at ReadyToBoot (PFP 3.3.2: 0 when
+# pre-boot measurement succeeded); the verifier requires one in each of them.
+SEPARATOR = b"\x00\x00\x00\x00"
+FIRMWARE_PCRS = range(8)
 _ALGORITHMS = {"sha1": 0x0004, "sha256": 0x000B}
 
 
@@ -33,15 +39,20 @@ def _spec_id_event() -> bytes:
 
 def build_event_log(measurements: Iterable[tuple[int, bytes]]) -> bytes:
     """The log of ``(pcr, data)`` measurements made with TPM2_PCR_Event, in order."""
+    return build_typed_log((pcr, EV_IPL, data) for pcr, data in measurements)
+
+
+def build_typed_log(measurements: Iterable[tuple[int, int, bytes]]) -> bytes:
+    """The log of ``(pcr, event type, data)`` measurements made with TPM2_PCR_Event."""
     events = (
         Event(
             index=index,
             pcr=pcr,
-            event_type=EV_IPL,
+            event_type=event_type,
             digests={name: hashlib.new(name, data).digest() for name in _ALGORITHMS},
             data=data,
             offset=0,  # not written
         )
-        for index, (pcr, data) in enumerate(measurements, start=1)
+        for index, (pcr, event_type, data) in enumerate(measurements, start=1)
     )
     return _spec_id_event() + b"".join(encode_event(event, _ALGORITHMS) for event in events)

@@ -30,7 +30,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from verifier.demo.boot_log import build_event_log
+from verifier.demo.boot_log import (
+    EV_EFI_ACTION,
+    EV_IPL,
+    EV_SEPARATOR,
+    FIRMWARE_PCRS,
+    SEPARATOR,
+    build_typed_log,
+)
 from verifier.demo.cvm import make_demo_cvm
 from verifier.demo.gpus import make_demo_gpus
 from verifier.demo.processes import (
@@ -65,6 +72,15 @@ BOOT_MEASUREMENTS = (
     (4, "bootloader: shimx64.efi"),
     (4, "bootloader: grubx64.efi"),
     (7, "secure boot: enabled, db=demo-ca"),
+)
+# As the verifier's event checks expect of firmware (event_checks.py): PCR7 holds
+# only Secure Boot policy event types, and PCRs 0-7 each end with a separator.
+BOOT_EVENTS = (
+    *(
+        (pcr, EV_EFI_ACTION if pcr == 7 else EV_IPL, text.encode())
+        for pcr, text in BOOT_MEASUREMENTS
+    ),
+    *((pcr, EV_SEPARATOR, SEPARATOR) for pcr in FIRMWARE_PCRS),
 )
 
 
@@ -138,18 +154,18 @@ class _Demo:
         self.tpm = start_swtpm(self.state / "swtpm")
         self.stack.callback(self.tpm.stop)
         print(f"    swtpm pid {self.tpm.pid}, {self.tpm.tcti}")
+        for pcr, _, data in BOOT_EVENTS:
+            self.measure(pcr, data)
         for pcr, measurement in BOOT_MEASUREMENTS:
-            self.measure(pcr, measurement)
             print(f"    measured into PCR{pcr}: {measurement}")
+        print(f"    and a separator into each of PCRs 0-{FIRMWARE_PCRS[-1]}")
         # What a firmware would have logged for those measurements; the agent sends it.
-        self.boot_log.write_bytes(
-            build_event_log((pcr, text.encode()) for pcr, text in BOOT_MEASUREMENTS)
-        )
+        self.boot_log.write_bytes(build_typed_log(BOOT_EVENTS))
         print(f"    and logged them in {self.boot_log.name}, as firmware would")
 
-    def measure(self, pcr: int, measurement: str) -> None:
+    def measure(self, pcr: int, data: bytes) -> None:
         event = self.state / "event.bin"
-        event.write_text(measurement)
+        event.write_bytes(data)
         tools_env = os.environ | {"TPM2TOOLS_TCTI": self.tpm.tcti}
         run(["tpm2_pcrevent", str(pcr), str(event)], env=tools_env)
 
@@ -328,7 +344,7 @@ class _Demo:
 
     def tamper_and_erase(self) -> None:
         say("an unapproved boot component is measured into PCR4 (tpm2_pcrevent)")
-        self.measure(4, "bootloader: evil-grubx64.efi")
+        self.measure(4, b"bootloader: evil-grubx64.efi")
         self.wait("the host to become untrusted", lambda: self.status() == "untrusted")
         say("the next quote shows it: the host is UNTRUSTED, with the reason")
         print(self.weightgate("hosts", "list"))

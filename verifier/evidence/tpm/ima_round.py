@@ -17,11 +17,25 @@ scrolling out of the next round's chunk.
 A violation entry is replayed like any other (the ff..ff it extended must be in the
 quoted PCR10); the policy decides whether it is a finding (``violations``: ``deny``)
 or is let pass and counted in :attr:`ImaRound.violations_tolerated` (``tolerate``).
+
+Only PCR10 is replayed and kept across rounds, so every entry of the chunk must
+extend PCR10: an entry in a PCR the quote does not cover is a claim nobody
+signed (``tpm.ima.pcr_not_quoted``, as ``evidence verify tpm --ima`` says), and
+one in another quoted PCR cannot be followed from round to round
+(``tpm.ima.pcr_unsupported``).
+
+The verifier asks for the chunk before it sees the quote, so after a reboot it
+still asks from the old boot's entry count. When the quote's resetCount shows
+the reboot and the chunk does not start at entry 0, nothing in it can be
+replayed (the new boot's first entries are missing): the round is not a
+failure, but it verifies no IMA and keeps nothing; it says so with the warning
+``tpm.ima.full_list_needed`` (never an affirmation), and the next round asks
+for the whole list, because the kept progress belongs to another boot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from verifier.evidence.errors import ParseError
@@ -58,6 +72,8 @@ class ImaRound:
     kept: ImaKept | None = None  # what to keep for the next round (set only on success)
     # Violation entries among this round's accepted ones that the policy tolerated.
     violations_tolerated: int = 0
+    # Not failures, but nothing was verified: the round must not affirm IMA.
+    warnings: tuple[Reason, ...] = ()
 
 
 def _failed(code: str, detail: str, checks: frozenset[str] = frozenset()) -> ImaRound:
@@ -73,15 +89,19 @@ def appraise_ima_round(
     policy: RuntimePolicy,
     kept: ImaKept | None,
 ) -> ImaRound:
+    """This round's IMA check (module docstring); ``kept`` is the progress of earlier rounds."""
     reset_count = quote.info.clock_info.reset_count
+    rebooted_from = None
     if kept is not None and kept.reset_count != reset_count:
-        kept = None  # a reboot: the list started over
+        rebooted_from, kept = kept, None  # a reboot: the list started over
     if first_entry == 0:
         kept = None
     quoted = {bank: {IMA_PCR: values[IMA_PCR]} for bank, values in quote.pcrs.items()
               if IMA_PCR in values}  # fmt: skip
     if not quoted:
         return _failed("tpm.ima.pcr10_not_quoted", "the quote does not cover PCR10")
+    if rebooted_from is not None and first_entry != 0:
+        return _restart(rebooted_from, reset_count, first_entry)
     if kept is None and first_entry != 0:
         return _failed(
             "tpm.ima.out_of_order", f"the list was sent from entry {first_entry}, expected 0"
@@ -95,6 +115,9 @@ def appraise_ima_round(
         parsed = parse_binary(entries, first_index=first_entry).entries if entries else ()
     except ParseError as exc:
         return _failed("tpm.ima.malformed", str(exc))
+    outside = _outside_pcr10(parsed, quote, banks=quoted)
+    if outside is not None:
+        return ImaRound(frozenset(), (outside,))
     try:
         state = (
             start_state(quoted)
@@ -120,6 +143,41 @@ def appraise_ima_round(
     pcrs = {bank: accepted_state.value(bank, IMA_PCR) for bank in quoted}
     kept_now = ImaKept(reset_count, accepted_state.count, pcrs)
     return ImaRound(checks | {CHECK_IMA_POLICY}, (), kept_now, tolerated)
+
+
+def _restart(previous: ImaKept, reset_count: int, first_entry: int) -> ImaRound:
+    detail = (
+        f"the TPM's resetCount went from {previous.reset_count} to {reset_count} (a "
+        f"reboot); the list was sent from entry {first_entry} of the new boot, which "
+        f"cannot be replayed without its first entries: the next round asks for the "
+        f"whole list"
+    )
+    return ImaRound(frozenset(), (), warnings=(Reason("tpm.ima.full_list_needed", detail),))
+
+
+def _outside_pcr10(
+    entries: Sequence[ImaEntry], quote: AuthenticatedQuote, *, banks: Iterable[str]
+) -> Reason | None:
+    """A reason if an entry extends a PCR other than PCR10 (module docstring)."""
+    others = {e.pcr for e in entries} - {IMA_PCR}
+    if not others:
+        return None
+    banks = tuple(banks)
+    unquoted = {p for p in others if not any(p in quote.pcrs[bank] for bank in banks)}
+    refused = unquoted or others
+    first = next(e.index for e in entries if e.pcr in refused)
+    pcrs = ", ".join(str(p) for p in sorted(refused))
+    if unquoted:
+        detail = (
+            f"the IMA list extends PCR {pcrs} (first at entry {first}), which the quote "
+            f"does not cover with PCR{IMA_PCR} in any bank: nothing authenticates it"
+        )
+        return Reason("tpm.ima.pcr_not_quoted", detail)
+    detail = (
+        f"the IMA list extends PCR {pcrs} (first at entry {first}); the verifier "
+        f"replays IMA in PCR{IMA_PCR} only"
+    )
+    return Reason("tpm.ima.pcr_unsupported", detail)
 
 
 def _boot_aggregate(accepted: Sequence[ImaEntry], quote: AuthenticatedQuote) -> Reason | None:

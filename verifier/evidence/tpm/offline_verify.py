@@ -46,10 +46,10 @@ from verifier.evidence.tpm.authenticate import (
     authenticate_quote,
 )
 from verifier.evidence.tpm.boot_appraisal import CHECK_BOOT_REFERENCE, appraise_boot_log
-from verifier.evidence.tpm.boot_log_check import BootLogCheck, check_boot_log
+from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.boot_reference import BootReference
 from verifier.evidence.tpm.describe import public_fields, quote_fields
-from verifier.evidence.tpm.event_checks import check_events
+from verifier.evidence.tpm.event_findings import CHECK_EVENTS, appraise_events, checked_banks
 from verifier.evidence.tpm.ima_policy import RuntimePolicy
 from verifier.evidence.tpm.offline_ima import STAGE_IMA_POLICY, STAGE_IMA_REPLAY, ima_stages
 from verifier.evidence.tpm.offline_replay import (
@@ -85,15 +85,6 @@ _QUOTE_CHECKS = (
     CHECK_CLOCK,
 )
 CHECK_AK_ATTRIBUTES = "tpm.ak.attributes"
-CHECK_EVENTS = "tpm.eventlog.events"
-# Findings that a measured-boot reference may permit (event_checks.py: vendor quirks,
-# SHA-1-only logs); any other finding fails whatever the reference says. Without a
-# reference, a named quirk is a warning (not a rejection, never an affirmation) and
-# a SHA-1-only log is refused, as the verifier refuses it unless a reference allows.
-_QUIRK_PREFIX = "tpm.eventlog.quirk."
-_SHA1_ONLY = "tpm.eventlog.sha1_only"
-# The bank whose data checks count, strongest first; each replayed quoted bank is run.
-_BANKS = ("sha256", "sha384", "sha512", "sha1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,31 +231,15 @@ def _eventlog_stages(
         why = "the log does not replay: only replayed events may be interpreted"
         run.skip(policy_checks, STAGE_POLICY, why)
         return
-    banks_checked = [b for b in _BANKS if result.verified_pcrs.get(b)]
-    if not banks_checked:
+    if not checked_banks(result.verified_pcrs):
         run.skip(policy_checks, STAGE_POLICY, "no quoted PCR is extended by the log")
         return
-    findings: list[Reason] = []
-    for bank in banks_checked:
-        # Structural findings repeat per bank; data findings may differ.
-        findings.extend(r for r in check_events(result.log, bank) if r not in findings)
-    run.claims["eventlog"]["events_checked_in"] = banks_checked
+    # The verifier's own sorting of the findings (event_findings.py).
+    events = appraise_events(result, evidence.boot_reference)
+    run.claims["eventlog"]["events_checked_in"] = list(events.banks)
+    run.check(CHECK_EVENTS, STAGE_POLICY, list(events.reasons))
+    run.warnings.extend(events.warnings)
     if evidence.boot_reference is not None:
-        _boot_reference_stage(result, findings, evidence.boot_reference, run)
-        return
-    run.check(CHECK_EVENTS, STAGE_POLICY, [r for r in findings if not _is_quirk(r)])
-    run.warnings.extend(r for r in findings if _is_quirk(r))
-
-
-def _boot_reference_stage(
-    result: BootLogCheck, findings: list[Reason], reference: BootReference, run: ReportBuilder
-) -> None:
-    """The reference decides what it permits; the other findings fail the events check."""
-    never = [r for r in findings if not _is_quirk(r) and r.code != _SHA1_ONLY]
-    run.check(CHECK_EVENTS, STAGE_POLICY, never)
-    _, reasons = appraise_boot_log(result, reference)
-    run.check(CHECK_BOOT_REFERENCE, STAGE_POLICY, [r for r in reasons if r not in never])
-
-
-def _is_quirk(reason: Reason) -> bool:
-    return reason.code.startswith(_QUIRK_PREFIX)
+        _, reasons = appraise_boot_log(result, evidence.boot_reference)
+        fresh = [r for r in reasons if r not in events.reasons]
+        run.check(CHECK_BOOT_REFERENCE, STAGE_POLICY, fresh)
