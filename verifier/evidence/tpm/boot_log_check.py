@@ -4,14 +4,18 @@ The log is a claim until it replays to the PCR values the quote signed. For
 each bank the quote covers and the log declares:
 
 * every quoted PCR the log extends must equal its replayed value;
-* a quoted PCR among 0-7 (the firmware's, PFP 3.3.4) that the log never
-  extends must still hold its start value: otherwise events were left out;
+* a quoted PCR among 0-7 (the firmware's, PFP 3.3.4), 8-9 (the boot loader's:
+  GRUB's commands and files) or 12 (systemd-stub's and Windows Boot Manager's)
+  that the log never extends must still hold its start value: otherwise events
+  were left out. Facts are read from 8, 9 and 12 (boot_facts.py), and a log
+  that leaves all of a PCR's events out would leave its facts unread while
+  another PCR (a forged PCR12 command line, say) speaks for them;
 * PCRs the log extends but the quote does not cover are *unverified*: their
   events must not be interpreted, and :attr:`BootLogCheck.verified_pcrs` says
   which PCRs are safe to read facts from.
 
-Quoted PCRs above 7 that the log does not touch (PCR10 is IMA's, others
-belong to applications) are not the boot log's to explain.
+Other quoted PCRs that the log does not touch (PCR10 is IMA's, 11 and 13-15
+belong to the OS and applications) are not the boot log's to explain.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from verifier.evidence.tpm.replay import ReplayError, replay, start_locality
 from verifier.verdict import Reason
 
 CHECK_BOOT_LOG_REPLAY = "tpm.eventlog.replay"
-_FIRMWARE_PCRS = range(8)
+# The PCRs that only pre-OS code extends, all of it logged (module docstring).
+_BOOT_PCRS = frozenset((*range(10), 12))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ def check_boot_log(raw: bytes, quote: AuthenticatedQuote) -> BootLogCheck:
         for pcr, value in sorted(quoted.items()):
             if pcr in replayed:
                 expected = replayed[pcr]
-            elif pcr in _FIRMWARE_PCRS:
+            elif pcr in _BOOT_PCRS:
                 expected = (locality if pcr == 0 else 0).to_bytes(size, "big")
             else:
                 continue
