@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 
 from agent.collectors.ima_log import entry_offset
-from tests.vectors import TPM_SWTPM_SETS, QuoteCase, go_quote_case, swtpm_quote_case, variant_file
+from tests.integration.test_boot_reference_flow import _log, _reference
+from tests.vectors import TPM_SWTPM_SETS, QuoteCase, go_quote_case, swtpm_quote_case
 from tests.vectors import vectors_dir as vectors
 from verifier.attestation import Outcome, evaluate
-from verifier.boot_reference_cli import reference_document
 from verifier.challenges import IssuedChallenge
 from verifier.evidence.tpm.boot_reference import load_boot_reference
 from verifier.evidence.tpm.event_findings import CHECK_EVENTS
@@ -109,16 +109,6 @@ def _round(
     )
 
 
-def _log(name: str, variant: str | None = None) -> bytes:
-    return variant_file(vectors("tpm", name), "eventlog.bin", variant).read_bytes()
-
-
-def _own_reference(name: str) -> dict[str, Any]:
-    base = vectors("tpm", name)
-    document, _ = reference_document(base / "eventlog.bin", base / "pcrs.json")
-    return document
-
-
 @pytest.mark.parametrize("name", TPM_SWTPM_SETS)
 def test_an_honest_log_is_event_checked_without_a_boot_reference(name: str) -> None:
     outcome = _round(swtpm_quote_case(name), event_log=_log(name))
@@ -142,13 +132,11 @@ def test_a_tampered_log_that_replays_is_rejected_with_a_pcr_only_reference(
 @pytest.mark.parametrize("variant", sorted(TAMPERED))
 def test_with_a_boot_reference_a_finding_is_reported_once(variant: str) -> None:
     name = "swtpm-ecc-sha256-loc3"
-    honest = _round(
-        swtpm_quote_case(name), event_log=_log(name), boot_reference=_own_reference(name)
-    )
+    honest = _round(swtpm_quote_case(name), event_log=_log(name), boot_reference=_reference(name))
     assert honest.verdict.tier is Tier.AFFIRMING, honest.verdict.reasons
     assert {CHECK_EVENTS, "tpm.boot.reference"} <= honest.verdict.checks_run
     outcome = _round(
-        swtpm_quote_case(name), event_log=_log(name, variant), boot_reference=_own_reference(name)
+        swtpm_quote_case(name), event_log=_log(name, variant), boot_reference=_reference(name)
     )
     assert outcome.verdict.tier is Tier.CONTRAINDICATED
     assert outcome.verdict.reason_codes().count(TAMPERED[variant]) == 1, outcome.verdict.reasons
