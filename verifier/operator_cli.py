@@ -156,10 +156,11 @@ def hosts_add(stub: operator_pb2_grpc.OperatorStub, host_id: str, group: str) ->
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are all different (json keeps the last of a repeat)."""
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        repeated = sorted({key for key, _ in pairs if sum(k == key for k, _ in pairs) > 1})
-        raise ValueError(f"key {repeated[0]!r} given twice")
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"key {key!r} given twice")
+        document[key] = value
     return document
 
 

@@ -249,6 +249,9 @@ def test_a_group_with_a_boot_reference_requires_the_boot_log(
     try:
         challenge = stream.next_challenge()
         assert challenge.want_boot_log
+        # Every PCR the reference's facts are read from is asked for, logged or not.
+        asked = {s.hash_algorithm: set(s.pcrs) for s in challenge.tpm.pcr_selection}
+        assert asked["sha256"] >= {*range(10), 12}
         evidence = evidence_for(tpm, challenge)
         evidence.boot_log.unavailable = "no event log at /sys/kernel/security/tpm0/..."
         verdict = stream.answer(evidence)

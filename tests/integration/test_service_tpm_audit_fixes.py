@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +31,12 @@ import pytest
 
 from agent.collectors.ima_log import entry_offset
 from tests.integration.test_boot_reference_flow import _log, _reference
+from tests.live_quote import live_quote
 from tests.vectors import TPM_SWTPM_SETS, QuoteCase, go_quote_case, swtpm_quote_case
 from tests.vectors import vectors_dir as vectors
 from verifier.attestation import Outcome, evaluate
 from verifier.challenges import IssuedChallenge
+from verifier.demo.swtpm import SwtpmProcess
 from verifier.evidence.tpm.boot_reference import load_boot_reference
 from verifier.evidence.tpm.event_findings import CHECK_EVENTS
 from verifier.evidence.tpm.ima import ImaEntry, parse_binary
@@ -129,14 +132,32 @@ def test_a_tampered_log_that_replays_is_rejected_with_a_pcr_only_reference(
     assert CHECK_EVENTS not in verdict.checks_run
 
 
+def _live_case(start: Callable[..., SwtpmProcess], name: str, variant: str | None) -> QuoteCase:
+    """``name``'s log (or a variant's) replayed into a swtpm and quoted over the PCRs
+    the verifier asks a group with a boot reference for (0-9 and 12)."""
+    live = live_quote(
+        start,
+        _log(name, variant),
+        banks=("sha1", "sha256"),
+        selection={"sha256": [*range(10), 12]},
+    )
+    return QuoteCase(live.attest, live.signature, live.ak, True, live.nonce, live.pcrs, {})
+
+
+@pytest.mark.swtpm
 @pytest.mark.parametrize("variant", sorted(TAMPERED))
-def test_with_a_boot_reference_a_finding_is_reported_once(variant: str) -> None:
-    name = "swtpm-ecc-sha256-loc3"
-    honest = _round(swtpm_quote_case(name), event_log=_log(name), boot_reference=_reference(name))
+def test_with_a_boot_reference_a_finding_is_reported_once(
+    swtpm_factory: Callable[..., SwtpmProcess], variant: str
+) -> None:
+    name = "swtpm-rsa-sha1sha256-loc0"  # reproducible in a fresh swtpm (locality 0)
+    honest_case = _live_case(swtpm_factory, name, None)
+    honest = _round(honest_case, event_log=_log(name), boot_reference=_reference(name))
     assert honest.verdict.tier is Tier.AFFIRMING, honest.verdict.reasons
     assert {CHECK_EVENTS, "tpm.boot.reference"} <= honest.verdict.checks_run
     outcome = _round(
-        swtpm_quote_case(name), event_log=_log(name, variant), boot_reference=_reference(name)
+        _live_case(swtpm_factory, name, variant),
+        event_log=_log(name, variant),
+        boot_reference=_reference(name),
     )
     assert outcome.verdict.tier is Tier.CONTRAINDICATED
     assert outcome.verdict.reason_codes().count(TAMPERED[variant]) == 1, outcome.verdict.reasons

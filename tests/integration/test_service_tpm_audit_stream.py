@@ -186,6 +186,18 @@ def test_the_first_ima_round_after_a_reboot_restarts_the_list(
         assert not {CHECK_IMA_REPLAY, CHECK_IMA_POLICY} & set(verdict.checks_run)
         assert verifier.store.ima_progress("ima") == before, "nothing of the new boot is kept"
 
+        # Asked for the whole list, an agent that sends from the old count again is
+        # refused: the warning is for the one round the verifier could not know.
+        challenge = stream.next_challenge()
+        assert challenge.ima.from_entry == 0
+        evidence = evidence_for(tpm, challenge)
+        evidence.ima.CopyFrom(read_ima_log(path, 3))
+        verdict = stream.answer(evidence)
+        assert (verdict.tier, codes(verdict)) == (
+            common_pb2.TIER_CONTRAINDICATED,
+            ["tpm.ima.out_of_order"],
+        )
+
         verdict, asked_from = _ima_round(stream, tpm, path)
         assert asked_from == 0
         assert verdict.tier == common_pb2.TIER_AFFIRMING, codes(verdict)

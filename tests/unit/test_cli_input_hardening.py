@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.vectors import vectors_dir
+from verifier.boot_reference_cli import reference_document
 from verifier.cli import main
+from verifier.evidence.tdx.tcb_policy import load_tcb_policy
+from verifier.evidence.tpm.boot_reference_format import BootReferenceError, load_boot_reference
 from verifier.evidence.tpm.ima_policy import RuntimePolicyError, load_runtime_policy
 from verifier.group_document_kinds import GROUP_DOCUMENT_KINDS, DocumentError
 from verifier.operator_cli import CliError, parse_pcrs_json
@@ -116,3 +119,30 @@ def test_output_cut_short_by_its_reader_is_not_a_traceback() -> None:
         err = process.stderr.read().decode()
         process.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("bank", [], "bank"),
+        ("bank", {}, "bank"),
+        ("allowed_quirks", [[1]], "allowed_quirks"),
+        ("allowed_quirks", [{}], "allowed_quirks"),
+        ("version", True, "version 1"),
+        ("version", 1.0, "version 1"),
+    ],
+)
+def test_boot_reference_values_of_the_wrong_type_are_named(
+    key: str, value: object, says: str
+) -> None:
+    base = vectors_dir("tpm", "swtpm-rsa-sha1sha256-loc0")
+    document, _ = reference_document(base / "eventlog.bin", base / "pcrs.json")
+    load_boot_reference(document)  # as proposed, it loads
+    with pytest.raises(BootReferenceError, match=says):
+        load_boot_reference({**document, key: value})
+
+
+@pytest.mark.parametrize("statuses", [[["UpToDate"]], [{}], [1]])
+def test_tdx_tcb_statuses_of_the_wrong_type_are_named(statuses: list[object]) -> None:
+    with pytest.raises(ValueError, match="accepted_tcb_statuses"):
+        load_tcb_policy({"accepted_tcb_statuses": statuses}, ValueError)

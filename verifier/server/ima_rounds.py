@@ -71,7 +71,11 @@ class ImaRounds:
             and host.last_clock is not None
             and kept.reset_count == host.last_clock.reset_count
         )
-        return ImaPlan(policy, "", kept, kept.entry_count if same_boot and kept else 0)
+        if not same_boot:
+            # Asked for the whole list: a chunk from anywhere else is out of order,
+            # not the one round after a reboot that the verifier could not foresee.
+            return ImaPlan(policy, "", None, 0)
+        return ImaPlan(policy, "", kept, kept.entry_count if kept else 0)
 
     def _kept(self, host_id: str) -> ImaKept | None:
         progress = self._store.ima_progress(host_id)

@@ -37,6 +37,7 @@ from verifier.config import VerifierConfig
 from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.evidence.snp.host_round import SnpVerifier
 from verifier.evidence.tdx.host_round import TdxVerifier
+from verifier.evidence.tpm.boot_appraisal import reference_pcrs
 from verifier.evidence.tpm.boot_reference import BootReferenceError
 from verifier.evidence.tpm.certify import (
     AuthenticatedBindingKey,
@@ -145,6 +146,14 @@ class RoundAppraiser:
     ) -> tuple[IssuedChallenge, attestation_pb2.Challenge]:
         """A fresh challenge for ``host`` and the message that asks for its evidence."""
         selection = challenge_selection(self._config.pcr_selection, plan.reference)
+        try:
+            boot_reference = self._boot_references.get(host.group)
+        except BootReferenceError:
+            boot_reference = None  # appraise() names it; the quote cannot help
+        if boot_reference is not None:
+            # Every PCR the reference's facts are read from, logged or not.
+            for bank, pcrs in reference_pcrs(boot_reference).items():
+                selection[bank] = tuple(sorted({*selection.get(bank, ()), *pcrs}))
         issued = self._challenges.issue(
             host.host_id,
             selection if plan.ima is None else with_ima_pcrs(selection),

@@ -78,7 +78,11 @@ def _min_evaluation_number(doc: Mapping[str, object], error: type[ValueError]) -
 def load_tcb_policy(doc: Mapping[str, object], error: type[ValueError]) -> TcbPolicy:
     """The TCB keys of a policy document (module docstring); ``error(message)`` otherwise."""
     statuses = doc.get("accepted_tcb_statuses", ["UpToDate"])
-    if not isinstance(statuses, list) or not statuses or not set(statuses) <= TCB_STATUSES:
+    if (
+        not isinstance(statuses, list)
+        or not statuses
+        or not all(isinstance(s, str) and s in TCB_STATUSES for s in statuses)
+    ):
         raise error(f"accepted_tcb_statuses must list some of {sorted(TCB_STATUSES)}")
     if "Revoked" in statuses:
         raise error("a Revoked TCB cannot be accepted")

@@ -3,6 +3,14 @@
 Runs only on a log that replayed to the quote (:class:`BootLogCheck.passed`),
 and reads facts only from PCRs the quote covered in the reference's bank:
 events anywhere else are claims nobody signed.
+
+Facts are read from PCRs the log need not extend: a kernel command line sits in
+PCR8 (GRUB) or PCR12 (systemd-stub), kernel and initrd files in PCR9. If one of
+them were left out of the quote, what the OS later extends into the other could
+speak for the real boot unopposed. So the quote must cover PCRs 8 and 12 (and 9
+when the reference lists PCR9 files) in the reference's bank
+(``tpm.boot.pcr_not_quoted``); the verifier asks for :func:`reference_pcrs`, and
+check_boot_log holds a quoted PCR the log does not extend to its start value.
 """
 
 from __future__ import annotations
@@ -14,6 +22,21 @@ from verifier.evidence.tpm.event_checks import check_events
 from verifier.verdict import Reason
 
 CHECK_BOOT_REFERENCE = "tpm.boot.reference"
+# The PCRs a fact-based reference is appraised from (boot_facts.py): firmware,
+# Secure Boot and boot applications (0-7), the boot loader's commands, files and
+# command lines (8, 9) and systemd-stub's command line (12).
+_FACT_PCRS = (*range(10), 12)
+_PCR9_LISTS = ("kernel_digests", "initrd_digests", "boot_file_digests")
+
+
+def reference_pcrs(reference: BootReference) -> dict[str, tuple[int, ...]]:
+    """The PCRs to quote for ``reference``: every PCR its facts are read from."""
+    return {reference.bank: _FACT_PCRS}
+
+
+def _must_be_quoted(reference: BootReference) -> tuple[int, ...]:
+    pcr9 = any(getattr(reference, name) is not None for name in _PCR9_LISTS)
+    return (8, 9, 12) if pcr9 else (8, 12)
 
 
 def appraise_boot_log(
@@ -31,6 +54,15 @@ def appraise_boot_log(
             f"{sorted(check.verified_pcrs) or 'no bank'}"
         )
         return frozenset(), (Reason("tpm.boot.bank_mismatch", detail),)
+    quoted = check.quoted_pcrs.get(reference.bank, ())
+    unquoted = [pcr for pcr in _must_be_quoted(reference) if pcr not in quoted]
+    if unquoted:
+        detail = (
+            f"the quote does not cover {reference.bank} PCR "
+            f"{', '.join(map(str, unquoted))}: the boot's command lines and files are "
+            "read from them, and a PCR left out could not contradict a forged one"
+        )
+        return frozenset(), (Reason("tpm.boot.pcr_not_quoted", detail),)
     findings = check_events(check.log, reference.bank)
     facts = extract_boot_facts(check.log, reference.bank, verified_pcrs=verified)
     reasons = tuple(appraise_boot(facts, findings, reference))

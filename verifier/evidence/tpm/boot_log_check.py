@@ -42,6 +42,9 @@ class BootLogCheck:
     checks_run: frozenset[str]
     verified_pcrs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     log: EventLog | None = None
+    # What the quote covered, per bank: a fact-based reference needs some PCRs
+    # quoted whether or not the log extends them (boot_appraisal.py).
+    quoted_pcrs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -86,7 +89,8 @@ def check_boot_log(raw: bytes, quote: AuthenticatedQuote) -> BootLogCheck:
         verified[bank] = tuple(sorted(set(quoted) & set(replayed)))
     if reasons:
         return _failed(*reasons, log=log)
-    return BootLogCheck((), frozenset({CHECK_BOOT_LOG_REPLAY}), verified, log)
+    quoted_pcrs = {bank: tuple(sorted(values)) for bank, values in quote.pcrs.items()}
+    return BootLogCheck((), frozenset({CHECK_BOOT_LOG_REPLAY}), verified, log, quoted_pcrs)
 
 
 def _failed(*reasons: Reason, log: EventLog | None = None) -> BootLogCheck:

@@ -177,10 +177,15 @@ def load_boot_reference(doc: Mapping[str, Any]) -> BootReference:
         raise BootReferenceError(f"missing keys: {sorted(missing)}")
     if unknown := keys - _REQUIRED - _OPTIONAL:
         raise BootReferenceError(f"unknown keys: {sorted(unknown)}")
-    if doc["kind"] != REFERENCE_KIND or doc["version"] != REFERENCE_VERSION:
+    # type() is int: JSON's true and 1.0 compare equal to 1 but are not a version.
+    if (
+        doc["kind"] != REFERENCE_KIND
+        or type(doc["version"]) is not int
+        or (doc["version"] != REFERENCE_VERSION)
+    ):
         raise BootReferenceError(f"not a {REFERENCE_KIND} version {REFERENCE_VERSION} document")
     bank = doc["bank"]
-    if bank not in _BANK_SIZES:
+    if not isinstance(bank, str) or bank not in _BANK_SIZES:
         raise BootReferenceError(f"bank: {bank!r} is not one of {sorted(_BANK_SIZES)}")
     size = _BANK_SIZES[bank]
     secure_boot = _flag(doc, "secure_boot_required", default=False)
@@ -204,7 +209,7 @@ def load_boot_reference(doc: Mapping[str, Any]) -> BootReference:
     if not all(v is None or isinstance(v, str) for v in versions):
         raise BootReferenceError("firmware_versions: entries are strings or null")
     quirks = doc.get("allowed_quirks", [])
-    if not isinstance(quirks, list) or not set(quirks) <= set(QUIRKS):
+    if not isinstance(quirks, list) or not all(isinstance(q, str) and q in QUIRKS for q in quirks):
         raise BootReferenceError(f"allowed_quirks: known ids are {sorted(QUIRKS)}")
     sha1 = _flag(doc, "allow_sha1_only_logs", default=False)
     if sha1 and bank != "sha1":
