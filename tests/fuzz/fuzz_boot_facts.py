@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm import efi_events, efi_variables
+from verifier.evidence.tpm import efi_events, efi_variables, wbcl
 from verifier.evidence.tpm.boot_facts import extract_boot_facts
 from verifier.evidence.tpm.boot_reference import appraise_boot, load_boot_reference
 from verifier.evidence.tpm.event_checks import check_events
@@ -40,6 +40,7 @@ PARSERS: tuple[Callable[[bytes], object], ...] = (
     efi_events.parse_firmware_blob2,
     efi_events.parse_grub_string,
     efi_events.decode_utf16_text,
+    wbcl.parse_sipa_events,
 )
 WHOLE_LOG = len(PARSERS)
 # Which parser a real event's data seeds (selector), by event type.
@@ -54,6 +55,7 @@ SEED_SELECTORS: dict[int, int] = {
     Ev.EV_EFI_PLATFORM_FIRMWARE_BLOB2: 6,
     Ev.EV_IPL: 7,
     Ev.EV_S_CRTM_VERSION: 8,
+    Ev.EV_EVENT_TAG: 9,
 }
 _REFERENCE = load_boot_reference(
     {

@@ -19,8 +19,10 @@ What is read, from where:
 * ``boot_applications``: PCR4 EV_EFI_BOOT_SERVICES_APPLICATION digests in log
   order (shim, grub, kernel...). ``path_hint`` comes from the device path, which
   no digest covers: a hint for people, never for policy;
-* ``bootloader``, ``kernel_cmdlines``, ``grub_commands``: GRUB's PCR8 strings, or
-  systemd-boot's UTF-16 load options (PCR8 before v251, PCR12 since). GRUB does not
+* ``bootloader``, ``kernel_cmdlines``, ``grub_commands``: GRUB's PCR8 strings (the
+  commands that boot something are appraised by boot_commands.py), or
+  systemd-boot's UTF-16 load options (PCR8 before v251, PCR12 since; printable or
+  not: a tab or a lone surrogate makes a line to appraise, not "not UTF-16"). GRUB does not
   hash a string's ``kernel_cmdline: ``/``grub_cmd: `` prefix, so the label cannot
   say what a string is: one labelled ``kernel_cmdline``/``module_cmdline`` or whose
   text starts with a path (``/`` or ``(``, as every GRUB kernel command line does
@@ -35,8 +37,8 @@ What is read, from where:
 * ``uninterpreted``: every other event in PCR8, PCR9 or PCR12 (another type, a
   string that is neither GRUB's nor UTF-16 load options, another PCR9 tag), except
   an EV_IPL whose data mismatches its digest (check_events reports it) and Windows
-  Boot Manager's PCR12 EV_EVENT_TAG / "WBCL" EV_SEPARATOR (ideapad, thinkpad,
-  option-ROM logs) when their digest is H(data) and the data is not UTF-16 text;
+  Boot Manager's PCR12 events in their exact forms (wbcl.py: a "WBCL" separator,
+  complete SIPA records, never a UTF-16 string);
 * ``firmware_versions``: PCR0 EV_S_CRTM_VERSION; ``firmware_blobs``: PCR0
   EV_EFI_PLATFORM_FIRMWARE_BLOB(2) digests (descriptions are hints).
 
@@ -60,9 +62,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.boot_commands import INITRD_COMMANDS, LINUX_COMMANDS
 from verifier.evidence.tpm.efi_events import (
     decode_crtm_version,
-    decode_utf16_text,
+    decode_utf16_string,
     parse_firmware_blob2,
     parse_grub_string,
     parse_image_load_path,
@@ -79,6 +82,7 @@ from verifier.evidence.tpm.signature_db import (
     authority,
     signature_database,
 )
+from verifier.evidence.tpm.wbcl import is_windows_boot_event
 
 __all__ = [
     "BootApplication",
@@ -96,14 +100,15 @@ _SECURE_BOOT: dict[bytes, SecureBoot] = {b"\x01": "enabled", b"\x00": "disabled"
 # TCG_PCClientTaggedEvent the Linux EFI stub measures its initrd with (PCR9).
 _LINUX_INITRD_TAG = 0x8F3B22EC
 _TAG_HEADER = struct.Struct("<II")
-_LINUX_COMMANDS = ("linux", "linuxefi", "linux16")
-_INITRD_COMMANDS = ("initrd", "initrdefi", "initrd16")
 _EFI_STUB_INITRD = "linux-efi-stub:initrd"
 # PCRs the OS extends after boot and facts are read from: GRUB's strings (8), its
 # files (9), systemd-boot's load options (8 before v251, 12 since).
 _STRING_PCRS = (8, 12)
 _FILE_PCR = 9
 _WINDOWS_PCR = 12  # Windows Boot Manager's boot configuration log (WBCL) events
+# What the Linux kernel's command-line parser skips (isspace): systemd-boot pads
+# its load options with spaces.
+_KERNEL_SPACE = " \t\n\v\f\r"
 # GRUB opens files only as "/..." or "(dev)/...": how its kernel command lines start.
 _PATH_START = ("/", "(")
 
@@ -233,22 +238,15 @@ class _Reader:
         if event.event_type == Ev.EV_IPL:
             if status in ("mismatch", "malformed"):
                 return  # check_events reports it (ipl_digest_mismatch, malformed_event)
-            if status not in ("verified", "quirk") or not self.load_options(event):
+            if status in ("verified", "quirk") and self.load_options(event):
+                return
+            # event_data.py takes only printable UTF-16 for load options; bound
+            # unprintable ones are command lines all the same (module docstring).
+            bound = event.digests[self.bank] == hashlib.new(self.bank, event.data).digest()
+            if not (status == "unchecked" and bound and self.utf16_options(event.data)):
                 self.skip(event, "neither a GRUB string nor UTF-16 load options")
-        elif not (event.pcr == _WINDOWS_PCR and self.windows_event(event)):
-            self.skip(event, f"not a PCR{event.pcr} event type facts read")
-
-    def windows_event(self, event: Event) -> bool:
-        """Windows Boot Manager's SIPA EV_EVENT_TAG or "WBCL" EV_SEPARATOR, bound to its
-        digest and unreadable as the load options a retyped command line would be."""
-        bound = event.digests[self.bank] == hashlib.new(self.bank, event.data).digest()
-        if event.event_type not in (Ev.EV_EVENT_TAG, Ev.EV_SEPARATOR) or not bound:
-            return False
-        try:
-            decode_utf16_text(event.data + b"\x00" * (len(event.data) % 2))
-        except ParseError:
-            return True
-        return False
+        elif not (event.pcr == _WINDOWS_PCR and is_windows_boot_event(event, self.bank)):
+            self.skip(event, f"not an event type (or Windows form) PCR{event.pcr} facts read")
 
     def os_file(self, event: Event, digest: str) -> None:
         if event.event_type == Ev.EV_IPL:
@@ -302,14 +300,7 @@ class _Reader:
         except ParseError:
             # Trusted and not GRUB's: systemd-boot's UTF-16 load options (event_data.py),
             # the odd-length form being the truncated-terminator quirk.
-            padded = event.data + b"\x00" * (len(event.data) % 2)
-            try:
-                text = decode_utf16_text(padded)
-            except ParseError:
-                return False
-            self.bootloader = self.bootloader or "systemd-boot"
-            self.cmdlines.append(text.strip())
-            return True
+            return self.utf16_options(event.data + b"\x00" * (len(event.data) % 2))
         self.bootloader = self.bootloader or "grub"
         # The prefix is not hashed: the text, not the label, says what it is.
         if grub.kind != "command" or grub.text.startswith(_PATH_START):
@@ -318,14 +309,23 @@ class _Reader:
             self.grub_commands.append(grub.text)
         return True
 
+    def utf16_options(self, data: bytes) -> bool:
+        try:
+            text = decode_utf16_string(data)
+        except ParseError:
+            return False
+        self.bootloader = self.bootloader or "systemd-boot"
+        self.cmdlines.append(text.strip(_KERNEL_SPACE))
+        return True
+
     def named_files(self, *, kernel: bool) -> tuple[MeasuredFile, ...]:
         """PCR9 digests of the files GRUB's verified ``linux``/``initrd`` commands name."""
         paths: set[str] = set()
         for command in self.grub_commands:
             verb, *args = command.split() or [""]
-            if kernel and verb in _LINUX_COMMANDS:
+            if kernel and verb in LINUX_COMMANDS:
                 paths.update(args[:1])  # linux PATH [kernel arguments...]
-            elif not kernel and verb in _INITRD_COMMANDS:
+            elif not kernel and verb in INITRD_COMMANDS:
                 paths.update(args)  # initrd PATH [PATH...]
         found = [MeasuredFile(name, digest) for name, digest, _ in self.pcr9 if name in paths]
         if not kernel:

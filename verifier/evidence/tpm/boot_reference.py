@@ -14,7 +14,11 @@ there that facts could not account for is ``tpm.boot.uninterpreted_event``. A
 reference with any PCR9 list reads PCR9: then PCR9 must be verified, each of its
 events must be a file measurement (else ``tpm.boot.uninterpreted_event``) and each
 file digest must be one the reference lists, whatever the file is called
-(``tpm.boot.unexpected_boot_file``).
+(``tpm.boot.unexpected_boot_file``). GRUB commands are appraised too, since only
+its Linux loaders measure a command line (boot_commands.py): another loader's
+command is ``tpm.boot.boot_command_not_allowed``, and a ``linux`` command whose
+words are neither a measured kernel command line's nor an allowed line is
+``tpm.boot.kernel_cmdline_mismatch``.
 
 :func:`reference_from_facts` proposes a reference from a known-good host (what
 ``weightgate reference propose --from-eventlog`` prints for approval).
@@ -25,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from verifier.evidence.tpm.boot_commands import appraise_grub_commands, unmeasured_linux_lines
 from verifier.evidence.tpm.boot_facts import BootFacts
 from verifier.evidence.tpm.boot_reference_format import (
     REFERENCE_KIND,
@@ -161,7 +166,8 @@ def appraise_boot(
     does not permit; ``tpm.eventlog.sha1_only`` for a SHA-1-only log the reference
     does not allow (even if ``checks`` omitted it); ``tpm.boot.bank_mismatch``;
     ``tpm.boot.pcr_unverified``; Secure Boot state; PK, KEK, db; dbx; boot
-    applications; kernel command lines; kernel and initrd digests; uninterpreted
+    applications; kernel command lines; GRUB's boot commands (other loaders, linux
+    commands without their measured command line); kernel and initrd digests; uninterpreted
     PCR8/PCR12 (and PCR9) events, PCR9 unverified, PCR9 files not listed; firmware
     version.
     """
@@ -204,6 +210,11 @@ def appraise_boot(
         for cmdline in facts.kernel_cmdlines
         if not _cmdline_allowed(cmdline, reference)
     ]
+    reasons += appraise_grub_commands(
+        facts.grub_commands,
+        facts.kernel_cmdlines,
+        allowed=lambda cmdline: _cmdline_allowed(cmdline, reference),
+    )
     reasons += _files("kernel", [f.digest for f in facts.kernels], reference.kernel_digests)
     reasons += _files("initrd", [f.digest for f in facts.initrds], reference.initrd_digests)
     reasons += _os_events(facts, reference)
@@ -245,6 +256,12 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
     if db.other:
         raise ValueError("db holds entries other than X.509 and SHA-256")
     dbx_entries = _unique([*dbx.sha256, *(c.sha256 for c in dbx.certificates)])
+    # A linux command passes its own words (boot_commands.py); on every real GRUB
+    # host they are the measured kernel_cmdline, and nothing is added.
+    cmdlines = [
+        *facts.kernel_cmdlines,
+        *unmeasured_linux_lines(facts.grub_commands, facts.kernel_cmdlines),
+    ]
     kernels = _unique([f.digest for f in facts.kernels])
     initrds = _unique([f.digest for f in facts.initrds])
     # Every other PCR9 file, so that the proposal affirms its own log (module docstring).
@@ -263,7 +280,7 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
             "match": "sequence",
             "digests": [app.digest for app in facts.boot_applications],
         },
-        "kernel_cmdlines": [{"exact": c} for c in _unique(facts.kernel_cmdlines)],
+        "kernel_cmdlines": [{"exact": c} for c in _unique(cmdlines)],
         **({"kernel_digests": kernels} if kernels else {}),
         **({"initrd_digests": initrds} if initrds else {}),
         **({"boot_file_digests": files} if files else {}),

@@ -9,6 +9,11 @@
   firmware volume, with a description in the second form.
 * The strings GRUB measures into PCR8 and systemd-boot's UTF-16 load options.
 
+Printable text is asked for only where nothing is trusted on the strength of its
+absence (device paths, S-CRTM versions, event_data.py's choice of convention):
+whether data *is* a boot loader's UTF-16 string is :func:`is_utf16_string`'s
+question, which printability does not enter (a tab is still a command line).
+
 Every parser bounds lengths before slicing, refuses trailing bytes and raises
 :class:`ParseError` only.
 """
@@ -27,7 +32,9 @@ __all__ = [
     "GptData",
     "GrubString",
     "decode_crtm_version",
+    "decode_utf16_string",
     "decode_utf16_text",
+    "is_utf16_string",
     "parse_firmware_blob",
     "parse_firmware_blob2",
     "parse_gpt_data",
@@ -163,6 +170,30 @@ def _utf16z(raw: bytes) -> str:
 def decode_utf16_text(data: bytes) -> str:
     """Printable UTF-16LE text ending in one NUL character (systemd-boot, S-CRTM)."""
     return _utf16z(data)
+
+
+def decode_utf16_string(data: bytes) -> str:
+    """UTF-16LE code units whose only NUL is the last, as a boot loader measures a
+    string (systemd-boot's load options stop at the first NUL), printable or not.
+
+    An unpaired surrogate becomes a ``\\xNN`` escape: the text then differs from
+    every line without one, and stays printable in reasons and JSON.
+    """
+    if len(data) < 2 or len(data) % 2 or data[-2:] != b"\x00\x00":
+        raise ParseError("UTF-16 string: not NUL-terminated")
+    if any(data[i : i + 2] == b"\x00\x00" for i in range(0, len(data) - 2, 2)):
+        raise ParseError("UTF-16 string: a NUL before the end")
+    return data[:-2].decode("utf-16-le", errors="backslashreplace")
+
+
+def is_utf16_string(data: bytes) -> bool:
+    """Whether ``data`` is a NUL-terminated UTF-16 string (:func:`decode_utf16_string`),
+    counting the odd-length form that lost the terminator's last byte."""
+    try:
+        decode_utf16_string(data + b"\x00" * (len(data) % 2))
+    except ParseError:
+        return False
+    return True
 
 
 def decode_crtm_version(data: bytes) -> str:
