@@ -199,8 +199,9 @@ def _reference_dry_run(args: argparse.Namespace) -> int:
     except CliError as exc:
         print(f"weightgate: {exc}", file=sys.stderr)
         return 2
+    # Warnings apart from the document, so that `--dry-run > ref.json` is the reference.
     for warning in warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(document, indent=2, sort_keys=True))
     return 0
 

@@ -103,7 +103,11 @@ def test_reference_dry_run_needs_no_verifier(capsys: pytest.CaptureFixture[str])
     code = main([*argv, "--pcrs", str(pcrs)])
     out = capsys.readouterr().out
     assert code == 0
-    assert json.loads(out[out.index("{") :])["kind"] == "weightgate.boot-reference"
+    assert json.loads(out)["kind"] == "weightgate.boot-reference"  # stdout is the document
+    assert main(argv) == 0  # without --pcrs: a warning, on stderr only
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["kind"] == "weightgate.boot-reference"
+    assert captured.err.startswith("warning: no --pcrs")
     assert main([*argv, "--pcrs", str(log)]) == 2  # a bad input: one line, exit 2
     assert "Traceback" not in capsys.readouterr().err
 
