@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from verifier.evidence.json_members import unique_members
 from weightgate.v1 import common_pb2, operator_pb2, operator_pb2_grpc
 
 RPC_TIMEOUT_SECONDS = 15.0
@@ -154,20 +155,10 @@ def hosts_add(stub: operator_pb2_grpc.OperatorStub, host_id: str, group: str) ->
     return f"registered {summary.host_id} in group {summary.group}"
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are all different (json keeps the last of a repeat)."""
-    document: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in document:
-            raise ValueError(f"key {key!r} given twice")
-        document[key] = value
-    return document
-
-
 def parse_pcrs_json(path: Path) -> dict[str, dict[int, bytes]]:
     """Read `{"pcrs": {"sha256": {"0": "hex", …}}}` (the test-vector and read-pcrs format)."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        document = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_members)
     except (OSError, ValueError) as exc:
         raise CliError(f"{path}: cannot read PCR values: {exc}") from None
     except RecursionError:

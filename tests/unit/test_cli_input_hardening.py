@@ -76,8 +76,8 @@ def _pcrs(sha256: str) -> str:
         (_pcrs('"0": "Z", "00": "Z"'), "'00'"),
         (_pcrs('"+7": "Z"'), "'+7'"),
         (_pcrs('"0_7": "Z"'), "'0_7'"),
-        (_pcrs('"7": "Z", "7": "Z"'), "'7' given twice"),
-        ('{"pcrs": {"sha256": {}}, "pcrs": {}}', "'pcrs' given twice"),
+        (_pcrs('"7": "Z", "7": "Z"'), "duplicate JSON member '7'"),
+        ('{"pcrs": {"sha256": {}}, "pcrs": {}}', "duplicate JSON member 'pcrs'"),
         (DEEP, "nested too deeply"),
     ],
 )

@@ -32,6 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.json_members import unique_members
 from verifier.evidence.snp.hcl import MAX_HCL_SIZE, HclReport, parse_hcl_report
 from verifier.evidence.tpm.keys import MIN_RSA_BITS
 from verifier.evidence.tpm.parse import QuoteInfo, parse_quote_attest
@@ -94,16 +95,6 @@ class RuntimeClaims:
     user_data: str | None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in doc:
-            # Two values for one member: which one a reader takes is ambiguous.
-            raise ParseError(f"duplicate JSON member {key!r}")
-        doc[key] = value
-    return doc
-
-
 def _depth(value: Any, limit: int) -> int:
     if isinstance(value, dict):
         children = list(value.values())
@@ -120,7 +111,7 @@ def _load_json(data: bytes, what: str, limit: int) -> Any:
     if len(data) > limit:
         raise ParseError(f"{what} over {limit} bytes", code="too_large")
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=unique_members)
     except ParseError as exc:
         raise ParseError(f"{what}: {exc}") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
