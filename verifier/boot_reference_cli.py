@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm.boot_commands import unmeasured_linux_lines
 from verifier.evidence.tpm.boot_facts import extract_boot_facts
 from verifier.evidence.tpm.boot_reference import reference_from_facts
 from verifier.evidence.tpm.event_checks import check_events
@@ -99,6 +100,11 @@ def reference_document(eventlog: Path, pcrs: Path | None) -> tuple[dict[str, Any
         document = reference_from_facts(facts, checks=findings)
     except ValueError as exc:
         raise CliError(f"{eventlog}: not a known-good boot: {exc}") from None
+    # Said aloud: each widens what the reference allows beyond what was measured.
+    warnings += [
+        f"linux command line allowed although no measured kernel_cmdline spells it: {line!r}"
+        for line in unmeasured_linux_lines(facts.grub_commands, facts.kernel_cmdlines)
+    ]
     return document, warnings
 
 

@@ -214,14 +214,18 @@ def _approved(linux: Event, cmdline: Event) -> tuple[bytes, bytes]:
         b"ntldr {kernel}",
         b"legacy_kernel {kernel} {kernel} init=/bin/sh",
         b"devicetree (hd0,gpt2)/evil.dtb",
+        b"acpi (hd0,gpt2)/evil.aml",
+        b"loadbios (hd0,gpt2)/bios.bin (hd0,gpt2)/int10.bin",
     ],
     ids=lambda loader: loader.split()[0].decode(),
 )
-def test_other_loader_plus_forged_linux_strings_is_rejected(loader: bytes) -> None:
-    """The review's attack: the approved kernel booted by another loader."""
+@pytest.mark.parametrize("bang", [b"", b"! ", b"! ! "], ids=["plain", "negated", "twice"])
+def test_other_loader_plus_forged_linux_strings_is_rejected(loader: bytes, bang: bytes) -> None:
+    """The review's attack: the approved kernel booted by another loader. A leading
+    ``!`` (GRUB inverts the exit status and runs the rest) changes nothing."""
     log, reference, linux, cmdline = _grub_case()
     approved_linux, approved_cmdline = _approved(linux, cmdline)
-    command = loader.replace(b"{kernel}", approved_cmdline.split(b" ")[0])
+    command = bang + loader.replace(b"{kernel}", approved_cmdline.split(b" ")[0])
     events: list[Event] = []
     for event in log.events:
         if event.index == linux.index:
@@ -326,3 +330,29 @@ def test_loader_words_undo_grub_quoting() -> None:
         "e\\f",
     ]
     assert loader_words("") == [] and loader_words('""') == [""]
+
+
+def test_a_relabelled_command_line_with_a_quoted_kernel_path_is_appraised() -> None:
+    """Third review: ``! linux "(hd0,gpt2)/vm x" ... init=/bin/sh`` hides behind its
+    ``!``, and GRUB quotes the path with a space in the kernel_cmdline it measures;
+    relabelled ``grub_cmd: `` that string began with ``"`` and passed for a command.
+    Root then extends the approved linux and kernel_cmdline strings after boot."""
+    log, reference, linux, cmdline = _grub_case()
+    approved_linux, approved_cmdline = _approved(linux, cmdline)
+    path, args = approved_cmdline.split(b" ", 1)
+    evil = b"(hd0,gpt2)/vm x"
+    bad_args = args + b" init=/bin/sh"
+    events: list[Event] = []
+    for event in log.events:
+        if event.index == linux.index:
+            events.append(_grub(b"grub_cmd: ", b"! linux " + evil + b" " + bad_args))
+        elif event.index == cmdline.index:  # measured as kernel_cmdline, sent relabelled
+            events.append(_grub(b"grub_cmd: ", b'"' + evil + b'" ' + bad_args))
+        else:
+            events.append(event)
+    forged = (_grub(b"grub_cmd: ", approved_linux), _grub(b"kernel_cmdline: ", approved_cmdline))
+    attack = _rewrite(log, [*events, *forged])
+    facts = _facts(attack)
+    assert b'"'.decode() + evil.decode() + '" ' + bad_args.decode() in facts.kernel_cmdlines
+    assert "tpm.boot.kernel_cmdline_not_allowed" in _codes(attack, reference)
+    assert path.startswith(b"(hd0")  # the real log's kernel path, as the attack assumes

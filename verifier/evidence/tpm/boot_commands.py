@@ -24,6 +24,13 @@ boot is appraised:
 
 ``initrd`` commands load no code and take no arguments but paths (PCR9 covers
 the files).
+
+A command's verb is read as GRUB reads it (:func:`grub_command`): a leading ``!``
+only inverts the exit status of the command after it, and GRUB measures the
+whole line, so ``! chainloader ...`` runs the chainloader. And no GRUB command is
+named by a path or a quoted word: a "command" whose first word starts with ``/``,
+``(`` or ``"`` or holds a ``\\`` is a kernel command line relabelled (GRUB quotes a
+kernel path with a space), and is appraised as one (:func:`is_command_line`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ __all__ = [
     "OTHER_LOADERS",
     "OTHER_LOADER_PREFIXES",
     "appraise_grub_commands",
+    "grub_command",
+    "is_command_line",
     "loader_words",
+    "named_paths",
     "unmeasured_linux_lines",
 ]
 
@@ -48,9 +58,12 @@ INITRD_COMMANDS = frozenset({"initrd", "initrdefi", "initrd16"})
 # image to boot, or something a booted kernel takes as given, other than Linux's.
 OTHER_LOADERS = frozenset(
     {
+        "acpi",  # ACPI tables the kernel takes as given, as it does a device tree
         "appleloader",
         "chainloader",
         "devicetree",
+        "efiemu_loadcore",
+        "loadbios",
         "freedos",
         "ntldr",
         "plan9",
@@ -96,6 +109,34 @@ def loader_words(cmdline: str) -> list[str]:
     return words
 
 
+def grub_command(command: str) -> tuple[str, str]:
+    """(verb, the rest) of a measured GRUB command, past any ``!`` GRUB strips."""
+    verb, _, rest = command.partition(" ")
+    while verb == "!":
+        verb, _, rest = rest.partition(" ")
+    return verb, rest
+
+
+def is_command_line(text: str) -> bool:
+    """Whether a measured GRUB string is a kernel command line, whatever its label:
+    its first word (past any ``!``) is a path or quoted, which no command's is."""
+    verb, _ = grub_command(text)
+    return verb.startswith(("/", "(", '"')) or "\\" in verb
+
+
+def named_paths(commands: Iterable[str], *, kernel: bool) -> set[str]:
+    """The files the ``linux`` (``kernel``) or ``initrd`` commands name."""
+    paths: set[str] = set()
+    for command in commands:
+        verb, rest = grub_command(command)
+        args = rest.split()
+        if kernel and verb in LINUX_COMMANDS:
+            paths.update(args[:1])  # linux PATH [kernel arguments...]
+        elif not kernel and verb in INITRD_COMMANDS:
+            paths.update(args)  # initrd PATH [PATH...]
+    return paths
+
+
 def _other_loader(verb: str) -> bool:
     return verb in OTHER_LOADERS or verb.startswith(OTHER_LOADER_PREFIXES)
 
@@ -104,7 +145,7 @@ def _linux_lines(commands: Iterable[str]) -> list[str]:
     """The words after the verb of each Linux loader command, as GRUB joined them."""
     lines = []
     for command in commands:
-        verb, _, rest = command.partition(" ")
+        verb, rest = grub_command(command)
         if verb in LINUX_COMMANDS:
             lines.append(rest)
     return lines
@@ -126,7 +167,7 @@ def appraise_grub_commands(
     reasons = [
         Reason("tpm.boot.boot_command_not_allowed", command)
         for command in commands
-        if _other_loader(command.partition(" ")[0])
+        if _other_loader(grub_command(command)[0])
     ]
     reasons += [
         Reason(

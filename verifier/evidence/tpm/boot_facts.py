@@ -25,8 +25,8 @@ What is read, from where:
   not: a tab or a lone surrogate makes a line to appraise, not "not UTF-16"). GRUB does not
   hash a string's ``kernel_cmdline: ``/``grub_cmd: `` prefix, so the label cannot
   say what a string is: one labelled ``kernel_cmdline``/``module_cmdline`` or whose
-  text starts with a path (``/`` or ``(``, as every GRUB kernel command line does
-  and no GRUB command can) is a command line; the rest are ``grub_commands``;
+  first word is a path or quoted (boot_commands.is_command_line) is a command
+  line; the rest are ``grub_commands``;
 * ``kernels``/``initrds``: the PCR9 digest of each file a verified GRUB
   ``linux``/``initrd`` command names, and the Linux EFI stub's tagged initrd event.
   PCR9 event *data* (the file name) is not covered by its digest, so the pairing
@@ -62,7 +62,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm.boot_commands import INITRD_COMMANDS, LINUX_COMMANDS
+from verifier.evidence.tpm.boot_commands import is_command_line, named_paths
 from verifier.evidence.tpm.efi_events import (
     decode_crtm_version,
     decode_utf16_string,
@@ -109,8 +109,6 @@ _WINDOWS_PCR = 12  # Windows Boot Manager's boot configuration log (WBCL) events
 # What the Linux kernel's command-line parser skips (isspace): systemd-boot pads
 # its load options with spaces.
 _KERNEL_SPACE = " \t\n\v\f\r"
-# GRUB opens files only as "/..." or "(dev)/...": how its kernel command lines start.
-_PATH_START = ("/", "(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +301,7 @@ class _Reader:
             return self.utf16_options(event.data + b"\x00" * (len(event.data) % 2))
         self.bootloader = self.bootloader or "grub"
         # The prefix is not hashed: the text, not the label, says what it is.
-        if grub.kind != "command" or grub.text.startswith(_PATH_START):
+        if grub.kind != "command" or is_command_line(grub.text):
             self.cmdlines.append(grub.text)
         else:
             self.grub_commands.append(grub.text)
@@ -320,13 +318,7 @@ class _Reader:
 
     def named_files(self, *, kernel: bool) -> tuple[MeasuredFile, ...]:
         """PCR9 digests of the files GRUB's verified ``linux``/``initrd`` commands name."""
-        paths: set[str] = set()
-        for command in self.grub_commands:
-            verb, *args = command.split() or [""]
-            if kernel and verb in LINUX_COMMANDS:
-                paths.update(args[:1])  # linux PATH [kernel arguments...]
-            elif not kernel and verb in INITRD_COMMANDS:
-                paths.update(args)  # initrd PATH [PATH...]
+        paths = named_paths(self.grub_commands, kernel=kernel)
         found = [MeasuredFile(name, digest) for name, digest, _ in self.pcr9 if name in paths]
         if not kernel:
             found += [
