@@ -356,3 +356,32 @@ def test_a_relabelled_command_line_with_a_quoted_kernel_path_is_appraised() -> N
     assert b'"'.decode() + evil.decode() + '" ' + bad_args.decode() in facts.kernel_cmdlines
     assert "tpm.boot.kernel_cmdline_not_allowed" in _codes(attack, reference)
     assert path.startswith(b"(hd0")  # the real log's kernel path, as the attack assumes
+
+
+@pytest.mark.parametrize(
+    "command",
+    [b"rmmod tpm", b"! rmmod tpm", b"write_dword 0xfed40000 0", b"outb 0x70 0", b"wrmsr 0x1 0"],
+    ids=["rmmod", "negated-rmmod", "write", "out", "wrmsr"],
+)
+def test_commands_that_stop_measuring_or_poke_hardware_are_refused(command: bytes) -> None:
+    """Fourth review: ``rmmod tpm`` unloads GRUB's measuring hook, so what follows (an
+    approved kernel with any arguments, any initrd) is never measured; root extends
+    the approved strings after boot. Refused even by a reference without an allow-list."""
+    log, reference, linux, cmdline = _grub_case()
+    approved_linux, approved_cmdline = _approved(linux, cmdline)
+    kept = [e for e in log.events if e.index not in (linux.index, cmdline.index)]
+    forged = (_grub(b"grub_cmd: ", approved_linux), _grub(b"kernel_cmdline: ", approved_cmdline))
+    attack = _rewrite(log, [*kept, _grub(b"grub_cmd: ", command), *forged])
+    without_allow_list = {k: v for k, v in reference.items() if k != "grub_command_verbs"}
+    for ref in (reference, without_allow_list):
+        assert _codes(attack, ref) == ["tpm.boot.boot_command_not_allowed"]
+
+
+def test_the_proposal_allows_only_the_commands_its_boot_ran() -> None:
+    log, reference, _, _ = _grub_case()
+    verbs = reference["grub_command_verbs"]
+    assert {"linux", "initrd", "insmod", "set"} <= set(verbs) and "rmmod" not in verbs
+    # A command the known-good boot never ran, though on no deny list: refused.
+    extra = _rewrite(log, [*log.events, _grub(b"grub_cmd: ", b"videoinfo")])
+    assert _codes(extra, reference) == ["tpm.boot.boot_command_not_allowed"]
+    assert "videoinfo" not in verbs

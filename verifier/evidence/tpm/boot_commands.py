@@ -59,6 +59,8 @@ INITRD_COMMANDS = frozenset({"initrd", "initrdefi", "initrd16"})
 OTHER_LOADERS = frozenset(
     {
         "acpi",  # ACPI tables the kernel takes as given, as it does a device tree
+        "badram",  # memory maps and raw hardware writes: what the kernel runs on
+        "cutmem",
         "appleloader",
         "chainloader",
         "devicetree",
@@ -68,7 +70,11 @@ OTHER_LOADERS = frozenset(
         "ntldr",
         "plan9",
         "pxechainloader",
+        # rmmod tpm unloads GRUB's measuring hook: nothing after it is measured.
+        "rmmod",
+        "setpci",
         "truecrypt",
+        "wrmsr",
     }
 )
 OTHER_LOADER_PREFIXES = (
@@ -80,6 +86,8 @@ OTHER_LOADER_PREFIXES = (
     "xnu_",  # xnu_kernel, xnu_kernel64, xnu_mkext, xnu_kext, xnu_ramdisk, ...
     "legacy_",  # legacy_kernel, legacy_initrd, legacy_initrd_nounzip (legacycfg)
     "xen_",  # xen_hypervisor, xen_module (arm64)
+    "write_",  # write_byte, write_word, write_dword (physical memory)
+    "out",  # outb, outw, outl (I/O ports)
 )
 
 
@@ -159,15 +167,21 @@ def unmeasured_linux_lines(commands: Sequence[str], cmdlines: Iterable[str]) -> 
 
 
 def appraise_grub_commands(
-    commands: Sequence[str], cmdlines: Iterable[str], *, allowed: Callable[[str], bool]
+    commands: Sequence[str],
+    cmdlines: Iterable[str],
+    *,
+    allowed: Callable[[str], bool],
+    verbs: frozenset[str] | None,
 ) -> list[Reason]:
     """The rules of the module docstring over a boot's GRUB commands: other loaders'
-    commands, then ``linux`` commands, each in log order. ``allowed`` says whether
-    the reference allows a kernel command line."""
+    and commands outside ``verbs`` (the reference's allow-list, when it has one),
+    then ``linux`` commands, each in log order. ``allowed`` says whether the
+    reference allows a kernel command line."""
     reasons = [
         Reason("tpm.boot.boot_command_not_allowed", command)
         for command in commands
-        if _other_loader(grub_command(command)[0])
+        if _other_loader(verb := grub_command(command)[0])
+        or (verbs is not None and verb not in verbs)
     ]
     reasons += [
         Reason(

@@ -29,7 +29,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from verifier.evidence.tpm.boot_commands import appraise_grub_commands, unmeasured_linux_lines
+from verifier.evidence.tpm.boot_commands import (
+    appraise_grub_commands,
+    grub_command,
+    unmeasured_linux_lines,
+)
 from verifier.evidence.tpm.boot_facts import BootFacts
 from verifier.evidence.tpm.boot_reference_format import (
     REFERENCE_KIND,
@@ -214,6 +218,7 @@ def appraise_boot(
         facts.grub_commands,
         facts.kernel_cmdlines,
         allowed=lambda cmdline: _cmdline_allowed(cmdline, reference),
+        verbs=reference.grub_command_verbs,
     )
     reasons += _files("kernel", [f.digest for f in facts.kernels], reference.kernel_digests)
     reasons += _files("initrd", [f.digest for f in facts.initrds], reference.initrd_digests)
@@ -266,6 +271,7 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
     initrds = _unique([f.digest for f in facts.initrds])
     # Every other PCR9 file, so that the proposal affirms its own log (module docstring).
     files = _unique([f.digest for f in facts.boot_files if f.digest not in {*kernels, *initrds}])
+    verbs = sorted({grub_command(c)[0] for c in facts.grub_commands})
     return {
         "kind": REFERENCE_KIND,
         "version": REFERENCE_VERSION,
@@ -284,6 +290,9 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
         **({"kernel_digests": kernels} if kernels else {}),
         **({"initrd_digests": initrds} if initrds else {}),
         **({"boot_file_digests": files} if files else {}),
+        # The commands the known-good boot ran: a deny list of GRUB's dangerous
+        # ones always lags (rmmod tpm, memory writes); an allow-list does not.
+        **({"grub_command_verbs": verbs} if verbs else {}),
         "firmware_versions": _unique(facts.firmware_versions) or [None],
         "allow_sha1_only_logs": False,
         "allowed_quirks": quirks,

@@ -25,6 +25,8 @@ required and unknown keys are refused, so that a typo cannot weaken it:
       "initrd_digests": [DIGEST, ...],  # optional: initrds (PCR9)
       "boot_file_digests": [DIGEST, ...],  # optional: every other file GRUB measures
                                         # into PCR9 (grub.cfg, grubenv, modules, fonts...)
+      "grub_command_verbs": [VERB, ...],  # optional: the only GRUB commands the boot
+                                        # may run (e.g. "set", "insmod", "linux")
       "firmware_versions": [TEXT | null, ...],  # S-CRTM versions; null: none logged
       "allow_sha1_only_logs": false,    # optional; true only with "bank": "sha1"
       "allowed_quirks": [QUIRK_ID, ...] # optional: event_quirks.QUIRKS ids
@@ -72,7 +74,7 @@ _REQUIRED = frozenset(
     | {"boot_applications", "kernel_cmdlines", "firmware_versions"}
 )
 _OPTIONAL = frozenset(
-    {"db_hashes", "kernel_digests", "initrd_digests", "boot_file_digests"}
+    {"db_hashes", "kernel_digests", "initrd_digests", "boot_file_digests", "grub_command_verbs"}
     | {"allow_sha1_only_logs", "allowed_quirks"}
 )
 
@@ -99,6 +101,7 @@ class BootReference:
     kernel_digests: frozenset[str] | None
     initrd_digests: frozenset[str] | None
     boot_file_digests: frozenset[str] | None
+    grub_command_verbs: frozenset[str] | None  # None: any but boot_commands' denied ones
     firmware_versions: frozenset[str | None]
     allow_sha1_only_logs: bool
     allowed_quirks: frozenset[str]
@@ -161,6 +164,17 @@ def _cmdlines(doc: Mapping[str, Any]) -> tuple[frozenset[str], tuple[re.Pattern[
         except re.error as exc:
             raise BootReferenceError(f"kernel_cmdlines: bad regex {text!r}: {exc}") from exc
     return frozenset(exact), tuple(patterns)
+
+
+def _verbs(doc: Mapping[str, Any]) -> frozenset[str] | None:
+    if "grub_command_verbs" not in doc:
+        return None
+    verbs = doc["grub_command_verbs"]
+    if not isinstance(verbs, list) or not all(
+        isinstance(v, str) and v and " " not in v and v != "!" for v in verbs
+    ):
+        raise BootReferenceError("grub_command_verbs: a list of GRUB command names")
+    return frozenset(verbs)
 
 
 def _flag(doc: Mapping[str, Any], key: str, *, default: bool) -> bool:
@@ -232,6 +246,7 @@ def load_boot_reference(doc: Mapping[str, Any]) -> BootReference:
         kernel_digests=_optional_digests(doc, "kernel_digests", size),
         initrd_digests=_optional_digests(doc, "initrd_digests", size),
         boot_file_digests=_optional_digests(doc, "boot_file_digests", size),
+        grub_command_verbs=_verbs(doc),
         firmware_versions=frozenset(versions),
         allow_sha1_only_logs=sha1,
         allowed_quirks=frozenset(quirks),
