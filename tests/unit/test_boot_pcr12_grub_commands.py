@@ -385,3 +385,23 @@ def test_the_proposal_allows_only_the_commands_its_boot_ran() -> None:
     extra = _rewrite(log, [*log.events, _grub(b"grub_cmd: ", b"videoinfo")])
     assert _codes(extra, reference) == ["tpm.boot.boot_command_not_allowed"]
     assert "videoinfo" not in verbs
+
+
+def test_an_initrd_that_places_a_file_by_name_is_refused() -> None:
+    """``initrd newc:init:(hd0,gpt2)/approved.img`` puts an approved file's bytes at
+    /init of the initramfs: PCR9 sees an approved digest, the placement is the attack."""
+    log, reference, _, _ = _grub_case()
+    placed = _rewrite(log, [*log.events, _grub(b"grub_cmd: ", b"initrd newc:init:(hd0,gpt2)/a")])
+    assert _codes(placed, reference) == ["tpm.boot.boot_command_not_allowed"]
+
+
+def test_a_block_list_kernel_path_reads_as_a_command_line() -> None:
+    """GRUB opens a kernel by sectors as ``2048+16384``: its kernel_cmdline, relabelled
+    ``grub_cmd: ``, is still a command line to appraise, not a command."""
+    log, reference, _, _ = _grub_case()
+    relabelled = _grub(b"grub_cmd: ", b"2048+16384 root=/dev/sda1 init=/bin/sh")
+    facts = _facts(_rewrite(log, [*log.events, relabelled]))
+    assert "2048+16384 root=/dev/sda1 init=/bin/sh" in facts.kernel_cmdlines
+    assert "tpm.boot.kernel_cmdline_not_allowed" in _codes(
+        _rewrite(log, [*log.events, relabelled]), reference
+    )

@@ -129,7 +129,8 @@ def is_command_line(text: str) -> bool:
     """Whether a measured GRUB string is a kernel command line, whatever its label:
     its first word (past any ``!``) is a path or quoted, which no command's is."""
     verb, _ = grub_command(text)
-    return verb.startswith(("/", "(", '"')) or "\\" in verb
+    # A block list ("2048+16384") opens a file by sectors: a path, too.
+    return verb.startswith(("/", "(", '"', "+")) or verb[:1].isdigit() or "\\" in verb
 
 
 def named_paths(commands: Iterable[str], *, kernel: bool) -> set[str]:
@@ -182,6 +183,9 @@ def appraise_grub_commands(
         for command in commands
         if _other_loader(verb := grub_command(command)[0])
         or (verbs is not None and verb not in verbs)
+        # initrd newc:NAME:PATH places an approved file anywhere in the initramfs
+        # (over its /init, say): only plain paths.
+        or (verb in INITRD_COMMANDS and ":" in grub_command(command)[1])
     ]
     reasons += [
         Reason(
