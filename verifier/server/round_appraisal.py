@@ -38,7 +38,7 @@ from verifier.evidence.nvidia.host_round import GpuVerifier
 from verifier.evidence.snp.host_round import SnpVerifier
 from verifier.evidence.tdx.host_round import TdxVerifier
 from verifier.evidence.tpm.boot_appraisal import reference_pcrs
-from verifier.evidence.tpm.boot_reference import BootReferenceError
+from verifier.evidence.tpm.boot_reference import BootReference, BootReferenceError
 from verifier.evidence.tpm.certify import (
     AuthenticatedBindingKey,
     authenticate_binding_key,
@@ -71,6 +71,8 @@ class RoundPlan:
     gpu: GpuPlan | None  # None: the group has no GPU policy
     snp: SnpPlan | None  # None: the group has no SEV-SNP policy
     tdx: TdxPlan | None  # None: the group has no TDX policy
+    boot_reference: BootReference | None  # None: none, or unusable (boot_reference_error)
+    boot_reference_error: str = ""
 
 
 P = TypeVar("P")
@@ -133,12 +135,19 @@ class RoundAppraiser:
         self.binding_key: AuthenticatedBindingKey | None = None
 
     def plan(self, host: HostRecord) -> RoundPlan:
+        # Read once: the challenge asks for the PCRs it needs, appraise() holds to it.
+        try:
+            boot_reference, boot_error = self._boot_references.get(host.group), ""
+        except BootReferenceError as exc:
+            boot_reference, boot_error = None, str(exc)
         return RoundPlan(
             reference=self._store.get_reference(host.group),
             ima=self._ima.plan(host),
             gpu=self._gpu_policies.plan(host.group),
             snp=self._snp_policies.plan(host.group),
             tdx=self._tdx_policies.plan(host.group),
+            boot_reference=boot_reference,
+            boot_reference_error=boot_error,
         )
 
     def challenge(
@@ -146,10 +155,7 @@ class RoundAppraiser:
     ) -> tuple[IssuedChallenge, attestation_pb2.Challenge]:
         """A fresh challenge for ``host`` and the message that asks for its evidence."""
         selection = challenge_selection(self._config.pcr_selection, plan.reference)
-        try:
-            boot_reference = self._boot_references.get(host.group)
-        except BootReferenceError:
-            boot_reference = None  # appraise() names it; the quote cannot help
+        boot_reference = plan.boot_reference  # unusable: appraise() names it
         if boot_reference is not None:
             # Every PCR the reference's facts are read from, logged or not.
             for bank, pcrs in reference_pcrs(boot_reference).items():
@@ -216,10 +222,11 @@ class RoundAppraiser:
         except ChallengeError as exc:
             challenges.discard(challenge.challenge_id)
             return Outcome(Verdict.contraindicated((exc.reason,), ()), None, None)
-        try:
-            boot_reference = self._boot_references.get(host.group)
-        except BootReferenceError as exc:
-            return _failed("tpm.boot.reference_invalid", f"stored document unusable: {exc}")
+        if plan.boot_reference_error:
+            return _failed(
+                "tpm.boot.reference_invalid",
+                f"stored document unusable: {plan.boot_reference_error}",
+            )
         ima = plan.ima
         if ima is not None and ima.policy is None:
             return _failed("tpm.ima.reference_invalid", f"stored document unusable: {ima.error}")
@@ -261,7 +268,7 @@ class RoundAppraiser:
             reference=plan.reference,
             consumed_qualifying_data=challenges.consumed_qualifying_data(host.host_id),
             allow_sha1_signatures=self._config.allow_sha1_signatures,
-            boot_reference=boot_reference,
+            boot_reference=plan.boot_reference,
             ima_policy=None if ima is None else ima.policy,
             ima_kept=None if ima is None else ima.kept,
             bound_checks=bound,
