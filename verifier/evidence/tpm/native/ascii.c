@@ -180,11 +180,7 @@ wg_ascii_entries(PyObject *module, PyObject *args)
     struct shared shared = {{NULL}, {NULL}};
     Py_ssize_t offsets[F_COUNT];
     const char *base = raw.buf, *end = base + raw.len;
-    if (hash_size <= 0 || hash_size > MAX_DIGEST) {
-        PyErr_SetString(PyExc_ValueError, "hash_size out of range");
-        goto done;
-    }
-    if (wg_slot_offsets(type, offsets) < 0)
+    if (wg_entry_layout(type, hash_size, offsets) < 0)
         goto done;
     /* Field lengths are written as u32: a longer list is the Python parser's (which
      * refuses it long before: ima.MAX_LIST_SIZE). */

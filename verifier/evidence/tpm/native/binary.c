@@ -142,11 +142,7 @@ wg_binary_entries(PyObject *module, PyObject *args)
     struct shared shared = {{NULL}, {NULL}};
     Py_ssize_t offsets[F_COUNT];
     const char *base = raw.buf, *end = base + raw.len;
-    if (hash_size <= 0 || hash_size > MAX_DIGEST) {
-        PyErr_SetString(PyExc_ValueError, "hash_size out of range");
-        goto done;
-    }
-    if (wg_slot_offsets(type, offsets) < 0)
+    if (wg_entry_layout(type, hash_size, offsets) < 0)
         goto done;
     if (raw.len == 0 || first_index < 0 || max_entries < 0 ||
         first_index > PY_SSIZE_T_MAX - max_entries) {

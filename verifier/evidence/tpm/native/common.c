@@ -275,3 +275,16 @@ wg_init_tables(void)
                     ? 0x100
                     : (uint16_t)((unsigned)WG_HEX[first] << 4 | (unsigned)WG_HEX[second]);
 }
+
+
+/* What both list parsers check of their arguments before reading a byte: the
+ * template-hash size, and the entry class's slots (wg_slot_offsets). */
+int
+wg_entry_layout(PyTypeObject *type, Py_ssize_t hash_size, Py_ssize_t offsets[F_COUNT])
+{
+    if (hash_size <= 0 || hash_size > MAX_DIGEST) {
+        PyErr_SetString(PyExc_ValueError, "hash_size out of range");
+        return -1;
+    }
+    return wg_slot_offsets(type, offsets);
+}

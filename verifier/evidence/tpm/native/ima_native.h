@@ -55,6 +55,7 @@ void wg_untrack(PyObject *tuple);
 PyObject *wg_own_tuple(PyObject *seq);
 int wg_unhex(const char *text, Py_ssize_t n, unsigned char *out);
 int wg_slot_offsets(PyTypeObject *type, Py_ssize_t offsets[F_COUNT]);
+int wg_entry_layout(PyTypeObject *type, Py_ssize_t hash_size, Py_ssize_t offsets[F_COUNT]);
 void wg_shared_clear(struct shared *s);
 PyObject *wg_make_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT],
                         struct shared *shared, int t, int alg, int pcr, Py_ssize_t index,
