@@ -6,8 +6,9 @@ STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 PROTOS := $(wildcard proto/weightgate/v1/*.proto)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev build-essential pkg-config gnutls-bin libssl-dev
-# The IMA hot path in C (setup.py); pip rebuilds it when the source changes.
-NATIVE_SOURCES := setup.py $(wildcard verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native/*.h)
+# The C modules (setup.py): the IMA hot path and the quote framing; pip rebuilds them
+# when a source changes.
+NATIVE_SOURCES := setup.py $(wildcard verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native/*.h verifier/evidence/tpm/native_quote/*.c)
 
 .PHONY: setup demo test lint typecheck contracts protos check-protos bench fuzz clean
 
@@ -41,7 +42,7 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
-	for f in verifier/evidence/tpm/native/*.c; do gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter \
+	for f in verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native_quote/*.c; do gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter \
 	  -Werror -I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') $$f || exit 1; done
 	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
@@ -72,6 +73,7 @@ bench: $(STAMP_PIP)
 fuzz: $(STAMP_PIP)
 	$(PY) -m pip install -q -e '.[fuzz]'
 	$(PY) tests/fuzz/fuzz_tpm_parsers.py -max_total_time=60
+	$(PY) tests/fuzz/fuzz_quote_native.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_manifest.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_eventlog.py -max_total_time=60
 	$(PY) tests/fuzz/fuzz_ima.py -max_total_time=60

@@ -1,6 +1,7 @@
-"""The one compiled module: the IMA hot path (verifier/evidence/tpm/native/*.c).
+"""The compiled modules: the IMA hot path (verifier/evidence/tpm/native/*.c) and the
+quote framing (verifier/evidence/tpm/native_quote/quote.c).
 
-Everything else is declared in pyproject.toml. The extension links OpenSSL's libcrypto
+Everything else is declared in pyproject.toml. The IMA extension links OpenSSL's libcrypto
 (Debian: libssl-dev, installed by ``make setup``). Without it the verifier still works,
 through the pure-Python reference parser and replay, only slower
 (verifier/evidence/tpm/ima_native.py).
@@ -29,6 +30,20 @@ setup(
                 "-Wno-unused-parameter",
                 "-fvisibility=hidden",
             ],
-        )
+        ),
+        # The quote and its signature framed in C (quote_native.py); no libraries.
+        Extension(
+            "verifier.evidence.tpm._quote_native",
+            sources=["verifier/evidence/tpm/native_quote/quote.c"],
+            optional=True,
+            extra_compile_args=[
+                "-O2",
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                "-fvisibility=hidden",
+            ],
+        ),
     ]
 )

@@ -10,7 +10,7 @@ raise ParseError (with the same code).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tpm2_pytss.types import TPMT_SIGNATURE
 
-from tests import vectors
+from tests.tpm_wire_inputs import mutations, quote_vectors, quotes, signatures, tpm_vectors
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm import wire
 from verifier.evidence.tpm.parse import (
@@ -130,31 +130,9 @@ def assert_agree(kind: str, data: bytes) -> str:
     return got[0]
 
 
-def _vectors(kind: str) -> list[bytes]:
-    vectors.vectors_dir("tpm")  # skips when the vectors are absent
-    pattern = "*.attest" if kind == "attest" else "*.sig"
-    return sorted(
-        {path.read_bytes() for path in (vectors.testvectors_root() / "tpm").rglob(pattern)}
-    )
-
-
-def _quote_vectors() -> list[bytes]:
-    return [v for v in _vectors("attest") if v[4:6] == b"\x80\x18"]
-
-
-def _mutations(raw: bytes) -> Iterator[bytes]:
-    for n in range(len(raw)):
-        yield raw[:n]
-    for offset in range(len(raw)):
-        for value in (raw[offset] ^ 0x01, raw[offset] ^ 0x80, 0x00, 0xFF, raw[offset] + 1 & 0xFF):
-            yield raw[:offset] + bytes([value]) + raw[offset + 1 :]
-    for tail in (b"\x00", b"\xff" * 3, raw):
-        yield raw + tail
-
-
 @pytest.mark.parametrize("kind", sorted(PAIRS))
 def test_real_vectors_agree_and_parse(kind: str) -> None:
-    vectors = _vectors(kind)
+    vectors = tpm_vectors(kind)
     assert len(vectors) >= 5
     outcomes = [assert_agree(kind, raw) for raw in vectors]
     # Every real signature parses; so does every real quote (other attestation
@@ -162,88 +140,22 @@ def test_real_vectors_agree_and_parse(kind: str) -> None:
     if kind == "sig":
         assert set(outcomes) == {"ok"}
     else:
-        assert outcomes.count("ok") == len(_quote_vectors()) > 0
+        assert outcomes.count("ok") == len(quote_vectors()) > 0
 
 
 @pytest.mark.parametrize("kind", sorted(PAIRS))
 def test_deterministic_mutations_agree(kind: str) -> None:
     # One vector per length: same-shaped vectors exercise the same paths.
-    vectors = _quote_vectors() if kind == "attest" else _vectors(kind)
+    vectors = quote_vectors() if kind == "attest" else tpm_vectors(kind)
     shapes = {len(raw): raw for raw in vectors}
     count = 0
     results: set[str] = set()
     for raw in shapes.values():
-        for data in _mutations(raw):
+        for data in mutations(raw):
             results.add(assert_agree(kind, data))
             count += 1
     assert count > 1000
     assert results == {"ok", "error"}
-
-
-# --- structure-aware generation: every field at and around its bound -------------------
-
-# The TSS buffer sizes, written out rather than taken from ``wire`` so that a wrong
-# bound there is generated at, around and past, and caught.
-_NAME, _DATA, _DIGEST, _RSA, _ECC = 68, 64, 64, 512, 128
-
-
-def _rarely(draw: st.DrawFn, usual: object, unusual: list[object]) -> Any:
-    """``usual`` most of the time, else one of ``unusual``: generated inputs must be
-    mostly valid, or a reader that is wrong about one field would only ever be
-    compared on inputs that both parsers refuse for another reason."""
-    return draw(st.sampled_from([usual] * 12 + unusual))
-
-
-def _tpm2b(draw: st.DrawFn, limit: int) -> bytes:
-    size = draw(
-        st.sampled_from([0, 1, limit - 1, limit, limit - 2, limit + 1]) | st.integers(0, limit)
-    )
-    body = draw(st.binary(min_size=size, max_size=size))
-    # Sometimes the size field lies about what follows.
-    declared = _rarely(draw, size, [size + 1, max(0, size - 1), 0xFFFF])
-    return int(declared).to_bytes(2, "big") + body
-
-
-_VALID_HASHES = [0x0004, 0x000B, 0x000C, 0x000D]
-_OTHER_HASHES = [0x0012, 0x0000, 0x0010, 0xFFFF]
-
-
-@st.composite
-def quotes(draw: st.DrawFn) -> bytes:
-    magic = _rarely(draw, 0xFF544347, [0xFF544346])
-    st_type = _rarely(draw, 0x8018, [0x8017, 0x0000])
-    head = magic.to_bytes(4, "big") + st_type.to_bytes(2, "big")
-    head += _tpm2b(draw, _NAME) + _tpm2b(draw, _DATA)
-    head += draw(st.binary(min_size=16, max_size=16))  # clock, resetCount, restartCount
-    head += bytes([_rarely(draw, draw(st.sampled_from([0, 1])), [2, 0xFF])])  # safe
-    head += draw(st.binary(min_size=8, max_size=8))  # firmwareVersion
-    banks = draw(st.permutations(_VALID_HASHES))
-    # TPM2_NUM_PCR_BANKS is 16: past 4 banks, some repeat (refused after framing).
-    count = _rarely(draw, draw(st.integers(0, 4)), [15, 16, 17, draw(st.integers(5, 20))])
-    declared = _rarely(draw, count, [count + 1, max(0, count - 1), 0xFFFFFFFF])
-    body = int(declared).to_bytes(4, "big")
-    for i in range(count):
-        alg = banks[i] if i < len(banks) else draw(st.sampled_from(_VALID_HASHES))
-        body += _rarely(draw, alg, _OTHER_HASHES).to_bytes(2, "big")
-        size = _rarely(draw, draw(st.integers(0, 4)), [5, 6, 255])  # PCR_SELECT_MAX is 4
-        body += bytes([size]) + draw(st.binary(min_size=size, max_size=size))
-    body += _tpm2b(draw, _DIGEST)
-    body += _rarely(draw, b"", [b"\x00", b"\x00\x00"])
-    return head + body
-
-
-@st.composite
-def signatures(draw: st.DrawFn) -> bytes:
-    alg = _rarely(draw, draw(st.sampled_from([0x0014, 0x0016, 0x0018])), [0x0005, 0x0010, 0x001B])
-    hash_alg = _rarely(draw, draw(st.sampled_from(_VALID_HASHES)), _OTHER_HASHES)
-    out = alg.to_bytes(2, "big") + hash_alg.to_bytes(2, "big")
-    if alg in (0x0014, 0x0016):
-        out += _tpm2b(draw, _RSA)
-    else:
-        out += _tpm2b(draw, _ECC)
-        out += _tpm2b(draw, _ECC)
-    out += _rarely(draw, b"", [b"\x00", b"\x00\x00"])
-    return out[: _rarely(draw, len(out), [len(out) - 1, 3, 1])]
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -260,7 +172,9 @@ def test_generated_signatures_agree(data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def seeds() -> list[tuple[str, bytes]]:
-    return [("attest", raw) for raw in _quote_vectors()] + [("sig", raw) for raw in _vectors("sig")]
+    return [("attest", raw) for raw in quote_vectors()] + [
+        ("sig", raw) for raw in tpm_vectors("sig")
+    ]
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import NoReturn
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm.keys import attestation_public_key
+from verifier.evidence.tpm.keys import PublicKey, attestation_public_key
 from verifier.evidence.tpm.parse import (
     HASH_SIZES,
     ClockInfo,
@@ -19,6 +19,7 @@ from verifier.evidence.tpm.parse import (
     parse_quote_attest,
     parse_signature,
 )
+from verifier.evidence.tpm.quote_native import parse_quote_and_signature
 from verifier.evidence.tpm.signature import SignatureCheckError, verify_tpm_signature
 from verifier.verdict import Reason, VerificationError
 
@@ -265,6 +266,14 @@ def _boot_event(current: ClockInfo, previous: ClockInfo | None, done: tuple[str,
     return "none"
 
 
+def _attestation_key(ak: TpmPublic) -> PublicKey:
+    """``attestation_public_key``, its refusal reported as a signature-stage failure."""
+    try:
+        return attestation_public_key(ak)  # check_attestation_key, and its key
+    except VerificationError as exc:
+        raise VerificationError(exc.reason, _BEFORE_SIGNATURE) from exc
+
+
 def authenticate_quote(
     *,
     attest: bytes,
@@ -311,19 +320,22 @@ def authenticate_quote(
     """
     if not expected_qualifying_data:
         raise ValueError("expected_qualifying_data must be a non-empty verifier nonce")
-    try:
-        info = parse_quote_attest(attest)
-    except ParseError as exc:
-        _fail(_PARSE_CODES.get(exc.code, "tpm.quote.malformed"), str(exc), ())
-
-    try:
-        public = attestation_public_key(ak)  # check_attestation_key, and its key
-    except VerificationError as exc:
-        raise VerificationError(exc.reason, _BEFORE_SIGNATURE) from exc
-    try:
-        sig = parse_signature(signature)
-    except ParseError as exc:
-        _fail("tpm.quote.signature_malformed", str(exc), _BEFORE_SIGNATURE)
+    # Both structures framed in one C call where they parse; otherwise (and where the
+    # C module is not built) the Python parsers, one by one, name the fault.
+    parsed = parse_quote_and_signature(attest, signature)
+    if parsed is not None:
+        info, sig = parsed
+        public = _attestation_key(ak)
+    else:
+        try:
+            info = parse_quote_attest(attest)
+        except ParseError as exc:
+            _fail(_PARSE_CODES.get(exc.code, "tpm.quote.malformed"), str(exc), ())
+        public = _attestation_key(ak)
+        try:
+            sig = parse_signature(signature)
+        except ParseError as exc:
+            _fail("tpm.quote.signature_malformed", str(exc), _BEFORE_SIGNATURE)
     signed = attest if type(attest) is bytes else bytes(attest)
     try:
         verify_tpm_signature(signed, sig, ak, allow_sha1=allow_sha1_signatures, public=public)

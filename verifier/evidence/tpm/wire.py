@@ -13,6 +13,10 @@ took, against about 40 us for the RSA-2048 verification itself. With these reade
 inline, the PCR selection handed back as bytes (``parse`` decodes each distinct
 one once) and the dataclasses filled slot by slot, about 3.3 us (RSA, 2026-11).
 
+On the quote path, :mod:`.quote_native` frames both structures in one C call first
+and hands anything it does not accept in full back to these readers, which are its
+reference (``tests/unit/test_quote_native.py``).
+
 tpm2-pytss stays the oracle: ``tests/unit/test_tpm_wire.py`` checks, for every real
 vector and for thousands of generated and mutated inputs, that the parsers built on
 these readers and the pytss-based reference implementation either return the same

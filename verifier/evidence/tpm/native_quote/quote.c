@@ -1,0 +1,297 @@
+/*
+ * A TPM2_Quote's TPMS_ATTEST and its TPMT_SIGNATURE framed in C, for the per-quote
+ * path (verifier/evidence/tpm/quote_native.py is the only caller).
+ *
+ * Why C: the Python readers (wire.py) take a few microseconds each, but right after
+ * an ECDSA verification, whose tables push the interpreter's working set out of the
+ * CPU caches, the same Python code runs three to four times slower; one C call
+ * touches far less (bench/tpm_verify.py, signature path with an ECC AK).
+ *
+ * Safety rules:
+ *   - It never reports an error about the evidence. Anything it does not accept in
+ *     full -- a wrong header, a length over the TSS bound, truncation, trailing
+ *     bytes, clockInfo.safe not 0 or 1, an unknown signature scheme or hash, an
+ *     empty signature part -- makes it return None, and the Python readers (the
+ *     reference: parse_quote_attest, parse_signature) parse the input again and
+ *     name the fault. So it can only be wrong by accepting what Python rejects or
+ *     by returning other fields; tests/unit/test_quote_native.py and the atheris
+ *     harness tests/fuzz/fuzz_quote_native.py compare the two on every input.
+ *   - It reads only exact bytes objects (no buffer protocol: nothing can change
+ *     under it), and every read is checked against the object's length first.
+ *   - It builds the DER of an ECDSA (r, s) exactly as cryptography's
+ *     encode_dss_signature does for the integers r and s (the tests compare them).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* parse_common.MAX_ATTEST_SIZE / MAX_SIGNATURE_SIZE (checked by quote_native.py). */
+#define MAX_ATTEST_SIZE 1024
+#define MAX_SIGNATURE_SIZE 1024
+/* The TSS buffer sizes wire.py enforces (see its constants). */
+#define MAX_TPM2B_NAME 68
+#define MAX_TPM2B_DATA 64
+#define MAX_TPM2B_DIGEST 64
+#define MAX_TPM2B_PUBLIC_KEY_RSA 512
+#define MAX_TPM2B_ECC_PARAMETER 128
+#define NUM_PCR_BANKS 16
+#define PCR_SELECT_MAX 4
+
+#define SIG_RSASSA 0x0014
+#define SIG_RSAPSS 0x0016
+#define SIG_ECDSA 0x0018
+
+/* TPM_GENERATED_VALUE, then TPM_ST_ATTEST_QUOTE. */
+static const unsigned char QUOTE_HEADER[6] = {0xff, 0x54, 0x43, 0x47, 0x80, 0x18};
+
+static uint32_t
+be16(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 8 | p[1];
+}
+
+static uint32_t
+be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t
+be64(const unsigned char *p)
+{
+    return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+
+/* The hashes parse_common.HASH_ALGS names (sha1, sha256, sha384, sha512). */
+static int
+known_hash(uint32_t alg)
+{
+    return alg == 0x0004 || alg == 0x000b || alg == 0x000c || alg == 0x000d;
+}
+
+/* A TPM2B at *offset of at most `limit` bytes within [0, end): its start and size,
+ * and *offset moved past it; 0 if it does not fit. */
+static int
+tpm2b(const unsigned char *raw, Py_ssize_t end, Py_ssize_t *offset, Py_ssize_t limit,
+      Py_ssize_t *start, Py_ssize_t *size)
+{
+    if (end - *offset < 2)
+        return 0;
+    Py_ssize_t n = (Py_ssize_t)be16(raw + *offset);
+    if (n > limit || end - *offset - 2 < n)
+        return 0;
+    *start = *offset + 2;
+    *size = n;
+    *offset = *start + n;
+    return 1;
+}
+
+struct quote_fields {
+    Py_ssize_t signer, signer_size, extra, extra_size, selection, selection_size, digest,
+        digest_size;
+    uint64_t clock, firmware;
+    uint32_t reset, restart;
+    int safe;
+};
+
+/* wire.read_quote_body after the header, with parse_quote_attest's checks on the
+ * header, clockInfo.safe and the PCR banks (known, none repeated). */
+static int
+read_quote(const unsigned char *raw, Py_ssize_t end, struct quote_fields *q)
+{
+    if (end > MAX_ATTEST_SIZE || end < 6 || memcmp(raw, QUOTE_HEADER, 6) != 0)
+        return 0;
+    Py_ssize_t offset = 6;
+    if (!tpm2b(raw, end, &offset, MAX_TPM2B_NAME, &q->signer, &q->signer_size))
+        return 0;
+    if (!tpm2b(raw, end, &offset, MAX_TPM2B_DATA, &q->extra, &q->extra_size))
+        return 0;
+    /* clock u64, resetCount u32, restartCount u32, safe u8, firmwareVersion u64,
+     * then the selection count u32: 29 bytes. */
+    if (end - offset < 29)
+        return 0;
+    const unsigned char *p = raw + offset;
+    q->clock = be64(p);
+    q->reset = be32(p + 8);
+    q->restart = be32(p + 12);
+    if (p[16] > 1)
+        return 0;
+    q->safe = p[16];
+    q->firmware = be64(p + 17);
+    uint32_t count = be32(p + 25);
+    if (count > NUM_PCR_BANKS)
+        return 0;
+    q->selection = offset + 25;
+    offset += 29;
+    uint32_t seen[NUM_PCR_BANKS];
+    for (uint32_t i = 0; i < count; i++) {
+        if (end - offset < 3)
+            return 0;
+        uint32_t bank = be16(raw + offset);
+        Py_ssize_t size = raw[offset + 2];
+        if (size > PCR_SELECT_MAX || end - offset - 3 < size || !known_hash(bank))
+            return 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (seen[j] == bank)
+                return 0;
+        seen[i] = bank;
+        offset += 3 + size;
+    }
+    q->selection_size = offset - q->selection;
+    if (!tpm2b(raw, end, &offset, MAX_TPM2B_DIGEST, &q->digest, &q->digest_size))
+        return 0;
+    return offset == end;
+}
+
+/* One DER INTEGER for the unsigned big-endian `v` (leading zeros dropped, a zero byte
+ * put before a set top bit, zero as 02 01 00); returns the bytes written. */
+static Py_ssize_t
+der_integer(unsigned char *out, const unsigned char *v, Py_ssize_t n)
+{
+    while (n > 0 && v[0] == 0) {
+        v++;
+        n--;
+    }
+    int pad = n == 0 || (v[0] & 0x80);
+    Py_ssize_t len = n + pad, at = 0;
+    out[at++] = 0x02;
+    if (len >= 0x80)
+        out[at++] = 0x81; /* len <= 129: one length byte */
+    out[at++] = (unsigned char)len;
+    if (pad)
+        out[at++] = 0x00;
+    memcpy(out + at, v, (size_t)n);
+    return at + n;
+}
+
+/* The DER SEQUENCE of INTEGERs r and s (each at most MAX_TPM2B_ECC_PARAMETER). */
+static PyObject *
+der_signature(const unsigned char *r, Py_ssize_t r_size, const unsigned char *s,
+              Py_ssize_t s_size)
+{
+    /* 2 x (tag, 0x81, length, pad byte, 128 bytes) */
+    unsigned char body[2 * (4 + MAX_TPM2B_ECC_PARAMETER)];
+    Py_ssize_t len = der_integer(body, r, r_size);
+    len += der_integer(body + len, s, s_size);
+    unsigned char head[4];
+    Py_ssize_t head_len = 0;
+    head[head_len++] = 0x30;
+    if (len < 0x80) {
+        head[head_len++] = (unsigned char)len;
+    } else if (len < 0x100) {
+        head[head_len++] = 0x81;
+        head[head_len++] = (unsigned char)len;
+    } else {
+        head[head_len++] = 0x82;
+        head[head_len++] = (unsigned char)(len >> 8);
+        head[head_len++] = (unsigned char)len;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, head_len + len);
+    if (out == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(out), head, (size_t)head_len);
+    memcpy(PyBytes_AS_STRING(out) + head_len, body, (size_t)len);
+    return out;
+}
+
+struct signature_fields {
+    uint32_t scheme, hash;
+    Py_ssize_t parts[2], sizes[2];
+};
+
+/* wire.read_signature with parse_signature's checks (known hash, no empty part). */
+static int
+read_signature(const unsigned char *raw, Py_ssize_t end, struct signature_fields *s)
+{
+    if (end > MAX_SIGNATURE_SIZE || end < 4)
+        return 0;
+    s->scheme = be16(raw);
+    s->hash = be16(raw + 2);
+    if (!known_hash(s->hash))
+        return 0;
+    Py_ssize_t offset = 4;
+    if (s->scheme == SIG_RSASSA || s->scheme == SIG_RSAPSS) {
+        if (!tpm2b(raw, end, &offset, MAX_TPM2B_PUBLIC_KEY_RSA, &s->parts[0], &s->sizes[0]))
+            return 0;
+        s->parts[1] = s->sizes[1] = 0;
+        return offset == end && s->sizes[0] > 0;
+    }
+    if (s->scheme != SIG_ECDSA)
+        return 0;
+    for (int i = 0; i < 2; i++)
+        if (!tpm2b(raw, end, &offset, MAX_TPM2B_ECC_PARAMETER, &s->parts[i], &s->sizes[i]) ||
+            s->sizes[i] == 0)
+            return 0;
+    return offset == end;
+}
+
+static PyObject *
+slice(const unsigned char *raw, Py_ssize_t start, Py_ssize_t size)
+{
+    return PyBytes_FromStringAndSize((const char *)raw + start, size);
+}
+
+static PyObject *
+quote(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "quote(attest, signature) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *attest = args[0], *signature = args[1];
+    if (!PyBytes_CheckExact(attest) || !PyBytes_CheckExact(signature))
+        Py_RETURN_NONE;
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(attest);
+    const unsigned char *g = (const unsigned char *)PyBytes_AS_STRING(signature);
+    struct quote_fields q;
+    struct signature_fields s;
+    if (!read_quote(a, PyBytes_GET_SIZE(attest), &q) ||
+        !read_signature(g, PyBytes_GET_SIZE(signature), &s))
+        Py_RETURN_NONE;
+    PyObject *value;
+    if (s.scheme == SIG_ECDSA)
+        value = der_signature(g + s.parts[0], s.sizes[0], g + s.parts[1], s.sizes[1]);
+    else
+        value = slice(g, s.parts[0], s.sizes[0]);
+    if (value == NULL)
+        return NULL;
+    /* "N": the tuple takes the new references (and releases them if it fails). */
+    return Py_BuildValue(
+        "((NNKkkiKNN)kkN)", slice(a, q.signer, q.signer_size),
+        slice(a, q.extra, q.extra_size), (unsigned long long)q.clock, (unsigned long)q.reset,
+        (unsigned long)q.restart, q.safe, (unsigned long long)q.firmware,
+        slice(a, q.selection, q.selection_size), slice(a, q.digest, q.digest_size),
+        (unsigned long)s.scheme, (unsigned long)s.hash, value);
+}
+
+static PyMethodDef METHODS[] = {
+    {"quote", (PyCFunction)(void (*)(void))quote, METH_FASTCALL,
+     "quote(attest, signature, /) -> tuple | None\n\n"
+     "((qualifiedSigner, extraData, clock, resetCount, restartCount, safe,\n"
+     "firmwareVersion, TPML_PCR_SELECTION bytes, pcrDigest), sigAlg, hashAlg,\n"
+     "signature) of a well-formed quote and signature -- the quote body as\n"
+     "wire.read_quote_body returns it, an ECDSA signature as DER -- or None: the\n"
+     "Python readers must parse them and name the fault."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {
+    PyModuleDef_HEAD_INIT, "_quote_native",
+    "A TPM quote and its signature framed in C; use verifier.evidence.tpm.quote_native.",
+    -1, METHODS, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__quote_native(void)
+{
+    PyObject *module = PyModule_Create(&MODULE);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(module, "MAX_ATTEST_SIZE", MAX_ATTEST_SIZE) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_SIGNATURE_SIZE", MAX_SIGNATURE_SIZE) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
