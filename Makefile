@@ -8,7 +8,7 @@ PROTOS := $(wildcard proto/weightgate/v1/*.proto)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libtss2-dev build-essential pkg-config gnutls-bin libssl-dev
 # The C modules (setup.py): the IMA hot path and the quote framing; pip rebuilds them
 # when a source changes.
-NATIVE_SOURCES := setup.py $(wildcard verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native/*.h verifier/evidence/tpm/native_quote/*.c)
+NATIVE_SOURCES := setup.py $(wildcard verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native/*.h verifier/evidence/tpm/native_quote/*.c verifier/evidence/tpm/native_common/*)
 
 .PHONY: setup demo test lint typecheck contracts protos check-protos bench fuzz clean
 
@@ -42,7 +42,7 @@ check-protos: $(STAMP_PIP)
 	  && echo "generated protobuf code is up to date"; rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP_PIP)
-	for f in verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native_quote/*.c; do gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter \
+	for f in verifier/evidence/tpm/native/*.c verifier/evidence/tpm/native_quote/*.c verifier/evidence/tpm/native_common/*.c; do gcc -fsyntax-only -std=c11 -Wall -Wextra -Wno-unused-parameter \
 	  -Werror -I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') $$f || exit 1; done
 	$(VENV)/bin/ruff check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py
 	$(VENV)/bin/ruff format --check agent verifier devsim tests bench tools proto/weightgate/checkpoint proto/weightgate/gpu_nonce.py proto/weightgate/cvm_binding.py

@@ -15,8 +15,14 @@ setup(
     ext_modules=[
         Extension(
             "verifier.evidence.tpm._ima_native",
-            sources=sorted(str(p) for p in Path("verifier/evidence/tpm/native").glob("*.c")),
-            depends=["verifier/evidence/tpm/native/ima_native.h"],
+            sources=[
+                *sorted(str(p) for p in Path("verifier/evidence/tpm/native").glob("*.c")),
+                "verifier/evidence/tpm/native_common/slots.c",
+            ],
+            depends=[
+                "verifier/evidence/tpm/native/ima_native.h",
+                "verifier/evidence/tpm/native_common/slots.h",
+            ],
             libraries=["crypto"],
             # A build failure (no compiler, no libcrypto, a Python whose C API moved)
             # leaves the pure-Python path; tests/unit/test_ima_native.py fails then.
@@ -34,7 +40,11 @@ setup(
         # The quote and its signature framed in C (quote_native.py); no libraries.
         Extension(
             "verifier.evidence.tpm._quote_native",
-            sources=["verifier/evidence/tpm/native_quote/quote.c"],
+            sources=[
+                "verifier/evidence/tpm/native_quote/quote.c",
+                "verifier/evidence/tpm/native_common/slots.c",
+            ],
+            depends=["verifier/evidence/tpm/native_common/slots.h"],
             optional=True,
             extra_compile_args=[
                 "-O2",

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 from unittest import mock
 
@@ -34,11 +34,15 @@ from verifier.evidence.tpm.authenticate import AuthenticatedQuote, authenticate_
 from verifier.evidence.tpm.parse import (
     MAX_ATTEST_SIZE,
     MAX_SIGNATURE_SIZE,
+    ClockInfo,
+    QuoteInfo,
+    TpmSignature,
     parse_quote_attest,
     parse_signature,
     parse_tpm2b_public,
     parse_tpmt_public,
 )
+from verifier.evidence.tpm.parse_attest import pcr_selection
 
 _ALLOW_ENV = "WEIGHTGATE_ALLOW_PURE_PYTHON_QUOTE"
 _GCE = "go-tpm-tools/attestations/gce-cos-85-nonce9009"
@@ -258,6 +262,43 @@ def test_only_exact_bytes(quotes_real: list[bytes], signatures_real: list[bytes]
     # Anything but bytes goes through the Python readers (which copy it first).
     for a, s in [(bytearray(attest), signature), (attest, memoryview(signature))]:
         assert quote_native.parse_quote_and_signature(a, s) is None  # type: ignore[arg-type]
+
+
+def test_configure_takes_only_the_exact_classes() -> None:
+    module: Any = quote_native._module
+
+    @dataclass(frozen=True, slots=True)
+    class Shorter:
+        scheme: str
+        hash_algorithm: str
+
+    @dataclass(frozen=True, slots=True)
+    class Renamed:
+        scheme: str
+        hash_algorithm: str
+        value: bytes
+
+    @dataclass(frozen=True, slots=True)
+    class OtherClock:  # the clock's names in another slot order
+        safe: bool
+        restart_count: int
+        reset_count: int
+        clock: int
+
+    for signature_class in (Shorter, Renamed, QuoteInfo):
+        with pytest.raises(TypeError):
+            # The clock class passes its check before the signature class fails.
+            module.configure(QuoteInfo, OtherClock, signature_class, pcr_selection, ParseError)
+    with pytest.raises(TypeError):
+        module.configure(QuoteInfo, ClockInfo, TpmSignature, None, ParseError)
+    # A refused configuration changed nothing: the reader still makes the real classes.
+    got = module.quote(*_first_pair())
+    assert type(got[0]) is QuoteInfo and type(got[1]) is TpmSignature
+    assert _same(got, _python(*_first_pair()))
+
+
+def _first_pair() -> tuple[bytes, bytes]:
+    return quote_vectors()[0], tpm_vectors("sig")[0]
 
 
 def test_bounds_are_the_readers() -> None:

@@ -1,7 +1,18 @@
 # Types of the C module native_quote/quote.c; callers use quote_native.py.
+from collections.abc import Callable
+
+from verifier.evidence.tpm.parse_attest import ClockInfo, PcrSelection, QuoteInfo
+from verifier.evidence.tpm.parse_signatures import TpmSignature
+
 MAX_ATTEST_SIZE: int
 MAX_SIGNATURE_SIZE: int
 
-def quote(
-    attest: bytes, signature: bytes, /
-) -> tuple[tuple[bytes, bytes, int, int, int, int, int, bytes, bytes], int, int, bytes] | None: ...
+def configure(
+    quote_info: type[QuoteInfo],
+    clock_info: type[ClockInfo],
+    signature: type[TpmSignature],
+    pcr_selection: Callable[[bytes], tuple[PcrSelection, ...]],
+    parse_error: type[Exception],
+    /,
+) -> None: ...
+def quote(attest: bytes, signature: bytes, /) -> tuple[QuoteInfo, TpmSignature] | None: ...

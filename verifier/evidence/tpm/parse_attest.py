@@ -40,7 +40,6 @@ __all__ = [
     "attest_header",
     "parse_quote_attest",
     "pcr_selection",
-    "quote_info",
     "read_clock_info",
     "unmarshal_attest",
 ]
@@ -125,7 +124,7 @@ SELECTION_CACHE_SIZE = 256
 def pcr_selection(selection: bytes) -> tuple[PcrSelection, ...]:
     """Decode a framed TPML_PCR_SELECTION. A pure function of its bytes, and its
     result is immutable, so equal encodings share one decoded value (failures, which
-    raise, are not cached)."""
+    raise, are not cached). The C quote reader (``quote_native``) calls it too."""
     result: list[PcrSelection] = []
     seen: set[str] = set()
     for alg_id, bitmap in wire.read_pcr_selection(selection):
@@ -196,17 +195,11 @@ def parse_quote_attest(data: bytes) -> QuoteInfo:
         attest_header(
             raw, expected_type=TPM_ST_ATTEST_QUOTE, type_name="quote", type_code="not_a_quote"
         )
-    return quote_info(wire.read_quote_body(raw))
-
-
-def quote_info(fields: wire.QuoteFields) -> QuoteInfo:
-    """The QuoteInfo of a quote body framed by a reader (:func:`wire.read_quote_body`
-    or its C twin), with the checks the framing leaves: clockInfo.safe is a
-    TPMI_YES_NO, the PCR banks are known and none repeated."""
-    signer, extra, clock, reset, restart, safe, firmware, selection, digest = fields
+    signer, extra, clock, reset, restart, safe, firmware, selection, digest = wire.read_quote_body(
+        raw
+    )
     if safe not in (0, 1):
         raise ParseError(f"TPMS_ATTEST: clockInfo.safe is {safe}, not a TPMI_YES_NO")
-    selections = pcr_selection(selection)
     # QuoteInfo(signer, extra, ClockInfo(...), ...), slot by slot (slot_setters).
     clock_info: ClockInfo = object.__new__(ClockInfo)
     _CLOCK_CLOCK(clock_info, clock)
@@ -218,6 +211,6 @@ def quote_info(fields: wire.QuoteFields) -> QuoteInfo:
     _QUOTE_EXTRA(info, extra)
     _QUOTE_CLOCK(info, clock_info)
     _QUOTE_FIRMWARE(info, firmware)
-    _QUOTE_SELECTION(info, selections)
+    _QUOTE_SELECTION(info, pcr_selection(selection))
     _QUOTE_DIGEST(info, digest)
     return info

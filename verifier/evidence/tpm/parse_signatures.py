@@ -21,7 +21,7 @@ from verifier.evidence.tpm.parse_common import (
     slot_setters,
 )
 
-__all__ = ["SIG_SCHEMES", "TpmSignature", "parse_signature", "tpm_signature"]
+__all__ = ["SIG_SCHEMES", "TpmSignature", "parse_signature"]
 
 # TPM_ALG_ID of the signature schemes -> our name.
 SIG_SCHEMES = {0x0014: "rsassa", 0x0016: "rsapss", 0x0018: "ecdsa"}
@@ -66,12 +66,7 @@ def parse_signature(data: bytes) -> TpmSignature:
     hash_algorithm = HASH_ALGS.get(hash_alg)
     if hash_algorithm is None:
         hash_algorithm = hash_name(hash_alg, what="ECDSA" if scheme == "ecdsa" else scheme)
-    return tpm_signature(scheme, hash_algorithm, signature)
-
-
-def tpm_signature(scheme: str, hash_algorithm: str, signature: bytes) -> TpmSignature:
-    """TpmSignature(scheme, hash_algorithm, signature) of fields a reader framed and
-    checked, slot by slot (slot_setters)."""
+    # TpmSignature(scheme, hash_algorithm, signature), slot by slot (slot_setters).
     sig: TpmSignature = object.__new__(TpmSignature)
     _SIG_SCHEME(sig, scheme)
     _SIG_HASH(sig, hash_algorithm)

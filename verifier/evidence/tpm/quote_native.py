@@ -21,12 +21,13 @@ escape hatch; read at import).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
 
 from verifier.evidence.errors import ParseError
-from verifier.evidence.tpm.parse_attest import QuoteInfo, quote_info
-from verifier.evidence.tpm.parse_common import HASH_ALGS, MAX_ATTEST_SIZE, MAX_SIGNATURE_SIZE
-from verifier.evidence.tpm.parse_signatures import SIG_SCHEMES, TpmSignature, tpm_signature
+from verifier.evidence.tpm.parse_attest import ClockInfo, QuoteInfo, pcr_selection
+from verifier.evidence.tpm.parse_common import MAX_ATTEST_SIZE, MAX_SIGNATURE_SIZE
+from verifier.evidence.tpm.parse_signatures import TpmSignature
 
 __all__ = ["active", "parse_quote_and_signature"]
 
@@ -43,7 +44,12 @@ if _module is not None and (
 if os.environ.get("WEIGHTGATE_QUOTE_NATIVE", "1") == "0":
     _module = None
 
-_quote = None if _module is None else _module.quote
+_quote: Callable[[bytes, bytes], tuple[QuoteInfo, TpmSignature] | None] | None = None
+if _module is not None:
+    # The classes the C reader makes, checked against its field lists (TypeError at
+    # import if a class no longer matches them: a programming error, not evidence).
+    _module.configure(QuoteInfo, ClockInfo, TpmSignature, pcr_selection, ParseError)
+    _quote = _module.quote
 
 
 def active() -> bool:
@@ -58,14 +64,4 @@ def parse_quote_and_signature(
     or None: the caller must then run those parsers, which name the fault."""
     if _quote is None:
         return None
-    fields = _quote(attest, signature)
-    if fields is None:
-        return None
-    body, alg, hash_alg, sig = fields
-    try:
-        # The C reader has already checked what quote_info checks (safe, the banks),
-        # so this does not raise for what it returns.
-        info = quote_info(body)
-    except ParseError:
-        return None
-    return info, tpm_signature(SIG_SCHEMES[alg], HASH_ALGS[hash_alg], sig)
+    return _quote(attest, signature)

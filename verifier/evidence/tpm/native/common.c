@@ -140,46 +140,7 @@ wg_unhex(const char *text, Py_ssize_t n, unsigned char *out)
 int
 wg_slot_offsets(PyTypeObject *type, Py_ssize_t offsets[F_COUNT])
 {
-    if (!Py_IS_TYPE(type, &PyType_Type) || type->tp_base != &PyBaseObject_Type ||
-        type->tp_itemsize != 0 ||
-        type->tp_dictoffset != 0 || type->tp_weaklistoffset != 0 ||
-        type->tp_alloc != PyType_GenericAlloc ||
-        type->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + F_COUNT * sizeof(PyObject *))) {
-        PyErr_Format(PyExc_TypeError, "%s is not a plain class of %d slots", type->tp_name,
-                     F_COUNT);
-        return -1;
-    }
-    for (int f = 0; f < F_COUNT; f++) {
-        PyObject *descr = PyObject_GetAttrString((PyObject *)type, FIELD_NAMES[f]);
-        if (descr == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "%s has no field %s", type->tp_name,
-                             FIELD_NAMES[f]);
-            }
-            return -1;
-        }
-        int is_member = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                        ((PyMemberDescrObject *)descr)->d_common.d_type == type;
-        PyMemberDef *member = is_member ? ((PyMemberDescrObject *)descr)->d_member : NULL;
-        Py_DECREF(descr); /* the type keeps it alive */
-        if (member == NULL || member->type != T_OBJECT_EX || (member->flags & READONLY) ||
-            member->offset < (Py_ssize_t)sizeof(PyObject) ||
-            member->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot of its own",
-                         type->tp_name, FIELD_NAMES[f]);
-            return -1;
-        }
-        for (int g = 0; g < f; g++) {
-            if (offsets[g] == member->offset) {
-                PyErr_Format(PyExc_TypeError, "%s.%s shares a slot", type->tp_name,
-                             FIELD_NAMES[f]);
-                return -1;
-            }
-        }
-        offsets[f] = member->offset;
-    }
-    return 0;
+    return wg_object_slots(type, FIELD_NAMES, F_COUNT, offsets);
 }
 
 void
@@ -196,25 +157,13 @@ wg_shared_clear(struct shared *s)
 static PyObject *
 entry_from(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], PyObject *values[F_COUNT])
 {
-    PyObject *entry = NULL;
-    for (int f = 0; f < F_COUNT; f++)
-        if (values[f] == NULL)
-            goto fail;
-    entry = type->tp_alloc(type, 0);
-    if (entry == NULL)
-        goto fail;
-    for (int f = 0; f < F_COUNT; f++)
-        *(PyObject **)((char *)entry + offsets[f]) = values[f]; /* steals each */
+    PyObject *entry = wg_object_from(type, offsets, F_COUNT, values);
     /* Its fields are ints, bytes, str and None: it cannot be part of a reference
      * cycle, so the collector need not track it (as CPython does for such tuples);
      * this keeps a large list out of every collection. */
-    if (PyObject_IS_GC(entry))
+    if (entry != NULL && PyObject_IS_GC(entry))
         PyObject_GC_UnTrack(entry);
     return entry;
-fail:
-    for (int f = 0; f < F_COUNT; f++)
-        Py_XDECREF(values[f]);
-    return NULL;
 }
 
 /* The shared str of template t and of d-ng algorithm a (made once per call). */

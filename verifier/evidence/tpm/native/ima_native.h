@@ -9,6 +9,7 @@
 #include <structmember.h>
 #include <openssl/sha.h>
 #include <stdint.h>
+#include "../native_common/slots.h"
 #include <string.h>
 
 /* TPM banks this module hashes. */

@@ -2,10 +2,11 @@
  * A TPM2_Quote's TPMS_ATTEST and its TPMT_SIGNATURE framed in C, for the per-quote
  * path (verifier/evidence/tpm/quote_native.py is the only caller).
  *
- * Why C: the Python readers (wire.py) take a few microseconds each, but right after
- * an ECDSA verification, whose tables push the interpreter's working set out of the
- * CPU caches, the same Python code runs three to four times slower; one C call
- * touches far less (bench/tpm_verify.py, signature path with an ECC AK).
+ * Why C: the Python readers (wire.py, then the objects built slot by slot) take a
+ * few microseconds each, but right after an ECDSA verification, whose tables push
+ * the interpreter's working set out of the CPU caches, the same Python code runs
+ * three to four times slower; one C call touches far less (bench/tpm_verify.py,
+ * signature path with an ECC AK: ~25 of ~45 us of our own per-quote work there).
  *
  * Safety rules:
  *   - It never reports an error about the evidence. Anything it does not accept in
@@ -20,9 +21,14 @@
  *     under it), and every read is checked against the object's length first.
  *   - It builds the DER of an ECDSA (r, s) exactly as cryptography's
  *     encode_dss_signature does for the integers r and s (the tests compare them).
+ *   - It makes the very objects the Python readers return (QuoteInfo with its
+ *     ClockInfo, TpmSignature), their slots written directly as the readers'
+ *     slot setters do; configure() takes only classes of exactly those slots
+ *     (native_common/slots.c), and the PCR selection is decoded by the readers' own
+ *     cached function, so a selection it refuses is refused here too (None).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "../native_common/slots.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -232,11 +238,118 @@ slice(const unsigned char *raw, Py_ssize_t start, Py_ssize_t size)
     return PyBytes_FromStringAndSize((const char *)raw + start, size);
 }
 
+/* The classes the results are made of, their slots, and what fills them; set by
+ * configure() (quote_native.py, at import). The fields, in slot order: */
+enum { CLOCK_FIELDS = 4, QUOTE_FIELDS = 6, SIGNATURE_FIELDS = 3 };
+static const char *const CLOCK_NAMES[CLOCK_FIELDS] = {"clock", "reset_count",
+                                                      "restart_count", "safe"};
+static const char *const QUOTE_NAMES[QUOTE_FIELDS] = {
+    "qualified_signer", "extra_data", "clock_info", "firmware_version", "pcr_selection",
+    "pcr_digest"};
+static const char *const SIGNATURE_NAMES[SIGNATURE_FIELDS] = {"scheme", "hash_algorithm",
+                                                              "signature"};
+
+static struct {
+    PyTypeObject *clock, *quote, *signature;
+    Py_ssize_t clock_slots[CLOCK_FIELDS], quote_slots[QUOTE_FIELDS],
+        signature_slots[SIGNATURE_FIELDS];
+    PyObject *pcr_selection; /* framed TPML_PCR_SELECTION -> decoded tuple (cached) */
+    PyObject *parse_error;   /* what pcr_selection raises for a selection it refuses */
+    PyObject *schemes[3];    /* "rsassa", "rsapss", "ecdsa" */
+    PyObject *hashes[4];     /* "sha1", "sha256", "sha384", "sha512" */
+} made;
+
+static const char *const SCHEME_NAMES[3] = {"rsassa", "rsapss", "ecdsa"};
+static const char *const HASH_NAMES[4] = {"sha1", "sha256", "sha384", "sha512"};
+
+static PyObject *
+scheme_name(uint32_t scheme)
+{
+    return Py_NewRef(made.schemes[scheme == SIG_RSASSA ? 0 : scheme == SIG_RSAPSS ? 1 : 2]);
+}
+
+static PyObject *
+hash_name(uint32_t alg)
+{
+    return Py_NewRef(made.hashes[alg == 0x0004 ? 0 : alg == 0x000b ? 1 : alg == 0x000c ? 2 : 3]);
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyTypeObject *quote, *clock, *signature;
+    PyObject *selection, *error;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO:configure", &PyType_Type, &quote, &PyType_Type,
+                          &clock, &PyType_Type, &signature, &selection, &error))
+        return NULL;
+    if (!PyCallable_Check(selection) || !PyExceptionClass_Check(error)) {
+        PyErr_SetString(PyExc_TypeError, "configure: pcr_selection must be callable, "
+                                         "parse_error an exception class");
+        return NULL;
+    }
+    /* Into locals first: a refused configuration leaves the current one whole. */
+    Py_ssize_t clock_slots[CLOCK_FIELDS], quote_slots[QUOTE_FIELDS],
+        signature_slots[SIGNATURE_FIELDS];
+    if (wg_object_slots(clock, CLOCK_NAMES, CLOCK_FIELDS, clock_slots) < 0 ||
+        wg_object_slots(quote, QUOTE_NAMES, QUOTE_FIELDS, quote_slots) < 0 ||
+        wg_object_slots(signature, SIGNATURE_NAMES, SIGNATURE_FIELDS, signature_slots) < 0)
+        return NULL;
+    for (int i = 0; i < 3; i++)
+        if (made.schemes[i] == NULL &&
+            (made.schemes[i] = PyUnicode_InternFromString(SCHEME_NAMES[i])) == NULL)
+            return NULL;
+    for (int i = 0; i < 4; i++)
+        if (made.hashes[i] == NULL &&
+            (made.hashes[i] = PyUnicode_InternFromString(HASH_NAMES[i])) == NULL)
+            return NULL;
+    memcpy(made.clock_slots, clock_slots, sizeof clock_slots);
+    memcpy(made.quote_slots, quote_slots, sizeof quote_slots);
+    memcpy(made.signature_slots, signature_slots, sizeof signature_slots);
+    Py_XSETREF(made.clock, (PyTypeObject *)Py_NewRef(clock));
+    Py_XSETREF(made.quote, (PyTypeObject *)Py_NewRef(quote));
+    Py_XSETREF(made.signature, (PyTypeObject *)Py_NewRef(signature));
+    Py_XSETREF(made.pcr_selection, Py_NewRef(selection));
+    Py_XSETREF(made.parse_error, Py_NewRef(error));
+    Py_RETURN_NONE;
+}
+
+/* The QuoteInfo of q, None when pcr_selection refuses its selection, NULL on error. */
+static PyObject *
+quote_info(const unsigned char *a, const struct quote_fields *q)
+{
+    PyObject *selection = slice(a, q->selection, q->selection_size);
+    if (selection == NULL)
+        return NULL;
+    PyObject *decoded = PyObject_CallOneArg(made.pcr_selection, selection);
+    Py_DECREF(selection);
+    if (decoded == NULL) {
+        if (!PyErr_ExceptionMatches(made.parse_error))
+            return NULL;
+        PyErr_Clear(); /* the Python reader will name it */
+        Py_RETURN_NONE;
+    }
+    PyObject *clock[CLOCK_FIELDS] = {
+        PyLong_FromUnsignedLongLong(q->clock), PyLong_FromUnsignedLong(q->reset),
+        PyLong_FromUnsignedLong(q->restart), PyBool_FromLong(q->safe)};
+    PyObject *fields[QUOTE_FIELDS] = {
+        slice(a, q->signer, q->signer_size),
+        slice(a, q->extra, q->extra_size),
+        wg_object_from(made.clock, made.clock_slots, CLOCK_FIELDS, clock),
+        PyLong_FromUnsignedLongLong(q->firmware),
+        decoded,
+        slice(a, q->digest, q->digest_size)};
+    return wg_object_from(made.quote, made.quote_slots, QUOTE_FIELDS, fields);
+}
+
 static PyObject *
 quote(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "quote(attest, signature) takes 2 arguments");
+        return NULL;
+    }
+    if (made.quote == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "quote: configure() has not run");
         return NULL;
     }
     PyObject *attest = args[0], *signature = args[1];
@@ -249,30 +362,36 @@ quote(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!read_quote(a, PyBytes_GET_SIZE(attest), &q) ||
         !read_signature(g, PyBytes_GET_SIZE(signature), &s))
         Py_RETURN_NONE;
+    PyObject *info = quote_info(a, &q);
+    if (info == NULL || info == Py_None)
+        return info;
     PyObject *value;
     if (s.scheme == SIG_ECDSA)
         value = der_signature(g + s.parts[0], s.sizes[0], g + s.parts[1], s.sizes[1]);
     else
         value = slice(g, s.parts[0], s.sizes[0]);
-    if (value == NULL)
+    PyObject *fields[SIGNATURE_FIELDS] = {scheme_name(s.scheme), hash_name(s.hash), value};
+    PyObject *sig = wg_object_from(made.signature, made.signature_slots, SIGNATURE_FIELDS, fields);
+    if (sig == NULL) {
+        Py_DECREF(info);
         return NULL;
-    /* "N": the tuple takes the new references (and releases them if it fails). */
-    return Py_BuildValue(
-        "((NNKkkiKNN)kkN)", slice(a, q.signer, q.signer_size),
-        slice(a, q.extra, q.extra_size), (unsigned long long)q.clock, (unsigned long)q.reset,
-        (unsigned long)q.restart, q.safe, (unsigned long long)q.firmware,
-        slice(a, q.selection, q.selection_size), slice(a, q.digest, q.digest_size),
-        (unsigned long)s.scheme, (unsigned long)s.hash, value);
+    }
+    PyObject *both = PyTuple_Pack(2, info, sig);
+    Py_DECREF(info);
+    Py_DECREF(sig);
+    return both;
 }
 
 static PyMethodDef METHODS[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(QuoteInfo, ClockInfo, TpmSignature, pcr_selection, ParseError, /)\n\n"
+     "The classes quote() makes (plain slotted classes with exactly their fields),\n"
+     "the decoder of a framed TPML_PCR_SELECTION and the error it raises."},
     {"quote", (PyCFunction)(void (*)(void))quote, METH_FASTCALL,
-     "quote(attest, signature, /) -> tuple | None\n\n"
-     "((qualifiedSigner, extraData, clock, resetCount, restartCount, safe,\n"
-     "firmwareVersion, TPML_PCR_SELECTION bytes, pcrDigest), sigAlg, hashAlg,\n"
-     "signature) of a well-formed quote and signature -- the quote body as\n"
-     "wire.read_quote_body returns it, an ECDSA signature as DER -- or None: the\n"
-     "Python readers must parse them and name the fault."},
+     "quote(attest, signature, /) -> (QuoteInfo, TpmSignature) | None\n\n"
+     "What parse_quote_attest(attest) and parse_signature(signature) return when\n"
+     "both parse (an ECDSA signature as DER), or None: the Python readers must parse\n"
+     "them and name the fault."},
     {NULL, NULL, 0, NULL},
 };
 
