@@ -12,6 +12,7 @@ on real quotes, with the C path and without it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -169,6 +170,38 @@ def test_random_bytes_agree(
         assert_agree(data.draw(st.sampled_from(quotes_real)), noise)
 
 
+def _tpm2b(value: bytes) -> bytes:
+    return len(value).to_bytes(2, "big") + value
+
+
+# A quote of our own making (signer, nonce, clock, one sha256 selection of PCRs 0-7
+# and 10, a digest), so that the tests of the signature encodings run without the
+# shared vectors.
+_QUOTE = (
+    b"\xff\x54\x43\x47\x80\x18"
+    + _tpm2b(b"\x00\x0b" + b"\x11" * 32)
+    + _tpm2b(b"\x22" * 32)
+    + (7).to_bytes(8, "big")
+    + (1).to_bytes(4, "big")
+    + (0).to_bytes(4, "big")
+    + b"\x01"
+    + (0x2023_0001).to_bytes(8, "big")
+    + (1).to_bytes(4, "big")
+    + b"\x00\x0b\x03\xff\x04\x00"
+    + _tpm2b(b"\x33" * 32)
+)
+
+
+def test_the_synthetic_quote_parses() -> None:
+    info = parse_quote_attest(_QUOTE)
+    assert info.extra_data == b"\x22" * 32
+    assert info.clock_info.clock == 7 and info.clock_info.safe is True
+    assert [(s.hash_algorithm, s.pcrs) for s in info.pcr_selection] == [
+        ("sha256", (0, 1, 2, 3, 4, 5, 6, 7, 10))
+    ]
+    assert_agree(_QUOTE, _ecdsa(b"\x01", b"\x02"))
+
+
 def _ecdsa(r: bytes, s: bytes, hash_alg: int = 0x000B) -> bytes:
     return (
         b"\x00\x18"
@@ -187,15 +220,15 @@ _PART = st.binary(min_size=1, max_size=128) | st.sampled_from(
 
 @_settings(1500)
 @given(r=_PART, s=_PART)
-def test_ecdsa_der_is_cryptographys(quotes_real: list[bytes], r: bytes, s: bytes) -> None:
-    got = quote_native.parse_quote_and_signature(quotes_real[0], _ecdsa(r, s))
+def test_ecdsa_der_is_cryptographys(r: bytes, s: bytes) -> None:
+    got = quote_native.parse_quote_and_signature(_QUOTE, _ecdsa(r, s))
     assert got is not None
     expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
     assert got[1].signature == expected
-    assert_agree(quotes_real[0], _ecdsa(r, s))
+    assert_agree(_QUOTE, _ecdsa(r, s))
 
 
-def test_ecdsa_der_every_length(quotes_real: list[bytes]) -> None:
+def test_ecdsa_der_every_length() -> None:
     """Every length of r and of s, with and without the pad byte: every SEQUENCE
     length from the shortest to 264, so every edge of the short, 0x81 and 0x82 forms."""
     lengths: set[int] = set()
@@ -203,7 +236,7 @@ def test_ecdsa_der_every_length(quotes_real: list[bytes]) -> None:
         for s_len in range(1, 129):
             r = bytes([0x7F if (r_len + s_len) % 2 else 0x80]) * r_len
             s = bytes([0x80 if s_len % 3 else 0x01]) * s_len
-            got = quote_native.parse_quote_and_signature(quotes_real[0], _ecdsa(r, s))
+            got = quote_native.parse_quote_and_signature(_QUOTE, _ecdsa(r, s))
             assert got is not None
             expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
             assert got[1].signature == expected, (r.hex(), s.hex())
@@ -211,7 +244,7 @@ def test_ecdsa_der_every_length(quotes_real: list[bytes]) -> None:
     assert {127 + 2, 128 + 3, 255 + 3, 256 + 4, 264 + 4} <= lengths
 
 
-def test_ecdsa_der_length_forms(quotes_real: list[bytes]) -> None:
+def test_ecdsa_der_length_forms() -> None:
     """Short, 0x81 and 0x82 SEQUENCE lengths and 0x81 INTEGER lengths, at their edges."""
     for r, s in [
         (b"\x01", b"\x01"),  # 30 06
@@ -222,14 +255,14 @@ def test_ecdsa_der_length_forms(quotes_real: list[bytes]) -> None:
         (b"\xff" * 128, b"\xff" * 128),  # content 264: 0x82
         (b"\x00" * 128, b"\x00" * 128),  # zero and zero
     ]:
-        got = quote_native.parse_quote_and_signature(quotes_real[0], _ecdsa(r, s))
+        got = quote_native.parse_quote_and_signature(_QUOTE, _ecdsa(r, s))
         assert got is not None
         expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
         assert got[1].signature == expected, (r.hex(), s.hex())
 
 
-def test_refusals_are_the_python_readers(quotes_real: list[bytes]) -> None:
-    attest = quotes_real[0]
+def test_refusals_are_the_python_readers() -> None:
+    attest = _QUOTE
     # Each is one the Python readers refuse; the C path must hand it back (None).
     for signature in [
         _ecdsa(b"", b"\x01"),  # empty r
@@ -292,22 +325,40 @@ def test_configure_takes_only_the_exact_classes() -> None:
     with pytest.raises(TypeError):
         module.configure(QuoteInfo, ClockInfo, TpmSignature, None, ParseError)
     # A refused configuration changed nothing: the reader still makes the real classes.
-    got = module.quote(*_first_pair())
+    pair = (_QUOTE, _ecdsa(b"\x01", b"\x02"))
+    got = module.quote(*pair)
     assert type(got[0]) is QuoteInfo and type(got[1]) is TpmSignature
-    assert _same(got, _python(*_first_pair()))
-
-
-def _first_pair() -> tuple[bytes, bytes]:
-    return quote_vectors()[0], tpm_vectors("sig")[0]
+    assert _same(got, _python(*pair))
 
 
 def test_bounds_are_the_readers() -> None:
     module: Any = quote_native._module
     assert module.MAX_ATTEST_SIZE == MAX_ATTEST_SIZE
     assert module.MAX_SIGNATURE_SIZE == MAX_SIGNATURE_SIZE
-    assert module.quote(b"\x00" * (MAX_ATTEST_SIZE + 1), b"") is None
+    assert quote_native._matches_readers(module)
+    signature = _ecdsa(b"\x01", b"\x02")
+    assert module.quote(_QUOTE, signature) is not None
     with pytest.raises(TypeError):
         module.quote(b"")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_TPM2B_DATA", 65), ("MAX_TPM2B_ECC_PARAMETER", 127), ("HASH_ALGS", (4, 11, 12))],
+)
+def test_a_build_with_other_bounds_is_not_used(name: str, value: object) -> None:
+    """quote_native checks every bound and hash of the C reader against the Python
+    readers' at import; one that differs turns the C path off."""
+
+    class Stale:
+        pass
+
+    stale = Stale()
+    for attribute in [*quote_native._READER_BOUNDS, "HASH_ALGS"]:
+        setattr(stale, attribute, getattr(quote_native._module, attribute))
+    assert quote_native._matches_readers(stale)  # type: ignore[arg-type]
+    setattr(stale, name, value)
+    assert not quote_native._matches_readers(stale)  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -320,7 +371,7 @@ def _outcome(run: Callable[[], Any]) -> object:
     try:
         return run()
     except Exception as exc:  # the outcome compared is the exception
-        return type(exc), str(exc), getattr(exc, "reason", None), getattr(exc, "passed", None)
+        return type(exc), str(exc), getattr(exc, "reason", None), getattr(exc, "checks_run", None)
 
 
 def test_environment_switch() -> None:
@@ -347,14 +398,19 @@ def _cases() -> list[QuoteCase]:
     return cases
 
 
-def _authenticate(case: QuoteCase, attest: bytes, signature: bytes) -> object:
+def _authenticate(
+    case: QuoteCase, attest: bytes, signature: bytes, *, refused_ak: bool = False
+) -> object:
     parse = parse_tpm2b_public if case.ak_is_tpm2b else parse_tpmt_public
     selection = {s.hash_algorithm: s.pcrs for s in parse_quote_attest(case.attest).pcr_selection}
+    ak = parse(case.ak_public)
+    if refused_ak:  # not restricted: check_attestation_key refuses it
+        ak = dataclasses.replace(ak, attributes=ak.attributes & ~0x00010000)
     return _outcome(
         lambda: authenticate_quote(
             attest=attest,
             signature=signature,
-            ak=parse(case.ak_public),
+            ak=ak,
             expected_qualifying_data=case.nonce,
             required_pcrs=selection,
             reported_pcrs=case.pcrs,
@@ -387,6 +443,30 @@ def test_authenticate_quote_with_and_without_the_c_path() -> None:
             assert _summary(native) == _summary(python), (attest.hex(), signature.hex())
             accepted += isinstance(native, AuthenticatedQuote)
     assert accepted >= len(_cases())
+
+
+def test_a_refused_ak_is_reported_in_the_same_place_either_way() -> None:
+    """The AK check runs after the quote parses and before the signature does, on
+    both paths: a refused AK with a malformed quote is the quote's fault, with a
+    malformed signature or a good one the AK's."""
+    case = swtpm_quote_case(TPM_SWTPM_SETS[0])
+    codes = {}
+    for label, attest, signature in [
+        ("good", case.attest, case.signature),
+        ("bad quote", case.attest[:-1], case.signature),
+        ("bad signature", case.attest, case.signature[:-1]),
+    ]:
+        native = _authenticate(case, attest, signature, refused_ak=True)
+        with _python_path():
+            python = _authenticate(case, attest, signature, refused_ak=True)
+        assert native == python
+        assert isinstance(native, tuple)
+        codes[label] = (native[2].code, native[3])
+    assert codes == {
+        "good": ("enrollment.ak_not_restricted_signing", frozenset({"tpm.quote.parse"})),
+        "bad quote": ("tpm.quote.malformed", frozenset()),
+        "bad signature": ("enrollment.ak_not_restricted_signing", frozenset({"tpm.quote.parse"})),
+    }
 
 
 def _flip(raw: bytes, offset: int) -> bytes:

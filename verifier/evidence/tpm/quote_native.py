@@ -25,8 +25,9 @@ from collections.abc import Callable
 from types import ModuleType
 
 from verifier.evidence.errors import ParseError
+from verifier.evidence.tpm import wire
 from verifier.evidence.tpm.parse_attest import ClockInfo, QuoteInfo, pcr_selection
-from verifier.evidence.tpm.parse_common import MAX_ATTEST_SIZE, MAX_SIGNATURE_SIZE
+from verifier.evidence.tpm.parse_common import HASH_ALGS, MAX_ATTEST_SIZE, MAX_SIGNATURE_SIZE
 from verifier.evidence.tpm.parse_signatures import TpmSignature
 
 __all__ = ["active", "parse_quote_and_signature"]
@@ -36,10 +37,29 @@ try:
     from verifier.evidence.tpm import _quote_native as _module
 except ImportError:  # built without a C compiler: the Python readers only
     _module = None
-if _module is not None and (
-    _module.MAX_ATTEST_SIZE != MAX_ATTEST_SIZE or _module.MAX_SIGNATURE_SIZE != MAX_SIGNATURE_SIZE
-):
-    # A stale build with other bounds would accept what the readers refuse.
+# The bounds and hashes the C reader enforces must be the Python readers': a build
+# with others (stale, or a bound changed on one side only) would accept what they
+# refuse, so it is not used.
+_READER_BOUNDS = {
+    "MAX_ATTEST_SIZE": MAX_ATTEST_SIZE,
+    "MAX_SIGNATURE_SIZE": MAX_SIGNATURE_SIZE,
+    "MAX_TPM2B_NAME": wire.MAX_TPM2B_NAME,
+    "MAX_TPM2B_DATA": wire.MAX_TPM2B_DATA,
+    "MAX_TPM2B_DIGEST": wire.MAX_TPM2B_DIGEST,
+    "MAX_TPM2B_PUBLIC_KEY_RSA": wire.MAX_TPM2B_PUBLIC_KEY_RSA,
+    "MAX_TPM2B_ECC_PARAMETER": wire.MAX_TPM2B_ECC_PARAMETER,
+    "NUM_PCR_BANKS": wire.NUM_PCR_BANKS,
+    "PCR_SELECT_MAX": wire.PCR_SELECT_MAX,
+}
+
+
+def _matches_readers(module: ModuleType) -> bool:
+    return all(
+        getattr(module, name, None) == value for name, value in _READER_BOUNDS.items()
+    ) and set(getattr(module, "HASH_ALGS", ())) == set(HASH_ALGS)
+
+
+if _module is not None and not _matches_readers(_module):
     _module = None
 if os.environ.get("WEIGHTGATE_QUOTE_NATIVE", "1") == "0":
     _module = None

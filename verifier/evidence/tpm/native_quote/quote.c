@@ -70,10 +70,14 @@ be64(const unsigned char *p)
 }
 
 /* The hashes parse_common.HASH_ALGS names (sha1, sha256, sha384, sha512). */
+#define HASH_SHA1 0x0004
+#define HASH_SHA256 0x000b
+#define HASH_SHA384 0x000c
+#define HASH_SHA512 0x000d
 static int
 known_hash(uint32_t alg)
 {
-    return alg == 0x0004 || alg == 0x000b || alg == 0x000c || alg == 0x000d;
+    return alg == HASH_SHA1 || alg == HASH_SHA256 || alg == HASH_SHA384 || alg == HASH_SHA512;
 }
 
 /* A TPM2B at *offset of at most `limit` bytes within [0, end): its start and size,
@@ -176,7 +180,9 @@ static PyObject *
 der_signature(const unsigned char *r, Py_ssize_t r_size, const unsigned char *s,
               Py_ssize_t s_size)
 {
-    /* 2 x (tag, 0x81, length, pad byte, 128 bytes) */
+    /* 2 x (tag, 0x81, length, pad byte, 128 bytes): read_signature bounds r and s
+     * by MAX_TPM2B_ECC_PARAMETER, and a longer INTEGER would need more length bytes. */
+    _Static_assert(MAX_TPM2B_ECC_PARAMETER + 1 <= 0xff, "one length byte per INTEGER");
     unsigned char body[2 * (4 + MAX_TPM2B_ECC_PARAMETER)];
     Py_ssize_t len = der_integer(body, r, r_size);
     len += der_integer(body + len, s, s_size);
@@ -271,7 +277,10 @@ scheme_name(uint32_t scheme)
 static PyObject *
 hash_name(uint32_t alg)
 {
-    return Py_NewRef(made.hashes[alg == 0x0004 ? 0 : alg == 0x000b ? 1 : alg == 0x000c ? 2 : 3]);
+    return Py_NewRef(made.hashes[alg == HASH_SHA1     ? 0
+                                 : alg == HASH_SHA256 ? 1
+                                 : alg == HASH_SHA384 ? 2
+                                                      : 3]);
 }
 
 static PyObject *
@@ -328,16 +337,20 @@ quote_info(const unsigned char *a, const struct quote_fields *q)
         PyErr_Clear(); /* the Python reader will name it */
         Py_RETURN_NONE;
     }
-    PyObject *clock[CLOCK_FIELDS] = {
-        PyLong_FromUnsignedLongLong(q->clock), PyLong_FromUnsignedLong(q->reset),
-        PyLong_FromUnsignedLong(q->restart), PyBool_FromLong(q->safe)};
-    PyObject *fields[QUOTE_FIELDS] = {
-        slice(a, q->signer, q->signer_size),
-        slice(a, q->extra, q->extra_size),
-        wg_object_from(made.clock, made.clock_slots, CLOCK_FIELDS, clock),
-        PyLong_FromUnsignedLongLong(q->firmware),
-        decoded,
-        slice(a, q->digest, q->digest_size)};
+    /* Each value made only while none has failed (no call runs with an exception
+     * set); wg_object_from releases what was made when one is missing. */
+    PyObject *clock[CLOCK_FIELDS] = {NULL};
+    if ((clock[0] = PyLong_FromUnsignedLongLong(q->clock)) != NULL &&
+        (clock[1] = PyLong_FromUnsignedLong(q->reset)) != NULL &&
+        (clock[2] = PyLong_FromUnsignedLong(q->restart)) != NULL)
+        clock[3] = PyBool_FromLong(q->safe);
+    PyObject *fields[QUOTE_FIELDS] = {NULL};
+    fields[4] = decoded;
+    if ((fields[2] = wg_object_from(made.clock, made.clock_slots, CLOCK_FIELDS, clock)) != NULL &&
+        (fields[0] = slice(a, q->signer, q->signer_size)) != NULL &&
+        (fields[1] = slice(a, q->extra, q->extra_size)) != NULL &&
+        (fields[3] = PyLong_FromUnsignedLongLong(q->firmware)) != NULL)
+        fields[5] = slice(a, q->digest, q->digest_size);
     return wg_object_from(made.quote, made.quote_slots, QUOTE_FIELDS, fields);
 }
 
@@ -407,8 +420,24 @@ PyInit__quote_native(void)
     PyObject *module = PyModule_Create(&MODULE);
     if (module == NULL)
         return NULL;
+    /* The bounds and hashes it enforces, checked against the Python readers' at
+     * import (quote_native.py): a build that differs is not used. */
     if (PyModule_AddIntConstant(module, "MAX_ATTEST_SIZE", MAX_ATTEST_SIZE) < 0 ||
-        PyModule_AddIntConstant(module, "MAX_SIGNATURE_SIZE", MAX_SIGNATURE_SIZE) < 0) {
+        PyModule_AddIntConstant(module, "MAX_SIGNATURE_SIZE", MAX_SIGNATURE_SIZE) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_TPM2B_NAME", MAX_TPM2B_NAME) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_TPM2B_DATA", MAX_TPM2B_DATA) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_TPM2B_DIGEST", MAX_TPM2B_DIGEST) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_TPM2B_PUBLIC_KEY_RSA", MAX_TPM2B_PUBLIC_KEY_RSA) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_TPM2B_ECC_PARAMETER", MAX_TPM2B_ECC_PARAMETER) < 0 ||
+        PyModule_AddIntConstant(module, "NUM_PCR_BANKS", NUM_PCR_BANKS) < 0 ||
+        PyModule_AddIntConstant(module, "PCR_SELECT_MAX", PCR_SELECT_MAX) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    PyObject *hashes = Py_BuildValue("(iiii)", HASH_SHA1, HASH_SHA256, HASH_SHA384, HASH_SHA512);
+    int added = hashes == NULL ? -1 : PyModule_AddObjectRef(module, "HASH_ALGS", hashes);
+    Py_XDECREF(hashes);
+    if (added < 0) {
         Py_DECREF(module);
         return NULL;
     }
