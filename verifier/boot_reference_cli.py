@@ -38,7 +38,8 @@ def add_boot_reference_commands(reference_commands: Any) -> None:
         "propose",
         help="propose a group's measured-boot reference from a known-good host's event log",
         description="Replays LOG, checks its events, reads facts (Secure Boot, PK/KEK/db/dbx, "
-        "boot applications, kernel command line, every PCR9 file digest, firmware version) "
+        "boot applications, kernel command line, every PCR9 file digest, PCR2 driver digests, "
+        "firmware version) "
         "from the PCRs that --pcrs "
         "confirms, and proposes them as the group's reference; it applies once approved.",
     )

@@ -189,3 +189,76 @@ def test_propose_an_ima_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert "IMA runtime policy of group gpu replaced" in out
         record = verifier.store.get_ima_policy("gpu")
         assert record is not None and record.document == json.loads(good.read_text())
+
+
+# --- PCR2: UEFI drivers (driver_digests) through a real quote ---------------------
+
+# A real server log with 8 option-ROM driver events (3 digests), locality 0: a fresh
+# swtpm reproduces its PCRs.
+DRIVER_HOST = ("python3-uefi-eventlog", "sr645__rk049-s26.bin")
+
+
+@pytest.fixture(scope="module")
+def driver_host(
+    swtpm_factory_module: Callable[..., SwtpmProcess], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[bytes, AuthenticatedQuote, dict[str, Any]]:
+    """The log, its quote over 0-9 and 12, and the reference proposed from both."""
+    path = vectors_dir("tpm", *DRIVER_HOST)
+    raw = path.read_bytes()
+    quote = live_quote(
+        swtpm_factory_module, raw, banks=("sha1", "sha256"), selection=REFERENCE_SELECTION
+    )
+    directory = tmp_path_factory.mktemp("driver-host")
+    quote.files(directory)
+    document, _ = reference_document(path, directory / "pcrs.json")
+    return raw, quote.authenticated(), document
+
+
+@pytest.mark.swtpm
+def test_a_host_with_drivers_matches_its_proposal(
+    driver_host: tuple[bytes, AuthenticatedQuote, dict[str, Any]],
+) -> None:
+    raw, quote, document = driver_host
+    assert len(document["driver_digests"]) == 3
+    check = check_boot_log(raw, quote)
+    assert check.passed, check.reasons
+    assert 2 in check.verified_pcrs["sha256"]
+    assert appraise_boot_log(check, load_boot_reference(document)) == (
+        frozenset({CHECK_BOOT_REFERENCE}),
+        (),
+    )
+
+
+@pytest.mark.swtpm
+def test_a_driver_the_reference_does_not_list_fails_the_round(
+    driver_host: tuple[bytes, AuthenticatedQuote, dict[str, Any]],
+) -> None:
+    raw, quote, document = driver_host
+    removed = document["driver_digests"][-1]
+    reference = {**document, "driver_digests": document["driver_digests"][:-1]}
+    checks, reasons = appraise_boot_log(check_boot_log(raw, quote), load_boot_reference(reference))
+    assert checks == frozenset()
+    # The digest is loaded by four of the log's driver events (14, 15 and 16 too).
+    assert [r.code for r in reasons] == ["tpm.boot.unexpected_driver"] * 4
+    assert all(r.detail.endswith(f"digest {removed}") for r in reasons)
+    assert reasons[0].detail.startswith("event 13 (PCR2 EV_EFI_BOOT_SERVICES_DRIVER")
+
+
+@pytest.mark.swtpm
+def test_driver_digests_need_pcr2_in_the_quote(
+    swtpm_factory: Callable[..., SwtpmProcess],
+    driver_host: tuple[bytes, AuthenticatedQuote, dict[str, Any]],
+) -> None:
+    raw, _, document = driver_host
+    selection = {"sha256": [pcr for pcr in REFERENCE_SELECTION["sha256"] if pcr != 2]}
+    quote = live_quote(swtpm_factory, raw, banks=("sha1", "sha256"), selection=selection)
+    check = check_boot_log(raw, quote.authenticated())
+    assert check.passed, check.reasons  # PCR2 replays, unquoted: nobody signed its drivers
+    checks, reasons = appraise_boot_log(check, load_boot_reference(document))
+    assert (checks, [r.code for r in reasons]) == (frozenset(), ["tpm.boot.pcr_not_quoted"])
+    assert "sha256 PCR 2:" in reasons[0].detail
+    without = {key: value for key, value in document.items() if key != "driver_digests"}
+    assert appraise_boot_log(check, load_boot_reference(without)) == (
+        frozenset({CHECK_BOOT_REFERENCE}),
+        (),
+    )

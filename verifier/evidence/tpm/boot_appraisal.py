@@ -8,9 +8,11 @@ Facts are read from PCRs the log need not extend: a kernel command line sits in
 PCR8 (GRUB) or PCR12 (systemd-stub), kernel and initrd files in PCR9. If one of
 them were left out of the quote, what the OS later extends into the other could
 speak for the real boot unopposed. So the quote must cover PCRs 8 and 12 (and 9
-when the reference lists PCR9 files) in the reference's bank
-(``tpm.boot.pcr_not_quoted``); the verifier asks for :func:`reference_pcrs`, and
-check_boot_log holds a quoted PCR the log does not extend to its start value.
+when the reference lists PCR9 files, 2 when it lists ``driver_digests``: a driver
+in an unquoted PCR2 is a claim nobody signed, and its absence one too) in the
+reference's bank (``tpm.boot.pcr_not_quoted``); the verifier asks for
+:func:`reference_pcrs`, which covers all of them, and check_boot_log holds a
+quoted PCR the log does not extend to its start value.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from verifier.verdict import Reason
 
 CHECK_BOOT_REFERENCE = "tpm.boot.reference"
 # The PCRs a fact-based reference is appraised from (boot_facts.py): firmware,
-# Secure Boot and boot applications (0-7), the boot loader's commands, files and
-# command lines (8, 9) and systemd-stub's command line (12).
+# drivers (2), Secure Boot and boot applications (0-7), the boot loader's
+# commands, files and command lines (8, 9) and systemd-stub's command line (12).
 _FACT_PCRS = (*range(10), 12)
 _PCR9_LISTS = ("kernel_digests", "initrd_digests", "boot_file_digests")
 
@@ -36,7 +38,8 @@ def reference_pcrs(reference: BootReference) -> dict[str, tuple[int, ...]]:
 
 def _must_be_quoted(reference: BootReference) -> tuple[int, ...]:
     pcr9 = any(getattr(reference, name) is not None for name in _PCR9_LISTS)
-    return (8, 9, 12) if pcr9 else (8, 12)
+    pcr2 = reference.driver_digests is not None
+    return (*((2,) if pcr2 else ()), 8, *((9,) if pcr9 else ()), 12)
 
 
 def appraise_boot_log(
@@ -59,8 +62,8 @@ def appraise_boot_log(
     if unquoted:
         detail = (
             f"the quote does not cover {reference.bank} PCR "
-            f"{', '.join(map(str, unquoted))}: the boot's command lines and files are "
-            "read from them, and a PCR left out could not contradict a forged one"
+            f"{', '.join(map(str, unquoted))}: the boot's drivers, command lines and "
+            "files are read from them, and a PCR left out could not contradict a forged one"
         )
         return frozenset(), (Reason("tpm.boot.pcr_not_quoted", detail),)
     findings = check_events(check.log, reference.bank)

@@ -40,7 +40,10 @@ What is read, from where:
   Boot Manager's PCR12 events in their exact forms (wbcl.py: a "WBCL" separator,
   complete SIPA records, never a UTF-16 string);
 * ``firmware_versions``: PCR0 EV_S_CRTM_VERSION; ``firmware_blobs``: PCR0
-  EV_EFI_PLATFORM_FIRMWARE_BLOB(2) digests (descriptions are hints).
+  EV_EFI_PLATFORM_FIRMWARE_BLOB(2) digests (descriptions are hints);
+* ``drivers``: every PCR2 event but its separator (UEFI drivers, option ROMs,
+  firmware blobs), whatever its logged type: the type is not hashed, so a retyped
+  driver must still count (a separator's data is checked against its digest).
 
 Why PCR8, PCR9 and PCR12 are read deny-by-default: the OS can extend them at any
 time (no separator closes them), and the log is the host's claim, which only has
@@ -89,6 +92,7 @@ __all__ = [
     "BootFacts",
     "BootFile",
     "MeasuredBlob",
+    "MeasuredDriver",
     "MeasuredFile",
     "UninterpretedEvent",
     "extract_boot_facts",
@@ -105,6 +109,7 @@ _EFI_STUB_INITRD = "linux-efi-stub:initrd"
 # files (9), systemd-boot's load options (8 before v251, 12 since).
 _STRING_PCRS = (8, 12)
 _FILE_PCR = 9
+_DRIVER_PCR = 2  # UEFI drivers and option ROMs (PFP: "UEFI driver and application code")
 _WINDOWS_PCR = 12  # Windows Boot Manager's boot configuration log (WBCL) events
 # What the Linux kernel's command-line parser skips (isspace): systemd-boot pads
 # its load options with spaces.
@@ -143,6 +148,15 @@ class UninterpretedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuredDriver:
+    """One PCR2 event (not its separator); ``event_type`` is as logged, not measured."""
+
+    index: int
+    event_type: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class MeasuredBlob:
     digest: str
     description_hint: str | None
@@ -173,6 +187,7 @@ class BootFacts:
     firmware_blobs: tuple[MeasuredBlob, ...]
     boot_files: tuple[BootFile, ...] = ()
     uninterpreted: tuple[UninterpretedEvent, ...] = ()
+    drivers: tuple[MeasuredDriver, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists, digests are lowercase hex)."""
@@ -203,6 +218,7 @@ class _Reader:
         self.uninterpreted: list[UninterpretedEvent] = []
         self.versions: list[str] = []
         self.blobs: list[MeasuredBlob] = []
+        self.drivers: list[MeasuredDriver] = []
 
     def read(self, event: Event) -> None:
         digest = event.digests.get(self.bank)
@@ -218,6 +234,8 @@ class _Reader:
             self.os_file(event, digest.hex())
         elif kind == Ev.EV_SEPARATOR:
             self.separated.add(pcr)
+        elif pcr == _DRIVER_PCR:  # before or after the separator (check_events' concern)
+            self.drivers.append(MeasuredDriver(event.index, event_type_name(kind), digest.hex()))
         elif pcr == 0 and pcr not in self.separated:
             self.firmware(event, digest.hex(), trusted=trusted)
         elif pcr == 4 and kind == Ev.EV_EFI_BOOT_SERVICES_APPLICATION and not self.ebs:
@@ -388,4 +406,5 @@ def extract_boot_facts(log: EventLog, bank: str, *, verified_pcrs: Collection[in
         firmware_blobs=tuple(reader.blobs),
         boot_files=tuple(reader.boot_files),
         uninterpreted=tuple(reader.uninterpreted),
+        drivers=tuple(reader.drivers),
     )

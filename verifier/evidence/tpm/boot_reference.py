@@ -18,7 +18,9 @@ file digest must be one the reference lists, whatever the file is called
 its Linux loaders measure a command line (boot_commands.py): another loader's
 command is ``tpm.boot.boot_command_not_allowed``, and a ``linux`` command whose
 words are neither a measured kernel command line's nor an allowed line is
-``tpm.boot.kernel_cmdline_mismatch``.
+``tpm.boot.kernel_cmdline_mismatch``. A reference with ``driver_digests`` reads
+PCR2: then PCR2 must be verified and every event there but its separator must
+carry a listed digest, whatever its logged type (``tpm.boot.unexpected_driver``).
 
 :func:`reference_from_facts` proposes a reference from a known-good host (what
 ``weightgate reference propose --from-eventlog`` prints for approval).
@@ -48,6 +50,7 @@ from verifier.evidence.tpm.signature_db import SignatureDatabase
 from verifier.verdict import Reason
 
 _FILE_PCR = 9
+_DRIVER_PCR = 2
 
 __all__ = [
     "BootReference",
@@ -161,6 +164,23 @@ def _os_events(facts: BootFacts, reference: BootReference) -> list[Reason]:
     return reasons
 
 
+def _drivers(facts: BootFacts, reference: BootReference) -> list[Reason]:
+    """PCR2, when the reference reads it: every driver, option ROM or blob is listed."""
+    allowed = reference.driver_digests
+    if allowed is None:
+        return []
+    if _DRIVER_PCR not in facts.verified_pcrs:
+        return [Reason("tpm.boot.pcr_unverified", "PCR2 did not replay to a quoted value")]
+    return [
+        Reason(
+            "tpm.boot.unexpected_driver",
+            f"event {d.index} (PCR2 {d.event_type}, the type as logged): digest {d.digest}",
+        )
+        for d in facts.drivers
+        if d.digest not in allowed
+    ]
+
+
 def appraise_boot(
     facts: BootFacts, checks: Sequence[Reason], reference: BootReference
 ) -> list[Reason]:
@@ -169,9 +189,10 @@ def appraise_boot(
     Empty means the boot matches. In order: the checks' findings the reference
     does not permit; ``tpm.eventlog.sha1_only`` for a SHA-1-only log the reference
     does not allow (even if ``checks`` omitted it); ``tpm.boot.bank_mismatch``;
-    ``tpm.boot.pcr_unverified``; Secure Boot state; PK, KEK, db; dbx; boot
-    applications; kernel command lines; GRUB's boot commands (other loaders, linux
-    commands without their measured command line); kernel and initrd digests; uninterpreted
+    ``tpm.boot.pcr_unverified``; Secure Boot state; PK, KEK, db; dbx; PCR2
+    unverified or its drivers not listed; boot applications; kernel command lines;
+    GRUB's boot commands (other loaders, linux commands without their measured
+    command line); kernel and initrd digests; uninterpreted
     PCR8/PCR12 (and PCR9) events, PCR9 unverified, PCR9 files not listed; firmware
     version.
     """
@@ -206,6 +227,7 @@ def appraise_boot(
             for entry in reference.dbx_required
             if entry not in present
         ]
+    reasons += _drivers(facts, reference)
     reasons += _applications(facts, reference)
     if not facts.kernel_cmdlines and (reference.cmdline_exact or reference.cmdline_patterns):
         reasons.append(Reason("tpm.boot.kernel_cmdline_missing", "no verified kernel command line"))
@@ -272,6 +294,9 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
     # Every other PCR9 file, so that the proposal affirms its own log (module docstring).
     files = _unique([f.digest for f in facts.boot_files if f.digest not in {*kernels, *initrds}])
     verbs = sorted({grub_command(c)[0] for c in facts.grub_commands})
+    # Whenever the log extends PCR2 (its separator at least), so that a host that
+    # loads no driver is proposed [] and a driver added later is noticed.
+    drivers = _unique([d.digest for d in facts.drivers])
     return {
         "kind": REFERENCE_KIND,
         "version": REFERENCE_VERSION,
@@ -293,6 +318,7 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
         # The commands the known-good boot ran: a deny list of GRUB's dangerous
         # ones always lags (rmmod tpm, memory writes); an allow-list does not.
         **({"grub_command_verbs": verbs} if verbs else {}),
+        **({"driver_digests": drivers} if _DRIVER_PCR in facts.verified_pcrs else {}),
         "firmware_versions": _unique(facts.firmware_versions) or [None],
         "allow_sha1_only_logs": False,
         "allowed_quirks": quirks,

@@ -27,6 +27,9 @@ required and unknown keys are refused, so that a typo cannot weaken it:
                                         # into PCR9 (grub.cfg, grubenv, modules, fonts...)
       "grub_command_verbs": [VERB, ...],  # optional: the only GRUB commands the boot
                                         # may run (e.g. "set", "insmod", "linux")
+      "driver_digests": [DIGEST, ...],  # optional, may be empty: every PCR2 event but
+                                        # its separator (UEFI drivers, option ROMs,
+                                        # firmware blobs); [] allows none
       "firmware_versions": [TEXT | null, ...],  # S-CRTM versions; null: none logged
       "allow_sha1_only_logs": false,    # optional; true only with "bank": "sha1"
       "allowed_quirks": [QUIRK_ID, ...] # optional: event_quirks.QUIRKS ids
@@ -40,10 +43,24 @@ hashed, so it cannot say which list a digest belongs to; a kernel renamed
 ``initrd_digests`` additionally check the files GRUB's ``linux``/``initrd``
 commands name.
 
+``driver_digests`` closes PCR2, where firmware measures the UEFI drivers it loads
+(Driver#### variables, option ROMs: EV_EFI_BOOT_SERVICES_DRIVER,
+EV_EFI_RUNTIME_SERVICES_DRIVER) and firmware blobs (EV_EFI_PLATFORM_FIRMWARE_BLOB,
+EV_EFI_PLATFORM_FIRMWARE_BLOB2). Secure Boot would refuse an unsigned driver;
+without it, a reference over facts (not raw PCRs) would not notice one. With the
+key, every PCR2 event other than its separator must carry a listed
+digest (``tpm.boot.unexpected_driver``), whatever event type the log gives it
+(the type is not hashed), and PCR2 must be quoted and replay. Unlike the digest
+lists above, an empty list is allowed and means "no driver": a proposal lists
+the digests of its log's PCR2 events whenever that log extends PCR2 in the
+reference's bank (every UEFI log does, with PCR2's separator at least), so a
+host that loads no driver is proposed ``[]``.
+
 Refused at load, besides malformed values: an empty ``dbx_required`` with Secure
 Boot required, an empty ``set`` of boot applications, an empty
-``firmware_versions``, an empty optional digest list (omit the key instead),
-unknown quirk ids, and ``allow_sha1_only_logs`` with a bank other than sha1.
+``firmware_versions``, an empty optional digest list other than ``driver_digests``
+(omit the key instead), unknown quirk ids, and ``allow_sha1_only_logs`` with a
+bank other than sha1.
 Appraisal is in boot_reference.py.
 """
 
@@ -75,7 +92,7 @@ _REQUIRED = frozenset(
 )
 _OPTIONAL = frozenset(
     {"db_hashes", "kernel_digests", "initrd_digests", "boot_file_digests", "grub_command_verbs"}
-    | {"allow_sha1_only_logs", "allowed_quirks"}
+    | {"driver_digests", "allow_sha1_only_logs", "allowed_quirks"}
 )
 
 
@@ -102,6 +119,7 @@ class BootReference:
     initrd_digests: frozenset[str] | None
     boot_file_digests: frozenset[str] | None
     grub_command_verbs: frozenset[str] | None  # None: any but boot_commands' denied ones
+    driver_digests: frozenset[str] | None  # None: PCR2 not read; empty: no driver allowed
     firmware_versions: frozenset[str | None]
     allow_sha1_only_logs: bool
     allowed_quirks: frozenset[str]
@@ -142,6 +160,13 @@ def _optional_digests(doc: Mapping[str, Any], key: str, size: int) -> frozenset[
     if not values:  # absent means "not checked"; empty would read as "anything"
         raise BootReferenceError(f"{key}: empty (omit the key to not check it)")
     return frozenset(values)
+
+
+def _driver_digests(doc: Mapping[str, Any], size: int) -> frozenset[str] | None:
+    """Like _optional_digests, but empty is a meaning of its own: no driver at all."""
+    if "driver_digests" not in doc:
+        return None
+    return frozenset(_hex_list(doc, "driver_digests", size))
 
 
 def _cmdlines(doc: Mapping[str, Any]) -> tuple[frozenset[str], tuple[re.Pattern[str], ...]]:
@@ -247,6 +272,7 @@ def load_boot_reference(doc: Mapping[str, Any]) -> BootReference:
         initrd_digests=_optional_digests(doc, "initrd_digests", size),
         boot_file_digests=_optional_digests(doc, "boot_file_digests", size),
         grub_command_verbs=_verbs(doc),
+        driver_digests=_driver_digests(doc, size),
         firmware_versions=frozenset(versions),
         allow_sha1_only_logs=sha1,
         allowed_quirks=frozenset(quirks),
