@@ -11,6 +11,16 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
+# Hidden: only each module's PyInit_ function leaves its shared object.
+_COMPILE_ARGS = [
+    "-O2",
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unused-parameter",
+    "-fvisibility=hidden",
+]
+
 setup(
     ext_modules=[
         Extension(
@@ -27,17 +37,10 @@ setup(
             # A build failure (no compiler, no libcrypto, a Python whose C API moved)
             # leaves the pure-Python path; tests/unit/test_ima_native.py fails then.
             optional=True,
-            # Hidden: only PyInit__ima_native leaves the shared object.
-            extra_compile_args=[
-                "-O2",
-                "-std=c11",
-                "-Wall",
-                "-Wextra",
-                "-Wno-unused-parameter",
-                "-fvisibility=hidden",
-            ],
+            extra_compile_args=_COMPILE_ARGS,
         ),
-        # The quote and its signature framed in C (quote_native.py); no libraries.
+        # The quote and its signature framed in C (quote_native.py); no libraries. A
+        # build failure leaves the Python readers; tests/unit/test_quote_native.py fails then.
         Extension(
             "verifier.evidence.tpm._quote_native",
             sources=[
@@ -46,14 +49,7 @@ setup(
             ],
             depends=["verifier/evidence/tpm/native_common/slots.h"],
             optional=True,
-            extra_compile_args=[
-                "-O2",
-                "-std=c11",
-                "-Wall",
-                "-Wextra",
-                "-Wno-unused-parameter",
-                "-fvisibility=hidden",
-            ],
+            extra_compile_args=_COMPILE_ARGS,
         ),
     ]
 )

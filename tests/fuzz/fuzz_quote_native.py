@@ -46,6 +46,8 @@ def same(a: object, b: object) -> bool:
     if isinstance(a, tuple):
         assert isinstance(b, tuple)
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, frozenset):
+        return a == b and all(type(x) is int for x in a)
     return a == b
 
 
