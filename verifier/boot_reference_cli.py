@@ -106,6 +106,12 @@ def reference_document(eventlog: Path, pcrs: Path | None) -> tuple[dict[str, Any
         f"linux command line allowed although no measured kernel_cmdline spells it: {line!r}"
         for line in unmeasured_linux_lines(facts.grub_commands, facts.kernel_cmdlines)
     ]
+    # So does a reference that never reads PCR2: it allows any driver.
+    if "driver_digests" not in document:
+        warnings.append(
+            f"PCR2 was not verified (no {bank} PCR2 value to replay it to): the proposal "
+            "lists no driver_digests, so the reference will not appraise UEFI drivers"
+        )
     return document, warnings
 
 

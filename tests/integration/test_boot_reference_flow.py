@@ -10,6 +10,7 @@ API, it is what the verifier then holds the group's hosts to.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,14 @@ from verifier.boot_reference_cli import reference_document
 from verifier.demo.swtpm import SwtpmProcess
 from verifier.evidence.tpm.authenticate import AuthenticatedQuote, authenticate_quote
 from verifier.evidence.tpm.boot_appraisal import CHECK_BOOT_REFERENCE, appraise_boot_log
+from verifier.evidence.tpm.boot_facts import extract_boot_facts
 from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.boot_reference import load_boot_reference
+from verifier.evidence.tpm.event_checks import check_events
+from verifier.evidence.tpm.event_types import EventType as Ev
+from verifier.evidence.tpm.eventlog import parse_event_log
 from verifier.evidence.tpm.parse import parse_quote_attest, parse_tpm2b_public
+from verifier.evidence.tpm.replay import replay
 from verifier.operator_cli import CliError
 from weightgate.v1 import operator_pb2
 
@@ -262,3 +268,35 @@ def test_driver_digests_need_pcr2_in_the_quote(
         frozenset({CHECK_BOOT_REFERENCE}),
         (),
     )
+
+
+@pytest.mark.swtpm
+def test_a_driver_logged_as_not_extended_fails_replay_against_the_true_pcr2(
+    driver_host: tuple[bytes, AuthenticatedQuote, dict[str, Any]],
+) -> None:
+    """EV_NO_ACTION is never extended: hidden that way, a driver leaves PCR2 short."""
+    raw, quote, document = driver_host
+    log = parse_event_log(raw)
+    driver = next(e for e in log.events if e.pcr == 2)
+    assert (driver.index, driver.event_type) == (9, Ev.EV_EFI_BOOT_SERVICES_DRIVER)
+    # TCG_PCR_EVENT2 starts with PCRIndex then EventType (both UINT32, little-endian).
+    start = driver.offset + 4
+    hidden = raw[:start] + struct.pack("<I", Ev.EV_NO_ACTION) + raw[start + 4 :]
+    hidden_log = parse_event_log(hidden)
+    assert hidden_log.events[driver.index].event_type == Ev.EV_NO_ACTION
+    # Neither the event checks nor the facts see it any more: only replay can.
+    assert check_events(hidden_log, "sha256") == check_events(log, "sha256")
+    replayed = replay(hidden_log, bank="sha256")
+    facts = extract_boot_facts(hidden_log, "sha256", verified_pcrs=replayed)
+    assert [d.index for d in facts.drivers] == list(range(10, 17))
+    check = check_boot_log(hidden, quote)
+    assert [r.code for r in check.reasons] == ["tpm.eventlog.replay_mismatch"]
+    detail = check.reasons[0].detail
+    assert detail is not None
+    assert detail.startswith(
+        f"sha256 PCR2: quoted {quote.pcrs['sha256'][2].hex()}, log replays to "
+    )
+    assert not check.passed and check.verified_pcrs == {}
+    # Nothing read from the log counts then: the reference is not even consulted.
+    checks, reasons = appraise_boot_log(check, load_boot_reference(document))
+    assert (checks, [r.code for r in reasons]) == (frozenset(), ["tpm.boot.log_unverified"])

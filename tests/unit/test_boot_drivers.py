@@ -10,6 +10,7 @@ or change one driver event, or leave PCR2 out of the quote.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from tests.unit.test_boot_pcr8_pcr9_completeness import Log, _event
 from tests.vectors import vectors_dir
 from verifier.boot_reference_cli import reference_document
+from verifier.cli import main
 from verifier.evidence.tpm.boot_appraisal import (
     CHECK_BOOT_REFERENCE,
     appraise_boot_log,
@@ -33,6 +35,7 @@ from verifier.evidence.tpm.boot_reference import (
     load_boot_reference,
 )
 from verifier.evidence.tpm.event_checks import check_events
+from verifier.evidence.tpm.event_quirks import QUIRKS
 from verifier.evidence.tpm.event_types import EventType as Ev
 from verifier.evidence.tpm.eventlog import parse_event_log
 from verifier.evidence.tpm.replay import replay
@@ -48,13 +51,18 @@ DRIVER_TYPES = frozenset(
         Ev.EV_EFI_PLATFORM_FIRMWARE_BLOB2,
     }
 )
-# Real logs with PCR2 driver events -> how many (PROVENANCE: option ROMs, NICs, RAID).
+# Real logs with PCR2 driver events -> how many PCR2 events besides the separator
+# (PROVENANCE: option ROMs, NICs, RAID).
 DRIVER_LOGS = {
     "go-attestation/option_rom_eventlog": 1,  # SHA-1 only
     "python3-uefi-eventlog/inspur__inspur.bin": 7,
     "python3-uefi-eventlog/sr645__rk049-s26.bin": 8,
     "keylime/binary_bios_measurements": 3,
+    # A runtime driver, and two events after the separator (a vendor type among them)
+    # that its quirk permits.
+    "rust-keylime/uefi_log.bin": 8,
 }
+RUST_KEYLIME = "rust-keylime/uefi_log.bin"
 NO_DRIVERS = "swtpm-rsa-sha1sha256-loc0/eventlog.bin"  # PCR2 holds its separator only
 DONOR = "python3-uefi-eventlog/inspur__inspur.bin"  # same banks as NO_DRIVERS
 
@@ -80,11 +88,11 @@ def _codes(raw: bytes, reference: dict[str, Any], *, without: int | None = None)
 
 
 def _driver_events(log: Log, bank: str) -> list[tuple[int, str]]:
-    """(index, digest) of each PCR2 driver/blob event, read straight from the log."""
+    """(index, digest) of each PCR2 event but the separator, read straight from the log."""
     return [
         (e.index, e.digests[bank].hex())
         for e in log.log.events
-        if e.pcr == 2 and e.event_type in DRIVER_TYPES
+        if e.pcr == 2 and e.event_type != Ev.EV_SEPARATOR
     ]
 
 
@@ -100,6 +108,39 @@ def test_a_proposal_lists_exactly_its_logs_drivers_and_affirms_it(name: str, cou
     assert _reasons(log.build(), reference) == []
 
 
+def test_drivers_after_the_separator_and_of_a_vendor_type_are_proposed_with_their_quirk() -> None:
+    log, reference = Log(RUST_KEYLIME), _proposal(RUST_KEYLIME)
+    boot, runtime = Ev.EV_EFI_BOOT_SERVICES_DRIVER, Ev.EV_EFI_RUNTIME_SERVICES_DRIVER
+    pcr2 = [(e.index, e.event_type) for e in log.log.events if e.pcr == 2]
+    assert pcr2 == [
+        *((index, boot) for index in range(13, 18)),
+        (18, runtime),
+        (37, Ev.EV_SEPARATOR),
+        (42, 0x8401),  # a vendor's type, after the separator
+        (44, boot),  # after the separator
+    ]
+    digests = [e.digests["sha256"].hex() for e in log.log.events if e.pcr == 2]
+    assert reference["driver_digests"] == digests[:6] + digests[7:]  # all distinct
+    assert reference["allowed_quirks"] == [
+        "pcr1_config_after_separator",
+        "pcr2_driver_after_separator",
+    ]
+    assert _reasons(log.build(), reference) == []
+    # The quirk is what lets events 42 and 44 stand after the separator ...
+    strict = {**reference, "allowed_quirks": ["pcr1_config_after_separator"]}
+    assert [(r.code, r.detail.split(":")[0]) for r in _reasons(log.build(), strict)] == [
+        ("tpm.eventlog.quirk.pcr2_driver_after_separator", "events 42, 44")
+    ]
+    # ... and the vendor-typed event is a driver like any other.
+    vendor = {**reference, "driver_digests": digests[:6] + digests[8:]}
+    assert [(r.code, r.detail) for r in _reasons(log.build(), vendor)] == [
+        (
+            "tpm.boot.unexpected_driver",
+            f"event 42 (PCR2 0x00008401, the type as logged): digest {digests[7]}",
+        )
+    ]
+
+
 def test_a_host_without_drivers_is_proposed_none() -> None:
     log, reference = Log(NO_DRIVERS), _proposal(NO_DRIVERS)
     assert [e.event_type for e in log.log.events if e.pcr == 2] == [Ev.EV_SEPARATOR]
@@ -108,17 +149,43 @@ def test_a_host_without_drivers_is_proposed_none() -> None:
     assert _codes(log.build(), reference) == []
 
 
-def test_no_list_is_proposed_when_pcr2_is_not_verified(tmp_path: Path) -> None:
-    """A --pcrs without PCR2 leaves it unread: [] would claim what nobody checked."""
-    name = "python3-uefi-eventlog/sr645__rk049-s26.bin"
-    path = vectors_dir("tpm", *name.split("/"))
+PCR2_UNVERIFIED = (
+    "PCR2 was not verified (no sha256 PCR2 value to replay it to): the proposal lists no "
+    "driver_digests, so the reference will not appraise UEFI drivers"
+)
+
+
+def _pcrs_json(directory: Path, path: Path, *, without: int | None = None) -> Path:
+    """A PCRS.json of the values ``path`` replays to in sha256 (less PCR ``without``)."""
     pcrs = replay(parse_event_log(path.read_bytes()), bank="sha256")
-    values = {str(pcr): value.hex() for pcr, value in pcrs.items() if pcr != 2}
-    given = tmp_path / "pcrs.json"
+    values = {str(pcr): value.hex() for pcr, value in pcrs.items() if pcr != without}
+    given = directory / f"pcrs-without-{without}.json"
     given.write_text(json.dumps({"pcrs": {"sha256": values}}))
-    document, _ = reference_document(path, given)
+    return given
+
+
+def test_no_list_is_proposed_when_pcr2_is_not_verified_and_the_proposal_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --pcrs without PCR2 leaves it unread: [] would claim what nobody checked.
+
+    An approver would then approve a reference that allows any driver: the warning
+    goes where the proposal's other warnings go (stderr with --dry-run, before the
+    proposal's id otherwise).
+    """
+    path = vectors_dir("tpm", "python3-uefi-eventlog", "sr645__rk049-s26.bin")
+    without_pcr2 = _pcrs_json(tmp_path, path, without=2)
+    document, warnings = reference_document(path, without_pcr2)
     assert "driver_digests" not in document
-    assert "driver_digests" in reference_document(path, None)[0]
+    assert warnings == [PCR2_UNVERIFIED]
+    document, warnings = reference_document(path, _pcrs_json(tmp_path, path))
+    assert len(document["driver_digests"]) == 3
+    assert warnings == []
+    argv = ["reference", "propose", "--group", "g", "--from-eventlog", str(path), "--dry-run"]
+    assert main([*argv, "--pcrs", str(without_pcr2)]) == 0
+    captured = capsys.readouterr()
+    assert "driver_digests" not in json.loads(captured.out)
+    assert captured.err == f"warning: {PCR2_UNVERIFIED}\n"
 
 
 # --- appraisal -------------------------------------------------------------------------
@@ -183,6 +250,81 @@ def test_without_the_key_pcr2_is_not_read_as_before() -> None:
 )
 def test_a_driver_is_refused_whatever_type_the_log_gives_it(kind: int) -> None:
     assert _codes(_with_driver(kind), _proposal(NO_DRIVERS)) == ["tpm.boot.unexpected_driver"]
+
+
+# A driver logged as PCR2's separator is not counted as a driver (boot_facts reads
+# every PCR2 event *but* its separator), so the event checks must refuse it, with
+# findings no reference can permit (only sha1_only and quirk findings are).
+# (form, position, the real separator retyped) -> check_events' codes.
+_SEPARATOR_DATA = bytes(4)
+RETYPED_AS_SEPARATOR: dict[tuple[str, str, int | None], list[str]] = {
+    # The driver's digest with a separator's data: the data does not hash to it.
+    ("driver-digest", "before", None): [
+        "tpm.eventlog.digest_mismatch",
+        "tpm.eventlog.separator_duplicate",
+    ],
+    ("driver-digest", "after", None): [
+        "tpm.eventlog.digest_mismatch",
+        "tpm.eventlog.separator_duplicate",
+    ],
+    # No second separator either: the real one logged as something else.
+    ("driver-digest", "before", Ev.EV_POST_CODE): [
+        "tpm.eventlog.digest_mismatch",
+        "tpm.eventlog.separator_lookalike",
+        "tpm.eventlog.event_after_separator",
+    ],
+    # Data chosen to hash to the digest, but no separator's value.
+    ("chosen-data", "before", None): [
+        "tpm.eventlog.separator_lookalike",
+        "tpm.eventlog.separator_duplicate",
+    ],
+    ("chosen-data", "after", None): ["tpm.eventlog.separator_duplicate"],
+}
+
+
+def _retyped_as_separator(form: str, position: str, real_type: int | None) -> tuple[bytes, str]:
+    """NO_DRIVERS with a driver logged as an EV_SEPARATOR beside PCR2's real one."""
+    host, donor = Log(NO_DRIVERS), Log(DONOR)
+    driver = next(e for e in donor.log.events if e.pcr == 2 and e.event_type in DRIVER_TYPES)
+    separator = next(e for e in host.log.events if e.pcr == 2)
+    assert (separator.event_type, separator.data) == (Ev.EV_SEPARATOR, _SEPARATOR_DATA)
+    if form == "driver-digest":
+        digests, data = dict(driver.digests), _SEPARATOR_DATA
+    else:
+        data = driver.data  # its EFI_IMAGE_LOAD_EVENT: neither separator value
+        digests = {bank: hashlib.new(bank, data).digest() for bank in driver.digests}
+    fake = _event(2, Ev.EV_SEPARATOR, digests, data)
+    real = host.chunks[separator.index]
+    if real_type is not None:
+        real = _event(2, real_type, dict(separator.digests), separator.data)
+    chunk = fake + real if position == "before" else real + fake
+    return host.build({separator.index: chunk}), digests["sha256"].hex()
+
+
+@pytest.mark.parametrize(
+    ("form", "position", "real_type"),
+    sorted(RETYPED_AS_SEPARATOR, key=str),
+    ids=lambda value: f"{value:#x}" if isinstance(value, int) else str(value),
+)
+def test_a_driver_logged_as_the_separator_is_refused_by_any_reference(
+    form: str, position: str, real_type: int | None
+) -> None:
+    raw, digest = _retyped_as_separator(form, position, real_type)
+    expected = RETYPED_AS_SEPARATOR[(form, position, real_type)]
+    log = parse_event_log(raw)
+    assert [r.code for r in check_events(log, "sha256")] == expected
+    facts = extract_boot_facts(log, "sha256", verified_pcrs=replay(log, bank="sha256"))
+    assert digest not in {d.digest for d in facts.drivers}  # unseen as a driver
+    # The most permissive reference: every quirk, every PCR2 digest of the log.
+    permissive = {
+        **_proposal(NO_DRIVERS),
+        "allowed_quirks": sorted(QUIRKS),
+        "driver_digests": sorted({e.digests["sha256"].hex() for e in log.events if e.pcr == 2}),
+    }
+    assert _codes(raw, permissive) == expected
+    # The proposal ([]) names the real separator too when it is logged as a driver.
+    extra = ["tpm.boot.unexpected_driver"] if real_type is not None else []
+    assert _codes(raw, _proposal(NO_DRIVERS)) == expected + extra
 
 
 def test_pcr2_must_be_verified_with_the_key() -> None:

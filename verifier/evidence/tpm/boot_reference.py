@@ -294,8 +294,9 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
     # Every other PCR9 file, so that the proposal affirms its own log (module docstring).
     files = _unique([f.digest for f in facts.boot_files if f.digest not in {*kernels, *initrds}])
     verbs = sorted({grub_command(c)[0] for c in facts.grub_commands})
-    # Whenever the log extends PCR2 (its separator at least), so that a host that
-    # loads no driver is proposed [] and a driver added later is noticed.
+    # Whenever PCR2 is verified (every UEFI log extends it, with its separator at
+    # least), so that a host that loads no driver is proposed [] and a driver added
+    # later is noticed; unverified, [] would claim what nobody checked.
     drivers = _unique([d.digest for d in facts.drivers])
     return {
         "kind": REFERENCE_KIND,

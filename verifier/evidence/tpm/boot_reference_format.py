@@ -52,9 +52,11 @@ key, every PCR2 event other than its separator must carry a listed
 digest (``tpm.boot.unexpected_driver``), whatever event type the log gives it
 (the type is not hashed), and PCR2 must be quoted and replay. Unlike the digest
 lists above, an empty list is allowed and means "no driver": a proposal lists
-the digests of its log's PCR2 events whenever that log extends PCR2 in the
-reference's bank (every UEFI log does, with PCR2's separator at least), so a
-host that loads no driver is proposed ``[]``.
+the digests of its log's PCR2 events whenever PCR2 is verified, replayed in the
+reference's bank to the value the known-good host's TPM reported for it
+(``--pcrs``), so a host that loads no driver is proposed ``[]``. When ``--pcrs``
+leaves PCR2 out, so is the key, and ``reference propose`` warns that the
+reference will not appraise drivers.
 
 Refused at load, besides malformed values: an empty ``dbx_required`` with Secure
 Boot required, an empty ``set`` of boot applications, an empty
