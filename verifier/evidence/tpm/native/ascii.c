@@ -149,12 +149,15 @@ new_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *
     PyObject *extra = NULL;
     if (line->template != T_NG) {
         extra = PyBytes_FromStringAndSize(NULL, line->extra_len);
-        if (extra != NULL) /* checked hex digits (parse_line): cannot fail */
-            wg_unhex(line->extra_hex, line->extra_len, (unsigned char *)PyBytes_AS_STRING(extra));
+        if (extra == NULL)
+            return NULL; /* before anything else is made with the exception set */
+        /* checked hex digits (parse_line): cannot fail */
+        wg_unhex(line->extra_hex, line->extra_len, (unsigned char *)PyBytes_AS_STRING(extra));
     }
+    PyObject *data = template_data(line, little);
     return wg_make_entry(type, offsets, shared, line->template, line->alg, line->pcr, index,
                       offset, (const char *)line->hash, hash_size, (const char *)line->digest,
-                      line->name, line->name_len, template_data(line, little), extra);
+                      line->name, line->name_len, data, extra);
 }
 
 const char wg_ascii_entries_doc[] = 

@@ -113,10 +113,13 @@ static PyObject *
 record_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shared *shared,
              const struct record *r, Py_ssize_t index, Py_ssize_t offset, Py_ssize_t hash_size)
 {
-    PyObject *extra = r->template == T_NG ? NULL : PyBytes_FromStringAndSize(r->extra, r->extra_len);
+    PyObject *extra = NULL;
+    if (r->template != T_NG &&
+        (extra = PyBytes_FromStringAndSize(r->extra, r->extra_len)) == NULL)
+        return NULL; /* before anything else is made with the exception set */
+    PyObject *data = PyBytes_FromStringAndSize(r->data, r->data_len);
     return wg_make_entry(type, offsets, shared, r->template, r->alg, r->pcr, index, offset,
-                      r->hash, hash_size, r->digest, r->name, r->name_len,
-                      PyBytes_FromStringAndSize(r->data, r->data_len), extra);
+                      r->hash, hash_size, r->digest, r->name, r->name_len, data, extra);
 }
 
 const char wg_binary_entries_doc[] = 

@@ -194,17 +194,22 @@ wg_make_entry(PyTypeObject *type, const Py_ssize_t offsets[F_COUNT], struct shar
         return NULL;
     }
     PyObject *values[F_COUNT] = {NULL};
-    values[F_INDEX] = PyLong_FromSsize_t(index);
-    values[F_PCR] = PyLong_FromLong(pcr);
-    values[F_HASH] = PyBytes_FromStringAndSize(hash, hash_size);
     values[F_TEMPLATE] = Py_NewRef(shared->templates[t]);
-    values[F_DATA] = data;
     values[F_ALG] = Py_NewRef(shared->algs[alg]);
-    values[F_DIGEST] = PyBytes_FromStringAndSize(digest, WG_D_NG_ALGS[alg].size);
-    values[F_NAME] = PyUnicode_DecodeUTF8(name, name_len, "surrogateescape");
+    values[F_DATA] = data;
     values[F_SIG] = t == T_SIG ? extra : Py_NewRef(Py_None);
     values[F_BUF] = t == T_BUF ? extra : Py_NewRef(Py_None);
-    values[F_OFFSET] = PyLong_FromSsize_t(offset);
+    /* The others are made only while nothing has failed (a NULL data or extra is the
+     * caller's failure), so that no call runs with an exception set; entry_from
+     * releases what was made when one is missing. */
+    if (values[F_DATA] != NULL && values[F_SIG] != NULL && values[F_BUF] != NULL &&
+        (values[F_INDEX] = PyLong_FromSsize_t(index)) != NULL &&
+        (values[F_PCR] = PyLong_FromLong(pcr)) != NULL &&
+        (values[F_HASH] = PyBytes_FromStringAndSize(hash, hash_size)) != NULL &&
+        (values[F_DIGEST] = PyBytes_FromStringAndSize(digest, WG_D_NG_ALGS[alg].size)) !=
+            NULL &&
+        (values[F_NAME] = PyUnicode_DecodeUTF8(name, name_len, "surrogateescape")) != NULL)
+        values[F_OFFSET] = PyLong_FromSsize_t(offset);
     return entry_from(type, offsets, values);
 }
 
