@@ -26,10 +26,9 @@ from verifier.challenges import IssuedChallenge
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.appraise import ReferencePcrs, appraise_pcrs
 from verifier.evidence.tpm.authenticate import authenticate_quote
-from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
 from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.boot_reference import BootReference
-from verifier.evidence.tpm.event_findings import appraise_events
+from verifier.evidence.tpm.event_findings import appraise_events, appraise_reference
 from verifier.evidence.tpm.ima_policy import RuntimePolicy
 from verifier.evidence.tpm.ima_round import ImaKept, appraise_ima_round
 from verifier.evidence.tpm.parse import ClockInfo, parse_tpm2b_public
@@ -166,9 +165,7 @@ def evaluate(
             verdict = _combined(verdict, events.checks_run, events.reasons)
             warnings += events.warnings
             if boot_reference is not None:
-                checks, reasons = appraise_boot_log(boot_log, boot_reference)
-                fresh = tuple(r for r in reasons if r not in events.reasons)
-                verdict = _combined(verdict, checks, fresh)
+                verdict = _combined(verdict, *appraise_reference(boot_log, boot_reference, events))
     elif boot_reference is not None:
         why = evidence.boot_log.unavailable or "the agent sent none"
         missing = Reason("tpm.boot.log_missing", f"the group has a boot reference; {why}")

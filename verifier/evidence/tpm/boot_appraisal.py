@@ -17,23 +17,25 @@ quoted PCR the log does not extend to its start value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from verifier.evidence.tpm.boot_facts import extract_boot_facts
-from verifier.evidence.tpm.boot_log_check import BootLogCheck
+from verifier.evidence.tpm.boot_log_check import BOOT_PCRS, BootLogCheck
 from verifier.evidence.tpm.boot_reference import BootReference, appraise_boot
 from verifier.evidence.tpm.event_checks import check_events
 from verifier.verdict import Reason
 
 CHECK_BOOT_REFERENCE = "tpm.boot.reference"
-# The PCRs a fact-based reference is appraised from (boot_facts.py): firmware,
-# drivers (2), Secure Boot and boot applications (0-7), the boot loader's
-# commands, files and command lines (8, 9) and systemd-stub's command line (12).
-_FACT_PCRS = (*range(10), 12)
 _PCR9_LISTS = ("kernel_digests", "initrd_digests", "boot_file_digests")
 
 
 def reference_pcrs(reference: BootReference) -> dict[str, tuple[int, ...]]:
-    """The PCRs to quote for ``reference``: every PCR its facts are read from."""
-    return {reference.bank: _FACT_PCRS}
+    """The PCRs to quote for ``reference``: every PCR its facts are read from
+    (boot_facts.py): firmware, drivers (2), Secure Boot and boot applications
+    (0-7), the boot loader's commands, files and command lines (8, 9) and
+    systemd-stub's command line (12), which check_boot_log holds to their start
+    values when the log leaves them untouched."""
+    return {reference.bank: BOOT_PCRS}
 
 
 def _must_be_quoted(reference: BootReference) -> tuple[int, ...]:
@@ -43,9 +45,16 @@ def _must_be_quoted(reference: BootReference) -> tuple[int, ...]:
 
 
 def appraise_boot_log(
-    check: BootLogCheck, reference: BootReference
+    check: BootLogCheck,
+    reference: BootReference,
+    *,
+    findings: Sequence[Reason] | None = None,
 ) -> tuple[frozenset[str], tuple[Reason, ...]]:
-    """(checks run, reasons); no reasons and ``tpm.boot.reference`` run means it matches."""
+    """(checks run, reasons); no reasons and ``tpm.boot.reference`` run means it matches.
+
+    ``findings``: ``check_events`` of this log in the reference's bank, when the
+    caller has them already (event_findings.appraise_reference); else they are run.
+    """
     if check.log is None or not check.passed:
         return frozenset(), (
             Reason("tpm.boot.log_unverified", "the boot log did not replay to the quote"),
@@ -66,7 +75,8 @@ def appraise_boot_log(
             "files are read from them, and a PCR left out could not contradict a forged one"
         )
         return frozenset(), (Reason("tpm.boot.pcr_not_quoted", detail),)
-    findings = check_events(check.log, reference.bank)
+    if findings is None:
+        findings = check_events(check.log, reference.bank)
     facts = extract_boot_facts(check.log, reference.bank, verified_pcrs=verified)
     reasons = tuple(appraise_boot(facts, findings, reference))
     return (frozenset() if reasons else frozenset({CHECK_BOOT_REFERENCE})), reasons

@@ -150,6 +150,16 @@ def _other_loader(verb: str) -> bool:
     return verb in OTHER_LOADERS or verb.startswith(OTHER_LOADER_PREFIXES)
 
 
+def _command_not_allowed(verb: str, rest: str, verbs: frozenset[str] | None) -> bool:
+    return (
+        _other_loader(verb)
+        or (verbs is not None and verb not in verbs)
+        # initrd newc:NAME:PATH places an approved file anywhere in the initramfs
+        # (over its /init, say): only plain paths.
+        or (verb in INITRD_COMMANDS and ":" in rest)
+    )
+
+
 def _linux_lines(commands: Iterable[str]) -> list[str]:
     """The words after the verb of each Linux loader command, as GRUB joined them."""
     lines = []
@@ -181,11 +191,7 @@ def appraise_grub_commands(
     reasons = [
         Reason("tpm.boot.boot_command_not_allowed", command)
         for command in commands
-        if _other_loader(verb := grub_command(command)[0])
-        or (verbs is not None and verb not in verbs)
-        # initrd newc:NAME:PATH places an approved file anywhere in the initramfs
-        # (over its /init, say): only plain paths.
-        or (verb in INITRD_COMMANDS and ":" in grub_command(command)[1])
+        if _command_not_allowed(*grub_command(command), verbs)
     ]
     reasons += [
         Reason(

@@ -88,6 +88,8 @@ from verifier.evidence.tpm.signature_db import (
 from verifier.evidence.tpm.wbcl import is_windows_boot_event
 
 __all__ = [
+    "DRIVER_PCR",
+    "FILE_PCR",
     "BootApplication",
     "BootFacts",
     "BootFile",
@@ -108,8 +110,8 @@ _EFI_STUB_INITRD = "linux-efi-stub:initrd"
 # PCRs the OS extends after boot and facts are read from: GRUB's strings (8), its
 # files (9), systemd-boot's load options (8 before v251, 12 since).
 _STRING_PCRS = (8, 12)
-_FILE_PCR = 9
-_DRIVER_PCR = 2  # UEFI drivers and option ROMs (PFP: "UEFI driver and application code")
+FILE_PCR = 9
+DRIVER_PCR = 2  # UEFI drivers and option ROMs (PFP: "UEFI driver and application code")
 _WINDOWS_PCR = 12  # Windows Boot Manager's boot configuration log (WBCL) events
 # What the Linux kernel's command-line parser skips (isspace): systemd-boot pads
 # its load options with spaces.
@@ -230,11 +232,11 @@ class _Reader:
         # OS-extended PCRs first: every event there is accounted for (module docstring).
         if pcr in _STRING_PCRS:
             self.os_string(event, data.status)
-        elif pcr == _FILE_PCR:
+        elif pcr == FILE_PCR:
             self.os_file(event, digest.hex())
         elif kind == Ev.EV_SEPARATOR:
             self.separated.add(pcr)
-        elif pcr == _DRIVER_PCR:  # before or after the separator (check_events' concern)
+        elif pcr == DRIVER_PCR:  # before or after the separator (check_events' concern)
             self.drivers.append(MeasuredDriver(event.index, event_type_name(kind), digest.hex()))
         elif pcr == 0 and pcr not in self.separated:
             self.firmware(event, digest.hex(), trusted=trusted)

@@ -30,8 +30,9 @@ from verifier.evidence.tpm.replay import ReplayError, replay, start_locality
 from verifier.verdict import Reason
 
 CHECK_BOOT_LOG_REPLAY = "tpm.eventlog.replay"
-# The PCRs that only pre-OS code extends, all of it logged (module docstring).
-_BOOT_PCRS = frozenset((*range(10), 12))
+# The PCRs that only pre-OS code extends, all of it logged (module docstring): the
+# ones facts are read from, which a fact-based reference has quoted (boot_appraisal).
+BOOT_PCRS = (*range(10), 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def check_boot_log(raw: bytes, quote: AuthenticatedQuote) -> BootLogCheck:
         for pcr, value in sorted(quoted.items()):
             if pcr in replayed:
                 expected = replayed[pcr]
-            elif pcr in _BOOT_PCRS:
+            elif pcr in BOOT_PCRS:
                 expected = (locality if pcr == 0 else 0).to_bytes(size, "big")
             else:
                 continue

@@ -36,7 +36,7 @@ from verifier.evidence.tpm.boot_commands import (
     grub_command,
     unmeasured_linux_lines,
 )
-from verifier.evidence.tpm.boot_facts import BootFacts
+from verifier.evidence.tpm.boot_facts import DRIVER_PCR, FILE_PCR, BootFacts
 from verifier.evidence.tpm.boot_reference_format import (
     REFERENCE_KIND,
     REFERENCE_VERSION,
@@ -48,9 +48,6 @@ from verifier.evidence.tpm.boot_reference_format import (
 from verifier.evidence.tpm.event_quirks import QUIRKS, quirk_code
 from verifier.evidence.tpm.signature_db import SignatureDatabase
 from verifier.verdict import Reason
-
-_FILE_PCR = 9
-_DRIVER_PCR = 2
 
 __all__ = [
     "BootReference",
@@ -141,11 +138,11 @@ def _os_events(facts: BootFacts, reference: BootReference) -> list[Reason]:
             f"event {event.index} (PCR{event.pcr} {event.event_type}): {event.why}",
         )
         for event in facts.uninterpreted
-        if event.pcr != _FILE_PCR or allowed is not None
+        if event.pcr != FILE_PCR or allowed is not None
     ]
     if allowed is None:
         return reasons
-    if _FILE_PCR not in facts.verified_pcrs:
+    if FILE_PCR not in facts.verified_pcrs:
         reasons.append(Reason("tpm.boot.pcr_unverified", "PCR9 did not replay to a quoted value"))
     # Files a linux/initrd command names were checked against their own list above.
     named: set[tuple[str, str]] = set()
@@ -169,7 +166,7 @@ def _drivers(facts: BootFacts, reference: BootReference) -> list[Reason]:
     allowed = reference.driver_digests
     if allowed is None:
         return []
-    if _DRIVER_PCR not in facts.verified_pcrs:
+    if DRIVER_PCR not in facts.verified_pcrs:
         return [Reason("tpm.boot.pcr_unverified", "PCR2 did not replay to a quoted value")]
     return [
         Reason(
@@ -319,7 +316,7 @@ def reference_from_facts(facts: BootFacts, *, checks: Sequence[Reason] = ()) -> 
         # The commands the known-good boot ran: a deny list of GRUB's dangerous
         # ones always lags (rmmod tpm, memory writes); an allow-list does not.
         **({"grub_command_verbs": verbs} if verbs else {}),
-        **({"driver_digests": drivers} if _DRIVER_PCR in facts.verified_pcrs else {}),
+        **({"driver_digests": drivers} if DRIVER_PCR in facts.verified_pcrs else {}),
         "firmware_versions": _unique(facts.firmware_versions) or [None],
         "allow_sha1_only_logs": False,
         "allowed_quirks": quirks,

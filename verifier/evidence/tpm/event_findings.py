@@ -22,9 +22,10 @@ Findings fall in two classes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from verifier.evidence.tpm.boot_appraisal import appraise_boot_log
 from verifier.evidence.tpm.boot_log_check import BootLogCheck
 from verifier.evidence.tpm.boot_reference_format import BootReference
 from verifier.evidence.tpm.event_checks import check_events
@@ -37,6 +38,7 @@ __all__ = [
     "EVENT_BANKS",
     "EventFindings",
     "appraise_events",
+    "appraise_reference",
     "checked_banks",
     "event_findings",
     "permittable",
@@ -61,9 +63,13 @@ def checked_banks(verified_pcrs: Mapping[str, Iterable[int]]) -> list[str]:
 
 def event_findings(log: EventLog, banks: Iterable[str]) -> list[Reason]:
     """``check_events`` in each of ``banks``, each finding once, in bank then log order."""
+    return _merged({bank: tuple(check_events(log, bank)) for bank in banks})
+
+
+def _merged(by_bank: Mapping[str, Sequence[Reason]]) -> list[Reason]:
     findings: list[Reason] = []
-    for bank in banks:
-        findings.extend(r for r in check_events(log, bank) if r not in findings)
+    for bank_findings in by_bank.values():
+        findings.extend(r for r in bank_findings if r not in findings)
     return findings
 
 
@@ -74,13 +80,16 @@ class EventFindings:
     ``reasons`` reject; ``warnings`` keep the round from affirming without
     rejecting it; ``checks_run`` holds :data:`CHECK_EVENTS` when the checks ran
     and nothing rejects (as the offline report records a passed check beside
-    its warnings).
+    its warnings). ``by_bank`` keeps each checked bank's own findings, so that a
+    measured-boot appraisal of the same log need not run the checks again
+    (:func:`appraise_reference`).
     """
 
     checks_run: frozenset[str]
     reasons: tuple[Reason, ...]
     warnings: tuple[Reason, ...]
     banks: tuple[str, ...]
+    by_bank: Mapping[str, tuple[Reason, ...]] = field(default_factory=dict)
 
 
 def appraise_events(check: BootLogCheck, reference: BootReference | None) -> EventFindings:
@@ -93,9 +102,10 @@ def appraise_events(check: BootLogCheck, reference: BootReference | None) -> Eve
     banks = checked_banks(check.verified_pcrs)
     if check.log is None or not check.passed or not banks:
         return EventFindings(frozenset(), (), (), ())
+    by_bank = {bank: tuple(check_events(check.log, bank)) for bank in banks}
     reasons: list[Reason] = []
     warnings: list[Reason] = []
-    for finding in event_findings(check.log, banks):
+    for finding in _merged(by_bank):
         if not permittable(finding.code):
             reasons.append(finding)
         elif reference is None:
@@ -103,7 +113,22 @@ def appraise_events(check: BootLogCheck, reference: BootReference | None) -> Eve
         elif not _permitted(finding, reference):
             reasons.append(finding)
     done = frozenset() if reasons else frozenset({CHECK_EVENTS})
-    return EventFindings(done, tuple(reasons), tuple(warnings), tuple(banks))
+    return EventFindings(done, tuple(reasons), tuple(warnings), tuple(banks), by_bank)
+
+
+def appraise_reference(
+    check: BootLogCheck, reference: BootReference, events: EventFindings
+) -> tuple[frozenset[str], tuple[Reason, ...]]:
+    """:func:`appraise_boot_log` of a log :func:`appraise_events` has checked:
+    (checks run, the reasons ``events`` did not already give).
+
+    The event checks (milliseconds on a real log) are not run again in the
+    reference's bank when ``events`` ran them there.
+    """
+    checks, reasons = appraise_boot_log(
+        check, reference, findings=events.by_bank.get(reference.bank)
+    )
+    return checks, tuple(r for r in reasons if r not in events.reasons)
 
 
 def _permitted(finding: Reason, reference: BootReference) -> bool:

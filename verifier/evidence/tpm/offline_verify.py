@@ -45,11 +45,16 @@ from verifier.evidence.tpm.authenticate import (
     AuthenticatedQuote,
     authenticate_quote,
 )
-from verifier.evidence.tpm.boot_appraisal import CHECK_BOOT_REFERENCE, appraise_boot_log
+from verifier.evidence.tpm.boot_appraisal import CHECK_BOOT_REFERENCE
 from verifier.evidence.tpm.boot_log_check import check_boot_log
 from verifier.evidence.tpm.boot_reference import BootReference
 from verifier.evidence.tpm.describe import public_fields, quote_fields
-from verifier.evidence.tpm.event_findings import CHECK_EVENTS, appraise_events, checked_banks
+from verifier.evidence.tpm.event_findings import (
+    CHECK_EVENTS,
+    appraise_events,
+    appraise_reference,
+    checked_banks,
+)
 from verifier.evidence.tpm.ima_policy import RuntimePolicy
 from verifier.evidence.tpm.offline_ima import STAGE_IMA_POLICY, STAGE_IMA_REPLAY, ima_stages
 from verifier.evidence.tpm.offline_replay import (
@@ -240,6 +245,5 @@ def _eventlog_stages(
     run.check(CHECK_EVENTS, STAGE_POLICY, list(events.reasons))
     run.warnings.extend(events.warnings)
     if evidence.boot_reference is not None:
-        _, reasons = appraise_boot_log(result, evidence.boot_reference)
-        fresh = [r for r in reasons if r not in events.reasons]
-        run.check(CHECK_BOOT_REFERENCE, STAGE_POLICY, fresh)
+        _, reasons = appraise_reference(result, evidence.boot_reference, events)
+        run.check(CHECK_BOOT_REFERENCE, STAGE_POLICY, list(reasons))
