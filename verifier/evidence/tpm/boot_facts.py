@@ -57,7 +57,6 @@ PCRs: ``uninterpreted`` and ``boot_files`` leave none out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from collections.abc import Collection
@@ -75,7 +74,7 @@ from verifier.evidence.tpm.efi_events import (
 )
 from verifier.evidence.tpm.efi_variables import parse_signature_lists, parse_uefi_variable_prefix
 from verifier.evidence.tpm.event_checks import EBS_INVOCATION, SECURE_BOOT, SIGNATURE_DATABASES
-from verifier.evidence.tpm.event_data import check_event_data
+from verifier.evidence.tpm.event_data import check_event_data, measures_data
 from verifier.evidence.tpm.event_types import EventType as Ev
 from verifier.evidence.tpm.event_types import event_type_name
 from verifier.evidence.tpm.eventlog import Event, EventLog
@@ -260,7 +259,7 @@ class _Reader:
                 return
             # event_data.py takes only printable UTF-16 for load options; bound
             # unprintable ones are command lines all the same (module docstring).
-            bound = event.digests[self.bank] == hashlib.new(self.bank, event.data).digest()
+            bound = measures_data(event, self.bank)
             if not (status == "unchecked" and bound and self.utf16_options(event.data)):
                 self.skip(event, "neither a GRUB string nor UTF-16 load options")
         elif not (event.pcr == _WINDOWS_PCR and is_windows_boot_event(event, self.bank)):

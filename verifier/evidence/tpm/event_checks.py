@@ -67,7 +67,7 @@ from verifier.evidence.tpm.efi_variables import (
     parse_signature_lists,
     parse_uefi_variable_prefix,
 )
-from verifier.evidence.tpm.event_data import check_event_data
+from verifier.evidence.tpm.event_data import check_event_data, measures_data
 from verifier.evidence.tpm.event_quirks import AFTER_SEPARATOR_QUIRKS, Quirk, quirk_code
 from verifier.evidence.tpm.event_types import EventType as Ev
 from verifier.evidence.tpm.event_types import event_type_name
@@ -128,10 +128,6 @@ def _where(event: Event) -> str:
     return f"event {event.index} (PCR{event.pcr} {event_type_name(event.event_type)})"
 
 
-def _hash(bank: str, data: bytes) -> bytes:
-    return hashlib.new(bank, data).digest()
-
-
 def secure_boot_variable_problem(variable: UefiVariable) -> str | None:
     """Why a measured Secure Boot configuration variable cannot be read, or None."""
     if variable.key == SECURE_BOOT:
@@ -187,9 +183,7 @@ class _Walk:
         if kind == Ev.EV_SEPARATOR:
             self.separator(event)
         else:
-            if event.data in (SEPARATOR_DATA, _SEPARATOR_ERROR) and event.digests[
-                self.bank
-            ] == _hash(self.bank, event.data):
+            if event.data in (SEPARATOR_DATA, _SEPARATOR_ERROR) and measures_data(event, self.bank):
                 self.add("tpm.eventlog.separator_lookalike", event, "carries separator data")
             if pcr in self.separators:
                 self.after_separator(event)

@@ -44,7 +44,7 @@ from verifier.evidence.tpm.event_quirks import (
 from verifier.evidence.tpm.event_types import EventType as Ev
 from verifier.evidence.tpm.eventlog import Event
 
-__all__ = ["DataCheck", "check_event_data"]
+__all__ = ["DataCheck", "check_event_data", "measures_data"]
 
 Status = Literal["verified", "quirk", "mismatch", "malformed", "unchecked", "no_digest"]
 
@@ -77,6 +77,12 @@ class DataCheck:
 
 def _h(bank: str, data: bytes) -> bytes:
     return hashlib.new(bank, data).digest()
+
+
+def measures_data(event: Event, bank: str) -> bool:
+    """Whether the event's ``bank`` digest is the hash of its data exactly as logged
+    (no convention, no quirk: for callers that accept only that form)."""
+    return event.digests.get(bank) == _h(bank, event.data)
 
 
 def check_event_data(event: Event, bank: str) -> DataCheck:

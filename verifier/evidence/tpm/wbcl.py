@@ -22,11 +22,11 @@ unit before its end, the first record's size field is at least 0x10001.)
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 from verifier.evidence.errors import ParseError
 from verifier.evidence.tpm.efi_events import is_utf16_string
+from verifier.evidence.tpm.event_data import measures_data
 from verifier.evidence.tpm.event_types import EventType as Ev
 from verifier.evidence.tpm.eventlog import Event
 
@@ -64,8 +64,7 @@ def parse_sipa_events(data: bytes, *, depth: int = 0) -> int:
 
 def is_windows_boot_event(event: Event, bank: str) -> bool:
     """Whether ``event`` is one of Windows Boot Manager's, in the forms above."""
-    digest = event.digests.get(bank)
-    if digest is None or digest != hashlib.new(bank, event.data).digest():
+    if not measures_data(event, bank):
         return False
     if event.event_type == Ev.EV_SEPARATOR:
         return event.data == WBCL_SEPARATOR
